@@ -1,0 +1,59 @@
+"""``tumorseg`` command line: one sub-module per sub-command, each a thin driver of the core.
+
+Each sub-module defines ``register(subparsers)`` which adds its parser and sets
+``func`` to a callable taking the parsed args and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from napari_tumorseg.errors import TumorSegError
+
+# Order is the order shown in --help.
+SUBCOMMAND_MODULES = [
+    "info",
+    "convert",
+    "coco",
+    "models",
+    "train",
+    "predict",
+    "evaluate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tumorseg", description="Brain-tumour MRI segmentation tools (napari-tumorseg)."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"napari_tumorseg.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"napari_tumorseg.cli.{name}":
+                continue  # sub-command not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except TumorSegError as err:
+        print(f"tumorseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tumorseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The one in-memory representation of an opened image or mask.
+
+Axis convention everywhere in the package: arrays are (z, y, x) for volumes, with an
+optional leading channel axis (c, z, y, x) for multi-modal cases. A 2D slice is a
+volume with z == 1.
+
+``affine`` is a 4x4 matrix mapping a voxel index (z, y, x, 1) to world coordinates
+in millimetres in the RAS+ convention (NIfTI / nibabel). DICOM's LPS positions are
+converted on read (x and y negated), so every reader and writer shares one frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Volume:
+    data: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    affine: np.ndarray | None = None
+    name: str = "image"
+    kind: str = "image"  # "image" or "labels"
+    modality: str = ""
+    source: list[str] = field(default_factory=list)
+    channel_names: list[str] | None = None  # set when data has a leading channel axis
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.spacing = tuple(float(s) for s in self.spacing)
+        if self.affine is None:
+            self.affine = affine_from_spacing(self.spacing)
+        self.affine = np.asarray(self.affine, dtype=float)
+
+    @property
+    def has_channels(self) -> bool:
+        return self.channel_names is not None
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape[-3:])
+
+    def layer_data(self) -> tuple[np.ndarray, dict, str]:
+        """napari LayerDataTuple: (data, kwargs, layer_type)."""
+        meta = dict(self.metadata)
+        meta["tumorseg"] = {
+            "affine": self.affine.tolist(),
+            "spacing": list(self.spacing),
+            "source": list(self.source),
+            "modality": self.modality,
+            **meta.get("tumorseg", {}),
+        }
+        kwargs: dict[str, Any] = {"name": self.name, "scale": self.spacing, "metadata": meta}
+        if self.kind == "labels":
+            return self.data, kwargs, "labels"
+        if self.has_channels:
+            kwargs["channel_axis"] = 0
+            kwargs["name"] = [f"{self.name} {c}" for c in self.channel_names]
+            kwargs["blending"] = "additive"
+        return self.data, kwargs, "image"
+
+
+def affine_from_spacing(spacing, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """Axis-aligned affine for (z, y, x) indices: x -> R, y -> A, z -> S."""
+    a = np.zeros((4, 4))
+    a[0, 2] = spacing[2]
+    a[1, 1] = spacing[1]
+    a[2, 0] = spacing[0]
+    a[:3, 3] = origin
+    a[3, 3] = 1.0
+    return a
