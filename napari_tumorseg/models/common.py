@@ -1,0 +1,51 @@
+"""Pieces shared by the segmenters: any input size in, same spatial size out."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "constant"):
+    """Pad the spatial dims of (N, C, *spatial) at the far end up to a multiple.
+
+    Returns the padded tensor and the original spatial shape, for :func:`crop_to`.
+    Padding at the far end keeps voxel (0, 0) where it was, so no shift is introduced.
+    """
+    spatial = tuple(x.shape[2:])
+    pads: list[int] = []
+    for size in reversed(spatial):
+        pads += [0, (-size) % multiple]
+    if any(pads):
+        x = F.pad(x, pads, mode=mode)
+    return x, spatial
+
+
+def crop_to(y: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    index = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
+    return y[index]
+
+
+class AnySizeSegmenter(nn.Module):
+    """Wraps a segmenter that needs inputs divisible by ``multiple``: pads, runs, crops back.
+
+    Deep-supervision outputs (a list/tuple) are returned with the full-resolution head
+    cropped and the coarser heads cropped proportionally.
+    """
+
+    def __init__(self, net: nn.Module, multiple: int):
+        super().__init__()
+        self.net = net
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor):
+        xp, spatial = pad_to_multiple(x, self.multiple)
+        out = self.net(xp)
+        if isinstance(out, (list, tuple)):
+            cropped = []
+            for o in out:
+                factor = [p // s for p, s in zip(xp.shape[2:], o.shape[2:])]
+                cropped.append(crop_to(o, tuple(-(-s // f) for s, f in zip(spatial, factor))))
+            return type(out)(cropped) if isinstance(out, tuple) else cropped
+        return crop_to(out, spatial)
