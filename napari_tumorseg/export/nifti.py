@@ -1,0 +1,84 @@
+"""Write (z, y, x) / (c, z, y, x) arrays to NIfTI with their world geometry.
+
+The inverse of io.nifti.read_nifti: axes go back to nibabel's (i, j, k[, t]) order
+and the affine columns are permuted back, so re-reading yields the same voxels at
+the same RAS+ positions. Written atomically; an existing file is kept unless
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_tumorseg.errors import WriteError
+from napari_tumorseg.fileio import atomic_path
+from napari_tumorseg.io.nifti import is_nifti_path, nifti_affine_to_zyx
+from napari_tumorseg.io.volume import Volume, affine_from_spacing
+
+
+def _nifti_dtype(data: np.ndarray) -> np.ndarray:
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if data.dtype in (np.int64, np.uint64):
+        # nibabel refuses 64-bit integers without an explicit dtype; few viewers read them.
+        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        for dtype in (np.uint8, np.int16, np.uint16, np.int32, np.uint32):
+            info = np.iinfo(dtype)
+            if info.min <= lo and hi <= info.max:
+                return data.astype(dtype)
+        return data.astype(np.float64)
+    if data.dtype == np.float16:
+        return data.astype(np.float32)
+    return data
+
+
+def write_nifti(
+    volume_or_array: Volume | np.ndarray,
+    path: str | Path,
+    affine: np.ndarray | None = None,
+    overwrite: bool = False,
+    spacing: tuple[float, float, float] | None = None,
+) -> Path:
+    """Write a Volume or a (z, y, x) / (c, z, y, x) array to ``path`` (.nii or .nii.gz).
+
+    ``affine`` maps (z, y, x, 1) to RAS+ mm (the Volume convention); it defaults to the
+    Volume's affine, else to one built from ``spacing`` (else 1 mm).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise WriteError(f"{path.name}: a NIfTI file name must end in .nii or .nii.gz")
+    if isinstance(volume_or_array, Volume):
+        data = volume_or_array.data
+        if affine is None:
+            affine = volume_or_array.affine
+    else:
+        data = volume_or_array
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim not in (3, 4) or data.size == 0:
+        raise WriteError(f"cannot write NIfTI from an array of shape {data.shape}")
+    if affine is None:
+        affine = affine_from_spacing(spacing or (1.0, 1.0, 1.0))
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise WriteError("the affine must be a finite 4x4 matrix")
+
+    axes = (3, 2, 1, 0) if data.ndim == 4 else (2, 1, 0)
+    out = _nifti_dtype(data).transpose(axes)
+    nib_affine = nifti_affine_to_zyx(affine)  # the column permutation is an involution
+    img = nib.Nifti1Image(out, nib_affine)
+    # Code 1 (scanner) tells other tools this is a real-world, not an arbitrary, frame.
+    img.set_qform(nib_affine, code=1)
+    img.set_sform(nib_affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            nib.save(img, str(tmp))
+    except OSError as err:
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
+    return path

@@ -1,0 +1,189 @@
+"""NIfTI (.nii / .nii.gz) reading with nibabel, in the package's (z, y, x) convention.
+
+nibabel stores voxels as (i, j, k[, t]) with i the fastest axis in the file, which is
+x in the usual radiological sense. We transpose to (z, y, x) = (k, j, i) and permute
+the affine's columns the same way, so ``Volume.affine @ (z, y, x, 1)`` gives the very
+RAS+ millimetre position nibabel gives for ``(i, j, k, 1)``. The permutation is its
+own inverse, which is what export.nifti relies on to write files back unchanged.
+
+Also home of the "is this a label map?" heuristics shared with the 2D image readers.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from napari_tumorseg.errors import ReadError
+from napari_tumorseg.io.volume import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+# Columns of a nibabel affine (i, j, k, translation) reordered to (k, j, i, translation).
+_PERMUTE = [2, 1, 0, 3]
+
+LABEL_NAME = re.compile(r"seg|truth|label|mask|otmulticlass|annot|roi|gt\b|_gt", re.IGNORECASE)
+# Above this many distinct values an integer array is an image, whatever its name.
+MAX_LABEL_VALUES = 64
+
+_SEQUENCES = [
+    # Order matters: "t1c" before "t1", "flair"/"t2f" before "t2".
+    ("FLAIR", re.compile(r"flair|t2f(?![a-z])", re.IGNORECASE)),
+    ("T1c", re.compile(r"t1[-_ ]?(c|ce|gd|post|contrast)(?![a-z])|t1c", re.IGNORECASE)),
+    ("T1", re.compile(r"t1(?![0-9])|t1n(?![a-z])", re.IGNORECASE)),
+    ("T2", re.compile(r"t2(?![0-9])|t2w(?![a-z])", re.IGNORECASE)),
+]
+
+
+def is_nifti_path(path: str | Path) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: str | Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def guess_sequence(name: str) -> str:
+    """MR sequence named in a file or series name ("FLAIR", "T1", "T1c", "T2"), or ""."""
+    for sequence, pattern in _SEQUENCES:
+        if pattern.search(name):
+            return sequence
+    return ""
+
+
+def is_label_name(name: str) -> bool:
+    return bool(LABEL_NAME.search(name))
+
+
+def as_labels(data: np.ndarray) -> np.ndarray | None:
+    """``data`` as an unsigned label array when it holds few integer values, else None.
+
+    Float-stored label maps (BraTS 2013 OTMultiClass is float32) qualify when every
+    value is within 1e-3 of a whole number. A 0/255 mask becomes 0/1 so label 1 is the object.
+    """
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if data.dtype.kind not in "uif":
+        return None
+    if data.dtype.kind == "f":
+        # Scaled integer storage (brainmask.nii.gz: int32 * 2.3e-10 + 0.5) lands a hair
+        # off the whole numbers it encodes.
+        rounded = np.round(data)
+        if not np.all(np.isfinite(data)) or np.abs(data - rounded).max(initial=0) > 1e-3:
+            return None
+        data = rounded
+    values = np.unique(data)
+    if len(values) > MAX_LABEL_VALUES or (len(values) and values[0] < 0):
+        return None
+    if set(values.tolist()) <= {0, 255} and 255 in values:
+        return (data == 255).astype(np.uint8)
+    top = int(values[-1]) if len(values) else 0
+    dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
+    return data.astype(dtype, copy=False)
+
+
+def _load(path: Path):
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path))
+    except FileNotFoundError:
+        raise ReadError(f"{path}: no such file") from None
+    except Exception as err:  # nibabel raises many types for damaged files
+        raise ReadError(f"{path.name}: not a readable NIfTI file ({_reason(err)})") from None
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:120] if text else type(err).__name__
+
+
+def nifti_affine_to_zyx(affine: np.ndarray) -> np.ndarray:
+    """nibabel (i, j, k) affine -> Volume affine for (z, y, x) indices (and back)."""
+    return np.asarray(affine, dtype=float)[:, _PERMUTE]
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    """(z, y, x) voxel size in mm: norms of the first three affine columns."""
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+def header_info(path: str | Path) -> dict:
+    """Shape (z, y, x), channels, spacing, dtype and name from the header only."""
+    path = Path(path)
+    img = _load(path)
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) < 2 or len(shape) > 4 and any(s != 1 for s in shape[4:]):
+        raise ReadError(f"{path.name}: {len(shape)}-D NIfTI is not supported")
+    spatial = (shape + (1, 1))[:3]
+    channels = shape[3] if len(shape) >= 4 else 0
+    affine = nifti_affine_to_zyx(img.affine)
+    return {
+        "shape": spatial[::-1],
+        "channels": channels,
+        "spacing": spacing_from_affine(affine),
+        "dtype": img.get_data_dtype(),
+        "name": nifti_stem(path),
+        "image": img,
+    }
+
+
+def read_nifti(path: str | Path) -> Volume:
+    """Read a .nii / .nii.gz file into a (z, y, x) or (c, z, y, x) Volume with its affine."""
+    path = Path(path)
+    info = header_info(path)
+    img = info["image"]
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:
+        raise ReadError(f"{path.name}: damaged NIfTI data ({_reason(err)})") from None
+    data = np.asarray(data)
+    while data.ndim > 4:
+        data = data[..., 0]  # trailing singleton dimensions (checked in header_info)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    # (i, j, k[, t]) -> ([t,] k, j, i); contiguous so later torch/np code gets no surprises.
+    axes = (3, 2, 1, 0) if data.ndim == 4 else (2, 1, 0)
+    data = np.ascontiguousarray(data.transpose(axes))
+    if data.size == 0:
+        raise ReadError(f"{path.name}: the NIfTI file holds no voxels")
+
+    name = info["name"]
+    affine = nifti_affine_to_zyx(img.affine)
+    header = img.header
+    metadata = {
+        "nifti": {
+            "qform_code": int(header["qform_code"]),
+            "sform_code": int(header["sform_code"]),
+            "dtype": str(info["dtype"]),
+        }
+    }
+    sequence = guess_sequence(name)
+    if sequence:
+        metadata["sequence"] = sequence
+
+    kind = "image"
+    channel_names = None
+    if data.ndim == 4:
+        channel_names = [str(i) for i in range(data.shape[0])]
+    elif is_label_name(name):
+        labels = as_labels(data)
+        if labels is not None:
+            data, kind = labels, "labels"
+    return Volume(
+        data=data,
+        spacing=spacing_from_affine(affine),
+        affine=affine,
+        name=name,
+        kind=kind,
+        modality="MR" if sequence else "",
+        source=[str(path)],
+        channel_names=channel_names,
+        metadata=metadata,
+    )

@@ -1,0 +1,357 @@
+"""One entry point for every input the plugin opens: DICOM, NIfTI, TIFF/JPG/PNG, folders.
+
+``read_path`` returns Volumes, ``describe`` the same list as ``tumorseg info`` shows it
+(cheaply: DICOM and NIfTI from their headers), in the same order, so ``--series N``
+and ``info``'s row N are the same volume.
+
+A folder is, in this order of precedence: a DICOM study (searched recursively), or its
+NIfTI files plus its image slices, or - when it holds neither directly - the cases in
+its sub-folders (two levels at most, e.g. kaggle_3m/<patient>/ or brats/<split>/<case>/).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from napari_tumorseg.errors import ReadError, TumorSegError
+from napari_tumorseg.io import images as _images
+from napari_tumorseg.io import nifti as _nifti
+from napari_tumorseg.io.volume import Volume
+
+INFO_KEYS = ("name", "kind", "shape", "spacing", "modality", "n_files", "source")
+SUPPORTED = "DICOM, NIfTI (.nii/.nii.gz), TIFF, JPG, PNG, or a folder of them"
+_MAX_DEPTH = 2
+_DICOM_PROBE = 400  # files looked at before deciding a folder holds no DICOM
+
+
+@dataclass
+class Entry:
+    """One volume a path holds: its ``info`` row, and how to load it."""
+
+    info: dict[str, Any]
+    load: Callable[[], Volume]
+
+
+# ---------------------------------------------------------------- detection
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.name.upper() == "DICOMDIR":
+        return True
+    try:
+        from napari_tumorseg.io.dicom import is_dicom_file
+
+        return bool(is_dicom_file(path))
+    except Exception:
+        return False
+
+
+def _folder_has_dicom(folder: Path) -> bool:
+    looked = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            p = Path(root) / name
+            if name.upper() == "DICOMDIR" or p.suffix.lower() in (".dcm", ".ima"):
+                return _is_dicom_file(p)
+            if _nifti.is_nifti_path(p) or _images.is_image_path(p):
+                continue
+            if _is_dicom_file(p):
+                return True
+            looked += 1
+            if looked >= _DICOM_PROBE:
+                return False
+    return False
+
+
+def kind_of_path(path: str | Path) -> str | None:
+    """'dicom', 'nifti', 'image' or 'folder' for a path we can open, else None (cheap)."""
+    path = Path(path)
+    if path.is_dir():
+        return "folder"
+    if not path.is_file():
+        return None
+    if _nifti.is_nifti_path(path):
+        return "nifti"
+    if _images.is_image_path(path):
+        return "image"
+    if path.suffix.lower() in (".json", ".txt", ".csv", ".md", ".py", ".zip", ".mha", ".mhd"):
+        return None
+    if _is_dicom_file(path):
+        return "dicom"
+    return None
+
+
+def can_read(path: str | Path) -> bool:
+    """True when ``path`` is a file or folder this plugin opens (without reading pixels)."""
+    path = Path(path)
+    kind = kind_of_path(path)
+    if kind != "folder":
+        return kind is not None
+    try:
+        return bool(_folder_plan(path, depth=0, probe_only=True))
+    except (OSError, TumorSegError):
+        return False
+
+
+# ---------------------------------------------------------------- entries
+
+
+def _dicom_entries(path: Path) -> list[Entry]:
+    from napari_tumorseg.io import dicom
+
+    try:
+        series, notes = dicom.scan_dicom(path)
+    except TumorSegError:
+        raise
+    except Exception as err:
+        raise ReadError(f"{path.name}: unreadable DICOM ({_first_line(err)})") from None
+    if not series:
+        why = f" ({notes[0]})" if notes else ""
+        raise ReadError(f"{path}: no DICOM image series found{why}")
+    entries = []
+    for s in series:
+        files = [str(f) for f in s.files]
+        source = os.path.commonpath(files) if len(files) > 1 else (files[0] if files else str(path))
+        info = {
+            "name": s.description or f"series {s.series_number}",
+            "kind": "labels" if s.is_mask else "image",
+            "shape": [int(v) for v in s.shape],
+            "spacing": [float(v) for v in s.spacing],
+            "modality": s.modality or "",
+            "n_files": len(files),
+            "source": source,
+        }
+        entries.append(Entry(info, lambda s=s: dicom.load_dicom_series(s)))
+    return entries
+
+
+def _volume_info(v: Volume, n_files: int, source: str) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "kind": v.kind,
+        "shape": [int(s) for s in v.spatial_shape],
+        "spacing": [float(s) for s in v.spacing],
+        "modality": v.modality,
+        "n_files": n_files,
+        "source": source,
+    }
+
+
+def _nifti_entry(path: Path) -> Entry:
+    head = _nifti.header_info(path)
+    name = head["name"]
+    if _nifti.is_label_name(name) and head["channels"] <= 1:
+        # Whether a "*seg*" file really holds labels depends on its values: read it once.
+        vol = _nifti.read_nifti(path)
+        return Entry(_volume_info(vol, 1, str(path)), lambda: vol)
+    sequence = _nifti.guess_sequence(name)
+    info = {
+        "name": name,
+        "kind": "image",
+        "shape": [int(s) for s in head["shape"]],
+        "spacing": [float(s) for s in head["spacing"]],
+        "modality": "MR" if sequence else "",
+        "n_files": 1,
+        "source": str(path),
+    }
+    return Entry(info, lambda: _nifti.read_nifti(path))
+
+
+def _image_entries(group: _images.ImageGroup) -> list[Entry]:
+    cache: dict[str, list[Volume]] = {}
+
+    def volumes() -> list[Volume]:
+        if "v" not in cache:
+            cache["v"] = _images.read_group(group)
+        return cache["v"]
+
+    source = str(group.images[0].parent) if group.stacked else str(group.images[0])
+    if not group.stacked:
+        vols = volumes()
+        n = [1, 1]
+        return [Entry(_volume_info(v, n[i], source if i == 0 else str(group.masks[0])),
+                      lambda v=v: v) for i, v in enumerate(vols)]
+
+    # A folder of slices: size and colour from the first slice, so that `info` on a folder
+    # of a thousand JPGs does not decode them all.
+    first = _images.ImageGroup(group.name, group.images[:1], group.masks[:1], stacked=True)
+    probe = _images.read_group(first)
+    entries = []
+    for i, v in enumerate(probe):
+        info = _volume_info(v, len(group.images), source)
+        info["shape"][0] = len(group.images)
+        if i == 1:
+            info["n_files"] = sum(m is not None for m in group.masks)
+        entries.append(Entry(info, lambda i=i: volumes()[i]))
+    return entries
+
+
+def _folder_plan(folder: Path, depth: int, probe_only: bool = False) -> list[Callable[[], list[Entry]]]:
+    """Deferred entry builders for a folder (see the module docstring)."""
+    if _folder_has_dicom(folder):
+        return [lambda: _dicom_entries(folder)]
+    try:
+        children = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
+                          key=_images.natural_key)
+    except OSError as err:
+        raise ReadError(f"{folder}: cannot list folder ({err.strerror})") from None
+    plan: list[Callable[[], list[Entry]]] = []
+    for p in children:
+        if p.is_file() and _nifti.is_nifti_path(p):
+            plan.append(lambda p=p: [_nifti_entry(p)])
+    if any(p.is_file() and _images.is_image_path(p) for p in children):
+        if probe_only:
+            plan.append(lambda: [])
+        else:
+            for group in _images.plan_folder(folder):
+                plan.append(lambda g=group: _image_entries(g))
+    if plan or depth >= _MAX_DEPTH:
+        return plan
+    for p in children:
+        if p.is_dir():
+            sub = _folder_plan(p, depth + 1, probe_only)
+            plan.extend(sub)
+            if probe_only and plan:
+                break
+    return plan
+
+
+def entries(path: str | Path) -> list[Entry]:
+    """Every volume ``path`` holds, described but not yet loaded (DICOM, NIfTI)."""
+    path = Path(path)
+    if not path.exists():
+        raise ReadError(f"{path}: no such file or folder")
+    kind = kind_of_path(path)
+    if kind is None:
+        suffix = "".join(path.suffixes[-2:]) or path.name
+        raise ReadError(f"{path.name}: unsupported file type '{suffix}' (open {SUPPORTED})")
+    if kind == "dicom":
+        return _dicom_entries(path)
+    if kind == "nifti":
+        return [_nifti_entry(path)]
+    if kind == "image":
+        return _image_entries(_images.plan_file(path))
+    out: list[Entry] = []
+    for build in _folder_plan(path, depth=0):
+        out.extend(build())
+    if not out:
+        raise ReadError(f"{path}: no readable images in this folder (open {SUPPORTED})")
+    return out
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:120] if lines else type(err).__name__
+
+
+def _guard(func, *args):
+    """Run a reader step, turning library exceptions into one-line ReadErrors."""
+    try:
+        return func(*args)
+    except TumorSegError:
+        raise
+    except MemoryError:
+        raise ReadError("not enough memory to load this volume") from None
+    except Exception as err:
+        raise ReadError(f"could not read {args[0] if args else 'input'}: {_first_line(err)}") from None
+
+
+# ---------------------------------------------------------------- public API
+
+
+def describe(path: str | Path) -> list[dict[str, Any]]:
+    """One dict per volume with exactly the keys of ``tumorseg info --json``."""
+    return [dict(e.info) for e in _guard(entries, path)]
+
+
+def read_path(path: str | Path, series: int | None = None) -> list[Volume]:
+    """Read every volume in ``path`` (or only the ``series``-th, 0-based as in ``info``)."""
+    found = _guard(entries, path)
+    if series is not None:
+        if not 0 <= series < len(found):
+            raise ReadError(
+                f"series {series} does not exist: {Path(path).name} holds {len(found)} "
+                f"volume(s), numbered 0-{len(found) - 1}"
+            )
+        found = [found[series]]
+    return [_guard(e.load) for e in found]
+
+
+def _grid_text(v: Volume) -> str:
+    shape = "x".join(str(s) for s in v.spatial_shape)
+    spacing = "x".join(f"{s:.3g}" for s in v.spacing)
+    return f"{shape} voxels at {spacing} mm"
+
+
+def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
+    """Stack image Volumes of one study that share a grid into one (c, z, y, x) Volume.
+
+    Channels keep the order given. Volumes on different grids (shape, spacing, position
+    or orientation) raise a TumorSegError naming the two that differ: nothing is
+    resampled.
+    """
+    if not volumes:
+        raise TumorSegError("no volumes to combine")
+    for v in volumes:
+        if v.kind != "image":
+            raise TumorSegError(f"'{v.name}' is a label map; only images combine as channels")
+    ref = volumes[0]
+    for v in volumes[1:]:
+        if v.spatial_shape != ref.spatial_shape or not np.allclose(v.spacing, ref.spacing, atol=1e-3):
+            raise TumorSegError(
+                f"cannot combine as channels: '{v.name}' is {_grid_text(v)}, "
+                f"'{ref.name}' is {_grid_text(ref)} (resampling is not supported)"
+            )
+        if not np.allclose(v.affine, ref.affine, atol=1e-2):
+            shift = float(np.linalg.norm(v.affine[:3, 3] - ref.affine[:3, 3]))
+            raise TumorSegError(
+                f"cannot combine as channels: '{v.name}' and '{ref.name}' have the same size but "
+                f"a different position or orientation (origins {shift:.2f} mm apart; "
+                "resampling is not supported)"
+            )
+
+    arrays, channel_names, per_channel = [], [], []
+    for v in volumes:
+        if v.has_channels:
+            arrays.extend(list(v.data))
+            channel_names.extend(f"{v.name} {c}" for c in v.channel_names)
+        else:
+            arrays.append(v.data)
+            channel_names.append(v.metadata.get("sequence") or v.name)
+        per_channel.append({"name": v.name, "source": list(v.source), "modality": v.modality})
+    if len(set(channel_names)) < len(channel_names):  # two FLAIRs: fall back to full names
+        channel_names = [f"{n} ({i})" for i, n in enumerate(channel_names)]
+    dtype = np.result_type(*[a.dtype for a in arrays])
+    data = np.stack([a.astype(dtype, copy=False) for a in arrays])
+
+    metadata: dict[str, Any] = {"channels": per_channel}
+    if "dicom" in ref.metadata:
+        # Later DICOM exports reference one source series; the first channel's is as good as any.
+        metadata["dicom"] = ref.metadata["dicom"]
+    if name is None:
+        prefix = os.path.commonprefix([v.name for v in volumes]).rstrip(" _-.")
+        name = prefix or ref.name
+    return Volume(
+        data=data,
+        spacing=ref.spacing,
+        affine=ref.affine.copy(),
+        name=name,
+        kind="image",
+        modality=ref.modality,
+        source=[s for v in volumes for s in v.source],
+        channel_names=channel_names,
+        metadata=metadata,
+    )
+
+
+def layer_data(volumes: list[Volume]) -> list[tuple]:
+    """napari LayerDataTuples for ``volumes``, in order."""
+    return [v.layer_data() for v in volumes]
