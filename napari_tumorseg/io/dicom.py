@@ -1,0 +1,919 @@
+"""DICOM reader: files, folders (recursive) and DICOMDIRs to one :class:`Volume` per series.
+
+Two steps, so a widget can list a study before loading it:
+
+* :func:`scan_dicom` reads headers only and groups every image frame by
+  SeriesInstanceUID, then by geometry (orientation, matrix size, pixel spacing) so
+  that files which disagree are split into separate stacks rather than mixed.
+* :func:`load_dicom_series` reads the pixel data of one series, in the order of each
+  slice's position along the slice normal (never file name or InstanceNumber), and
+  applies the modality LUT (RescaleSlope/Intercept).
+
+Geometry follows the DICOM patient frame (LPS); the Volume's affine is converted to
+RAS (x and y negated) as the rest of the package expects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from napari_tumorseg.errors import ReadError
+from napari_tumorseg.io.volume import Volume
+
+__all__ = [
+    "DicomSeries",
+    "DicomWarning",
+    "scan_dicom",
+    "load_dicom_series",
+    "read_dicom",
+    "is_dicom_file",
+]
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+
+# Objects that carry no image to show: skipped with a note. Matched on the SOP class
+# name so that new variants of a family (e.g. every SR flavour) are caught too.
+_NON_IMAGE_SOP_PATTERNS = (
+    "SR Storage",
+    "Structured Report",
+    "RT Structure Set",
+    "RT Plan",
+    "RT Dose",  # a dose grid, not an MR/CT image; would need its own reader
+    "RT Beams",
+    "RT Ion",
+    "Treatment Record",
+    "Segmentation Storage",
+    "Presentation State",
+    "Key Object Selection",
+    "Media Storage Directory",
+    "Raw Data",
+    "Encapsulated",
+    "Waveform",
+    "ECG",
+    "Spatial Registration",
+    "Deformable Spatial Registration",
+    "Surface",
+    "Real World Value Mapping",
+)
+
+# Series descriptions that mark a mask/ROI export (e.g. OsiriX "FLAIR_ROI").
+_MASK_TOKENS = {"roi", "rois", "mask", "masks", "seg", "segmentation", "label", "labels", "labelmap"}
+
+_UNCOMPRESSED = {
+    "1.2.840.10008.1.2": ("<", False),  # implicit VR little endian
+    "1.2.840.10008.1.2.1": ("<", True),  # explicit VR little endian
+    "1.2.840.10008.1.2.2": (">", True),  # explicit VR big endian (retired)
+}
+
+_PARALLEL_MIN_FILES = 16
+_IO_THREADS = 4
+
+
+class DicomWarning(UserWarning):
+    """A series loaded, but something about its geometry deserves a look."""
+
+
+@dataclass
+class _Slice:
+    """One 2D frame: a single-frame file, or one frame of a multi-frame file."""
+
+    path: Path
+    frame: int | None  # 0-based frame index in a multi-frame file
+    position: tuple[float, float, float] | None  # ImagePositionPatient, LPS mm
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient (row, col cosines)
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) mm
+    slope: float
+    intercept: float
+    sop_instance_uid: str
+    instance_number: int | None
+    # Distinguishes frames that share one position (echoes, time points).
+    dup_key: tuple = ()
+
+
+@dataclass
+class _FileInfo:
+    """What a series needs from one file's header; plain values only."""
+
+    path: Path
+    series_uid: str
+    study_uid: str
+    frame_of_reference_uid: str
+    sop_class_uid: str
+    modality: str
+    description: str
+    series_number: int | None
+    rows: int
+    cols: int
+    n_frames: int
+    samples_per_pixel: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    transfer_syntax: str
+    spacing_between_slices: float | None
+    slice_thickness: float | None
+    mask_hint: bool
+    slices: list[_Slice]
+    meta: dict[str, Any]
+    pixel_offset: int | None = None  # byte offset of the Pixel Data element header
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DicomSeries:
+    """One image series (or one consistent stack of it) found by :func:`scan_dicom`."""
+
+    series_uid: str
+    study_uid: str
+    frame_of_reference_uid: str
+    description: str
+    modality: str
+    series_number: int | None
+    files: list[Path]
+    n_slices: int
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    is_mask: bool
+    warnings: list[str]
+    _slices: list[_Slice] = field(default_factory=list, repr=False)
+    _infos: dict[Path, _FileInfo] = field(default_factory=dict, repr=False)
+    _step: tuple[float, float, float] | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------
+# cheap checks and file discovery
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True for a DICOMDIR name or a file with the "DICM" preamble at byte 128."""
+    path = Path(path)
+    if path.name.upper() == "DICOMDIR":
+        return path.is_file()
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _candidate_files(root: Path) -> tuple[list[Path], list[str]]:
+    """Every file under ``root`` that may be DICOM; DICOMDIR indexes are left out
+    because the walk finds the files they point to anyway."""
+    found: list[Path] = []
+    ignored = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if name.startswith(".") or name.upper().startswith("DICOMDIR"):
+                continue
+            if is_dicom_file(p) or p.suffix.lower() in DICOM_SUFFIXES:
+                found.append(p)
+            else:
+                ignored += 1
+    notes = [f"{ignored} non-DICOM file(s) ignored"] if ignored else []
+    return found, notes
+
+
+def _dicomdir_files(path: Path) -> tuple[list[Path], list[str]]:
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    try:
+        fs = FileSet(pydicom.dcmread(path))
+    except Exception as err:  # pydicom raises many types for a bad index
+        raise ReadError(f"cannot read DICOMDIR {path}: {_short(err)}") from err
+    files, missing = [], []
+    for inst in fs:
+        p = Path(inst.path)
+        (files if p.is_file() else missing).append(p)
+    notes = []
+    if missing:
+        notes.append(
+            f"DICOMDIR lists {len(missing)} file(s) that are missing, e.g. {missing[0].name}"
+        )
+    return files, notes
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
+
+
+# ---------------------------------------------------------------------------------
+# header parsing
+
+
+def _floats(value, n: int | None = None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    seq = value if hasattr(value, "__iter__") and not isinstance(value, (str, bytes)) else [value]
+    try:
+        out = tuple(float(v) for v in seq)
+    except (TypeError, ValueError):
+        return None
+    if n is not None and len(out) != n:
+        return None
+    if not all(np.isfinite(out)):
+        return None
+    return out
+
+
+def _float(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _item(ds, *keywords):
+    """First item of nested sequences, e.g. ``_item(fg, "PlanePositionSequence")``."""
+    for kw in keywords:
+        seq = getattr(ds, kw, None) if ds is not None else None
+        if not seq:
+            return None
+        ds = seq[0]
+    return ds
+
+
+def _frame_attr(per_frame, shared, seq_kw: str, attr: str):
+    """Per-frame functional group value, falling back to the shared group."""
+    for group in (per_frame, shared):
+        item = _item(group, seq_kw) if group is not None else None
+        if item is not None and attr in item:
+            return item.get(attr)
+    return None
+
+
+def _dup_key(ds) -> tuple:
+    keys = ("EchoNumbers", "TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime",
+            "DiffusionBValue")
+    return tuple(_str(ds.get(k)) for k in keys)
+
+
+def _sop_class_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    try:
+        return UID(uid).name
+    except Exception:
+        return uid
+
+
+def _read_header(path: Path) -> _FileInfo | str:
+    """Parse one file's header; returns a note string when it is not a usable image."""
+    import pydicom
+
+    try:
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=not is_dicom_file(path))
+            # pydicom leaves the file at the Pixel Data tag: remember it so the load
+            # reads the pixels directly instead of parsing the header again.
+            offset = fh.tell()
+        size = path.stat().st_size
+    except Exception as err:
+        return f"unreadable: {path.name} ({_short(err)})"
+    try:
+        return _info_from_dataset(path, ds, offset, size)
+    except Exception as err:  # a header that parses but whose values are garbage
+        return f"unreadable: {path.name} ({_short(err)})"
+
+
+def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | str:
+    sop_class = _str(ds.get("SOPClassUID")) or _str(
+        getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    )
+    sop_name = _sop_class_name(sop_class) if sop_class else "unknown object"
+    if sop_class and any(p.lower() in sop_name.lower() for p in _NON_IMAGE_SOP_PATTERNS):
+        return f"skipped non-image object: {sop_name}"
+    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
+    if not rows or not cols:
+        return f"skipped object without an image: {sop_name}"
+    series_uid = _str(ds.get("SeriesInstanceUID"))
+    if not series_uid:
+        return f"unreadable: {path.name} (no SeriesInstanceUID)"
+    n_frames = _int(ds.get("NumberOfFrames")) or 1
+    spp = _int(ds.get("SamplesPerPixel")) or 1
+    bits_alloc = _int(ds.get("BitsAllocated")) or 16
+    bits_stored = _int(ds.get("BitsStored")) or bits_alloc
+    ts = _str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)) or "1.2.840.10008.1.2"
+
+    # A file cut off inside its pixel data: caught here so it becomes a note rather
+    # than a failed load later.
+    available = size - offset
+    if ts in _UNCOMPRESSED and bits_alloc % 8 == 0:
+        head_len = 12 if _UNCOMPRESSED[ts][1] else 8
+        expected = rows * cols * n_frames * spp * bits_alloc // 8
+        if available < head_len + expected:
+            return (f"unreadable: {path.name} (truncated: {max(available - head_len, 0)} bytes "
+                    f"of pixel data, {expected} expected)")
+    elif available < 8:
+        return f"unreadable: {path.name} (no pixel data)"
+
+    description = _str(ds.get("SeriesDescription"))
+    modality = _str(ds.get("Modality"))
+    series_number = _int(ds.get("SeriesNumber"))
+    image_type = [str(t).lower() for t in (ds.get("ImageType") or [])]
+    tokens = set(re.split(r"[^a-z0-9]+", description.lower())) | set(image_type)
+    mask_hint = bool(tokens & _MASK_TOKENS)
+
+    slices = _slices_of(path, ds, n_frames)
+    sbs = _float(ds.get("SpacingBetweenSlices"))
+    thick = _float(ds.get("SliceThickness"))
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    if sbs is None:
+        sbs = _float(_frame_attr(None, shared, "PixelMeasuresSequence", "SpacingBetweenSlices"))
+    if thick is None:
+        thick = _float(_frame_attr(None, shared, "PixelMeasuresSequence", "SliceThickness"))
+
+    meta = {
+        "patient_id": _str(ds.get("PatientID")),
+        "patient_name": _str(ds.get("PatientName")),
+        "patient_birth_date": _str(ds.get("PatientBirthDate")),
+        "patient_sex": _str(ds.get("PatientSex")),
+        "study_date": _str(ds.get("StudyDate")),
+        "study_time": _str(ds.get("StudyTime")),
+        "study_id": _str(ds.get("StudyID")),
+        "study_description": _str(ds.get("StudyDescription")),
+        "accession_number": _str(ds.get("AccessionNumber")),
+        "referring_physician_name": _str(ds.get("ReferringPhysicianName")),
+        "series_date": _str(ds.get("SeriesDate")),
+        "series_time": _str(ds.get("SeriesTime")),
+        "series_description": description,
+        "manufacturer": _str(ds.get("Manufacturer")),
+        "manufacturer_model_name": _str(ds.get("ManufacturerModelName")),
+        "body_part_examined": _str(ds.get("BodyPartExamined")),
+        "patient_position": _str(ds.get("PatientPosition")),
+        "magnetic_field_strength": _float(ds.get("MagneticFieldStrength")),
+    }
+    return _FileInfo(
+        path=path,
+        series_uid=series_uid,
+        study_uid=_str(ds.get("StudyInstanceUID")),
+        frame_of_reference_uid=_str(ds.get("FrameOfReferenceUID")),
+        sop_class_uid=sop_class,
+        modality=modality,
+        description=description,
+        series_number=series_number,
+        rows=rows,
+        cols=cols,
+        n_frames=n_frames,
+        samples_per_pixel=spp,
+        bits_allocated=bits_alloc,
+        bits_stored=bits_stored,
+        pixel_representation=_int(ds.get("PixelRepresentation")) or 0,
+        photometric=_str(ds.get("PhotometricInterpretation")) or "MONOCHROME2",
+        transfer_syntax=ts,
+        spacing_between_slices=sbs,
+        slice_thickness=thick,
+        mask_hint=mask_hint,
+        slices=slices,
+        meta=meta,
+        pixel_offset=offset,
+    )
+
+
+def _slices_of(path: Path, ds, n_frames: int) -> list[_Slice]:
+    sop_uid = _str(ds.get("SOPInstanceUID"))
+    inst = _int(ds.get("InstanceNumber"))
+    slope = _float(ds.get("RescaleSlope"))
+    intercept = _float(ds.get("RescaleIntercept"))
+    pixel_spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
+    position = _floats(ds.get("ImagePositionPatient"), 3)
+    orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+
+    if n_frames == 1 and not per_frame:
+        return [
+            _Slice(path, None, position, orientation, pixel_spacing,
+                   1.0 if slope is None else slope, 0.0 if intercept is None else intercept,
+                   sop_uid, inst, _dup_key(ds))
+        ]
+
+    out = []
+    for i in range(n_frames):
+        pf = per_frame[i] if per_frame is not None and i < len(per_frame) else None
+        pos = _floats(_frame_attr(pf, shared, "PlanePositionSequence", "ImagePositionPatient"), 3)
+        ori = _floats(_frame_attr(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+        ps = _floats(_frame_attr(pf, shared, "PixelMeasuresSequence", "PixelSpacing"), 2)
+        s = _float(_frame_attr(pf, shared, "PixelValueTransformationSequence", "RescaleSlope"))
+        b = _float(_frame_attr(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept"))
+        content = _item(pf, "FrameContentSequence") if pf is not None else None
+        dims = tuple(content.get("DimensionIndexValues") or ()) if content is not None else ()
+        stack = _str(content.get("StackID")) if content is not None else ""
+        echo = _frame_attr(pf, shared, "MREchoSequence", "EffectiveEchoTime")
+        temporal = _str(content.get("TemporalPositionIndex")) if content is not None else ""
+        out.append(
+            _Slice(
+                path, i,
+                pos or (position if i == 0 else None),
+                ori or orientation,
+                ps or pixel_spacing,
+                s if s is not None else (1.0 if slope is None else slope),
+                b if b is not None else (0.0 if intercept is None else intercept),
+                sop_uid, inst,
+                (stack, _str(echo), temporal, str(dims)),
+            )
+        )
+    return out
+
+
+def _read_headers(paths: list[Path]) -> list[_FileInfo | str]:
+    # Header parsing is pure Python (GIL-bound), but threads still overlap the file
+    # opens and reads when the study sits on a slow or cold disk.
+    if len(paths) < _PARALLEL_MIN_FILES:
+        return [_read_header(p) for p in paths]
+    with ThreadPoolExecutor(_IO_THREADS) as pool:
+        return list(pool.map(_read_header, paths))
+
+
+# ---------------------------------------------------------------------------------
+# grouping and ordering
+
+
+def _geometry_key(s: _Slice, info: _FileInfo) -> tuple:
+    ori = tuple(round(v, 3) for v in s.orientation) if s.orientation else None
+    ps = tuple(round(v, 4) for v in s.pixel_spacing) if s.pixel_spacing else None
+    return (info.rows, info.cols, ori, ps, info.samples_per_pixel)
+
+
+def _normal(orientation: tuple[float, ...] | None) -> np.ndarray:
+    if orientation is None:
+        return np.array([0.0, 0.0, 1.0])
+    o = np.asarray(orientation, float)
+    n = np.cross(o[:3], o[3:])
+    norm = np.linalg.norm(n)
+    return n / norm if norm > 1e-6 else np.array([0.0, 0.0, 1.0])
+
+
+def _split_duplicates(slices: list[_Slice], dist: np.ndarray) -> list[list[int]]:
+    """Indices of each stack when several frames share one position (echoes, time
+    points): the k-th frame at every position goes to stack k."""
+    groups: dict[float, list[int]] = defaultdict(list)
+    for i, d in enumerate(dist):
+        groups[round(float(d), 2)].append(i)
+    if all(len(v) == 1 for v in groups.values()):
+        return [list(range(len(slices)))]
+    k = max(len(v) for v in groups.values())
+    stacks: list[list[int]] = [[] for _ in range(k)]
+    for members in groups.values():
+        members.sort(key=lambda i: (slices[i].dup_key, slices[i].instance_number or 0,
+                                    slices[i].frame or 0, str(slices[i].path)))
+        for rank, i in enumerate(members):
+            stacks[rank].append(i)
+    return stacks
+
+
+def _spacing_and_warnings(
+    slices: list[_Slice], dist: np.ndarray, info: _FileInfo
+) -> tuple[float, tuple[float, float, float] | None, list[str]]:
+    """Slice spacing (mm), the per-slice step vector for the affine (LPS), warnings."""
+    warns: list[str] = []
+    n = len(slices)
+    normal = _normal(slices[0].orientation)
+    if n == 1:
+        dz = info.spacing_between_slices or info.slice_thickness or 1.0
+        return float(dz), tuple(normal * dz), warns
+    diffs = np.diff(dist)
+    med = float(np.median(diffs))
+    if med <= 1e-6:
+        warns.append("slices share one position: spacing 1 mm assumed")
+        return 1.0, tuple(normal), warns
+    tol = max(0.05 * med, 0.01)
+    big = np.nonzero(diffs > med + tol)[0]
+    small = np.nonzero(diffs < med - tol)[0]
+    for i in big:
+        missing = int(round(diffs[i] / med)) - 1
+        extra = f"; about {missing} slice(s) missing" if missing >= 1 else ""
+        warns.append(
+            f"gap of {diffs[i]:.2f} mm between slices {i} and {i + 1} "
+            f"(usual spacing {med:.2f} mm){extra}"
+        )
+    if len(small):
+        warns.append(
+            f"uneven slice spacing: {len(small)} step(s) shorter than the usual {med:.2f} mm "
+            f"(smallest {diffs.min():.2f} mm)"
+        )
+    p = np.array([s.position for s in slices], float)
+    if len(big) or len(small):
+        step = normal * med
+    else:
+        step = (p[-1] - p[0]) / (n - 1)
+        inplane = step - normal * np.dot(step, normal)
+        if np.linalg.norm(inplane) > max(0.01, 1e-3 * med):
+            warns.append(
+                f"slice positions drift in-plane by {np.linalg.norm(inplane):.2f} mm per slice "
+                "(gantry tilt?); the affine keeps the shear"
+            )
+    return med, tuple(step), warns
+
+
+def _build_series(
+    stack: list[_Slice], infos: dict[Path, _FileInfo], label: str, extra: list[str]
+) -> DicomSeries:
+    info = infos[stack[0].path]
+    warns = list(extra)
+    has_geom = all(s.position is not None and s.orientation is not None for s in stack)
+    if has_geom:
+        normal = _normal(stack[0].orientation)
+        dist = np.array([np.dot(np.asarray(s.position), normal) for s in stack])
+        order = np.argsort(dist, kind="stable")
+        stack = [stack[i] for i in order]
+        dist = dist[order]
+        dz, step, w = _spacing_and_warnings(stack, dist, info)
+        warns += w
+    else:
+        if len(stack) > 1:
+            # Without positions there is nothing geometric to sort by; InstanceNumber
+            # (then frame index) is the only remaining order, and we say so.
+            stack = sorted(stack, key=lambda s: (s.instance_number or 0, s.frame or 0, str(s.path)))
+            warns.append("no ImagePositionPatient/ImageOrientationPatient: slices ordered "
+                         "by InstanceNumber, geometry unknown")
+        else:
+            warns.append("no patient geometry (position/orientation): axis-aligned affine assumed")
+        dz = info.spacing_between_slices or info.slice_thickness or 1.0
+        step = None
+    ps = stack[0].pixel_spacing
+    if ps is None:
+        warns.append("no PixelSpacing: 1 mm pixels assumed")
+        ps = (1.0, 1.0)
+    files: list[Path] = []
+    seen = set()
+    for s in stack:
+        if s.path not in seen:
+            seen.add(s.path)
+            files.append(s.path)
+    description = info.description or f"{info.modality or 'DICOM'} {info.series_number or ''}".strip()
+    return DicomSeries(
+        series_uid=info.series_uid,
+        study_uid=info.study_uid,
+        frame_of_reference_uid=info.frame_of_reference_uid,
+        description=description + label,
+        modality=info.modality,
+        series_number=info.series_number,
+        files=files,
+        n_slices=len(stack),
+        shape=(len(stack), info.rows, info.cols),
+        spacing=(float(dz), float(ps[0]), float(ps[1])),
+        is_mask=any(infos[p].mask_hint for p in files),
+        warnings=warns,
+        _slices=stack,
+        _infos={p: infos[p] for p in files},
+        _step=step,
+    )
+
+
+def _group(infos: list[_FileInfo]) -> list[DicomSeries]:
+    by_uid: dict[str, list[_Slice]] = defaultdict(list)
+    info_of: dict[Path, _FileInfo] = {}
+    for info in infos:
+        info_of[info.path] = info
+        by_uid[info.series_uid].extend(info.slices)
+
+    out: list[DicomSeries] = []
+    for uid, slices in by_uid.items():
+        # Files whose orientation or matrix disagree are never mixed into one array.
+        geo: dict[tuple, list[_Slice]] = defaultdict(list)
+        for s in slices:
+            geo[_geometry_key(s, info_of[s.path])].append(s)
+        parts: list[list[_Slice]] = []
+        for members in geo.values():
+            if all(s.position is not None and s.orientation is not None for s in members):
+                normal = _normal(members[0].orientation)
+                dist = np.array([np.dot(np.asarray(s.position), normal) for s in members])
+                parts += [[members[i] for i in idx] for idx in _split_duplicates(members, dist)]
+            else:
+                parts.append(members)
+        # Deterministic part order whatever order the files were found in.
+        parts.sort(key=lambda part: min(
+            (s.instance_number if s.instance_number is not None else 1 << 30, s.frame or 0,
+             s.sop_instance_uid) for s in part))
+        note: list[str] = []
+        if len(geo) > 1:
+            note.append(f"series {uid} mixes {len(geo)} orientations/matrix sizes: "
+                        f"split into {len(parts)} stacks")
+        elif len(parts) > 1:
+            note.append(f"series {uid} has {len(parts)} frames per position "
+                        f"(echoes/time points): split into {len(parts)} stacks")
+        for i, part in enumerate(parts):
+            label = f" [{i + 1}/{len(parts)}]" if len(parts) > 1 else ""
+            out.append(_build_series(part, info_of, label, note))
+    out.sort(key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else 1 << 30,
+                            s.description, s.series_uid))
+    return out
+
+
+def _summarise_notes(notes: Iterable[str]) -> list[str]:
+    """Collapse repeated skip notes ("skipped ...: RT Plan" x 300) into counted lines."""
+    counts = Counter(notes)
+    out = []
+    for note, k in counts.items():
+        out.append(note if k == 1 else f"{note} (x{k})")
+    return out
+
+
+def scan_dicom(path: str | os.PathLike) -> tuple[list[DicomSeries], list[str]]:
+    """Find the image series under ``path`` (file, folder searched recursively, or
+    DICOMDIR) from headers only. Returns the series and notes about what was skipped.
+
+    Raises ReadError when nothing readable is found.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReadError(f"{path} does not exist")
+    notes: list[str] = []
+    if path.is_dir():
+        files, notes = _candidate_files(path)
+        if not files:
+            raise ReadError(f"no DICOM files found in {path}")
+    elif path.name.upper().startswith("DICOMDIR"):
+        files, notes = _dicomdir_files(path)
+        if not files:
+            raise ReadError(f"DICOMDIR {path} lists no readable files")
+    else:
+        files = [path]
+
+    infos: list[_FileInfo] = []
+    for res in _read_headers(files):
+        if isinstance(res, str):
+            notes.append(res)
+        else:
+            infos.append(res)
+    notes = _summarise_notes(notes)
+    if not infos:
+        reason = notes[0] if notes else "no image objects"
+        raise ReadError(f"no readable DICOM image series in {path}: {reason}")
+    return _group(infos), notes
+
+
+# ---------------------------------------------------------------------------------
+# pixel data
+
+
+def _raw_frames(info: _FileInfo) -> np.ndarray | None:
+    """All frames of an uncompressed file, read straight from the Pixel Data offset
+    found during the scan. The element header there is checked (tag, VR, length) so
+    anything unexpected falls back to pydicom."""
+    if info.transfer_syntax not in _UNCOMPRESSED or info.bits_allocated not in (8, 16, 32):
+        return None
+    if info.samples_per_pixel != 1 or info.pixel_offset is None:
+        return None
+    endian, explicit = _UNCOMPRESSED[info.transfer_syntax]
+    nbytes = info.rows * info.cols * info.n_frames * info.bits_allocated // 8
+    head_len = 12 if explicit else 8
+    tag = b"\xe0\x7f\x10\x00" if endian == "<" else b"\x7f\xe0\x00\x10"
+    kind = "i" if info.pixel_representation == 1 else "u"
+    dtype = np.dtype(f"{endian}{kind}{info.bits_allocated // 8}")
+    try:
+        with open(info.path, "rb") as fh:
+            fh.seek(info.pixel_offset)
+            head = fh.read(head_len)
+            if len(head) != head_len or head[:4] != tag:
+                return None
+            if explicit and head[4:6] not in (b"OW", b"OB"):
+                return None
+            length = int.from_bytes(head[-4:], "little" if endian == "<" else "big")
+            if length not in (nbytes, nbytes + 1):
+                return None
+            arr = np.fromfile(fh, dtype=dtype, count=nbytes // dtype.itemsize)
+    except OSError:
+        return None
+    if arr.size * arr.itemsize != nbytes:
+        return None
+    if endian == ">":
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr.reshape(info.n_frames, info.rows, info.cols)
+
+
+def _pydicom_frames(info: _FileInfo) -> np.ndarray:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(info.path, force=not is_dicom_file(info.path))
+        arr = ds.pixel_array
+    except Exception as err:
+        raise ReadError(f"cannot read pixel data of {info.path.name}: {_short(err)}") from err
+    if info.samples_per_pixel > 1:
+        # An RGB-stored scan (secondary capture); the volume model is single-channel.
+        arr = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if info.n_frames == 1 and arr.ndim == 2:
+        arr = arr[None]
+    return arr.reshape(info.n_frames, info.rows, info.cols)
+
+
+def _fix_unused_bits(arr: np.ndarray, info: _FileInfo) -> np.ndarray:
+    """Clear (or sign-extend) the bits above BitsStored, which the standard says
+    carry no meaning (PS3.5 8.1.1)."""
+    if arr.dtype.kind not in "iu" or info.bits_stored >= arr.dtype.itemsize * 8:
+        return arr
+    shift = arr.dtype.itemsize * 8 - info.bits_stored
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    np.left_shift(arr, shift, out=arr)
+    np.right_shift(arr, shift, out=arr)
+    return arr
+
+
+def _file_frames(info: _FileInfo) -> np.ndarray:
+    arr = _raw_frames(info)
+    if arr is None:
+        arr = _pydicom_frames(info)
+    return _fix_unused_bits(arr, info)
+
+
+def _output_dtype(raw: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, is_mask: bool):
+    if np.all(slopes == 1) and np.all(intercepts == 0):
+        return None
+    integral = np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
+    if not integral or raw.dtype.kind == "f":
+        return np.float32
+    lo = float(raw.min()) * (slopes.max() if raw.min() < 0 else slopes.min()) + intercepts.min()
+    hi = float(raw.max()) * slopes.max() + intercepts.max()
+    for dt in (np.uint8, np.int16, np.uint16, np.int32) if lo >= 0 else (np.int16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return dt
+    return np.float64
+
+
+def load_dicom_series(
+    series: DicomSeries, progress: Callable[[int, int], None] | None = None
+) -> Volume:
+    """Read one series found by :func:`scan_dicom` into a (z, y, x) Volume.
+
+    Raises ReadError when a file of the series cannot be decoded.
+    """
+    slices = series._slices
+    if not slices:
+        raise ReadError(f"series {series.description!r} has no slices")
+    total = len(slices)
+    files = list(dict.fromkeys(s.path for s in slices))
+    done = 0
+
+    def read(path: Path) -> np.ndarray:
+        return _file_frames(series._infos[path])
+
+    frames_of: dict[Path, np.ndarray] = {}
+    if len(files) >= _PARALLEL_MIN_FILES:
+        # Reading raw pixel bytes releases the GIL, so threads overlap disk waits.
+        with ThreadPoolExecutor(_IO_THREADS) as pool:
+            for path, arr in zip(files, pool.map(read, files)):
+                frames_of[path] = arr
+                done += arr.shape[0]
+                if progress:
+                    progress(min(done, total), total)
+    else:
+        for path in files:
+            frames_of[path] = read(path)
+            done += frames_of[path].shape[0]
+            if progress:
+                progress(min(done, total), total)
+
+    first = frames_of[slices[0].path]
+    raw = np.empty((total,) + first.shape[1:], dtype=np.result_type(*[a.dtype for a in frames_of.values()]))
+    for z, s in enumerate(slices):
+        raw[z] = frames_of[s.path][s.frame or 0]
+    del frames_of
+
+    slopes = np.array([s.slope for s in slices], float)
+    intercepts = np.array([s.intercept for s in slices], float)
+    dtype = _output_dtype(raw, slopes, intercepts, series.is_mask)
+    if dtype is None:
+        data = raw
+    else:
+        data = raw.astype(np.float64 if dtype is np.float64 else (np.float32 if dtype is np.float32 else np.int64))
+        if np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0]):
+            data = data * slopes[0] + intercepts[0]
+        else:
+            data = data * slopes[:, None, None] + intercepts[:, None, None]
+        data = data.astype(dtype, copy=False)
+
+    warns = list(series.warnings)
+    kind = "image"
+    if series.is_mask:
+        kind, data, w = _as_labels(data)
+        warns += w
+    if progress:
+        progress(total, total)
+
+    affine = _affine(series, slices)
+    info = series._infos[slices[0].path]
+    meta_dicom = _dicom_metadata(series, slices, info)
+    for w in warns:
+        warnings.warn(f"{series.description}: {w}", DicomWarning, stacklevel=2)
+    return Volume(
+        data=data,
+        spacing=series.spacing,
+        affine=affine,
+        name=series.description,
+        kind=kind,
+        modality=series.modality,
+        source=[str(p) for p in series.files],
+        metadata={"dicom": meta_dicom, "warnings": warns},
+    )
+
+
+def _as_labels(data: np.ndarray) -> tuple[str, np.ndarray, list[str]]:
+    """A mask series becomes uint8/uint16 labels; values that cannot be labels keep it
+    an image, with a warning, rather than being silently rounded."""
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data) & (data == np.round(data))):
+        return "image", data, ["marked as a mask but holds non-integer values: loaded as an image"]
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if lo < 0 or hi > 65535:
+        return "image", data, ["marked as a mask but values are outside 0..65535: loaded as an image"]
+    dt = np.uint8 if hi <= 255 else np.uint16
+    return "labels", data.astype(dt, copy=False), []
+
+
+def _affine(series: DicomSeries, slices: list[_Slice]) -> np.ndarray:
+    """4x4 from (z, y, x, 1) indices to RAS mm."""
+    s0 = slices[0]
+    if s0.position is None or s0.orientation is None:
+        from napari_tumorseg.io.volume import affine_from_spacing
+
+        return affine_from_spacing(series.spacing)
+    o = np.asarray(s0.orientation, float)
+    dy, dx = series.spacing[1], series.spacing[2]
+    a = np.eye(4)
+    a[:3, 2] = o[:3] * dx  # column index runs along the row direction cosine
+    a[:3, 1] = o[3:] * dy
+    step = series._step if series._step is not None else _normal(s0.orientation) * series.spacing[0]
+    a[:3, 0] = step
+    a[:3, 3] = s0.position
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return lps_to_ras @ a
+
+
+def _dicom_metadata(series: DicomSeries, slices: list[_Slice], info: _FileInfo) -> dict[str, Any]:
+    """Everything a DICOM-SEG export referencing this series needs, in slice order."""
+    multi = any(s.frame is not None for s in slices)
+    return {
+        "study_uid": series.study_uid,
+        "series_uid": series.series_uid,
+        "frame_of_reference_uid": series.frame_of_reference_uid,
+        "sop_class_uid": info.sop_class_uid,
+        "sop_instance_uids": [s.sop_instance_uid for s in slices],
+        "slice_files": [str(s.path) for s in slices],
+        # 1-based frame numbers, as DICOM's ReferencedFrameNumber wants them.
+        "frame_numbers": [None if s.frame is None else s.frame + 1 for s in slices] if multi else None,
+        "instance_numbers": [s.instance_number for s in slices],
+        "image_orientation": list(slices[0].orientation) if slices[0].orientation else None,
+        "image_positions": [list(s.position) if s.position else None for s in slices],
+        "pixel_spacing": list(slices[0].pixel_spacing) if slices[0].pixel_spacing else None,
+        "slice_thickness": info.slice_thickness,
+        "spacing_between_slices": info.spacing_between_slices,
+        "rows": info.rows,
+        "columns": info.cols,
+        "rescale_slopes": [s.slope for s in slices],
+        "rescale_intercepts": [s.intercept for s in slices],
+        "bits_stored": info.bits_stored,
+        "photometric_interpretation": info.photometric,
+        "transfer_syntax_uid": info.transfer_syntax,
+        "series_number": series.series_number,
+        "series_description": info.description,
+        "modality": series.modality,
+        "is_mask": series.is_mask,
+        **{k: v for k, v in info.meta.items() if k != "series_description"},
+    }
+
+
+def read_dicom(path: str | os.PathLike) -> list[Volume]:
+    """Scan ``path`` and load every image series in it, one Volume each."""
+    series, notes = scan_dicom(path)
+    for note in notes:
+        warnings.warn(note, DicomWarning, stacklevel=2)
+    volumes, failures = [], []
+    for s in series:
+        try:
+            volumes.append(load_dicom_series(s))
+        except ReadError as err:
+            failures.append(str(err))
+    if not volumes:
+        raise ReadError(failures[0] if failures else f"no DICOM image series in {path}")
+    for f in failures:
+        warnings.warn(f, DicomWarning, stacklevel=2)
+    return volumes
