@@ -1,0 +1,239 @@
+"""One checkpoint format for every model of the registry.
+
+A checkpoint is ``torch.save`` of a dict holding only plain types, so it loads with
+``torch.load(weights_only=True)`` (no pickled code runs on load)::
+
+    {
+      "format": "napari-tumorseg-checkpoint", "format_version": 1,
+      "model_name": str, "config": dict, "in_channels": int, "out_channels": int,
+      "preprocessing": dict, "class_names": list[str], "history": list[dict],
+      "extra": dict, "state_dict": {name: tensor}, "torch_version": str, "created": str,
+    }
+
+``config`` is the full build config (registry defaults merged with the given values), so
+``create_model(model_name, in_channels, out_channels, **config)`` rebuilds the same
+architecture even if the defaults change later.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.fileio import atomic_path
+
+FORMAT = "napari-tumorseg-checkpoint"
+FORMAT_VERSION = 1
+_PLAIN_SCALARS = (bool, int, float, str, type(None))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse anything ``torch.load(weights_only=True)`` would refuse, naming where it is."""
+    # Exact types: a str/int/float subclass (torch's TorchVersion, numpy.float64, IntEnum)
+    # pickles as its class and weights_only refuses it.
+    if type(value) in _PLAIN_SCALARS or isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, (torch.dtype, torch.device, torch.Size)):
+        return
+    if type(value) in (list, tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if type(value) in (dict, OrderedDict):
+        for k, v in value.items():
+            if type(k) not in (str, int):
+                raise TumorSegError(f"checkpoint {where}: key {k!r} must be str or int")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    hint = " (convert with .tolist() or torch.as_tensor)" if kind.startswith("numpy") else ""
+    raise TumorSegError(f"checkpoint {where}: {kind} cannot be stored{hint}")
+
+
+def _merged_config(model_name: str, config: dict) -> dict:
+    from napari_tumorseg.models.registry import get_info
+
+    info = get_info(model_name)  # unknown name -> TumorSegError listing the known ones
+    cfg = {**info.default_config, **config}
+    cfg.pop("pretrained", None)  # weights come from the checkpoint itself
+    return cfg
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    model_name: str,
+    config: dict,
+    in_channels: int,
+    out_channels: int,
+    preprocessing: dict,
+    class_names: list[str],
+    history: list[dict],
+    extra: dict | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically; return the path.
+
+    ``preprocessing`` describes how inputs were prepared (size, normalisation, channels),
+    ``history`` holds one dict of metrics per epoch. ``extra`` is for the training engine
+    (optimiser / scheduler / GradScaler state dicts, RNG states, epoch counters, ...).
+    Every value must be weights_only-safe: tensors, bool/int/float/str/None, and lists,
+    tuples and dicts (str or int keys) of those. NumPy arrays and scalars are refused:
+    store ``numpy.random.get_state()`` and friends with ``.tolist()`` / ``torch.as_tensor``.
+    An unsafe value raises TumorSegError naming it, before anything is written.
+    """
+    cfg = _merged_config(model_name, dict(config))
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "config": cfg,
+        "in_channels": int(in_channels),
+        "out_channels": int(out_channels),
+        "preprocessing": dict(preprocessing),
+        "class_names": [str(c) for c in class_names],
+        "history": [dict(h) for h in history],
+        "extra": dict(extra or {}),
+        "torch_version": str(torch.__version__),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    for key in ("config", "preprocessing", "history", "extra"):
+        _check_plain(ckpt[key], key)
+    ckpt["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(path)
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    # torch's weights_only refusal buries the reason under a generic preamble.
+    reason = [ln for ln in lines if ln.startswith("WeightsUnpickler error:")]
+    line = (reason or lines or [type(err).__name__])[0]
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _read(path: str | os.PathLike, map_location: Any) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise TumorSegError(f"checkpoint {path} not found")
+    if path.is_dir():
+        raise TumorSegError(f"checkpoint {path} is a folder, not a file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for bad files; all mean "unreadable"
+        raise TumorSegError(
+            f"{path} is not a readable checkpoint (corrupt, truncated or not a torch file): "
+            f"{_one_line(err)}"
+        ) from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def check_state_dict(model: nn.Module, state: dict, source: str) -> None:
+    """Raise TumorSegError on the first missing, unexpected or mis-shaped key."""
+    own = model.state_dict()
+    for key, value in own.items():
+        if key not in state:
+            raise TumorSegError(f"{source}: missing weight {key!r} for this model")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise TumorSegError(
+                f"{source}: shape mismatch at {key!r}: file has {tuple(state[key].shape)}, "
+                f"model needs {tuple(value.shape)}"
+            )
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise TumorSegError(f"{source}: weight {extra[0]!r} does not belong to this model")
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", build: bool = True
+) -> tuple[nn.Module | None, dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns ``(model, ckpt)``: the rebuilt model with its weights loaded (strict) and put in
+    eval mode, or ``None`` when ``build`` is false, and the checkpoint dict. Every failure
+    (missing file, corrupt or foreign file, unknown model name, shape mismatch) is a
+    one-line TumorSegError.
+    """
+    ckpt = _read(path, map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        if _is_state_dict(ckpt):
+            raise TumorSegError(
+                f"{path} is a bare state dict, not a napari-tumorseg checkpoint; "
+                "use it as pretrained=PATH"
+            )
+        raise TumorSegError(f"{path} is not a napari-tumorseg checkpoint")
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise TumorSegError(
+            f"{path}: checkpoint format version {version!r} is newer than this plugin reads "
+            f"({FORMAT_VERSION})"
+        )
+    for key in ("model_name", "config", "in_channels", "out_channels", "state_dict"):
+        if key not in ckpt:
+            raise TumorSegError(f"{path}: checkpoint lacks {key!r}")
+    if not build:
+        return None, ckpt
+    from napari_tumorseg.models.registry import create_model
+
+    model = create_model(
+        ckpt["model_name"], in_channels=ckpt["in_channels"], out_channels=ckpt["out_channels"],
+        **ckpt["config"],
+    )
+    check_state_dict(model, ckpt["state_dict"], str(path))
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    model.eval()
+    return model, ckpt
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Initialise ``model`` from a local file: our checkpoint, a bare state dict, or a dict
+    wrapping one under ``"state_dict"`` / ``"model"``. Never touches the network."""
+    obj = _read(path, "cpu")
+    state = None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        state = obj.get("state_dict")
+    elif _is_state_dict(obj):
+        state = obj
+    elif isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if _is_state_dict(obj.get(key)):
+                state = obj[key]
+                break
+    if state is None:
+        raise TumorSegError(f"{path} holds no model weights (neither a checkpoint nor a state dict)")
+    check_state_dict(model, state, f"pretrained {path}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def checkpoint_summary(ckpt: dict) -> dict:
+    """Small JSON-friendly description (no tensors), e.g. for ``tumorseg info``."""
+    n_params = sum(v.numel() for v in ckpt.get("state_dict", {}).values()
+                   if isinstance(v, torch.Tensor) and v.is_floating_point())
+    last = ckpt.get("history", [])[-1:] or [{}]
+    return {
+        "model_name": ckpt.get("model_name"),
+        "in_channels": ckpt.get("in_channels"),
+        "out_channels": ckpt.get("out_channels"),
+        "class_names": ckpt.get("class_names"),
+        "epochs": len(ckpt.get("history", [])),
+        "last_epoch": {k: v for k, v in last[0].items()
+                       if isinstance(v, (int, str)) or (isinstance(v, float) and math.isfinite(v))},
+        "parameters": n_params,
+        "created": ckpt.get("created"),
+    }
