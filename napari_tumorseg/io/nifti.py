@@ -114,10 +114,49 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
 
 
+def _expected_bytes(img) -> int:
+    header = img.header
+    n = int(np.prod(img.shape)) if img.shape else 0
+    return int(header.get_data_offset()) + n * header.get_data_dtype().itemsize
+
+
+def _check_complete(path: Path, img) -> None:
+    """Raise ReadError for a truncated file, without reading its voxels where possible.
+
+    An uncompressed file must be at least header + voxels long. A gzip file ends with
+    the uncompressed size mod 2**32 (ISIZE); when that does not match (truncation, or a
+    legitimate multi-member gzip) the stream is decompressed once to decide.
+    """
+    import gzip
+    import zlib
+
+    expected = _expected_bytes(img)
+    size = path.stat().st_size
+    if not path.name.lower().endswith(".gz"):
+        if size < expected:
+            raise ReadError(f"{path.name}: truncated NIfTI file ({size} of {expected} bytes)")
+        return
+    if size >= 4:
+        with open(path, "rb") as fh:
+            fh.seek(-4, 2)
+            if int.from_bytes(fh.read(4), "little") == expected % 2**32:
+                return
+    total = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ReadError(f"{path.name}: damaged NIfTI file ({_reason(err)})") from None
+    if total < expected:
+        raise ReadError(f"{path.name}: truncated NIfTI file ({total} of {expected} bytes)")
+
+
 def header_info(path: str | Path) -> dict:
     """Shape (z, y, x), channels, spacing, dtype and name from the header only."""
     path = Path(path)
     img = _load(path)
+    _check_complete(path, img)
     shape = tuple(int(s) for s in img.shape)
     if len(shape) < 2 or len(shape) > 4 and any(s != 1 for s in shape[4:]):
         raise ReadError(f"{path.name}: {len(shape)}-D NIfTI is not supported")

@@ -1,0 +1,43 @@
+"""npe2 reader contribution: DICOM, NIfTI, TIFF/JPG/PNG and folders of them.
+
+``napari_get_reader`` answers None for anything that is not ours (so napari tries the
+next reader) and otherwise a function returning layer data tuples. Once a path is
+ours, a broken file raises ReadError with a one-line message, which napari shows;
+DICOM load warnings (uneven slice gaps, missing slices) are emitted as Python
+warnings, which napari turns into notifications.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from napari_tumorseg.io.readers import can_read, layer_data, read_path
+
+
+def _warnings_of(volume) -> list[str]:
+    if "dicom" in volume.metadata:
+        return []  # io.dicom already warned while loading
+    return list(volume.metadata.get("warnings", []))
+
+
+def read_layers(path: str | list[str]) -> list[tuple]:
+    """Read one path, or several (napari passes a list when many files are dropped)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers = []
+    for p in paths:
+        volumes = read_path(p)
+        for v in volumes:
+            for message in _warnings_of(v):
+                warnings.warn(f"{v.name}: {message}", stacklevel=2)
+        layers.extend(layer_data(volumes))
+    return layers
+
+
+def napari_get_reader(path: str | list[str]) -> Callable | None:
+    """Return a reader for ``path`` if this plugin can open it, else None."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(can_read(p) for p in paths):
+        return None
+    return read_layers

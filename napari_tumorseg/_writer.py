@@ -1,0 +1,112 @@
+"""npe2 writer contributions: labels and images to TIFF and NIfTI.
+
+Each hook is ``(path, data, meta) -> list[str]`` for one layer, where ``meta`` is the
+layer's ``as_layer_data_tuple()`` attributes (scale, translate, name, metadata...).
+
+Overwriting: napari calls these hooks with the exact file the user confirmed in its
+"Save" dialog, which already asked before replacing an existing file; refusing here
+would only turn that "yes" into an error. So a single-file target is replaced, always
+atomically (a failed write leaves the old file intact). A folder of per-slice TIFFs is
+different: the dialog asked about the folder, not the files in it, so existing slice
+files are never replaced and the write is refused before anything is written.
+
+NIfTI output takes the world geometry the layer came with (the source affine stored
+by the readers in ``metadata["tumorseg"]["affine"]``) when it matches the layer's
+scale; otherwise an axis-aligned affine from ``scale`` and ``translate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_tumorseg.errors import WriteError
+from napari_tumorseg.export.nifti import write_nifti
+from napari_tumorseg.export.tiff import write_tiff_slices, write_tiff_stack
+from napari_tumorseg.io.volume import affine_from_spacing
+
+
+def _array(data: Any, meta: dict) -> np.ndarray:
+    if meta.get("multiscale"):
+        data = data[0]  # full resolution only
+    arr = np.asarray(data)
+    if meta.get("rgb") and arr.ndim >= 3:
+        arr = np.moveaxis(arr, -1, 0)  # (..., y, x, c) -> (c, ..., y, x)
+        if arr.ndim == 3:
+            arr = arr[:, None]
+        return arr
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim not in (3, 4):
+        raise WriteError(f"cannot save a {arr.ndim}-D layer; expected 2D, 3D or channels x 3D")
+    return arr
+
+
+def _spacing(meta: dict) -> tuple[float, float, float]:
+    scale = [float(s) for s in meta.get("scale", ())][-3:]
+    scale = [1.0] * (3 - len(scale)) + scale
+    if any(s <= 0 for s in scale):
+        raise WriteError(f"invalid layer scale {scale}")
+    return tuple(scale)
+
+
+def _affine(meta: dict, spacing: tuple[float, float, float]) -> np.ndarray:
+    stored = (meta.get("metadata") or {}).get("tumorseg", {}).get("affine")
+    if stored is not None:
+        affine = np.asarray(stored, dtype=float)
+        if affine.shape == (4, 4) and np.allclose(
+            np.linalg.norm(affine[:3, :3], axis=0), spacing, rtol=1e-3
+        ):
+            return affine
+    translate = [float(t) for t in meta.get("translate", ())][-3:]
+    translate = [0.0] * (3 - len(translate)) + translate
+    return affine_from_spacing(spacing, origin=(translate[2], translate[1], translate[0]))
+
+
+def _is_folder_target(path: Path) -> bool:
+    return path.suffix == "" or path.is_dir()
+
+
+def _write_tiff(path: str, data: Any, meta: dict) -> list[str]:
+    target = Path(path)
+    arr = _array(data, meta)
+    spacing = _spacing(meta)
+    if _is_folder_target(target):
+        stem = str(meta.get("name") or target.name).replace("/", "_").replace(" ", "_")
+        return [str(p) for p in write_tiff_slices(arr, target, stem, overwrite=False, spacing=spacing)]
+    return [str(write_tiff_stack(arr, target, spacing=spacing, overwrite=True))]
+
+
+def _write_nifti(path: str, data: Any, meta: dict) -> list[str]:
+    arr = _array(data, meta)
+    spacing = _spacing(meta)
+    return [str(write_nifti(arr, path, affine=_affine(meta, spacing), overwrite=True))]
+
+
+def _labels(data: Any, meta: dict) -> Any:
+    arr = np.asarray(data[0] if meta.get("multiscale") else data)
+    if arr.dtype.kind == "f":
+        raise WriteError("a labels layer must hold integers")
+    return arr
+
+
+def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
+    """Labels -> one TIFF stack, or one TIFF per slice when ``path`` is a folder."""
+    return _write_tiff(path, _labels(data, meta), {**meta, "multiscale": False})
+
+
+def write_labels_nifti(path: str, data: Any, meta: dict) -> list[str]:
+    """Labels -> NIfTI with the source's world geometry."""
+    return _write_nifti(path, _labels(data, meta), {**meta, "multiscale": False})
+
+
+def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
+    """Image -> one TIFF stack, or one TIFF per slice when ``path`` is a folder."""
+    return _write_tiff(path, data, meta)
+
+
+def write_image_nifti(path: str, data: Any, meta: dict) -> list[str]:
+    """Image -> NIfTI with the source's world geometry."""
+    return _write_nifti(path, data, meta)

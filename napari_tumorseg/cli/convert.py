@@ -1,0 +1,55 @@
+"""``tumorseg convert INPUT -o OUTPUT [--series N] [--overwrite]``: one volume to NIfTI or TIFF.
+
+NIfTI output keeps the true world geometry (DICOM's LPS positions are already in
+RAS+ inside a Volume). TIFF output keeps the voxel size only: TIFF has no notion of
+position or orientation.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.export.nifti import write_nifti
+from napari_tumorseg.export.tiff import TIFF_SUFFIXES, write_tiff_stack
+from napari_tumorseg.fileio import check_writable
+from napari_tumorseg.io.nifti import is_nifti_path
+from napari_tumorseg.io.readers import describe, read_path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert one volume (DICOM series, NIfTI, TIFF, ...) to .nii.gz/.nii or .tif")
+    p.add_argument("input", help="file or folder to read")
+    p.add_argument("-o", "--output", required=True, help="output file: .nii.gz, .nii, .tif or .tiff")
+    p.add_argument("--series", type=int, default=None, metavar="N",
+                   help="which volume to convert when INPUT holds several (0-based, as listed by `tumorseg info`)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    out = Path(args.output)
+    to_nifti = is_nifti_path(out)
+    if not to_nifti and out.suffix.lower() not in TIFF_SUFFIXES:
+        raise TumorSegError(f"{out.name}: output must end in .nii.gz, .nii, .tif or .tiff")
+    # Refuse before reading: a large DICOM study should not load only to be turned away.
+    check_writable(out, args.overwrite)
+    series = args.series
+    if series is None:
+        found = describe(args.input)
+        if len(found) > 1:
+            names = ", ".join(f"{i}: {d['name']}" for i, d in enumerate(found[:6]))
+            more = ", ..." if len(found) > 6 else ""
+            raise TumorSegError(
+                f"{Path(args.input).name} holds {len(found)} volumes ({names}{more}); choose one with --series N"
+            )
+    volume = read_path(args.input, series=series)[0]
+    if to_nifti:
+        write_nifti(volume, out, overwrite=args.overwrite)
+    else:
+        write_tiff_stack(volume.data, out, spacing=volume.spacing, overwrite=args.overwrite)
+    shape = "x".join(str(s) for s in volume.data.shape)
+    spacing = " x ".join(f"{s:.4g}" for s in volume.spacing)
+    print(f"wrote {out} ({volume.name}, {volume.kind}, {shape} at {spacing} mm)")
+    return 0
