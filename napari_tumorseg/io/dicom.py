@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,11 +295,11 @@ def _read_header(path: Path) -> _FileInfo | str:
             offset = fh.tell()
         size = path.stat().st_size
     except Exception as err:
-        return f"unreadable: {path.name} ({_short(err)})"
+        return f"unreadable ({_short(err)}): {path.name}"
     try:
         return _info_from_dataset(path, ds, offset, size)
     except Exception as err:  # a header that parses but whose values are garbage
-        return f"unreadable: {path.name} ({_short(err)})"
+        return f"unreadable ({_short(err)}): {path.name}"
 
 
 def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | str:
@@ -308,13 +308,13 @@ def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | st
     )
     sop_name = _sop_class_name(sop_class) if sop_class else "unknown object"
     if sop_class and any(p.lower() in sop_name.lower() for p in _NON_IMAGE_SOP_PATTERNS):
-        return f"skipped non-image object: {sop_name}"
+        return f"skipped non-image object ({sop_name}): {path.name}"
     rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
     if not rows or not cols:
-        return f"skipped object without an image: {sop_name}"
+        if not sop_class:
+            return f"unreadable (no DICOM image attributes): {path.name}"
+        return f"incomplete header without an image size ({sop_name}): {path.name}"
     series_uid = _str(ds.get("SeriesInstanceUID"))
-    if not series_uid:
-        return f"unreadable: {path.name} (no SeriesInstanceUID)"
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     spp = _int(ds.get("SamplesPerPixel")) or 1
     bits_alloc = _int(ds.get("BitsAllocated")) or 16
@@ -328,10 +328,10 @@ def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | st
         head_len = 12 if _UNCOMPRESSED[ts][1] else 8
         expected = rows * cols * n_frames * spp * bits_alloc // 8
         if available < head_len + expected:
-            return (f"unreadable: {path.name} (truncated: {max(available - head_len, 0)} bytes "
-                    f"of pixel data, {expected} expected)")
+            return (f"truncated ({max(available - head_len, 0)} of {expected} bytes of "
+                    f"pixel data): {path.name}")
     elif available < 8:
-        return f"unreadable: {path.name} (no pixel data)"
+        return f"no pixel data: {path.name}"
 
     description = _str(ds.get("SeriesDescription"))
     modality = _str(ds.get("Modality"))
@@ -423,7 +423,8 @@ def _slices_of(path: Path, ds, n_frames: int) -> list[_Slice]:
         s = _float(_frame_attr(pf, shared, "PixelValueTransformationSequence", "RescaleSlope"))
         b = _float(_frame_attr(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept"))
         content = _item(pf, "FrameContentSequence") if pf is not None else None
-        dims = tuple(content.get("DimensionIndexValues") or ()) if content is not None else ()
+        dims = content.get("DimensionIndexValues") if content is not None else None
+        dims = tuple(dims) if isinstance(dims, (list, tuple)) or hasattr(dims, "__len__") else (dims,)
         stack = _str(content.get("StackID")) if content is not None else ""
         echo = _frame_attr(pf, shared, "MREchoSequence", "EffectiveEchoTime")
         temporal = _str(content.get("TemporalPositionIndex")) if content is not None else ""
@@ -537,6 +538,8 @@ def _build_series(
 ) -> DicomSeries:
     info = infos[stack[0].path]
     warns = list(extra)
+    if not info.series_uid:
+        warns.append("no SeriesInstanceUID: files grouped by folder, series number and description")
     has_geom = all(s.position is not None and s.orientation is not None for s in stack)
     if has_geom:
         normal = _normal(stack[0].orientation)
@@ -592,7 +595,12 @@ def _group(infos: list[_FileInfo]) -> list[DicomSeries]:
     info_of: dict[Path, _FileInfo] = {}
     for info in infos:
         info_of[info.path] = info
-        by_uid[info.series_uid].extend(info.slices)
+        # Files without a SeriesInstanceUID (non-conformant exports) are grouped by
+        # folder, series number and description, the best remaining evidence.
+        key = info.series_uid or (
+            f"<no uid> {info.path.parent} {info.series_number} {info.description}"
+        )
+        by_uid[key].extend(info.slices)
 
     out: list[DicomSeries] = []
     for uid, slices in by_uid.items():
@@ -628,12 +636,23 @@ def _group(infos: list[_FileInfo]) -> list[DicomSeries]:
 
 
 def _summarise_notes(notes: Iterable[str]) -> list[str]:
-    """Collapse repeated skip notes ("skipped ...: RT Plan" x 300) into counted lines."""
-    counts = Counter(notes)
-    out = []
-    for note, k in counts.items():
-        out.append(note if k == 1 else f"{note} (x{k})")
-    return out
+    """Collapse notes that differ only in the file name ("skipped non-image object
+    (RT Plan): a.dcm" x 300) into one counted line."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    out: list[str] = []
+    for note in notes:
+        if ": " in note:
+            reason, name = note.rsplit(": ", 1)
+            if not groups[reason]:
+                out.append(reason)
+            groups[reason].append(name)
+        else:
+            out.append(note)
+    return [
+        (f"{n}: {len(groups[n])} files, e.g. {groups[n][0]}" if len(groups[n]) > 1
+         else f"{n}: {groups[n][0]}") if n in groups else n
+        for n in out
+    ]
 
 
 def scan_dicom(path: str | os.PathLike) -> tuple[list[DicomSeries], list[str]]:
