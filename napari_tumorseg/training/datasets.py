@@ -1,0 +1,677 @@
+"""Training data: find the cases of a data source, split them by patient, serve samples.
+
+Sources, detected from the path by :func:`open_source`:
+
+* ``coco``: a COCO file or Roboflow export (``_annotations.coco.json`` beside the
+  images); polygon / RLE masks are rasterised on the fly (``skimage.draw.polygon``, as in
+  seed 000); every category counts as tumour.
+* ``pairs``: images with ``*_mask`` partners in the same folder, the LGG kaggle_3m layout
+  (``TCGA_<inst>_<patient>_<date>/TCGA_..._<slice>.tif`` + ``_mask.tif``). Slices whose
+  names differ only by a trailing ``_<number>`` are one patient volume.
+* ``image_mask``: ``images/`` + ``masks/`` (or ``labels/``) folders, files matched by stem.
+* ``nifti``: a case folder of NIfTI files (modalities + one label file: seg / truth /
+  label / OTMultiClass; ``brainmask`` is ignored), or a folder of such case folders (BraTS).
+* ``dicom``: a case folder of DICOM series folders, one of them the mask series (named
+  ROI / mask / seg / label); image series on the mask's grid become channels.
+* ``classes``: one folder of images per class (the ConvNeXt V2 classifier).
+* ``arrays``: in-memory ``(image, mask, spacing, case_id)`` tuples, e.g. the open napari
+  layers.
+
+A folder with ``train/`` and ``valid/`` (or ``val/``, ``validation/``) sub-folders keeps
+that split. Otherwise :func:`split_refs` splits by *case* (patient / volume; a Roboflow
+image and its ``.rf.`` augmented copies are one case) with a fixed seed, so no patient
+has slices on both sides.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.training.augment import AugmentConfig, augment
+from napari_tumorseg.training.preprocessing import (
+    apply_preprocessing,
+    labels_to_target,
+    preprocess_labels,
+    resized_spacing,
+)
+
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "test": None}
+_MASK_DIRS = ("masks", "mask", "labels", "label", "annotations_masks")
+_IMAGE_DIRS = ("images", "image", "imgs")
+_DICOM_MASK = re.compile(r"roi|mask|seg|label", re.IGNORECASE)
+_NIFTI_LABEL = re.compile(r"seg|truth|label|otmulticlass|(?<!brain)mask|annot|_gt\b", re.IGNORECASE)
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class CaseData:
+    """One loaded item: an image or volume with its labels (or class index)."""
+
+    image: np.ndarray  # (c, z, y, x), raw intensities
+    labels: np.ndarray | None  # (z, y, x) integer labels, None for classification
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # (z, y, x) mm
+    label: int | None = None  # class index (classification)
+    channel_names: list[str] | None = None
+
+
+@dataclass
+class CaseRef:
+    """A lazily loaded item. ``case_id`` is the split unit (the patient or volume)."""
+
+    case_id: str
+    name: str
+    load: Callable[[], CaseData]
+    split: str | None = None  # "train" / "val" when the source fixes the split
+
+
+@dataclass
+class DataSource:
+    kind: str
+    refs: list[CaseRef]
+    description: str
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def has_split(self) -> bool:
+        return any(r.split for r in self.refs)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def case_id_from_name(stem: str) -> str:
+    """Roboflow exports name augmented copies ``<orig>_<ext>.rf.<hash>``: one case."""
+    base = stem.split(".rf.")[0]
+    return re.sub(r"_(jpg|jpeg|png|tif|tiff)$", "", base, flags=re.IGNORECASE)
+
+
+def _natural_key(name: str) -> list:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name.lower())]
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    """(c, z, y, x) pixels of a TIFF / JPG / PNG; grey RGB (R=G=B) becomes one channel."""
+    from napari_tumorseg.io.images import read_raster
+
+    arr, _ = read_raster(path)
+    if arr.shape[0] in (2, 4) and arr[-1].min() == arr[-1].max():
+        arr = arr[:-1]  # constant alpha
+    if arr.shape[0] == 3 and np.array_equal(arr[0], arr[1]) and np.array_equal(arr[0], arr[2]):
+        arr = arr[:1]
+    return arr
+
+
+def _mask_from_raster(path: Path) -> np.ndarray:
+    """(z, y, x) integer labels from a mask image (0/255 -> 0/1; RGB masks: any channel)."""
+    arr, _ = __import__("napari_tumorseg.io.images", fromlist=["read_raster"]).read_raster(path)
+    m = arr.max(axis=0)
+    if m.dtype.kind == "f":
+        m = np.round(m)
+    vals = np.unique(m)
+    if set(vals.tolist()) <= {0, 255}:
+        m = m > 0
+    return m.astype(np.int64)
+
+
+def _check_same_grid(image: np.ndarray, labels: np.ndarray, name: str) -> None:
+    if tuple(image.shape[-3:]) != tuple(labels.shape[-3:]):
+        raise TumorSegError(
+            f"{name}: image {tuple(image.shape[-2:]) if image.shape[-3] == 1 else tuple(image.shape[-3:])} "
+            f"and mask {tuple(labels.shape[-2:]) if labels.shape[-3] == 1 else tuple(labels.shape[-3:])} "
+            "differ in size"
+        )
+
+
+def _rasterise_coco(anns: list[dict], height: int, width: int) -> np.ndarray:
+    from skimage.draw import polygon
+
+    mask = np.zeros((height, width), dtype=bool)
+    for ann in anns:
+        seg = ann.get("segmentation")
+        if isinstance(seg, list) and seg:
+            for poly in seg:
+                xy = np.asarray(poly, dtype=float).reshape(-1, 2)
+                if len(xy) < 3:
+                    continue
+                rr, cc = polygon(xy[:, 1], xy[:, 0], shape=(height, width))
+                mask[rr, cc] = True
+        elif isinstance(seg, dict):
+            from pycocotools import mask as mask_utils
+
+            rle = seg
+            if isinstance(seg.get("counts"), list):
+                rle = mask_utils.frPyObjects(seg, height, width)
+            mask |= mask_utils.decode(rle).astype(bool)
+        elif "bbox" in ann:  # no outline: fall back to the box
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            mask[int(y): int(math.ceil(y + h)), int(x): int(math.ceil(x + w))] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _coco_refs(json_path: Path, split: str | None) -> list[CaseRef]:
+    from napari_tumorseg.coco.dataset import load_coco
+
+    coco = load_coco(json_path)
+    refs = []
+    for img in coco.images.values():
+        path = coco.image_path(img)
+        anns = coco.anns_by_image.get(img["id"], [])
+
+        def load(path=path, anns=anns, img=img) -> CaseData:
+            image = _read_raster(path)
+            h, w = image.shape[-2:]
+            if (int(img.get("height", h)), int(img.get("width", w))) != (h, w):
+                raise TumorSegError(
+                    f"{path.name}: image is {h}x{w} but the COCO file says "
+                    f"{img.get('height')}x{img.get('width')}"
+                )
+            mask = _rasterise_coco(anns, h, w)
+            return CaseData(image, mask[None].astype(np.int64))
+
+        stem = Path(img["file_name"]).stem
+        refs.append(CaseRef(case_id_from_name(stem), img["file_name"], load, split))
+    return refs
+
+
+def _pair_refs(folder: Path, split: str | None) -> list[CaseRef]:
+    """``X.tif`` + ``X_mask.tif`` pairs (recursively); slices ``P_<n>`` form volume ``P``."""
+    groups: dict[tuple[Path, str], list[tuple[Path, Path]]] = {}
+    for mask in sorted(folder.rglob("*_mask.*")):
+        if mask.suffix.lower() not in _IMAGE_SUFFIXES:
+            continue
+        image = mask.with_name(mask.stem[: -len("_mask")] + mask.suffix)
+        if not image.is_file():
+            continue
+        stem = image.stem
+        m = re.match(r"^(.*)_(\d+)$", stem)
+        key = (image.parent, m.group(1)) if m else (image.parent, stem)
+        groups.setdefault(key, []).append((image, mask))
+    refs = []
+    for key, pairs in groups.items():
+        pairs.sort(key=lambda p: _natural_key(p[0].name))
+        case = key[1]
+        # LGG patient folders carry the acquisition date; the patient is TCGA_<inst>_<id>.
+        m = re.match(r"^(TCGA_[A-Z0-9]+_[A-Z0-9]+)", case)
+        case_id = m.group(1) if m else case_id_from_name(case)
+
+        def load(pairs=pairs) -> CaseData:
+            imgs, masks = [], []
+            for ip, mp in pairs:
+                img, lab = _read_raster(ip), _mask_from_raster(mp)
+                _check_same_grid(img, lab, ip.name)
+                imgs.append(img)
+                masks.append(lab)
+            shapes = {i.shape[-2:] for i in imgs}
+            chans = {i.shape[0] for i in imgs}
+            if len(shapes) > 1 or len(chans) > 1:
+                raise TumorSegError(f"{pairs[0][0].parent.name}: slices differ in size or channels")
+            return CaseData(np.concatenate(imgs, axis=1), np.concatenate(masks, axis=0))
+
+        refs.append(CaseRef(case_id, case, load, split))
+    return refs
+
+
+def _image_mask_refs(folder: Path, split: str | None) -> list[CaseRef]:
+    img_dir = next(folder / d for d in _IMAGE_DIRS if (folder / d).is_dir())
+    mask_dir = next(folder / d for d in _MASK_DIRS if (folder / d).is_dir())
+    masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
+    refs = []
+    for ip in sorted(img_dir.iterdir(), key=lambda p: _natural_key(p.name)):
+        if ip.suffix.lower() not in _IMAGE_SUFFIXES:
+            continue
+        mp = masks.get(ip.stem) or masks.get(ip.stem + "_mask")
+        if mp is None:
+            continue
+
+        def load(ip=ip, mp=mp) -> CaseData:
+            img, lab = _read_raster(ip), _mask_from_raster(mp)
+            _check_same_grid(img, lab, ip.name)
+            return CaseData(img, lab)
+
+        refs.append(CaseRef(case_id_from_name(ip.stem), ip.name, load, split))
+    return refs
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.lower().endswith((".nii", ".nii.gz")))
+
+
+def _nifti_case(folder: Path, split: str | None) -> CaseRef | None:
+    files = _nifti_files(folder)
+    labels = [p for p in files if _NIFTI_LABEL.search(p.name)]
+    images = [p for p in files if p not in labels and "brainmask" not in p.name.lower()]
+    if not labels or not images:
+        return None
+
+    def load(images=images, label=labels[0]) -> CaseData:
+        from napari_tumorseg.io.nifti import read_nifti
+
+        vols = [read_nifti(p) for p in images]
+        lab = read_nifti(label)
+        shapes = {v.data.shape[-3:] for v in vols}
+        if len(shapes) > 1:
+            raise TumorSegError(f"{folder.name}: modalities differ in size {sorted(shapes)}")
+        data = np.stack([v.data.astype(np.float32) for v in vols])
+        labels_arr = np.round(np.asarray(lab.data, dtype=np.float32)).astype(np.int64)
+        _check_same_grid(data, labels_arr, folder.name)
+        return CaseData(data, labels_arr, vols[0].spacing,
+                        channel_names=[p.name.split(".")[0] for p in images])
+
+    return CaseRef(folder.name, folder.name, load, split)
+
+
+def _nifti_refs(folder: Path, split: str | None) -> list[CaseRef]:
+    ref = _nifti_case(folder, split)
+    if ref is not None:
+        return [ref]
+    refs = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        r = _nifti_case(sub, split)
+        if r is not None:
+            refs.append(r)
+    return refs
+
+
+def _has_dicom(folder: Path) -> bool:
+    from napari_tumorseg.io.dicom import is_dicom_file
+
+    for p in list(folder.iterdir())[:20]:
+        if p.is_file() and (p.suffix.lower() in (".dcm", ".ima") or is_dicom_file(p)):
+            return True
+    return False
+
+
+def _dicom_case(folder: Path, split: str | None) -> CaseRef | None:
+    subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and _has_dicom(p)]
+    masks = [p for p in subs if _DICOM_MASK.search(p.name)]
+    images = [p for p in subs if p not in masks]
+    if not masks or not images:
+        return None
+
+    def load(images=images, mask=masks[0]) -> CaseData:
+        from napari_tumorseg.io.dicom import read_dicom
+
+        mvol = read_dicom(mask)[0]
+        labels_arr = (np.asarray(mvol.data) > 0).astype(np.int64)
+        chans, names, spacing = [], [], mvol.spacing
+        for p in images:
+            vol = read_dicom(p)[0]
+            if tuple(vol.data.shape[-3:]) == tuple(labels_arr.shape):
+                chans.append(np.asarray(vol.data, dtype=np.float32))
+                names.append(p.name)
+                spacing = vol.spacing
+        if not chans:
+            raise TumorSegError(
+                f"{folder.name}: no image series on the grid of mask series {mask.name} "
+                f"{tuple(labels_arr.shape)}"
+            )
+        return CaseData(np.stack(chans), labels_arr, spacing, channel_names=names)
+
+    return CaseRef(folder.name, folder.name, load, split)
+
+
+def _dicom_refs(folder: Path, split: str | None) -> list[CaseRef]:
+    ref = _dicom_case(folder, split)
+    if ref is not None:
+        return [ref]
+    return [r for sub in sorted(p for p in folder.iterdir() if p.is_dir())
+            if (r := _dicom_case(sub, split)) is not None]
+
+
+def _class_refs(folder: Path, split: str | None, class_names: list[str]) -> list[CaseRef]:
+    refs = []
+    for idx, name in enumerate(class_names):
+        sub = folder / name
+        if not sub.is_dir():
+            continue
+        for ip in sorted(sub.iterdir(), key=lambda p: _natural_key(p.name)):
+            if ip.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+
+            def load(ip=ip, idx=idx) -> CaseData:
+                return CaseData(_read_raster(ip), None, label=idx)
+
+            refs.append(CaseRef(case_id_from_name(ip.stem), f"{name}/{ip.name}", load, split))
+    return refs
+
+
+def _class_folders(folder: Path) -> list[str]:
+    subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    names = []
+    for sub in subs:
+        files = [p for p in sub.iterdir() if p.is_file()]
+        imgs = [p for p in files if p.suffix.lower() in _IMAGE_SUFFIXES]
+        if imgs and not any(p.stem.lower().endswith("_mask") for p in imgs):
+            names.append(sub.name)
+    return names if len(names) >= 2 and len(names) == len(subs) else []
+
+
+def detect_kind(folder: Path) -> str | None:
+    """The layout of one (unsplit) data folder, or None."""
+    if folder.is_file():
+        return "coco" if folder.suffix.lower() == ".json" else None
+    if (folder / "_annotations.coco.json").is_file() or len(list(folder.glob("*.json"))) == 1:
+        return "coco"
+    if any(folder.glob("*_mask.*")) or any(folder.glob("*/*_mask.*")):
+        return "pairs"
+    names = {p.name.lower() for p in folder.iterdir() if p.is_dir()}
+    if names & set(_IMAGE_DIRS) and names & set(_MASK_DIRS):
+        return "image_mask"
+    if _nifti_files(folder) or any(_nifti_files(p) for p in folder.iterdir() if p.is_dir()):
+        return "nifti"
+    subs = [p for p in folder.iterdir() if p.is_dir()]
+    if any(_has_dicom(p) for p in subs) or any(
+        _has_dicom(q) for p in subs for q in p.iterdir() if q.is_dir()
+    ):
+        return "dicom"
+    if _class_folders(folder):
+        return "classes"
+    return None
+
+
+def _split_dirs(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_dir() and p.name.lower() in SPLIT_NAMES and SPLIT_NAMES[p.name.lower()]:
+            found.setdefault(SPLIT_NAMES[p.name.lower()], p)
+    return found if "train" in found and "val" in found else {}
+
+
+def _refs_of(kind: str, folder: Path, split: str | None, class_names: list[str]) -> list[CaseRef]:
+    if kind == "coco":
+        return _coco_refs(folder, split)
+    if kind == "pairs":
+        return _pair_refs(folder, split)
+    if kind == "image_mask":
+        return _image_mask_refs(folder, split)
+    if kind == "nifti":
+        return _nifti_refs(folder, split)
+    if kind == "dicom":
+        return _dicom_refs(folder, split)
+    if kind == "classes":
+        return _class_refs(folder, split, class_names)
+    raise TumorSegError(f"unknown data source kind {kind!r}")
+
+
+def arrays_source(items: Sequence) -> DataSource:
+    """In-memory data: ``(image, mask, spacing, case_id)`` tuples or dicts with those keys.
+
+    ``image`` is (y, x), (y, x, 3), (z, y, x) or (c, z, y, x); ``mask`` the labels on the
+    same (z, y, x) grid; ``spacing`` (z, y, x) mm or None.
+    """
+    from napari_tumorseg.training.preprocessing import as_czyx
+
+    refs = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            image, mask = item["image"], item["mask"]
+            spacing, case_id = item.get("spacing"), item.get("case_id")
+        else:
+            image, mask, spacing, case_id = (list(item) + [None, None])[:4]
+        case_id = str(case_id if case_id is not None else f"case{i}")
+
+        def load(image=image, mask=mask, spacing=spacing, case_id=case_id) -> CaseData:
+            img = as_czyx(np.asarray(image))
+            lab = np.asarray(mask)
+            lab = lab[None] if lab.ndim == 2 else lab
+            _check_same_grid(img, lab, case_id)
+            sp = tuple(float(s) for s in spacing)[-3:] if spacing is not None else (1.0, 1.0, 1.0)
+            if len(sp) == 2:
+                sp = (1.0, *sp)
+            return CaseData(img, np.round(lab).astype(np.int64), sp)
+
+        refs.append(CaseRef(case_id, case_id, load))
+    if not refs:
+        raise TumorSegError("no images given to train on")
+    return DataSource("arrays", refs, f"{len(refs)} in-memory image(s)")
+
+
+def open_source(data: Any) -> DataSource:
+    """Find every training item in ``data`` (a path, or in-memory tuples); see module doc."""
+    if isinstance(data, (list, tuple)):
+        return arrays_source(data)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise TumorSegError(f"data path {path} does not exist")
+    splits = _split_dirs(path) if path.is_dir() else {}
+    folders = list(splits.items()) if splits else [(None, path)]
+    refs: list[CaseRef] = []
+    kinds, class_names = set(), []
+    for split, folder in folders:
+        kind = detect_kind(folder)
+        if kind is None:
+            raise TumorSegError(
+                f"no training data found in {folder}: expected a COCO export, image + *_mask "
+                "pairs, images/ + masks/ folders, NIfTI or DICOM cases, or one folder per class"
+            )
+        if kind == "classes" and not class_names:
+            class_names = _class_folders(folder)
+        kinds.add(kind)
+        refs += _refs_of(kind, folder, split, class_names)
+    if len(kinds) > 1:
+        raise TumorSegError(f"{path}: train and validation folders differ in layout ({sorted(kinds)})")
+    if not refs:
+        raise TumorSegError(f"no image with a mask found in {path}")
+    kind = kinds.pop()
+    n_cases = len({r.case_id for r in refs})
+    desc = f"{kind} data in {path}: {len(refs)} item(s) of {n_cases} case(s)"
+    return DataSource(kind, refs, desc, class_names)
+
+
+def split_refs(
+    source: DataSource, val_fraction: float, seed: int
+) -> tuple[list[CaseRef], list[CaseRef], list[str]]:
+    """(train, val, warnings): split by case id, never by slice; a fixed seed.
+
+    A source with its own train / valid folders keeps them, minus any validation case
+    that also appears in training (reported in the warnings).
+    """
+    warnings: list[str] = []
+    if source.has_split:
+        train = [r for r in source.refs if r.split == "train"]
+        train_ids = {r.case_id for r in train}
+        val = [r for r in source.refs if r.split == "val" and r.case_id not in train_ids]
+        dropped = sum(1 for r in source.refs if r.split == "val" and r.case_id in train_ids)
+        if dropped:
+            warnings.append(f"{dropped} validation item(s) dropped: their case is also in training")
+        return train, val, warnings
+    ids = sorted({r.case_id for r in source.refs})
+    rng = np.random.default_rng(seed)
+    order = [ids[i] for i in rng.permutation(len(ids))]
+    n_val = 0
+    if val_fraction > 0 and len(ids) >= 2:
+        n_val = min(len(ids) - 1, max(1, int(round(val_fraction * len(ids)))))
+    elif val_fraction > 0:
+        warnings.append("one case only: no validation split (validation needs a second patient)")
+    val_ids = set(order[:n_val])
+    train = [r for r in source.refs if r.case_id not in val_ids]
+    val = [r for r in source.refs if r.case_id in val_ids]
+    return train, val, warnings
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """Seed of one sample's augmentation / patch draw: independent of workers and resumes."""
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
+
+
+@dataclass
+class _Prepared:
+    case_id: str
+    name: str
+    image: np.ndarray  # (c, z, y, x) float32 on the model grid
+    target: np.ndarray | None  # (r, z, y, x) float32 or (z, y, x) int64
+    labels: np.ndarray | None  # (z, y, x) int labels on the grid
+    spacing: tuple[float, float, float]
+    label: int | None = None
+
+
+def prepare_case(ref: CaseRef, prep: dict[str, Any]) -> _Prepared:
+    data = ref.load()
+    image = apply_preprocessing(data.image, prep, layout="czyx")
+    if data.labels is None:
+        return _Prepared(ref.case_id, ref.name, image, None, None, data.spacing, data.label)
+    labels = preprocess_labels(data.labels, prep)
+    target = labels_to_target(labels, prep)
+    spacing = resized_spacing(data.spacing, data.image.shape[-2:], prep)
+    return _Prepared(ref.case_id, ref.name, image, target, labels, spacing)
+
+
+class SegDataset(torch.utils.data.Dataset):
+    """2D samples: every image, or slices of volumes (for 2D models).
+
+    Training keeps every slice with foreground and ``empty_fraction`` of the empty ones
+    (drawn once with the seed), so BraTS volumes are not dominated by empty slices.
+    Items are ``(index, seed)`` pairs (see :class:`EpochPlan`).
+    """
+
+    def __init__(self, cases: list[_Prepared], augment_cfg: AugmentConfig | None = None,
+                 empty_fraction: float = 1.0, seed: int = 0):
+        self.cases = cases
+        self.augment_cfg = augment_cfg or AugmentConfig(enabled=False)
+        rng = np.random.default_rng([seed, 7])
+        self.items: list[tuple[int, int]] = []
+        for ci, c in enumerate(cases):
+            nz = c.image.shape[1]
+            fg = c.labels.reshape(nz, -1).any(axis=1) if c.labels is not None else np.ones(nz, bool)
+            for z in range(nz):
+                if fg[z] or nz == 1 or empty_fraction >= 1.0 or rng.random() < empty_fraction:
+                    self.items.append((ci, z))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def spacing(self, i: int) -> tuple[float, float]:
+        ci, _ = self.items[i]
+        return self.cases[ci].spacing[1:]
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        ci, z = self.items[i]
+        c = self.cases[ci]
+        x = torch.from_numpy(np.ascontiguousarray(c.image[:, z]))
+        t = c.target
+        y = torch.from_numpy(np.ascontiguousarray(t[:, z] if t.ndim == 4 else t[z]))
+        if seed is not None and self.augment_cfg.enabled:
+            x, y = augment(x, y, torch.Generator().manual_seed(seed), self.augment_cfg)
+        return x, y
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """3D patches (GLIMS): ``patches_per_volume`` per case and epoch.
+
+    A patch is centred on a random foreground voxel with probability ``fg_prob`` (foreground
+    oversampling as in nnU-Net, here 2/3 because a tumour fills little of a brain), else
+    anywhere; volumes smaller than the patch are zero-padded. Without a seed (validation)
+    the patch is centred on the tumour's centre of mass, deterministically.
+    """
+
+    def __init__(self, cases: list[_Prepared], patch: Sequence[int], patches_per_volume: int = 1,
+                 fg_prob: float = 0.67, augment_cfg: AugmentConfig | None = None):
+        self.cases = cases
+        self.patch = tuple(int(p) for p in patch)
+        self.fg_prob = fg_prob
+        self.augment_cfg = augment_cfg or AugmentConfig(enabled=False)
+        self.items = [(ci, k) for ci in range(len(cases)) for k in range(patches_per_volume)]
+        self._fg = [np.argwhere(c.labels > 0) if c.labels is not None else np.zeros((0, 3), int)
+                    for c in cases]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def spacing(self, i: int) -> tuple[float, float, float]:
+        return self.cases[self.items[i][0]].spacing
+
+    def _centre(self, ci: int, gen: torch.Generator | None) -> np.ndarray:
+        shape = np.array(self.cases[ci].image.shape[1:])
+        fg = self._fg[ci]
+        if gen is None:
+            return fg.mean(axis=0).round().astype(int) if len(fg) else shape // 2
+        if len(fg) and float(torch.rand((), generator=gen)) < self.fg_prob:
+            return fg[int(torch.randint(0, len(fg), (), generator=gen))]
+        return np.array([int(torch.randint(0, int(s), (), generator=gen)) for s in shape])
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        ci, _ = self.items[i]
+        c = self.cases[ci]
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        centre = self._centre(ci, gen)
+        shape = np.array(c.image.shape[1:])
+        size = np.array(self.patch)
+        start = np.clip(centre - size // 2, 0, np.maximum(shape - size, 0))
+        sl = tuple(slice(int(s), int(s + n)) for s, n in zip(start, size))
+        img = c.image[(slice(None),) + sl]
+        tgt = c.target[(slice(None),) + sl] if c.target.ndim == 4 else c.target[sl]
+        pad = [(0, int(max(n - h, 0))) for n, h in zip(size, img.shape[1:])]
+        if any(p[1] for p in pad):
+            img = np.pad(img, [(0, 0)] + pad)
+            tgt = np.pad(tgt, ([(0, 0)] if tgt.ndim == 4 else []) + pad)
+        x, y = torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(np.ascontiguousarray(tgt))
+        if gen is not None and self.augment_cfg.enabled:
+            x, y = augment(x, y, gen, self.augment_cfg)
+        return x, y
+
+
+class ClassDataset(torch.utils.data.Dataset):
+    """Whole images with a class index (the classifier)."""
+
+    def __init__(self, cases: list[_Prepared], augment_cfg: AugmentConfig | None = None):
+        self.cases = cases
+        self.augment_cfg = augment_cfg or AugmentConfig(enabled=False)
+        self.items = list(range(len(cases)))
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        c = self.cases[i]
+        x = torch.from_numpy(np.ascontiguousarray(c.image[:, 0]))
+        if seed is not None and self.augment_cfg.enabled:
+            dummy = torch.zeros(x.shape[-2:], dtype=torch.int64)
+            x, _ = augment(x, dummy, torch.Generator().manual_seed(seed), self.augment_cfg)
+        return x, torch.tensor(int(c.label), dtype=torch.int64)
+
+
+class EpochPlan:
+    """The sample order of one epoch: a seeded permutation, sharded across DDP ranks.
+
+    Like ``DistributedSampler`` (padding by repetition so every rank gets the same number
+    of batches), but each entry carries its own augmentation seed, and the plan can start
+    at a given batch, which is how a cancelled epoch resumes exactly.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
+                 else np.arange(n)).tolist()
+        if world_size > 1:
+            total = int(math.ceil(n / world_size)) * world_size
+            order += order[: total - n]
+            order = order[rank:total:world_size]
+        self.entries = [(int(i), sample_seed(seed, epoch, pos * world_size + rank))
+                        for pos, i in enumerate(order)]
+        self.batch_size = batch_size
+
+    @property
+    def n_batches(self) -> int:
+        return int(math.ceil(len(self.entries) / self.batch_size))
+
+    def batch(self, b: int) -> list[tuple[int, int]]:
+        return self.entries[b * self.batch_size: (b + 1) * self.batch_size]

@@ -1,0 +1,849 @@
+"""The training engine: one generator that the widget, the CLI and torchrun all drive.
+
+``train(config, cancel)`` yields :mod:`~napari_tumorseg.training.events` and ends with
+exactly one of DoneEvent, CancelledEvent or ErrorEvent; it never raises for user errors,
+out of memory or a diverging loss.
+
+Checkpoints (``out_dir/last.pt`` every epoch, ``best.pt`` on a new best validation Dice,
+classifier: validation accuracy) use :func:`napari_tumorseg.models.checkpoint.save_checkpoint`
+and carry, in ``extra``, the optimiser, scheduler, GradScaler and RNG states and the
+position in the run, so resuming continues exactly.
+
+Cancel granularity: ``cancel()`` is polled before every optimiser step and between
+validation batches. On cancel, ``last.pt`` is rewritten with the state *at that point*
+(weights after the last completed step, optimiser, RNG, the running training-loss sums
+and the batch index). Every sample's order, augmentation and patch position derive from
+(seed, epoch, position), so resuming from that checkpoint replays the rest of the epoch
+exactly as an uninterrupted run would: cancel-then-resume gives the same weights and
+losses as never cancelling (same seed, same device and thread count, CPU). A cancel
+during validation resumes at the start of that validation. A NaN/inf loss or an error
+stops the run *without* writing, so the last good checkpoint is kept.
+
+Threads: ``threads=None`` uses all cores but one (leaving one for napari's GUI thread, so
+the viewer stays responsive while training runs in a worker thread); the previous
+torch thread count is restored when the generator ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.fileio import atomic_path
+from napari_tumorseg.training import distributed as dist_utils
+from napari_tumorseg.training.augment import AugmentConfig
+from napari_tumorseg.training.datasets import (
+    ClassDataset,
+    EpochPlan,
+    PatchDataset,
+    SegDataset,
+    open_source,
+    prepare_case,
+    split_refs,
+)
+from napari_tumorseg.training.events import (
+    CancelledEvent,
+    DoneEvent,
+    EpochEvent,
+    ErrorEvent,
+    Event,
+    StartEvent,
+    StepEvent,
+)
+from napari_tumorseg.training.losses import DeepSupervisionLoss, build_loss
+from napari_tumorseg.training.preprocessing import (
+    adapt_channels,
+    default_preprocessing,
+    guess_region_convention,
+    resolve_normalization,
+)
+
+LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. ``None`` means "the model's paper preset"."""
+
+    model: str
+    data: Any  # a path (see datasets.open_source) or in-memory (image, mask, spacing, case_id)s
+    out_dir: str
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    optimizer: str | None = None  # adam | adamw | sgd
+    scheduler: str | None = None  # none | step | cosine | poly
+    scheduler_params: dict | None = None
+    loss: str | None = None  # see losses.LOSS_NAMES
+    loss_params: dict | None = None
+    deep_supervision_weights: list | None = None
+    size: int | list | None = None  # 2D: in-plane size; 3D: patch size (default: model's)
+    spatial: str = "resize"  # 2D only: resize | pad_crop
+    normalize: str = "auto"  # auto | zscore | scale255 | minmax | none
+    in_channels: int | None = None
+    device: str = "auto"  # auto | cuda | cpu | mps (cuda:N accepted)
+    amp: bool | None = None  # CUDA only; CPU always runs fp32
+    amp_dtype: str = "fp16"  # fp16 (with GradScaler) | bf16
+    grad_clip: float | None = None  # max grad norm; 0 switches the preset's clipping off
+    augmentation: Any = True  # bool, strength (0-2) or dict of AugmentConfig fields
+    seed: int = 0
+    val_fraction: float = 0.2
+    early_stopping_patience: int | None = None
+    resume: str | None = None
+    num_workers: int = 0
+    threads: int | None = None
+    model_config: dict = field(default_factory=dict)
+    tiny: bool = False  # start from the model's tiny_config (tests, CPU smoke runs)
+    pretrained: str | None = None
+    max_train_items: int | None = None  # cap on training cases/images (quick runs)
+    max_val_items: int | None = None
+    empty_slice_fraction: float = 0.25  # 2D slices of volumes: share of empty slices kept
+    patches_per_volume: int = 2  # 3D models: patches drawn per volume and epoch
+    fg_prob: float = 0.67
+    region_convention: str | None = None  # brats | brats2023 | brats2012 (None: guess)
+    hd95: bool = True
+    overwrite: bool = False  # replace last.pt / best.pt / history.csv of another run
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
+        """Read a YAML or JSON file of fields; ``overrides`` (not None) win."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise TumorSegError(f"cannot read config {path}: {err.strerror}") from None
+        try:
+            if path.suffix.lower() == ".json":
+                values = json.loads(text)
+            else:
+                import yaml
+
+                values = yaml.safe_load(text)
+        except Exception as err:
+            raise TumorSegError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise TumorSegError(f"{path}: expected a mapping of training options")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise TumorSegError(f"unknown training option(s): {', '.join(unknown)}")
+        missing = [n for n in ("model", "data", "out_dir") if values.get(n) in (None, "")]
+        if missing:
+            raise TumorSegError(f"training config lacks {', '.join(missing)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if not isinstance(self.data, (str, os.PathLike)):
+            d["data"] = "<in-memory layers>"
+        else:
+            d["data"] = str(self.data)
+        d["out_dir"] = str(self.out_dir)
+        return _plain(d)
+
+
+def _plain(value: Any) -> Any:
+    """JSON/weights_only-safe copy (Paths -> str, tuples -> lists, numpy -> python)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def pick_device(name: str) -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TumorSegError("device cuda asked for but no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TumorSegError("device mps asked for but Apple MPS is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise TumorSegError(f"unknown device {name!r}; use auto, cuda, cpu or mps") from None
+
+
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _build_optimizer(name: str, params, lr: float, weight_decay: float, extra: dict):
+    name = name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay,
+                               momentum=float(extra.get("momentum", 0.9)))
+    raise TumorSegError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
+
+
+def _build_scheduler(name: str, opt, params: dict, epochs: int):
+    """Epoch-wise schedules; state dicts hold plain values only (checkpoint-safe)."""
+    name = (name or "none").lower()
+    p = dict(params or {})
+    if name == "none":
+        return None
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=int(p.get("step_size", 10)),
+                                               gamma=float(p.get("gamma", 0.1)))
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=int(p.get("t_max", p.get("T_max", epochs))) or 1,
+            eta_min=float(p.get("eta_min", 0.0)))
+    if name == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(
+            opt, total_iters=int(p.get("total_iters", epochs)) or 1, power=float(p.get("power", 0.9)))
+    raise TumorSegError(f"unknown scheduler {name!r}; use none, step, cosine or poly")
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def write_history_csv(path: Path, history: list[dict]) -> None:
+    """Atomic CSV: one row per epoch, columns in first-seen order."""
+    cols: list[str] = []
+    for row in history:
+        for k in row:
+            if k not in cols:
+                cols.append(k)
+    with atomic_path(path, overwrite=True) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            for row in history:
+                w.writerow(row)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """State of one training run; ``train()`` drives it and turns failures into events."""
+
+    def __init__(self, cfg: TrainConfig, cancel: Callable[[], bool] | None):
+        self.cfg = cfg
+        self.cancel = cancel or (lambda: False)
+        self.ctx = dist_utils.context()
+        self.out = Path(cfg.out_dir)
+        self.last_path, self.best_path = self.out / LAST, self.out / BEST
+        self.history_path = self.out / HISTORY
+        self.saved_any = False
+        self.warnings: list[str] = []
+
+    # -- setup ------------------------------------------------------------------------
+    def setup(self) -> None:
+        from napari_tumorseg.models import create_model, get_info
+        from napari_tumorseg.models.checkpoint import load_checkpoint
+
+        cfg = self.cfg
+        self.resume_ckpt = None
+        if cfg.resume:
+            _, self.resume_ckpt = load_checkpoint(cfg.resume, build=False)
+            if "train_state" not in self.resume_ckpt.get("extra", {}):
+                raise TumorSegError(f"{cfg.resume} has no training state to resume from")
+            if cfg.model and cfg.model != self.resume_ckpt["model_name"]:
+                raise TumorSegError(
+                    f"{cfg.resume} is a {self.resume_ckpt['model_name']!r} checkpoint, "
+                    f"not {cfg.model!r}")
+        self.model_name = cfg.model
+        info = get_info(self.model_name)
+        self.info = info
+        preset = info.preset
+        self.kind = info.output  # binary | regions | multiclass | classes
+        self.dims = info.dims
+        self.epochs = int(cfg.epochs if cfg.epochs is not None else preset.epochs)
+        self.batch_size = int(cfg.batch_size if cfg.batch_size is not None else preset.batch_size)
+        self.lr = float(cfg.lr if cfg.lr is not None else preset.lr)
+        self.weight_decay = float(cfg.weight_decay if cfg.weight_decay is not None else preset.weight_decay)
+        self.optimizer_name = cfg.optimizer or preset.optimizer
+        self.scheduler_name = cfg.scheduler or preset.scheduler
+        self.scheduler_params = dict(preset.scheduler_params or {})
+        self.scheduler_params.update(cfg.scheduler_params or {})
+        clip = cfg.grad_clip if cfg.grad_clip is not None else preset.grad_clip
+        self.grad_clip = float(clip) if clip else None
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise TumorSegError("epochs and batch size must be at least 1 and lr positive")
+
+        self.device = pick_device(cfg.device)
+        if self.ctx.world_size > 1:
+            self.device = self.ctx.device
+        want_amp = preset.amp if cfg.amp is None else bool(cfg.amp)
+        self.amp = want_amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
+        if cfg.amp and not self.amp:
+            self.warnings.append(f"mixed precision is CUDA-only; training in fp32 on {self.device.type}")
+
+        # ---- data
+        self.augment_cfg = AugmentConfig.from_value(cfg.augmentation)
+        source = open_source(cfg.data)
+        if self.kind == "classes" and source.kind != "classes":
+            raise TumorSegError(f"{self.model_name} is a classifier: give one folder of images per class")
+        if self.kind != "classes" and source.kind == "classes":
+            raise TumorSegError(f"{self.model_name} segments: the data has class folders but no masks")
+        train_refs, val_refs, warns = split_refs(source, cfg.val_fraction, cfg.seed)
+        self.warnings += warns
+        if cfg.max_train_items:
+            train_refs = _take(train_refs, cfg.max_train_items, cfg.seed)
+        if cfg.max_val_items:
+            val_refs = _take(val_refs, cfg.max_val_items, cfg.seed + 1)
+        if not train_refs:
+            raise TumorSegError(f"no training data in {cfg.data}")
+
+        if self.resume_ckpt is not None:
+            ck = self.resume_ckpt
+            self.model_config = dict(ck["config"])
+            self.in_channels, self.out_channels = int(ck["in_channels"]), int(ck["out_channels"])
+            self.prep = dict(ck["preprocessing"])
+            self.class_names = list(ck.get("class_names") or info.class_names)
+            first = None
+        else:
+            self.model_config = {**(info.tiny_config if cfg.tiny else {}), **(cfg.model_config or {})}
+            first = train_refs[0].load()
+            data_ch = int(first.image.shape[0])
+            self.in_channels = int(cfg.in_channels or (data_ch if not info.pretrained else info.in_channels))
+            if self.kind == "classes":
+                self.class_names = list(source.class_names)
+                self.out_channels = len(self.class_names)
+            else:
+                self.class_names = list(info.class_names)
+                self.out_channels = int(info.out_channels)
+            self.prep = self._preprocessing(first, info)
+        self.region_names = list(info.class_names) if self.kind == "regions" else []
+
+        # Channel adaptation must be possible for the data actually given.
+        self.train_cases = [prepare_case(r, self.prep) for r in train_refs]
+        self.val_cases = [prepare_case(r, self.prep) for r in val_refs]
+        self.train_ds, self.val_ds = self._datasets()
+        if len(self.train_ds) == 0:
+            raise TumorSegError("no training samples after preprocessing")
+        self.train_ids = sorted({r.case_id for r in train_refs})
+        self.val_ids = sorted({r.case_id for r in val_refs})
+
+        # ---- model, loss, optimiser
+        model = create_model(self.model_name, in_channels=self.in_channels,
+                             out_channels=self.out_channels,
+                             pretrained=None if self.resume_ckpt is not None else cfg.pretrained,
+                             **self.model_config)
+        if self.resume_ckpt is not None:
+            model.load_state_dict(self.resume_ckpt["state_dict"], strict=True)
+        self.model = model.to(self.device)
+        self.net = self.model
+        if self.ctx.world_size > 1:
+            self.net = dist_utils.wrap_ddp(self.model, self.device)
+        loss_name = cfg.loss or preset.loss
+        loss_params = dict(preset.loss_params or {}) if cfg.loss in (None, preset.loss) else {}
+        loss_params.update(cfg.loss_params or {})
+        ds_weights = cfg.deep_supervision_weights or preset.deep_supervision_weights
+        self.loss_fn = build_loss(loss_name, mode=self.kind, deep_supervision_weights=ds_weights,
+                                  **{k: v for k, v in loss_params.items() if k != "variants"})
+        self.loss_desc = {"loss": loss_name, "loss_params": _plain(
+            {k: v for k, v in loss_params.items() if k != "variants"})}
+        self.optimizer = _build_optimizer(self.optimizer_name, self.model.parameters(), self.lr,
+                                          self.weight_decay, self.scheduler_params)
+        self.scheduler = _build_scheduler(self.scheduler_name, self.optimizer,
+                                          self.scheduler_params, self.epochs)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+
+        # ---- position in the run
+        self.history: list[dict] = []
+        self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.partial: dict[str, float] = {}
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        _seed_everything(cfg.seed)
+        if self.resume_ckpt is not None:
+            self._restore(self.resume_ckpt)
+        elif not cfg.overwrite and self.ctx.rank == 0:
+            existing = [p.name for p in (self.last_path, self.best_path, self.history_path) if p.exists()]
+            if existing:
+                raise TumorSegError(
+                    f"{self.out} already holds {', '.join(existing)} of another run; "
+                    "resume from it, choose another folder, or pass overwrite")
+
+    def _preprocessing(self, first, info) -> dict:
+        cfg = self.cfg
+        if self.dims == 2:
+            size = cfg.size if cfg.size is not None else list(info.input_size[-2:])
+            if isinstance(size, int):
+                size = [size, size]
+            prep = default_preprocessing(2, size, self.in_channels,
+                                         target=self.kind, spatial=cfg.spatial)
+        else:
+            patch = cfg.size if cfg.size is not None else (
+                self.model_config.get("img_size") or list(info.input_size))
+            if isinstance(patch, int):
+                patch = [patch] * 3
+            prep = default_preprocessing(3, None, self.in_channels, target=self.kind)
+            prep["patch_size"] = [int(p) for p in patch]
+        prep["normalize"] = (resolve_normalization(first.image.dtype)
+                             if cfg.normalize == "auto" else cfg.normalize)
+        _, prep["channel_mode"] = adapt_channels(first.image[:, :1, :1, :1], self.in_channels)
+        if first.channel_names:
+            prep["channel_names"] = list(first.channel_names)
+        if self.kind == "regions":
+            conv = cfg.region_convention or guess_region_convention(np.unique(first.labels))
+            prep["region_convention"] = conv
+        if self.kind == "multiclass":
+            prep["num_classes"] = int(info.out_channels)
+        prep["class_names"] = list(self.class_names)
+        return prep
+
+    def _datasets(self):
+        cfg = self.cfg
+        if self.kind == "classes":
+            return ClassDataset(self.train_cases, self.augment_cfg), ClassDataset(self.val_cases)
+        if self.dims == 3:
+            patch = self.prep["patch_size"]
+            return (PatchDataset(self.train_cases, patch, cfg.patches_per_volume, cfg.fg_prob,
+                                 self.augment_cfg),
+                    PatchDataset(self.val_cases, patch, 1))
+        return (SegDataset(self.train_cases, self.augment_cfg, cfg.empty_slice_fraction, cfg.seed),
+                SegDataset(self.val_cases, None, 1.0, cfg.seed))
+
+    # -- checkpoint state ------------------------------------------------------------
+    def _extra(self, epoch: int, batch: int) -> dict:
+        return {
+            "train_state": {
+                "epoch": int(epoch), "batch": int(batch), "global_step": int(self.global_step),
+                "epochs": int(self.epochs), "partial": dict(self.partial),
+                "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "bad_epochs": int(self.bad_epochs),
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": _rng_state(),
+            "train_config": self.cfg.to_dict(),
+            "resolved": self.resolved(),
+            "split": {"train": self.train_ids, "val": self.val_ids},
+        }
+
+    def resolved(self) -> dict:
+        """The settings actually used (preset filled in, overrides applied)."""
+        return {
+                "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "weight_decay": self.weight_decay, "optimizer": self.optimizer_name,
+                "scheduler": self.scheduler_name, "scheduler_params": _plain(self.scheduler_params),
+                "grad_clip": self.grad_clip, "amp": self.amp, **self.loss_desc,
+                "augmentation": dataclasses.asdict(self.augment_cfg),
+                "device": str(self.device), "world_size": self.ctx.world_size,
+                "threads": torch.get_num_threads(),
+        }
+
+    def _restore(self, ck: dict) -> None:
+        extra = ck["extra"]
+        st = extra["train_state"]
+        self.history = [dict(h) for h in ck.get("history", [])]
+        self.start_epoch, self.start_batch = int(st["epoch"]), int(st["batch"])
+        self.global_step = int(st.get("global_step", 0))
+        self.partial = dict(st.get("partial") or {})
+        self.best_score, self.best_epoch = st.get("best_score"), st.get("best_epoch")
+        self.bad_epochs = int(st.get("bad_epochs", 0))
+        self.optimizer.load_state_dict(extra["optimizer"])
+        if self.scheduler is not None and extra.get("scheduler"):
+            self.scheduler.load_state_dict(extra["scheduler"])
+        if self.scaler.is_enabled() and extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+        if extra.get("rng"):
+            _set_rng_state(extra["rng"])
+        saved = extra.get("split", {})
+        if saved and (saved.get("train") != self.train_ids or saved.get("val") != self.val_ids):
+            self.warnings.append("the train/validation split differs from the checkpoint's")
+
+    def save(self, path: Path, epoch: int, batch: int) -> None:
+        if self.ctx.rank != 0:
+            return
+        from napari_tumorseg.models.checkpoint import save_checkpoint
+
+        save_checkpoint(
+            path, self.model, model_name=self.model_name, config=self.model_config,
+            in_channels=self.in_channels, out_channels=self.out_channels,
+            preprocessing=_plain(self.prep), class_names=self.class_names,
+            history=_plain(self.history), extra=self._extra(epoch, batch), overwrite=True)
+        self.saved_any = True
+
+    # -- steps ------------------------------------------------------------------------
+    def _forward_loss(self, x, y):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            out = self.net(x)
+        if isinstance(out, (list, tuple)) and not isinstance(self.loss_fn, DeepSupervisionLoss):
+            # A deep-supervised model whose preset names no weights: seed 004's 1, 1/2, 1/4, 1/8.
+            self.loss_fn = DeepSupervisionLoss(self.loss_fn)
+        if isinstance(out, torch.Tensor) and self.kind != "classes":
+            spatial = y.shape[2:] if self.kind in ("binary", "regions") else y.shape[1:]
+            if tuple(out.shape[2:]) != tuple(spatial):
+                # SegFormer-style heads predict at a lower resolution: upsample the logits.
+                out = F.interpolate(out.float(), size=tuple(spatial),
+                                    mode="bilinear" if out.ndim == 4 else "trilinear",
+                                    align_corners=False)
+        return out, self.loss_fn(out, y)
+
+    def _pred_target(self, out, y):
+        """Boolean prediction and target (N, C, *sp) for metrics; classifier: class indices."""
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        if self.kind == "classes":
+            return out.argmax(1), y
+        if self.kind == "multiclass":
+            return (out.argmax(1) > 0)[:, None], (y > 0)[:, None]
+        return out > 0, y > 0.5
+
+    def _accumulate(self, acc: dict, out, y) -> None:
+        pred, tgt = self._pred_target(out, y)
+        if self.kind == "classes":
+            acc["correct"] = acc.get("correct", 0.0) + float((pred == tgt).sum())
+            acc["count"] = acc.get("count", 0.0) + float(tgt.numel())
+            return
+        tp = float((pred & tgt).sum())
+        fp = float((pred & ~tgt).sum())
+        fn = float((~pred & tgt).sum())
+        acc["tp"] = acc.get("tp", 0.0) + tp
+        acc["fp"] = acc.get("fp", 0.0) + fp
+        acc["fn"] = acc.get("fn", 0.0) + fn
+        acc["tn"] = acc.get("tn", 0.0) + float(pred.numel()) - tp - fp - fn
+
+    def _train_metrics(self, acc: dict) -> dict:
+        if self.kind == "classes":
+            return {"train_accuracy": acc.get("correct", 0.0) / max(acc.get("count", 0.0), 1.0)}
+        from napari_tumorseg.metrics import metrics_from_counts
+
+        m = metrics_from_counts(acc.get("tp", 0.0), acc.get("fp", 0.0), acc.get("fn", 0.0),
+                                acc.get("tn", 0.0))
+        return {"train_dice": m["dice"], "train_iou": m["iou"],
+                "train_pixel_accuracy": m["pixel_accuracy"]}
+
+    def _batches(self, ds, plan: EpochPlan, start: int):
+        sampler = [plan.batch(b) for b in range(start, plan.n_batches)]
+        if self.cfg.num_workers <= 0:
+            # In-process: no DataLoader, whose iterator draws a seed from the global RNG and
+            # would make a resumed epoch diverge from an uninterrupted one (dropout).
+            collate = torch.utils.data.default_collate
+            return (collate([ds[k] for k in keys]) for keys in sampler)
+        # Worker seeds come from a private generator, for the same reason.
+        return torch.utils.data.DataLoader(ds, batch_sampler=sampler,
+                                           num_workers=self.cfg.num_workers,
+                                           generator=torch.Generator().manual_seed(self.cfg.seed))
+
+    def validate(self) -> tuple[float | None, dict, bool]:
+        """(val loss, metrics, cancelled). Runs on rank 0 only."""
+        if len(self.val_ds) == 0:
+            return None, {}, False
+        from napari_tumorseg.metrics import MetricAverager, multi_region_metrics, segmentation_metrics
+
+        self.model.eval()
+        plan = EpochPlan(len(self.val_ds), self.batch_size, self.cfg.seed, 0, shuffle=False)
+        loss_sum, n = 0.0, 0
+        correct, count = 0, 0
+        per_class_hits: dict[int, list[int]] = {}
+        preds: dict[int, np.ndarray] = {}
+        pos = 0
+        with torch.no_grad():
+            for batch in self._batches(self.val_ds, plan, 0):
+                if self.cancel():
+                    self.model.train()
+                    return None, {}, True
+                x, y = batch[0].to(self.device), batch[1].to(self.device)
+                out, loss = self._forward_loss(x, y)
+                loss_sum += float(loss) * x.shape[0]
+                n += x.shape[0]
+                pred, tgt = self._pred_target(out, y)
+                if self.kind == "classes":
+                    for p, t in zip(pred.tolist(), tgt.tolist()):
+                        hits = per_class_hits.setdefault(t, [0, 0])
+                        hits[0] += int(p == t)
+                        hits[1] += 1
+                    correct += int((pred == tgt).sum())
+                    count += int(tgt.numel())
+                    continue
+                pred_np = pred.cpu().numpy()
+                for k in range(pred_np.shape[0]):
+                    preds[pos + k] = pred_np[k]
+                pos += pred_np.shape[0]
+        self.model.train()
+        val_loss = loss_sum / max(n, 1)
+        if self.kind == "classes":
+            accs = [h[0] / h[1] for h in per_class_hits.values()]
+            return val_loss, {"accuracy": correct / max(count, 1),
+                              "mean_accuracy": float(np.mean(accs)) if accs else math.nan}, False
+        avg = MetricAverager()
+        for ci, case, pred_vol, tgt_vol, spacing in self._val_volumes(preds):
+            if pred_vol.shape[0] == 1:
+                avg.add(segmentation_metrics(pred_vol[0], tgt_vol[0], spacing, hd=self.cfg.hd95))
+            else:
+                regs = multi_region_metrics(pred_vol, tgt_vol, spacing, self.region_names or None,
+                                            hd=self.cfg.hd95)
+                row = dict(regs.pop("mean"))
+                for name, m in regs.items():
+                    row.update({f"{k}_{name}": v for k, v in m.items()})
+                avg.add(row)
+        return val_loss, avg.compute(), False
+
+    def _val_volumes(self, preds: dict[int, np.ndarray]):
+        """Per-case (prediction, target) volumes: slices of one case are stacked, so
+        Dice and HD95 (mm, from the voxel spacing) are per patient, not per slice."""
+        ds = self.val_ds
+        if isinstance(ds, PatchDataset):
+            for i in range(len(ds)):
+                x, y = ds[i]
+                y = y.numpy()
+                tgt = (y > 0.5) if self.kind != "multiclass" else (y > 0)[None]
+                yield i, ds.cases[ds.items[i][0]], preds[i], tgt, ds.spacing(i)
+            return
+        by_case: dict[int, list[tuple[int, int]]] = {}
+        for i, (ci, z) in enumerate(ds.items):
+            by_case.setdefault(ci, []).append((z, i))
+        for ci, entries in by_case.items():
+            case = ds.cases[ci]
+            entries.sort()
+            pred = np.stack([preds[i] for _, i in entries], axis=1)  # (C, Z, y, x)
+            zs = [z for z, _ in entries]
+            t = case.target[:, zs] if case.target.ndim == 4 else case.target[zs][None]
+            tgt = t > 0.5 if self.kind != "multiclass" else t > 0
+            if pred.shape[1] == 1:  # a 2D image: 2D metrics with the in-plane spacing
+                yield ci, case, pred[:, 0], tgt[:, 0], case.spacing[1:]
+            else:
+                yield ci, case, pred, tgt, case.spacing
+
+
+def _take(refs, n: int, seed: int):
+    """At most ``n`` whole cases' items, chosen with the seed."""
+    ids = sorted({r.case_id for r in refs})
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    keep = set(order[:n])
+    return [r for r in refs if r.case_id in keep]
+
+
+def train(config: TrainConfig, cancel: Callable[[], bool] | None = None) -> Iterator[Event]:
+    """Run training, yielding progress events; see the module doc."""
+    prev_threads = torch.get_num_threads()
+    run = _Run(config, cancel)
+    try:
+        torch.set_num_threads(int(config.threads or default_threads()))
+        yield from _train(run)
+    except TumorSegError as err:
+        yield ErrorEvent(str(err), _last_good(run))
+    except Exception as err:  # noqa: BLE001 - a run must end with an event, never a crash
+        if _is_oom(err):
+            yield ErrorEvent(
+                f"out of memory on {getattr(run, 'device', '?')} at batch size "
+                f"{getattr(run, 'batch_size', '?')}: lower the batch size or the input size",
+                _last_good(run))
+        else:
+            line = (str(err).strip().splitlines() or [""])[0][:200]
+            yield ErrorEvent(f"training failed: {type(err).__name__}: {line}", _last_good(run),
+                             traceback.format_exc())
+    finally:
+        torch.set_num_threads(prev_threads)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _last_good(run: _Run) -> str | None:
+    return str(run.last_path) if run.last_path.exists() else None
+
+
+def _train(run: _Run) -> Iterator[Event]:
+    run.setup()
+    cfg = run.cfg
+    main = run.ctx.rank == 0
+    if main:
+        run.out.mkdir(parents=True, exist_ok=True)
+    yield StartEvent(
+        model=run.model_name, device=str(run.device), n_train=len(run.train_ds),
+        n_val=len(run.val_ds), train_cases=run.train_ids, val_cases=run.val_ids,
+        start_epoch=run.start_epoch, epochs=run.epochs,
+        config={**run.resolved(), "preprocessing": run.prep},
+        warnings=list(run.warnings))
+    n_batches = EpochPlan(len(run.train_ds), run.batch_size, cfg.seed, 0,
+                          rank=run.ctx.rank, world_size=run.ctx.world_size).n_batches
+    total_steps = run.epochs * n_batches
+    session_steps, session_time, last_val_time = 0, 0.0, 0.0
+    stopped_early = False
+    run.model.train()
+    for epoch in range(run.start_epoch, run.epochs):
+        t_epoch = time.perf_counter()
+        plan = EpochPlan(len(run.train_ds), run.batch_size, cfg.seed, epoch,
+                         rank=run.ctx.rank, world_size=run.ctx.world_size)
+        start_batch = run.start_batch if epoch == run.start_epoch else 0
+        if start_batch == 0:
+            run.partial = {}
+        acc = run.partial  # running sums of this epoch, saved on cancel
+        b = start_batch
+        loader = iter(run._batches(run.train_ds, plan, start_batch))
+        while b < plan.n_batches:
+            if run.cancel():
+                run.save(run.last_path, epoch, b)
+                yield CancelledEvent(epoch, b, str(run.last_path) if main else None)
+                return
+            t0 = time.perf_counter()
+            x, y = next(loader)
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            run.optimizer.zero_grad(set_to_none=True)
+            out, loss = run._forward_loss(x, y)
+            bad = not torch.isfinite(loss).item()
+            if run.ctx.world_size > 1:
+                bad = dist_utils.any_flag(bad, run.device)
+            if bad:
+                yield ErrorEvent(
+                    f"the loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}: "
+                    "training stopped (lower the learning rate?); the last good checkpoint is kept",
+                    _last_good(run))
+                return
+            run.scaler.scale(loss).backward()
+            if run.grad_clip:
+                run.scaler.unscale_(run.optimizer)
+                torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.grad_clip)
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.global_step += 1
+            acc["loss_sum"] = acc.get("loss_sum", 0.0) + float(loss.detach()) * x.shape[0]
+            acc["n"] = acc.get("n", 0.0) + float(x.shape[0])
+            with torch.no_grad():
+                run._accumulate(acc, out, y)
+            dt = time.perf_counter() - t0
+            session_steps += 1
+            session_time += dt
+            done = epoch * n_batches + b + 1
+            eta = (session_time / session_steps) * (total_steps - done) + last_val_time * (run.epochs - epoch)
+            yield StepEvent(run.global_step, epoch, b, plan.n_batches, float(loss.detach()), eta)
+            b += 1
+
+        sums = acc
+        if run.ctx.world_size > 1:
+            sums = dist_utils.sum_dict(acc, run.device)
+        train_loss = sums.get("loss_sum", 0.0) / max(sums.get("n", 0.0), 1.0)
+        train_metrics = run._train_metrics(sums)
+
+        t_val = time.perf_counter()
+        val_loss, metrics, cancelled = (None, {}, False)
+        if main:
+            val_loss, metrics, cancelled = run.validate()
+        if run.ctx.world_size > 1:
+            dist_utils.barrier()
+        if cancelled:
+            run.save(run.last_path, epoch, plan.n_batches)
+            yield CancelledEvent(epoch, plan.n_batches, str(run.last_path))
+            return
+        last_val_time = time.perf_counter() - t_val
+
+        lr = float(run.optimizer.param_groups[0]["lr"])
+        if run.scheduler is not None:
+            run.scheduler.step()
+        score = _score(run, val_loss, metrics, train_loss)
+        is_best = run.best_score is None or score > run.best_score
+        if is_best:
+            run.best_score, run.best_epoch, run.bad_epochs = score, epoch + 1, 0
+        else:
+            run.bad_epochs += 1
+        row = {"epoch": epoch + 1, "train_loss": train_loss,
+               "val_loss": val_loss if val_loss is not None else math.nan, "lr": lr,
+               "time_s": round(time.perf_counter() - t_epoch, 3), **train_metrics,
+               **{f"val_{k}": float(v) for k, v in metrics.items()}}
+        run.history.append(row)
+        run.partial = {}
+        if main:
+            run.save(run.last_path, epoch + 1, 0)
+            if is_best:
+                run.save(run.best_path, epoch + 1, 0)
+            write_history_csv(run.history_path, run.history)
+        stop = bool(cfg.early_stopping_patience) and run.bad_epochs >= int(cfg.early_stopping_patience)
+        if run.ctx.world_size > 1:
+            stop = dist_utils.any_flag(stop, run.device)
+        yield EpochEvent(epoch, train_loss, val_loss, {**metrics, **train_metrics}, lr, is_best,
+                         str(run.last_path), str(run.best_path) if run.best_path.exists() else None,
+                         row["time_s"])
+        if stop:
+            stopped_early = True
+            break
+    yield DoneEvent(len(run.history), run.best_epoch, run.best_score, str(run.last_path),
+                    str(run.best_path) if run.best_path.exists() else None,
+                    str(run.history_path), stopped_early)
+
+
+def _score(run: _Run, val_loss, metrics: dict, train_loss: float) -> float:
+    """Higher is better: validation Dice (classifier: accuracy); no validation: -train loss."""
+    key = "accuracy" if run.kind == "classes" else "dice"
+    value = metrics.get(key)
+    if value is not None and math.isfinite(value):
+        return float(value)
+    if val_loss is not None and math.isfinite(val_loss):
+        return -float(val_loss)
+    return -float(train_loss)
+
+
+def run_to_end(config: TrainConfig, cancel: Callable[[], bool] | None = None) -> list[Event]:
+    """Drive :func:`train` to its end and return every event (scripts and tests)."""
+    return list(train(config, cancel))

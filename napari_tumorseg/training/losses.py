@@ -1,0 +1,220 @@
+"""Segmentation and classification losses of the five seed papers.
+
+Targets, by model output kind (``ModelInfo.output``):
+
+* ``binary``  – logits (N, 1, *sp); target float {0, 1} of the same shape.
+* ``regions`` – logits (N, R, *sp), one sigmoid per region (BraTS WT/TC/ET); target
+  float {0, 1} (N, R, *sp), see :func:`napari_tumorseg.training.preprocessing.labels_to_regions`.
+* ``multiclass`` – logits (N, K, *sp) (SegFormer: K = 2); target long (N, *sp).
+* ``classes`` – logits (N, K); target long (N,).
+
+Losses:
+
+* ``bce``      BCEWithLogits (seed 000).
+* ``dice``     soft Dice on probabilities, ``1 - (2 sum(p y) + s) / (sum(p) + sum(y) + s)``
+  (seed 001 eq. 2; ``squared=True`` uses ``sum(p^2) + sum(y^2)``, seed 004 eq. 2), computed
+  per sample and channel and averaged (``batch=True``: one Dice over the whole batch).
+* ``combo``    alpha * BCE + (1 - alpha) * Dice, alpha 0.7 or 0.5 (seed 003).
+* ``bce_dice`` BCE + lambda * Dice (seed 001).
+* ``dice_ce``  Dice + CE, equal weights (seed 004); CE is BCE for sigmoid outputs. With a
+  list of outputs (deep supervision, full resolution first) the per-scale losses are
+  weighted 1, 1/2, 1/4, 1/8 (seed 004 eq. 3, not renormalised) against the target
+  downsampled to each scale by nearest neighbour.
+* ``ce``       cross-entropy (SegFormer's 2 logits, the ConvNeXt V2 classifier).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from napari_tumorseg.errors import TumorSegError
+
+LOSS_NAMES = ("bce", "dice", "combo", "bce_dice", "dice_ce", "ce")
+DEFAULT_DS_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
+# Keys a model preset may keep in loss_params for documentation only (not loss arguments).
+_DOC_KEYS = {"variants", "paper", "note"}
+
+
+def _sigmoid_mode(mode: str) -> bool:
+    if mode in ("binary", "regions"):
+        return True
+    if mode in ("multiclass", "classes"):
+        return False
+    raise TumorSegError(f"unknown output kind {mode!r} for a loss")
+
+
+def soft_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str = "binary",
+    smooth: float = 1e-5,
+    squared: bool = False,
+    batch: bool = False,
+    include_background: bool = True,
+) -> torch.Tensor:
+    """Soft Dice loss on logits; see the module doc. ``mode`` is the model output kind."""
+    logits = logits.float()
+    if _sigmoid_mode(mode):
+        prob = torch.sigmoid(logits)
+        onehot = target.float()
+    else:
+        prob = torch.softmax(logits, dim=1)
+        onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
+        if not include_background:
+            prob, onehot = prob[:, 1:], onehot[:, 1:]
+    if onehot.shape != prob.shape:
+        raise TumorSegError(f"target {tuple(onehot.shape)} does not match output {tuple(prob.shape)}")
+    dims = tuple(range(2, prob.ndim))
+    if batch:
+        dims = (0,) + dims
+    inter = (prob * onehot).sum(dims)
+    if squared:
+        denom = (prob * prob).sum(dims) + (onehot * onehot).sum(dims)
+    else:
+        denom = prob.sum(dims) + onehot.sum(dims)
+    dice = (2.0 * inter + smooth) / (denom + smooth)
+    return 1.0 - dice.mean()
+
+
+def _ce(logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
+    if _sigmoid_mode(mode):
+        return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    return F.cross_entropy(logits.float(), target.long())
+
+
+class SegLoss(nn.Module):
+    """``w_ce * CE + w_dice * Dice`` on one output; every named loss is one of these."""
+
+    def __init__(self, name: str, mode: str, w_ce: float, w_dice: float, **dice_kwargs: Any):
+        super().__init__()
+        self.name, self.mode = name, mode
+        self.w_ce, self.w_dice = float(w_ce), float(w_dice)
+        self.dice_kwargs = dice_kwargs
+        _sigmoid_mode(mode)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = logits.new_zeros((), dtype=torch.float32)
+        if self.w_ce:
+            loss = loss + self.w_ce * _ce(logits, target, self.mode)
+        if self.w_dice:
+            loss = loss + self.w_dice * soft_dice_loss(logits, target, self.mode, **self.dice_kwargs)
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}, mode={self.mode}, w_ce={self.w_ce}, w_dice={self.w_dice}"
+
+
+def downsample_target(target: torch.Tensor, spatial: Sequence[int], mode: str) -> torch.Tensor:
+    """Nearest-neighbour resize of a target to a deep-supervision scale."""
+    spatial = tuple(int(s) for s in spatial)
+    if _sigmoid_mode(mode):
+        if tuple(target.shape[2:]) == spatial:
+            return target
+        return F.interpolate(target.float(), size=spatial, mode="nearest")
+    if tuple(target.shape[1:]) == spatial:
+        return target
+    t = F.interpolate(target[:, None].float(), size=spatial, mode="nearest")
+    return t[:, 0].long()
+
+
+class DeepSupervisionLoss(nn.Module):
+    """Weighted sum of ``base`` over a list of outputs (full resolution first).
+
+    A single tensor output is passed straight to ``base``, so the same loss serves the
+    model in eval mode (one output) and train mode (the list).
+    """
+
+    def __init__(self, base: nn.Module, weights: Sequence[float] = DEFAULT_DS_WEIGHTS):
+        super().__init__()
+        self.base = base
+        self.weights = [float(w) for w in weights]
+
+    def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.base(outputs, target)
+        if len(outputs) > len(self.weights):
+            raise TumorSegError(
+                f"{len(outputs)} deep-supervision outputs but only {len(self.weights)} weights"
+            )
+        total = outputs[0].new_zeros((), dtype=torch.float32)
+        for w, out in zip(self.weights, outputs):
+            t = downsample_target(target, out.shape[2:], self.base.mode)
+            total = total + w * self.base(out, t)
+        return total
+
+
+def build_loss(spec, mode: str = "binary", deep_supervision_weights=None, **params: Any) -> nn.Module:
+    """A loss module from a loss name or a :class:`TrainingPreset` (its loss and params).
+
+    ``mode`` is the model's output kind. ``params`` override the preset's ``loss_params``:
+    ``alpha`` (combo), ``lam``/``lambda`` (bce_dice), ``smooth``, ``squared``, ``batch``,
+    ``include_background`` (Dice terms), ``pos_weight`` (bce).
+    """
+    if isinstance(spec, str):
+        name, base_params = spec, {}
+    else:  # a TrainingPreset (duck-typed to keep this module free of the model registry)
+        name, base_params = spec.loss, dict(spec.loss_params or {})
+        if deep_supervision_weights is None:
+            deep_supervision_weights = spec.deep_supervision_weights
+    p = {k: v for k, v in {**base_params, **params}.items() if k not in _DOC_KEYS}
+    name = name.lower()
+    dice_keys = {"smooth", "squared", "batch", "include_background"}
+    dice_kwargs = {k: p.pop(k) for k in list(p) if k in dice_keys}
+    if name == "bce":
+        if not _sigmoid_mode(mode):
+            raise TumorSegError(f"bce needs a sigmoid output, not {mode!r}; use ce")
+        pos_weight = p.pop("pos_weight", None)
+        _no_more(name, p)
+        if pos_weight is not None:
+            loss: nn.Module = _WeightedBCE(float(pos_weight))
+        else:
+            loss = SegLoss(name, mode, 1.0, 0.0)
+    elif name == "dice":
+        _no_more(name, p)
+        loss = SegLoss(name, mode, 0.0, 1.0, **dice_kwargs)
+    elif name == "combo":
+        alpha = float(p.pop("alpha", 0.7))
+        _no_more(name, p)
+        if not 0.0 <= alpha <= 1.0:
+            raise TumorSegError(f"combo alpha must lie in [0, 1], got {alpha}")
+        loss = SegLoss(name, mode, alpha, 1.0 - alpha, **dice_kwargs)
+    elif name == "bce_dice":
+        lam = float(p.pop("lam", p.pop("lambda", p.pop("lambda_dice", 1.0))))
+        _no_more(name, p)
+        loss = SegLoss(name, mode, 1.0, lam, **dice_kwargs)
+    elif name == "dice_ce":
+        w_ce = float(p.pop("lambda_ce", 1.0))
+        w_dice = float(p.pop("lambda_dice", 1.0))
+        _no_more(name, p)
+        loss = SegLoss(name, mode, w_ce, w_dice, **dice_kwargs)
+    elif name == "ce":
+        _no_more(name, p)
+        loss = SegLoss(name, mode, 1.0, 0.0)
+    else:
+        raise TumorSegError(f"unknown loss {name!r}; known losses: {', '.join(LOSS_NAMES)}")
+    if deep_supervision_weights:
+        loss = DeepSupervisionLoss(loss, deep_supervision_weights)
+    return loss
+
+
+def _no_more(name: str, params: dict) -> None:
+    if params:
+        raise TumorSegError(f"loss {name!r} does not take {', '.join(sorted(params))}")
+
+
+class _WeightedBCE(nn.Module):
+    mode = "binary"
+
+    def __init__(self, pos_weight: float):
+        super().__init__()
+        self.register_buffer("pos_weight", torch.tensor([pos_weight]))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(
+            logits.float(), target.float(), pos_weight=self.pos_weight
+        )
