@@ -1,0 +1,110 @@
+"""The npe2 reader and writer hooks, called directly (they are Qt-free; no viewer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_tumorseg._reader import napari_get_reader
+from napari_tumorseg._writer import write_image_nifti, write_image_tiff, write_labels_nifti, write_labels_tiff
+from napari_tumorseg.errors import ReadError, WriteError
+from napari_tumorseg.io.readers import read_path
+
+
+@pytest.fixture(scope="module")
+def brainix_layers(shared_data):
+    reader = napari_get_reader(str(shared_data / "dicom_brainix"))
+    assert callable(reader)
+    return reader(str(shared_data / "dicom_brainix"))
+
+
+def test_not_ours_returns_none(shared_data, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hello")
+    for p in [shared_data / "coco_ravirawal" / "train" / "_annotations.coco.json",
+              shared_data / "brats2012_hg0015" / "BRATS_HG0015_FLAIR.mha",
+              tmp_path / "notes.txt", tmp_path / "empty", tmp_path / "missing.nii.gz"]:
+        assert napari_get_reader(str(p)) is None, p
+
+
+def test_dicom_folder_one_layer_per_series(brainix_layers):
+    by_name = {kw["name"]: (data, kw, kind) for data, kw, kind in brainix_layers}
+    assert set(by_name) == {"sT2W/FLAIR", "sT2/TSE/T", "FLAIR_ROI"}
+    flair, roi = by_name["sT2W/FLAIR"], by_name["FLAIR_ROI"]
+    assert flair[2] == "image" and roi[2] == "labels"
+    assert flair[0].shape == roi[0].shape == (22, 288, 288)
+    np.testing.assert_allclose(flair[1]["scale"][1:], [0.79861110448837] * 2)
+    meta = roi[1]["metadata"]
+    assert meta["dicom"]["series_uid"] and meta["dicom"]["frame_of_reference_uid"]
+    assert meta["dicom"]["frame_of_reference_uid"] == flair[1]["metadata"]["dicom"]["frame_of_reference_uid"]
+    np.testing.assert_allclose(meta["tumorseg"]["affine"], flair[1]["metadata"]["tumorseg"]["affine"], atol=1e-3)
+    assert int(roi[0].sum()) > 0
+
+
+def test_several_files_at_once(shared_data):
+    paths = [str(shared_data / "brats2012_hg0015" / f"BRATS_HG0015_{s}.nii.gz") for s in ("FLAIR", "truth")]
+    layers = napari_get_reader(paths)(paths)
+    assert [kind for _, _, kind in layers] == ["image", "labels"]
+
+
+def test_broken_file_of_ours_raises(tmp_path):
+    bad = tmp_path / "scan.nii.gz"
+    bad.write_bytes(b"\x1f\x8b" + b"garbage" * 50)
+    reader = napari_get_reader(str(bad))
+    assert callable(reader)  # the name says NIfTI, so it is ours to explain
+    with pytest.raises(ReadError, match="scan.nii.gz"):
+        reader(str(bad))
+
+
+def test_labels_to_nifti_keeps_dicom_geometry(brainix_layers, tmp_path):
+    data, kw, _ = next(t for t in brainix_layers if t[1]["name"] == "FLAIR_ROI")
+    (out,) = write_labels_nifti(str(tmp_path / "roi.nii.gz"), data, kw)
+    (back,) = read_path(out)
+    np.testing.assert_array_equal(back.data, data)
+    np.testing.assert_allclose(back.affine, kw["metadata"]["tumorseg"]["affine"], atol=1e-5)
+    # the affine is oblique (BRAINIX is tilted): not something a scale alone could give
+    assert abs(back.affine[0, 0]) > 1e-3 or abs(back.affine[2, 1]) > 1e-3
+
+
+def test_image_to_nifti_without_source_uses_scale_and_translate(tmp_path):
+    data = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    meta = {"name": "x", "scale": (5.0, 0.5, 0.25), "translate": (10.0, 20.0, 30.0), "metadata": {}}
+    (out,) = write_image_nifti(str(tmp_path / "x.nii"), data, meta)
+    (back,) = read_path(out)
+    np.testing.assert_array_equal(back.data, data)
+    assert back.spacing == (5.0, 0.5, 0.25)
+    # voxel (z, y, x) = (1, 2, 3) sits at translate + index * scale, listed as (R, A, S) = (x, y, z)
+    np.testing.assert_allclose(back.affine @ [1, 2, 3, 1], [30.75, 21.0, 15.0, 1.0])
+
+
+def test_labels_tiff_stack_and_slices(brainix_layers, tmp_path):
+    data, kw, _ = next(t for t in brainix_layers if t[1]["name"] == "FLAIR_ROI")
+    (stack,) = write_labels_tiff(str(tmp_path / "roi.tif"), data, kw)
+    np.testing.assert_array_equal(tifffile.imread(stack), data)
+    (back,) = read_path(stack)
+    np.testing.assert_allclose(back.spacing, kw["scale"], rtol=1e-6)
+
+    files = write_labels_tiff(str(tmp_path / "roi_slices"), data, kw)
+    assert len(files) == 22 and files[0].endswith("FLAIR_ROI_001.tif")
+    np.testing.assert_array_equal(np.stack([tifffile.imread(f) for f in files]), data)
+    # a folder target never replaces existing slices
+    with pytest.raises(WriteError, match="exists"):
+        write_labels_tiff(str(tmp_path / "roi_slices"), data, kw)
+    # a single file confirmed in napari's save dialog is replaced (atomically)
+    (again,) = write_labels_tiff(str(tmp_path / "roi.tif"), np.zeros_like(data), kw)
+    assert tifffile.imread(again).max() == 0
+
+
+def test_image_tiff_rgb_layer(shared_data, tmp_path):
+    rgb = tifffile.imread(shared_data / "lgg_kaggle3m" / "TCGA_CS_4941_19960909" / "TCGA_CS_4941_19960909_12.tif")
+    (out,) = write_image_tiff(str(tmp_path / "rgb.tif"), rgb, {"name": "rgb", "rgb": True, "scale": (1.0, 1.0)})
+    (back,) = read_path(out)
+    assert back.data.shape == (3, 1, 256, 256)
+    np.testing.assert_array_equal(back.data[:, 0], np.moveaxis(rgb, -1, 0))
+
+
+def test_float_labels_are_refused(tmp_path):
+    with pytest.raises(WriteError, match="integers"):
+        write_labels_nifti(str(tmp_path / "x.nii.gz"), np.zeros((2, 3, 4), np.float32), {"scale": (1, 1, 1)})
+    assert not any(tmp_path.iterdir())
