@@ -34,7 +34,7 @@ LGG_CHANNELS = ["pre-contrast", "FLAIR", "post-contrast"]
 _MASK_STEM = re.compile(r"^(?P<image>.+)_mask$", re.IGNORECASE)
 _LGG_STEM = re.compile(r"^TCGA_", re.IGNORECASE)
 _UNIT_MM = {"mm": 1.0, "millimeter": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
-            "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00B5m": 1e-3, "nm": 1e-6}
+            "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6}
 
 
 def is_image_path(path: str | Path) -> bool:
