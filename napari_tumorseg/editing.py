@@ -1,0 +1,202 @@
+"""Label-map edits for the correction tools, and probability -> label conversion.
+
+Every edit returns a NEW array (inputs are never modified), wrapped in an
+:class:`EditResult` with a one-line message for the user, so the widget can push the old
+and new arrays on napari's undo history. Arrays are (z, y, x); a 2D (y, x) array is
+handled as one slice and returned 2D.
+
+Connectivity: 3D edits use 26-connectivity and slice-only edits 8-connectivity, the same
+as :mod:`napari_tumorseg.measurements`, so "keep this component" keeps exactly one of the
+components that the measurements count.
+
+BraTS regions: a region model (GLIMS) emits three nested channels WT ⊇ TC ⊇ ET. They map to
+one label map with the values of :data:`REGION_NAMES`; :data:`REGION_COLORS` is a
+``{value: RGBA}`` dict that napari's Labels layer accepts as ``colormap`` (direct mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from napari_tumorseg.errors import TumorSegError
+
+#: Label values for a BraTS-style map built from WT/TC/ET region channels.
+EDEMA, CORE, ENHANCING = 1, 2, 3
+REGION_NAMES: dict[int, str] = {
+    0: "background",
+    EDEMA: "edema (WT - TC)",
+    CORE: "necrotic / non-enhancing core (TC - ET)",
+    ENHANCING: "enhancing tumour (ET)",
+}
+#: RGBA in 0-1; ``None`` is napari's default for any other value. Colours follow the
+#: common BraTS figures: edema green, core red, enhancing yellow.
+REGION_COLORS: dict[int | None, tuple[float, float, float, float]] = {
+    None: (0.0, 0.0, 0.0, 0.0),
+    0: (0.0, 0.0, 0.0, 0.0),
+    EDEMA: (0.0, 0.8, 0.2, 1.0),
+    CORE: (0.9, 0.1, 0.1, 1.0),
+    ENHANCING: (1.0, 0.9, 0.0, 1.0),
+}
+REGION_CHANNELS = ("WT", "TC", "ET")
+
+
+@dataclass
+class EditResult:
+    labels: np.ndarray
+    message: str
+    changed: bool
+
+
+def _as_volume(labels) -> tuple[np.ndarray, bool]:
+    arr = np.asarray(labels)
+    if arr.ndim == 2:
+        return arr[None], True
+    if arr.ndim != 3:
+        raise TumorSegError(f"labels must be (y, x) or (z, y, x), got shape {arr.shape}")
+    return arr, False
+
+
+def _result(vol: np.ndarray, was_2d: bool, message: str, changed: bool) -> EditResult:
+    return EditResult(vol[0] if was_2d else vol, message, changed)
+
+
+def _structure(slice_only: bool) -> np.ndarray:
+    if slice_only:
+        s = np.zeros((3, 3, 3), bool)
+        s[1] = True  # 8-connected within the slice, nothing across slices
+        return s
+    return ndimage.generate_binary_structure(3, 3)
+
+
+def _point(point, shape: tuple[int, ...], was_2d: bool) -> tuple[int, int, int]:
+    p = [int(round(float(c))) for c in point]
+    if was_2d and len(p) == 2:
+        p = [0, *p]
+    if len(p) != 3:
+        raise TumorSegError(f"point must be (z, y, x), got {tuple(point)}")
+    if not all(0 <= c < n for c, n in zip(p, shape)):
+        raise TumorSegError(f"point {tuple(p)} is outside the labels {shape}")
+    return p[0], p[1], p[2]
+
+
+def keep_component_at(labels, point, slice_only: bool = False) -> EditResult:
+    """Keep only the tumour component under ``point`` (z, y, x); label values are kept.
+
+    ``slice_only``: the component is found within slice z and only that slice is
+    cleaned; other slices are untouched. Clicking background changes nothing.
+    """
+    vol, was_2d = _as_volume(labels)
+    z, y, x = _point(point, vol.shape, was_2d)
+    if vol[z, y, x] == 0:
+        return _result(vol.copy(), was_2d, "clicked background: nothing kept or removed", False)
+    if slice_only:
+        comp, _ = ndimage.label(vol[z] > 0, structure=np.ones((3, 3), bool))
+        keep = comp == comp[y, x]
+        out = vol.copy()
+        removed = int(np.count_nonzero(out[z][~keep]))
+        out[z][~keep] = 0
+        where = f"slice {z}"
+    else:
+        comp, _ = ndimage.label(vol > 0, structure=_structure(False))
+        keep = comp == comp[z, y, x]
+        out = np.where(keep, vol, 0).astype(vol.dtype, copy=False)
+        removed = int(np.count_nonzero(vol)) - int(np.count_nonzero(out))
+        where = "the volume"
+    msg = f"kept the component at {(z, y, x)} in {where}; removed {removed} voxels"
+    return _result(out, was_2d, msg, removed > 0)
+
+
+def fill_holes(labels, slice_only: bool = False, z: int | None = None) -> EditResult:
+    """Fill background holes enclosed by one label value, for every value.
+
+    3D by default (a hole must be closed in all directions); ``slice_only`` fills in
+    each axial slice (or only slice ``z``) in 2D, which is what a user sees. Only
+    background voxels are filled, so one label never overwrites another; a hole enclosed
+    by two different labels together is left alone (its value would be a guess).
+    """
+    vol, was_2d = _as_volume(labels)
+    if z is not None and not 0 <= z < vol.shape[0]:
+        raise TumorSegError(f"slice {z} is outside 0-{vol.shape[0] - 1}")
+    out = vol.copy()
+    zs = [z] if z is not None else range(vol.shape[0])
+    filled = 0
+    for value in np.unique(vol[vol > 0]):
+        mask = vol == value
+        if slice_only or z is not None:
+            for k in zs:
+                if mask[k].any():
+                    holes = ndimage.binary_fill_holes(mask[k]) & (out[k] == 0)
+                    out[k][holes] = value
+                    filled += int(np.count_nonzero(holes))
+        else:
+            box = ndimage.find_objects(mask.astype(np.uint8))[0]
+            holes = ndimage.binary_fill_holes(mask[box]) & (out[box] == 0)
+            out[box][holes] = value
+            filled += int(np.count_nonzero(holes))
+    where = f"slice {z}" if z is not None else ("every slice (2D)" if slice_only else "3D")
+    return _result(out, was_2d, f"filled {filled} hole voxels ({where})", filled > 0)
+
+
+def remove_islands(labels, min_volume_mm3: float, spacing, slice_only: bool = False) -> EditResult:
+    """Remove tumour components smaller than ``min_volume_mm3``.
+
+    Components are those of the whole tumour (all values > 0, 26-connected in 3D, or
+    8-connected per slice with ``slice_only``), so a small region of one label inside a
+    large tumour is never an island.
+    """
+    vol, was_2d = _as_volume(labels)
+    sp = tuple(float(s) for s in np.atleast_1d(spacing))
+    if len(sp) == 2:
+        sp = (1.0, *sp)
+    if len(sp) != 3 or min(sp) <= 0:
+        raise TumorSegError(f"spacing must be 3 positive numbers (z, y, x) in mm, got {spacing}")
+    if min_volume_mm3 < 0:
+        raise TumorSegError("the minimum island volume must be >= 0 mm³")
+    voxel = sp[0] * sp[1] * sp[2]
+    if slice_only:
+        voxel = sp[1] * sp[2]  # per slice the size that matters is an area, in mm²
+    comp, n = ndimage.label(vol > 0, structure=_structure(slice_only))
+    sizes = np.bincount(comp.ravel(), minlength=n + 1) * voxel
+    small = sizes < min_volume_mm3
+    small[0] = False
+    out = vol.copy()
+    out[small[comp]] = 0
+    k = int(np.count_nonzero(small))
+    unit = "mm² per slice" if slice_only else "mm³"
+    msg = f"removed {k} island(s) smaller than {min_volume_mm3:g} {unit}"
+    return _result(out, was_2d, msg, k > 0)
+
+
+def threshold_probabilities(prob, threshold: float = 0.5, value: int = 1) -> np.ndarray:
+    """Binary labels (uint8, ``value`` where prob > threshold) from a probability map."""
+    prob = np.asarray(prob)
+    if not 0.0 <= threshold <= 1.0:
+        raise TumorSegError(f"threshold must be within 0-1, got {threshold}")
+    return np.where(prob > threshold, value, 0).astype(np.uint8)
+
+
+def regions_to_labels(prob_regions, threshold: float = 0.5) -> np.ndarray:
+    """A BraTS-style label map from (3, ...) WT/TC/ET probabilities.
+
+    Painted in nesting order WT -> 1, TC -> 2, ET -> 3, so the inner region wins where a
+    model's channels disagree (e.g. an ET voxel outside its TC is still enhancing).
+    """
+    p = np.asarray(prob_regions)
+    if p.ndim < 3 or p.shape[0] != 3:
+        raise TumorSegError(f"expected 3 region channels (WT, TC, ET) first, got shape {p.shape}")
+    if not 0.0 <= threshold <= 1.0:
+        raise TumorSegError(f"threshold must be within 0-1, got {threshold}")
+    out = np.zeros(p.shape[1:], np.uint8)
+    out[p[0] > threshold] = EDEMA
+    out[p[1] > threshold] = CORE
+    out[p[2] > threshold] = ENHANCING
+    return out
+
+
+def labels_to_regions(labels) -> np.ndarray:
+    """The inverse of :func:`regions_to_labels`: (3, ...) bool WT/TC/ET channels."""
+    lab = np.asarray(labels)
+    return np.stack([lab >= EDEMA, lab >= CORE, lab == ENHANCING])

@@ -1,0 +1,177 @@
+"""Correction tools on real masks: click-to-keep, fill holes, remove islands, thresholds."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from scipy import ndimage
+
+from napari_tumorseg.editing import (
+    CORE,
+    EDEMA,
+    ENHANCING,
+    REGION_COLORS,
+    REGION_NAMES,
+    fill_holes,
+    keep_component_at,
+    labels_to_regions,
+    regions_to_labels,
+    remove_islands,
+    threshold_probabilities,
+)
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.measurements import component_volumes_ml, label_components
+
+
+@pytest.fixture(scope="module")
+def roi(shared_data):
+    files = sorted((shared_data / "dicom_brainix" / "ROI").glob("*.dcm"))
+    ds = [pydicom.dcmread(f) for f in files]
+    iop = np.array(ds[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    ds.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, float))))
+    dy, dx = (float(v) for v in ds[0].PixelSpacing)
+    return np.stack([d.pixel_array for d in ds]).astype(np.uint8), (6.0, dy, dx)
+
+
+@pytest.fixture(scope="module")
+def brats2013_labels(shared_data) -> np.ndarray:
+    path = shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"
+    lab = np.asarray(nib.load(path / "OTMultiClass.nii.gz").dataobj).astype(np.uint8)
+    return lab[ndimage.find_objects((lab > 0).astype(np.uint8))[0]]
+
+
+def _with_island(roi_labels: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+    lab = roi_labels.copy()
+    # A separate 2x2x1 speck far from the tumour (corner of slice 0) makes >= 2 components.
+    lab[0, 2:4, 2:4] = 1
+    return lab, (0, 2, 2)
+
+
+def test_keep_component_at_in_3d(roi):
+    lab, speck = _with_island(roi[0])
+    comp, n = label_components(lab)
+    assert n >= 2
+    sizes = np.bincount(comp.ravel())[1:]
+    big = int(np.argmax(sizes)) + 1
+    click = tuple(np.argwhere(comp == big)[0])
+    res = keep_component_at(lab, click)
+    assert res.changed
+    np.testing.assert_array_equal(res.labels, np.where(comp == big, lab, 0))
+    assert label_components(res.labels)[1] == 1
+    assert lab[speck] == 1  # the input is not modified
+    # Clicking the speck keeps only the speck.
+    only = keep_component_at(lab, speck).labels
+    assert np.count_nonzero(only) == 4
+    assert component_volumes_ml(only, roi[1]) == pytest.approx([4 * 6.0 * roi[1][1] * roi[1][2] / 1000])
+
+
+def test_keep_component_background_click_changes_nothing(roi):
+    lab = roi[0]
+    res = keep_component_at(lab, (0, 0, 0))
+    assert not res.changed and "background" in res.message
+    np.testing.assert_array_equal(res.labels, lab)
+
+
+def test_keep_component_slice_only_leaves_other_slices(roi):
+    lab, speck = _with_island(roi[0])
+    z = int(np.argmax((lab > 0).sum(axis=(1, 2))))
+    comp2d, n2d = ndimage.label(lab[z] > 0, structure=np.ones((3, 3)))
+    click_yx = tuple(np.argwhere(comp2d == 1)[0])
+    res = keep_component_at(lab, (z, *click_yx), slice_only=True)
+    others = [k for k in range(lab.shape[0]) if k != z]
+    np.testing.assert_array_equal(res.labels[others], lab[others])
+    np.testing.assert_array_equal(res.labels[z] > 0, comp2d == 1)
+    assert res.changed == (n2d > 1)
+
+
+def test_fill_holes_restores_punched_hole_and_respects_other_labels(brats2013_labels):
+    lab = brats2013_labels.copy()
+    # Punch holes into the interior of the edema (label 2) in one slice.
+    z = int(np.argmax((lab == 2).sum(axis=(1, 2))))
+    inner = ndimage.binary_erosion(lab[z] == 2, iterations=3)
+    ys, xs = np.nonzero(inner)
+    holes = (ys[::50], xs[::50])
+    lab[z][holes] = 0
+    out3d = fill_holes(lab).labels
+    out2d = fill_holes(lab, slice_only=True, z=z)
+    assert out2d.changed
+    for out in (out3d, out2d.labels):
+        assert np.all(out[z][holes] == 2)
+        # Only background was filled: every non-zero voxel keeps its value.
+        assert np.all(out[lab > 0] == lab[lab > 0])
+
+
+def test_fill_holes_3d_vs_slices():
+    tube = np.zeros((5, 9, 9), np.uint8)
+    tube[:, 2:7, 2:7] = 3
+    tube[:, 4, 4] = 0  # a channel open at both ends of z: not a 3D hole
+    assert not fill_holes(tube).changed
+    filled = fill_holes(tube, slice_only=True)
+    assert filled.changed and np.all(filled.labels[:, 4, 4] == 3)
+    ring = np.zeros((7, 7), np.uint8)  # 2D input stays 2D
+    ring[1:6, 1:6] = 1
+    ring[3, 3] = 0
+    assert fill_holes(ring, slice_only=True).labels[3, 3] == 1
+
+
+def test_remove_islands_by_physical_volume(roi):
+    lab, speck = _with_island(roi[0])
+    spacing = roi[1]
+    speck_mm3 = 4 * spacing[0] * spacing[1] * spacing[2]
+    kept = remove_islands(lab, speck_mm3 * 0.99, spacing)
+    assert kept.labels[speck] == 1
+    res = remove_islands(lab, speck_mm3 * 1.01, spacing)
+    assert res.changed and res.labels[speck] == 0
+    # Everything that is not an island survives unchanged.
+    comp, _ = label_components(lab)
+    sizes = np.bincount(comp.ravel()) * spacing[0] * spacing[1] * spacing[2]
+    survivors = sizes[comp] >= speck_mm3 * 1.01
+    np.testing.assert_array_equal(res.labels, np.where(survivors & (lab > 0), lab, 0))
+
+
+def test_regions_round_trip_on_brats2013(brats2013_labels):
+    lab = brats2013_labels
+    # BraTS 2013: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing.
+    wt, tc, et = lab > 0, np.isin(lab, (1, 3, 4)), lab == 4
+    probs = np.stack([wt, tc, et]).astype(np.float32) * 0.8 + 0.1
+    out = regions_to_labels(probs, 0.5)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out == EDEMA, wt & ~tc)
+    np.testing.assert_array_equal(out == CORE, tc & ~et)
+    np.testing.assert_array_equal(out == ENHANCING, et)
+    np.testing.assert_array_equal(labels_to_regions(out), np.stack([wt, tc, et]))
+    assert set(REGION_NAMES) == {0, EDEMA, CORE, ENHANCING}
+    # Raising the threshold above every probability empties the map.
+    assert not regions_to_labels(probs, 0.95).any()
+
+
+def test_region_colors_are_a_napari_colormap():
+    from napari.utils.colormaps import DirectLabelColormap
+
+    cmap = DirectLabelColormap(color_dict=REGION_COLORS)
+    mapped = cmap.map(np.array([0, EDEMA, CORE, ENHANCING], np.uint8))
+    np.testing.assert_allclose(mapped[1], REGION_COLORS[EDEMA], atol=1e-6)
+    np.testing.assert_allclose(mapped[3], REGION_COLORS[ENHANCING], atol=1e-6)
+    assert mapped[0][3] == 0
+
+
+def test_threshold_probabilities():
+    prob = np.linspace(0, 1, 11).reshape(1, 1, 11)
+    lab = threshold_probabilities(prob, 0.45)
+    assert lab.dtype == np.uint8 and lab.sum() == 6
+    assert threshold_probabilities(prob, 0.45, value=2).max() == 2
+    with pytest.raises(TumorSegError):
+        threshold_probabilities(prob, 1.5)
+
+
+def test_bad_points_and_shapes():
+    lab = np.zeros((2, 4, 4), np.uint8)
+    with pytest.raises(TumorSegError, match="outside"):
+        keep_component_at(lab, (5, 0, 0))
+    with pytest.raises(TumorSegError, match="region channels"):
+        regions_to_labels(np.zeros((2, 4, 4)))
+    with pytest.raises(TumorSegError, match="spacing"):
+        remove_islands(lab, 10, (1.0, 0.0, 1.0))
