@@ -15,6 +15,7 @@ RAS (x and y negated) as the rest of the package expects.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
@@ -268,12 +269,13 @@ def _frame_attr(per_frame, shared, seq_kw: str, attr: str):
     return None
 
 
-def _dup_key(ds) -> tuple:
+def _dup_key(h: "_Fields") -> tuple:
     keys = ("EchoNumbers", "TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime",
             "DiffusionBValue")
-    return tuple(_str(ds.get(k)) for k in keys)
+    return tuple(h.text(k) for k in keys)
 
 
+@functools.lru_cache(maxsize=256)
 def _sop_class_name(uid: str) -> str:
     from pydicom.uid import UID
 
@@ -283,13 +285,140 @@ def _sop_class_name(uid: str) -> str:
         return uid
 
 
+# Tags read from every file. pydicom converts an element on each access through
+# several layers (~50 us each on this machine), which made the header scan slower
+# than a naive full read; these plain values are decoded straight from the raw bytes.
+_TAGS: dict[str, tuple[int, str]] = {
+    "SpecificCharacterSet": (0x00080005, "text"),
+    "ImageType": (0x00080008, "text"),
+    "SOPClassUID": (0x00080016, "text"),
+    "SOPInstanceUID": (0x00080018, "text"),
+    "StudyDate": (0x00080020, "text"),
+    "SeriesDate": (0x00080021, "text"),
+    "StudyTime": (0x00080030, "text"),
+    "SeriesTime": (0x00080031, "text"),
+    "AccessionNumber": (0x00080050, "text"),
+    "Modality": (0x00080060, "text"),
+    "Manufacturer": (0x00080070, "text"),
+    "ReferringPhysicianName": (0x00080090, "text"),
+    "StudyDescription": (0x00081030, "text"),
+    "SeriesDescription": (0x0008103E, "text"),
+    "ManufacturerModelName": (0x00081090, "text"),
+    "PatientName": (0x00100010, "text"),
+    "PatientID": (0x00100020, "text"),
+    "PatientBirthDate": (0x00100030, "text"),
+    "PatientSex": (0x00100040, "text"),
+    "BodyPartExamined": (0x00180015, "text"),
+    "SliceThickness": (0x00180050, "text"),
+    "EchoTime": (0x00180081, "text"),
+    "EchoNumbers": (0x00180086, "text"),
+    "MagneticFieldStrength": (0x00180087, "text"),
+    "SpacingBetweenSlices": (0x00180088, "text"),
+    "TriggerTime": (0x00181060, "text"),
+    "PatientPosition": (0x00185100, "text"),
+    "DiffusionBValue": (0x00189087, "float64"),
+    "StudyInstanceUID": (0x0020000D, "text"),
+    "SeriesInstanceUID": (0x0020000E, "text"),
+    "StudyID": (0x00200010, "text"),
+    "SeriesNumber": (0x00200011, "text"),
+    "AcquisitionNumber": (0x00200012, "text"),
+    "InstanceNumber": (0x00200013, "text"),
+    "ImagePositionPatient": (0x00200032, "text"),
+    "ImageOrientationPatient": (0x00200037, "text"),
+    "FrameOfReferenceUID": (0x00200052, "text"),
+    "TemporalPositionIdentifier": (0x00200100, "text"),
+    "SamplesPerPixel": (0x00280002, "us"),
+    "PhotometricInterpretation": (0x00280004, "text"),
+    "NumberOfFrames": (0x00280008, "text"),
+    "Rows": (0x00280010, "us"),
+    "Columns": (0x00280011, "us"),
+    "PixelSpacing": (0x00280030, "text"),
+    "BitsAllocated": (0x00280100, "us"),
+    "BitsStored": (0x00280101, "us"),
+    "PixelRepresentation": (0x00280103, "us"),
+    "RescaleIntercept": (0x00281052, "text"),
+    "RescaleSlope": (0x00281053, "text"),
+    "ImagerPixelSpacing": (0x00181164, "text"),
+}
+
+_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1",
+           "ISO_IR 192": "utf-8", "ISO_IR 101": "iso8859_2", "ISO_IR 144": "iso8859_5",
+           "ISO_IR 126": "iso8859_7", "ISO_IR 148": "iso8859_9"}
+
+
+class _Fields:
+    """Plain header values (str / int / float) from a pydicom Dataset, fast."""
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+        self.elems = getattr(ds, "_dict", None)
+        self.codec = "latin-1"
+        charset = self.text("SpecificCharacterSet").split("\\")
+        codec = _CODECS.get(charset[-1].strip()) if len(charset) == 1 else None
+        self.codec = codec or ""  # "" -> let pydicom decode (ISO 2022 and others)
+
+    def _elem(self, tag: int):
+        if self.elems is not None:
+            return self.elems.get(tag)
+        return self.ds.get_item(tag) if tag in self.ds else None
+
+    def text(self, keyword: str) -> str:
+        tag, kind = _TAGS[keyword]
+        elem = self._elem(tag)
+        if elem is None:
+            return ""
+        value = elem.value
+        if isinstance(value, bytes) and kind == "text":
+            try:
+                if not self.codec:
+                    raise UnicodeDecodeError("x", b"", 0, 1, "charset")
+                return value.decode(self.codec).strip("\x00 ")
+            except UnicodeDecodeError:
+                value = self.ds[tag].value
+        elif isinstance(value, bytes):
+            value = self.ds[tag].value  # binary VR: pydicom knows the byte order
+        if value is None:
+            return ""
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            return "\\".join(str(v) for v in value)
+        return str(value).strip()
+
+    def int(self, keyword: str) -> int | None:
+        tag, kind = _TAGS[keyword]
+        if kind == "us":
+            elem = self._elem(tag)
+            if elem is None:
+                return None
+            v = elem.value
+            if isinstance(v, bytes):
+                if len(v) < 2:
+                    return None
+                little = getattr(elem, "is_little_endian", True)
+                return int.from_bytes(v[:2], "little" if little in (True, None) else "big")
+            return _int(v)
+        t = self.text(keyword)
+        try:
+            return int(t) if t else None
+        except ValueError:
+            return _int(_float(t))
+
+    def nums(self, keyword: str, n: int | None = None) -> tuple[float, ...] | None:
+        t = self.text(keyword)
+        return _floats([v for v in t.split("\\")], n) if t else None
+
+    def num(self, keyword: str) -> float | None:
+        v = self.nums(keyword)
+        return v[0] if v else None
+
+
 def _read_header(path: Path) -> _FileInfo | str:
     """Parse one file's header; returns a note string when it is not a usable image."""
     import pydicom
 
     try:
         with open(path, "rb") as fh:
-            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=not is_dicom_file(path))
+            # force: the caller already chose this file (preamble, suffix or by name)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
             # pydicom leaves the file at the Pixel Data tag: remember it so the load
             # reads the pixels directly instead of parsing the header again.
             offset = fh.tell()
@@ -303,23 +432,23 @@ def _read_header(path: Path) -> _FileInfo | str:
 
 
 def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | str:
-    sop_class = _str(ds.get("SOPClassUID")) or _str(
-        getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
-    )
+    h = _Fields(ds)
+    meta_ds = getattr(ds, "file_meta", None)
+    sop_class = h.text("SOPClassUID") or _str(getattr(meta_ds, "MediaStorageSOPClassUID", None))
     sop_name = _sop_class_name(sop_class) if sop_class else "unknown object"
     if sop_class and any(p.lower() in sop_name.lower() for p in _NON_IMAGE_SOP_PATTERNS):
         return f"skipped non-image object ({sop_name}): {path.name}"
-    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
+    rows, cols = h.int("Rows"), h.int("Columns")
     if not rows or not cols:
         if not sop_class:
             return f"unreadable (no DICOM image attributes): {path.name}"
         return f"incomplete header without an image size ({sop_name}): {path.name}"
-    series_uid = _str(ds.get("SeriesInstanceUID"))
-    n_frames = _int(ds.get("NumberOfFrames")) or 1
-    spp = _int(ds.get("SamplesPerPixel")) or 1
-    bits_alloc = _int(ds.get("BitsAllocated")) or 16
-    bits_stored = _int(ds.get("BitsStored")) or bits_alloc
-    ts = _str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)) or "1.2.840.10008.1.2"
+    series_uid = h.text("SeriesInstanceUID")
+    n_frames = h.int("NumberOfFrames") or 1
+    spp = h.int("SamplesPerPixel") or 1
+    bits_alloc = h.int("BitsAllocated") or 16
+    bits_stored = h.int("BitsStored") or bits_alloc
+    ts = _str(getattr(meta_ds, "TransferSyntaxUID", None)) or "1.2.840.10008.1.2"
 
     # A file cut off inside its pixel data: caught here so it becomes a note rather
     # than a failed load later.
@@ -333,47 +462,48 @@ def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | st
     elif available < 8:
         return f"no pixel data: {path.name}"
 
-    description = _str(ds.get("SeriesDescription"))
-    modality = _str(ds.get("Modality"))
-    series_number = _int(ds.get("SeriesNumber"))
-    image_type = [str(t).lower() for t in (ds.get("ImageType") or [])]
+    description = h.text("SeriesDescription")
+    modality = h.text("Modality")
+    series_number = h.int("SeriesNumber")
+    image_type = [t.strip().lower() for t in h.text("ImageType").split("\\")]
     tokens = set(re.split(r"[^a-z0-9]+", description.lower())) | set(image_type)
     mask_hint = bool(tokens & _MASK_TOKENS)
 
-    slices = _slices_of(path, ds, n_frames)
-    sbs = _float(ds.get("SpacingBetweenSlices"))
-    thick = _float(ds.get("SliceThickness"))
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
-    if sbs is None:
-        sbs = _float(_frame_attr(None, shared, "PixelMeasuresSequence", "SpacingBetweenSlices"))
-    if thick is None:
-        thick = _float(_frame_attr(None, shared, "PixelMeasuresSequence", "SliceThickness"))
+    slices = _slices_of(path, ds, h, n_frames)
+    sbs = h.num("SpacingBetweenSlices")
+    thick = h.num("SliceThickness")
+    if n_frames > 1 or 0x52009229 in ds:
+        shared = _item(ds, "SharedFunctionalGroupsSequence")
+        if sbs is None:
+            sbs = _float(_frame_attr(None, shared, "PixelMeasuresSequence", "SpacingBetweenSlices"))
+        if thick is None:
+            thick = _float(_frame_attr(None, shared, "PixelMeasuresSequence", "SliceThickness"))
 
     meta = {
-        "patient_id": _str(ds.get("PatientID")),
-        "patient_name": _str(ds.get("PatientName")),
-        "patient_birth_date": _str(ds.get("PatientBirthDate")),
-        "patient_sex": _str(ds.get("PatientSex")),
-        "study_date": _str(ds.get("StudyDate")),
-        "study_time": _str(ds.get("StudyTime")),
-        "study_id": _str(ds.get("StudyID")),
-        "study_description": _str(ds.get("StudyDescription")),
-        "accession_number": _str(ds.get("AccessionNumber")),
-        "referring_physician_name": _str(ds.get("ReferringPhysicianName")),
-        "series_date": _str(ds.get("SeriesDate")),
-        "series_time": _str(ds.get("SeriesTime")),
+        "patient_id": h.text("PatientID"),
+        "patient_name": h.text("PatientName"),
+        "patient_birth_date": h.text("PatientBirthDate"),
+        "patient_sex": h.text("PatientSex"),
+        "study_date": h.text("StudyDate"),
+        "study_time": h.text("StudyTime"),
+        "study_id": h.text("StudyID"),
+        "study_description": h.text("StudyDescription"),
+        "accession_number": h.text("AccessionNumber"),
+        "referring_physician_name": h.text("ReferringPhysicianName"),
+        "series_date": h.text("SeriesDate"),
+        "series_time": h.text("SeriesTime"),
         "series_description": description,
-        "manufacturer": _str(ds.get("Manufacturer")),
-        "manufacturer_model_name": _str(ds.get("ManufacturerModelName")),
-        "body_part_examined": _str(ds.get("BodyPartExamined")),
-        "patient_position": _str(ds.get("PatientPosition")),
-        "magnetic_field_strength": _float(ds.get("MagneticFieldStrength")),
+        "manufacturer": h.text("Manufacturer"),
+        "manufacturer_model_name": h.text("ManufacturerModelName"),
+        "body_part_examined": h.text("BodyPartExamined"),
+        "patient_position": h.text("PatientPosition"),
+        "magnetic_field_strength": h.num("MagneticFieldStrength"),
     }
     return _FileInfo(
         path=path,
         series_uid=series_uid,
-        study_uid=_str(ds.get("StudyInstanceUID")),
-        frame_of_reference_uid=_str(ds.get("FrameOfReferenceUID")),
+        study_uid=h.text("StudyInstanceUID"),
+        frame_of_reference_uid=h.text("FrameOfReferenceUID"),
         sop_class_uid=sop_class,
         modality=modality,
         description=description,
@@ -384,8 +514,8 @@ def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | st
         samples_per_pixel=spp,
         bits_allocated=bits_alloc,
         bits_stored=bits_stored,
-        pixel_representation=_int(ds.get("PixelRepresentation")) or 0,
-        photometric=_str(ds.get("PhotometricInterpretation")) or "MONOCHROME2",
+        pixel_representation=h.int("PixelRepresentation") or 0,
+        photometric=h.text("PhotometricInterpretation") or "MONOCHROME2",
         transfer_syntax=ts,
         spacing_between_slices=sbs,
         slice_thickness=thick,
@@ -396,23 +526,22 @@ def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | st
     )
 
 
-def _slices_of(path: Path, ds, n_frames: int) -> list[_Slice]:
-    sop_uid = _str(ds.get("SOPInstanceUID"))
-    inst = _int(ds.get("InstanceNumber"))
-    slope = _float(ds.get("RescaleSlope"))
-    intercept = _float(ds.get("RescaleIntercept"))
-    pixel_spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
-    position = _floats(ds.get("ImagePositionPatient"), 3)
-    orientation = _floats(ds.get("ImageOrientationPatient"), 6)
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
-
-    if n_frames == 1 and not per_frame:
+def _slices_of(path: Path, ds, h: _Fields, n_frames: int) -> list[_Slice]:
+    sop_uid = h.text("SOPInstanceUID")
+    inst = h.int("InstanceNumber")
+    slope = h.num("RescaleSlope")
+    intercept = h.num("RescaleIntercept")
+    pixel_spacing = h.nums("PixelSpacing", 2) or h.nums("ImagerPixelSpacing", 2)
+    position = h.nums("ImagePositionPatient", 3)
+    orientation = h.nums("ImageOrientationPatient", 6)
+    if n_frames == 1 and 0x52009230 not in ds:
         return [
             _Slice(path, None, position, orientation, pixel_spacing,
                    1.0 if slope is None else slope, 0.0 if intercept is None else intercept,
-                   sop_uid, inst, _dup_key(ds))
+                   sop_uid, inst, _dup_key(h))
         ]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
 
     out = []
     for i in range(n_frames):
@@ -764,19 +893,29 @@ def _file_frames(info: _FileInfo) -> np.ndarray:
     return _fix_unused_bits(arr, info)
 
 
-def _output_dtype(raw: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, is_mask: bool):
+def _stored_range(info: _FileInfo) -> tuple[float, float]:
+    bits = min(info.bits_stored, info.bits_allocated)
+    if info.pixel_representation == 1:
+        return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
+    return 0.0, 2.0 ** bits - 1
+
+
+def _output_dtype(infos: list[_FileInfo], slopes: np.ndarray, intercepts: np.ndarray) -> np.dtype | None:
+    """dtype after the modality LUT, or None when it is the identity. Decided from the
+    headers (stored bit range), so every slice can be written into place as it is read."""
     if np.all(slopes == 1) and np.all(intercepts == 0):
         return None
     integral = np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
-    if not integral or raw.dtype.kind == "f":
-        return np.float32
-    lo = float(raw.min()) * (slopes.max() if raw.min() < 0 else slopes.min()) + intercepts.min()
-    hi = float(raw.max()) * slopes.max() + intercepts.max()
-    for dt in (np.uint8, np.int16, np.uint16, np.int32) if lo >= 0 else (np.int16, np.int32):
-        info = np.iinfo(dt)
-        if info.min <= lo and hi <= info.max:
-            return dt
-    return np.float64
+    if not integral or any(i.samples_per_pixel > 1 for i in infos):
+        return np.dtype(np.float32)
+    lo = min(_stored_range(i)[0] for i in infos)
+    hi = max(_stored_range(i)[1] for i in infos)
+    ends = [v * s + b for v in (lo, hi) for s in (slopes.min(), slopes.max())
+            for b in (intercepts.min(), intercepts.max())]
+    for dt in (np.uint8, np.uint16, np.int16, np.int32) if min(ends) >= 0 else (np.int16, np.int32):
+        if np.iinfo(dt).min <= min(ends) and max(ends) <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.float64)
 
 
 def load_dicom_series(
@@ -790,55 +929,62 @@ def load_dicom_series(
     if not slices:
         raise ReadError(f"series {series.description!r} has no slices")
     total = len(slices)
-    files = list(dict.fromkeys(s.path for s in slices))
+    where: dict[Path, list[tuple[int, int]]] = defaultdict(list)  # file -> (z, frame)
+    for z, s in enumerate(slices):
+        where[s.path].append((z, s.frame or 0))
+    files = list(where)
+    infos = [series._infos[p] for p in files]
+
+    slopes = np.array([s.slope for s in slices], float)
+    intercepts = np.array([s.intercept for s in slices], float)
+    dtype = _output_dtype(infos, slopes, intercepts)
+    if dtype is None and all(i.samples_per_pixel == 1 and i.bits_allocated in (8, 16, 32) for i in infos):
+        # the stored type of every file, so a signed file after an unsigned one fits
+        dtype = np.result_type(*{
+            np.dtype(f"{'i' if i.pixel_representation == 1 else 'u'}{i.bits_allocated // 8}")
+            for i in infos})
+    out: np.ndarray | None = None
     done = 0
 
     def read(path: Path) -> np.ndarray:
         return _file_frames(series._infos[path])
 
-    frames_of: dict[Path, np.ndarray] = {}
+    def place(path: Path, frames: np.ndarray) -> None:
+        nonlocal out, done
+        if out is None:
+            out = np.empty((total,) + frames.shape[1:], dtype=dtype or frames.dtype)
+        if frames.shape[1:] != out.shape[1:]:
+            raise ReadError(f"{path.name}: frame size {frames.shape[1:]} differs from the series")
+        for z, f in where[path]:
+            out[z] = frames[f]
+            if slopes[z] != 1 or intercepts[z] != 0:
+                # in place, in the output dtype: no float64 copy of the whole volume
+                if dtype.kind == "f":
+                    out[z] *= dtype.type(slopes[z])
+                    out[z] += dtype.type(intercepts[z])
+                else:
+                    out[z] *= int(slopes[z])
+                    out[z] += int(intercepts[z])
+        done += len(where[path])
+        if progress:
+            progress(done, total)
+
     if len(files) >= _PARALLEL_MIN_FILES:
-        # Reading raw pixel bytes releases the GIL, so threads overlap disk waits.
+        # Raw reads release the GIL, so threads overlap disk waits; results come
+        # back here in order, so placing and progress stay on the calling thread.
         with ThreadPoolExecutor(_IO_THREADS) as pool:
-            for path, arr in zip(files, pool.map(read, files)):
-                frames_of[path] = arr
-                done += arr.shape[0]
-                if progress:
-                    progress(min(done, total), total)
+            for path, frames in zip(files, pool.map(read, files)):
+                place(path, frames)
     else:
         for path in files:
-            frames_of[path] = read(path)
-            done += frames_of[path].shape[0]
-            if progress:
-                progress(min(done, total), total)
-
-    first = frames_of[slices[0].path]
-    raw = np.empty((total,) + first.shape[1:], dtype=np.result_type(*[a.dtype for a in frames_of.values()]))
-    for z, s in enumerate(slices):
-        raw[z] = frames_of[s.path][s.frame or 0]
-    del frames_of
-
-    slopes = np.array([s.slope for s in slices], float)
-    intercepts = np.array([s.intercept for s in slices], float)
-    dtype = _output_dtype(raw, slopes, intercepts, series.is_mask)
-    if dtype is None:
-        data = raw
-    else:
-        data = raw.astype(np.float64 if dtype is np.float64 else (np.float32 if dtype is np.float32 else np.int64))
-        if np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0]):
-            data = data * slopes[0] + intercepts[0]
-        else:
-            data = data * slopes[:, None, None] + intercepts[:, None, None]
-        data = data.astype(dtype, copy=False)
+            place(path, read(path))
+    data = out
 
     warns = list(series.warnings)
     kind = "image"
     if series.is_mask:
         kind, data, w = _as_labels(data)
         warns += w
-    if progress:
-        progress(total, total)
-
     affine = _affine(series, slices)
     info = series._infos[slices[0].path]
     meta_dicom = _dicom_metadata(series, slices, info)
