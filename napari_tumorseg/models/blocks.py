@@ -247,10 +247,10 @@ def load_state_dict_file(path: str | os.PathLike, what: str) -> dict[str, torch.
 def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """Turn an RGB first-conv kernel (out, 3, kh, kw) into one for ``in_channels`` inputs.
 
-    1 channel: the RGB kernels are summed, so a grey image gives the same response as
-    that image replicated to RGB (what 1-channel MRI stored as RGB JPG looks like).
-    Other counts: the RGB kernels are repeated cyclically and scaled by 3/in_channels,
-    keeping the activation scale for inputs of similar magnitude (timm's convention).
+    Every new channel gets the sum of the RGB kernels divided by ``in_channels``. So an
+    image whose channels are all equal gives exactly the response the RGB network gives to
+    that grey image replicated to RGB: 1 channel is MRI stored as grey, and 4 MRI
+    modalities have no relation to R, G or B that would favour copying one colour.
     """
     src = weight.shape[1]
     if src == in_channels:
@@ -259,7 +259,5 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
         raise TumorSegError(
             f"cannot adapt a {src}-channel input layer to {in_channels} channels (only RGB weights adapt)"
         )
-    if in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    reps = math.ceil(in_channels / 3)
-    return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (3.0 / in_channels)
+    grey = weight.sum(dim=1, keepdim=True) / in_channels
+    return grey.repeat(1, in_channels, 1, 1)
