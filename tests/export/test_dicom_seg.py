@@ -1,0 +1,143 @@
+"""DICOM-SEG export on the real BRAINIX series: references, geometry and voxels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import SegmentationStorage
+
+from napari_tumorseg.errors import TumorSegError, WriteError
+from napari_tumorseg.export.dicom_seg import dicom_seg_segments, read_dicom_seg, write_dicom_seg
+
+
+def _ordered(folder: Path) -> tuple[list[Path], list[pydicom.Dataset]]:
+    """Files of one series sorted by position along the slice normal (not by name)."""
+    files = sorted(folder.glob("*.dcm"))
+    ds = [pydicom.dcmread(f) for f in files]
+    iop = np.array(ds[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    order = np.argsort([np.dot(normal, np.array(d.ImagePositionPatient, float)) for d in ds])
+    return [files[i] for i in order], [ds[i] for i in order]
+
+
+@pytest.fixture(scope="module")
+def brainix(shared_data):
+    flair_files, flair = _ordered(shared_data / "dicom_brainix" / "FLAIR")
+    _, roi = _ordered(shared_data / "dicom_brainix" / "ROI")
+    labels = np.stack([d.pixel_array for d in roi]).astype(np.uint8)
+    return flair_files, flair, roi, labels
+
+
+def test_roi_as_seg_references_flair_and_is_aligned(brainix, tmp_path):
+    flair_files, flair, roi, labels = brainix
+    out = write_dicom_seg(labels, flair_files, tmp_path / "roi_seg.dcm", algorithm="unet")
+    seg = pydicom.dcmread(out)
+    assert seg.SOPClassUID == SegmentationStorage
+    assert seg.SegmentationType == "BINARY"
+    assert seg.StudyInstanceUID == flair[0].StudyInstanceUID
+    assert seg.FrameOfReferenceUID == flair[0].FrameOfReferenceUID
+    assert seg.SeriesInstanceUID != flair[0].SeriesInstanceUID
+    (ref_series,) = seg.ReferencedSeriesSequence
+    assert ref_series.SeriesInstanceUID == flair[0].SeriesInstanceUID
+    assert {r.ReferencedSOPInstanceUID for r in ref_series.ReferencedInstanceSequence} == {
+        d.SOPInstanceUID for d in flair
+    }
+    desc = seg.SegmentSequence[0]
+    assert desc.SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert desc.SegmentAlgorithmName == "unet"
+
+    # Every stored frame: the FLAIR slice it references, its position, and its voxels.
+    by_uid = {d.SOPInstanceUID: k for k, d in enumerate(flair)}
+    frames = seg.pixel_array.reshape(-1, *labels.shape[1:])
+    stored = set()
+    for f, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        uid = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        k = by_uid[uid]
+        stored.add(k)
+        pos = np.array(group.PlanePositionSequence[0].ImagePositionPatient, float)
+        np.testing.assert_allclose(pos, np.array(flair[k].ImagePositionPatient, float), atol=1e-4)
+        # The ROI series stores the same positions with fewer digits: same grid.
+        np.testing.assert_allclose(pos, np.array(roi[k].ImagePositionPatient, float), atol=1e-3)
+        np.testing.assert_array_equal(frames[f] > 0, labels[k] > 0)
+    # Empty slices are left out; every labelled slice is stored.
+    assert stored == set(np.flatnonzero(labels.any(axis=(1, 2))))
+
+    back = read_dicom_seg(out)
+    assert back.shape == labels.shape
+    np.testing.assert_array_equal(back, labels)
+    # Against the source files in another order, the voxels follow the files.
+    np.testing.assert_array_equal(read_dicom_seg(out, flair_files[::-1]), labels[::-1])
+    # highdicom itself agrees.
+    hseg = hd.seg.segread(out)
+    uids = [d.SOPInstanceUID for d in flair]
+    np.testing.assert_array_equal(
+        hseg.get_pixels_by_source_instance(uids, combine_segments=True) > 0, labels > 0
+    )
+
+
+def test_multi_label_names_colours_values(brainix, tmp_path):
+    flair_files, _, _, roi_labels = brainix
+    labels = roi_labels.copy()
+    z = int(np.argmax(labels.sum(axis=(1, 2))))
+    ys, xs = np.nonzero(labels[z])
+    labels[z, ys[: len(ys) // 2], xs[: len(xs) // 2]] = 3  # a second label value, not 2
+    out = write_dicom_seg(
+        labels,
+        flair_files,
+        tmp_path / "multi.dcm",
+        segment_names={1: "edema (WT - TC)", 3: "enhancing tumour (ET)"},
+        segment_colors={1: (0.0, 0.8, 0.2), 3: (255, 230, 0)},
+    )
+    segs = dicom_seg_segments(out)
+    assert set(segs) == {1, 3}
+    assert segs[3]["name"] == "enhancing tumour (ET)" and segs[3]["number"] == 2
+    assert segs[1]["algorithm_type"] == "MANUAL"
+    np.testing.assert_array_equal(read_dicom_seg(out), labels)
+    ds = pydicom.dcmread(out)
+    types = {s.SegmentLabel: s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning for s in ds.SegmentSequence}
+    assert types["edema (WT - TC)"] == "Edema"
+    assert "RecommendedDisplayCIELabValue" in ds.SegmentSequence[1]
+
+
+def test_refuses_to_overwrite(brainix, tmp_path):
+    flair_files, _, _, labels = brainix
+    out = write_dicom_seg(labels, flair_files, tmp_path / "seg.dcm")
+    before = out.read_bytes()
+    first_uid = pydicom.dcmread(out).SOPInstanceUID
+    with pytest.raises(WriteError, match="exists"):
+        write_dicom_seg(labels, flair_files, out)
+    assert out.read_bytes() == before
+    write_dicom_seg(labels, flair_files, out, overwrite=True)
+    assert pydicom.dcmread(out).SOPInstanceUID != first_uid
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.dcm"]  # no temporary files left
+
+
+def test_wrong_shape_and_bad_sources(brainix, shared_data, tmp_path):
+    flair_files, _, _, labels = brainix
+    with pytest.raises(TumorSegError, match="not on the source grid"):
+        write_dicom_seg(labels[:-1], flair_files, tmp_path / "a.dcm")
+    with pytest.raises(TumorSegError, match="not on the source grid"):
+        write_dicom_seg(labels[:, :, :-1], flair_files, tmp_path / "a.dcm")
+    with pytest.raises(TumorSegError, match="empty"):
+        write_dicom_seg(np.zeros_like(labels), flair_files, tmp_path / "a.dcm")
+    t2 = sorted((shared_data / "dicom_brainix" / "T2").glob("*.dcm"))
+    with pytest.raises(TumorSegError, match="series"):
+        write_dicom_seg(labels, flair_files[:11] + t2[:11], tmp_path / "a.dcm")
+    with pytest.raises(TumorSegError, match="integer"):
+        write_dicom_seg(labels.astype(float), flair_files, tmp_path / "a.dcm")
+    assert not (tmp_path / "a.dcm").exists()
+
+
+def test_from_a_volume_read_by_the_dicom_reader(brainix, shared_data, tmp_path):
+    from napari_tumorseg.io.readers import read_path
+
+    flair_files, flair, _, labels = brainix
+    (vol,) = read_path(shared_data / "dicom_brainix" / "FLAIR")
+    assert vol.data.shape == labels.shape
+    out = write_dicom_seg(labels, vol, tmp_path / "from_volume.dcm")
+    np.testing.assert_array_equal(read_dicom_seg(out, vol), labels)
+    np.testing.assert_array_equal(read_dicom_seg(out, flair_files), labels)
