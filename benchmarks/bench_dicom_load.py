@@ -19,7 +19,6 @@ import argparse
 import os
 import platform
 import random
-import statistics
 import tempfile
 import time
 import warnings
@@ -76,7 +75,8 @@ def write_nifti_as_dicom(nifti: Path, out: Path) -> tuple[np.ndarray, np.ndarray
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleSlope, ds.RescaleIntercept = f"{1 / SCALE:g}", "0"
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-        ds.save_as(out / f"IMG{names[k]:05d}x{random.Random(k).randint(0, 1 << 30)}", enforce_file_format=True)
+        name = f"IMG{names[k]:05d}x{random.Random(k).randint(0, 1 << 30)}"  # no extension
+        ds.save_as(out / name, enforce_file_format=True)
     zyx = stored.transpose(2, 1, 0).astype(np.float32) / np.float32(SCALE)
     perm = np.zeros((4, 4))
     perm[0, 2] = perm[1, 1] = perm[2, 0] = perm[3, 3] = 1  # (z, y, x) -> (i, j, k)

@@ -272,7 +272,15 @@ def _frame_attr(per_frame, shared, seq_kw: str, attr: str):
 def _dup_key(h: "_Fields") -> tuple:
     keys = ("EchoNumbers", "TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime",
             "DiffusionBValue")
-    return tuple(h.text(k) for k in keys)
+    return tuple(_sortable(h.text(k)) for k in keys)
+
+
+def _sortable(text: str) -> tuple:
+    """Numbers compare as numbers (echo 10 after echo 2), anything else as text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 @functools.lru_cache(maxsize=256)
@@ -566,7 +574,8 @@ def _slices_of(path: Path, ds, h: _Fields, n_frames: int) -> list[_Slice]:
                 s if s is not None else (1.0 if slope is None else slope),
                 b if b is not None else (0.0 if intercept is None else intercept),
                 sop_uid, inst,
-                (stack, _str(echo), temporal, str(dims)),
+                (_sortable(stack), _sortable(_str(echo)), _sortable(temporal),
+                 tuple(_sortable(str(d)) for d in dims)),
             )
         )
     return out
@@ -732,24 +741,38 @@ def _group(infos: list[_FileInfo]) -> list[DicomSeries]:
         by_uid[key].extend(info.slices)
 
     out: list[DicomSeries] = []
-    for uid, slices in by_uid.items():
+    for uid, all_slices in by_uid.items():
+        # The same instance found twice (a copy, or a DICOMDIR export beside its
+        # source) is one slice, not an echo or a time point.
+        seen: set[tuple[str, int | None]] = set()
+        slices = []
+        for s in all_slices:
+            key = (s.sop_instance_uid, s.frame)
+            if s.sop_instance_uid and key in seen:
+                continue
+            seen.add(key)
+            slices.append(s)
+        dropped = len(all_slices) - len(slices)
         # Files whose orientation or matrix disagree are never mixed into one array.
         geo: dict[tuple, list[_Slice]] = defaultdict(list)
         for s in slices:
             geo[_geometry_key(s, info_of[s.path])].append(s)
+        # Deterministic order of the geometry groups whatever order the files were
+        # found in; the stacks split off one group keep their echo/time order.
+        groups = sorted(geo.values(), key=lambda members: min(
+            (s.instance_number if s.instance_number is not None else 1 << 30, s.frame or 0,
+             s.sop_instance_uid) for s in members))
         parts: list[list[_Slice]] = []
-        for members in geo.values():
+        for members in groups:
             if all(s.position is not None and s.orientation is not None for s in members):
                 normal = _normal(members[0].orientation)
                 dist = np.array([np.dot(np.asarray(s.position), normal) for s in members])
                 parts += [[members[i] for i in idx] for idx in _split_duplicates(members, dist)]
             else:
                 parts.append(members)
-        # Deterministic part order whatever order the files were found in.
-        parts.sort(key=lambda part: min(
-            (s.instance_number if s.instance_number is not None else 1 << 30, s.frame or 0,
-             s.sop_instance_uid) for s in part))
         note: list[str] = []
+        if dropped:
+            note.append(f"{dropped} duplicate copies of the same instances ignored")
         if len(geo) > 1:
             note.append(f"series {uid} mixes {len(geo)} orientations/matrix sizes: "
                         f"split into {len(parts)} stacks")

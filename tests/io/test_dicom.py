@@ -101,7 +101,8 @@ def test_brainix_roi_is_a_mask_on_the_flair_grid(brainix):
     np.testing.assert_allclose(roi.affine, flair.affine, atol=1e-3)
     # the tumour lies in the bright FLAIR region
     assert flair.data[roi.data == 1].mean() > 2 * flair.data[flair.data > 0].mean()
-    assert roi.metadata["dicom"]["frame_of_reference_uid"] == flair.metadata["dicom"]["frame_of_reference_uid"]
+    for key in ("frame_of_reference_uid", "study_uid"):
+        assert roi.metadata["dicom"][key] == flair.metadata["dicom"][key]
 
 
 def test_metadata_carries_what_a_seg_export_needs(brainix):
@@ -148,6 +149,36 @@ def test_two_series_in_one_folder_are_never_mixed(brainix, tmp_path):
     assert [v.data.shape for v in vols] == [(22, 512, 512), (22, 288, 288)]
     for v, name in zip(vols, ("T2", "FLAIR")):
         assert {uids[u] for u in v.metadata["dicom"]["sop_instance_uids"]} == {name}
+
+
+def test_duplicate_copies_are_one_series_not_two_stacks(brainix, tmp_path):
+    for sub in ("a", "b"):
+        shutil.copytree(brainix / "FLAIR", tmp_path / sub)
+    series, _ = scan_dicom(tmp_path)
+    assert len(series) == 1 and series[0].n_slices == 22
+    assert series[0].warnings == ["22 duplicate copies of the same instances ignored"]
+
+
+def test_two_echoes_in_one_series_split_into_two_stacks(brainix, tmp_path):
+    """A dual-echo acquisition stores both echoes, at the same positions, under one
+    SeriesInstanceUID. Emulated from FLAIR: a second copy of each file as echo 2 with
+    its own SOPInstanceUID and inverted intensities."""
+    for f in sorted((brainix / "FLAIR").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.save_as(tmp_path / f"e1_{f.name}")
+        ds.EchoNumbers = 2
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.PixelData = (1100 - ds.pixel_array).astype(np.uint16).tobytes()
+        ds.save_as(tmp_path / f"e2_{f.name}")
+    series, _ = scan_dicom(tmp_path)
+    assert [s.description for s in series] == ["sT2W/FLAIR [1/2]", "sT2W/FLAIR [2/2]"]
+    assert all(s.n_slices == 22 and "2 frames per position" in s.warnings[0] for s in series)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DicomWarning)
+        e1, e2 = (load_dicom_series(s) for s in series)
+    _, ref, _ = _load_one(brainix / "FLAIR")
+    np.testing.assert_array_equal(e1.data, ref.data)
+    np.testing.assert_array_equal(e2.data, 1100 - ref.data.astype(np.int32))
 
 
 def test_dropped_slice_gives_a_gap_warning(brainix, tmp_path):
@@ -279,7 +310,8 @@ def test_dicomdirtests_ordering_gaps_and_splits(dicomdirtests):
     assert [p[2] for p in m["image_positions"]] == pytest.approx([-1.2375, 1.2625, 3.7625, 6.2625, 8.7625])
     assert ct.spacing[0] == pytest.approx(2.5)
     for z, f in enumerate(m["slice_files"]):
-        np.testing.assert_array_equal(vol.data[z], apply_modality_lut(pydicom.dcmread(f).pixel_array, pydicom.dcmread(f)))
+        ds = pydicom.dcmread(f)
+        np.testing.assert_array_equal(vol.data[z], apply_modality_lut(ds.pixel_array, ds))
     # CT2: slice 18 is 202 mm away from 180-182: loads, with a gap warning
     (brain,) = by["Routine Brain"]
     assert brain.n_slices == 4 and any("gap of 202.50 mm" in w for w in brain.warnings)
