@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = [
     "train",
     "predict",
     "evaluate",
+    "view",
 ]
 
 

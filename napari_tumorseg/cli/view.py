@@ -1,0 +1,47 @@
+"""``tumorseg view [PATH]``: open napari with the plugin docked and a case loaded."""
+
+from __future__ import annotations
+
+import argparse
+
+from napari_tumorseg.errors import TumorSegError
+
+DOCKS = ["Load study", "COCO to masks", "Train", "Predict"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("view", help="open napari with the plugin's docks and a case (default: the sample phantom)")
+    p.add_argument("path", nargs="?", help="a study to open instead of the sample (DICOM folder, NIfTI, TIFF, ...)")
+    p.set_defaults(func=run)
+
+
+def open_viewer(path: str | None = None, show: bool = True):
+    import napari
+
+    viewer = napari.Viewer(title="napari-tumorseg", show=show)
+    from npe2 import PluginManager
+
+    names = {w.display_name for w in PluginManager.instance().get_manifest("napari-tumorseg").contributions.widgets}
+    for name in DOCKS:
+        if name in names:
+            viewer.window.add_plugin_dock_widget("napari-tumorseg", name, tabify=True)
+    try:
+        if path:
+            viewer.open(path, plugin="napari-tumorseg")
+        else:
+            viewer.open_sample("napari-tumorseg", "mri_phantom")
+    except Exception as err:  # the viewer stays open; the reason goes to the user
+        from napari.utils.notifications import show_error
+
+        show_error(f"could not open {path or 'the sample'}: {err}")
+    return viewer
+
+
+def run(args) -> int:
+    try:
+        import napari
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise TumorSegError(f"napari is not installed ({err}); pip install 'napari-tumorseg[gui]'") from err
+    open_viewer(args.path)
+    napari.run()
+    return 0

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_tumorseg.widgets.load_study import LoadStudyWidget
+from tests.widgets.conftest import save_screenshot
+
+pytestmark = pytest.mark.gui
+
+
+def test_scan_lists_series_and_opens_selected(make_napari_viewer, qtbot, shared_data, screenshot_dir):
+    viewer = make_napari_viewer(show=True)
+    widget = LoadStudyWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Load study")
+    widget.picker.set_path(shared_data / "dicom_brainix")
+    study = widget.scan()
+    assert widget.table.rowCount() == 3
+    names = [widget.table.item(r, 0).text() for r in range(3)]
+    assert any("FLAIR" in n for n in names)
+    assert {widget.table.item(r, 2).text() for r in range(3)} == {"22"}
+    # Untick T2: only FLAIR and ROI open.
+    t2 = next(r for r, n in enumerate(names) if "T2" in n and "FLAIR" not in n)
+    widget.table.item(t2, 0).setCheckState(Qt.Unchecked)
+    worker = widget.open_selected()
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    assert len(viewer.layers) == 2
+    flair = next(l for l in viewer.layers if "FLAIR" in l.name and type(l).__name__ == "Image")
+    entry = next(e for e in study.entries if e.name == flair.name)
+    np.testing.assert_allclose(flair.scale, entry.spacing)
+    save_screenshot(viewer, screenshot_dir / "load_study.png")
+
+
+def test_channels_of_one_case(make_napari_viewer, qtbot, shared_data):
+    viewer = make_napari_viewer()
+    widget = LoadStudyWidget(viewer)
+    widget.picker.set_path(shared_data / "brats2012_hg0015")
+    widget.scan()
+    names = [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())]
+    for r, n in enumerate(names):
+        keep = any(k in n.lower() for k in ("flair", "t1c"))
+        widget.table.item(r, 0).setCheckState(Qt.Checked if keep else Qt.Unchecked)
+    widget.as_channels.setChecked(True)
+    worker = widget.open_selected()
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        pass
+    images = [l for l in viewer.layers if type(l).__name__ == "Image"]
+    # FLAIR and T1C (NIfTI, plus the FLAIR .mha if the reader lists it) share one grid.
+    assert len(images) >= 2
+    assert len({l.data.shape for l in images}) == 1
+
+
+def test_bad_path_notifies_without_traceback(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    widget = LoadStudyWidget(viewer)
+    (tmp_path / "notes.txt").write_text("not an image")
+    widget.picker.set_path(tmp_path)
+    assert widget.scan() is None
+    assert widget.table.rowCount() == 0
