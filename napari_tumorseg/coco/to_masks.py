@@ -16,7 +16,10 @@ training (the seed's ``compare_folders``). Work runs as a generator yielding
 from __future__ import annotations
 
 import os
+import struct
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -25,7 +28,7 @@ import pycocotools.mask as mask_utils
 import tifffile
 
 from napari_tumorseg.coco.dataset import CocoSet, find_coco_splits, load_coco
-from napari_tumorseg.errors import ReadError
+from napari_tumorseg.errors import ReadError, TumorSegError
 from napari_tumorseg.fileio import atomic_path
 
 
@@ -120,6 +123,63 @@ def annotation_rle(ann: dict, height: int, width: int) -> dict:
     return mask_utils.frPyObjects(bbox, height, width)[0]
 
 
+def rle_counts(rle: dict) -> np.ndarray:
+    """Run lengths (background first, column-major) of a compressed COCO RLE.
+
+    A vectorised reading of pycocotools' string format (``rleFrString``): 5 bits per
+    character, 0x20 continues a number, 0x10 in its last character is the sign, and
+    every count after the third is stored as a difference to the one two places back.
+    """
+    counts = rle["counts"]
+    a = np.frombuffer(counts.encode() if isinstance(counts, str) else counts, np.uint8)
+    a = a.astype(np.int64) - 48
+    if a.size == 0:
+        return np.zeros(0, np.int64)
+    if (a < 0).any() or (a > 63).any() or a[-1] & 0x20:
+        raise InvalidAnnotation("RLE 'counts' string is corrupt")
+    ends = np.flatnonzero((a & 0x20) == 0)
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    nchar = ends - starts + 1
+    if nchar.max() > 12:
+        raise InvalidAnnotation("RLE 'counts' string is corrupt")
+    shift = 5 * (np.arange(a.size) - np.repeat(starts, nchar))
+    x = np.add.reduceat((a & 0x1F) << shift, starts)
+    negative = (a[ends] & 0x10) != 0
+    x[negative] |= np.left_shift(-1, 5 * nchar[negative])
+    c = x.copy()
+    c[1::2] = np.cumsum(x[1::2])
+    c[2::2] = np.cumsum(x[2::2])
+    return c
+
+
+def paint_rle(out: np.ndarray, rle: dict, value: int) -> None:
+    """Set the pixels of a compressed RLE to ``value`` in the C-order ``out`` in place.
+
+    Only the columns the RLE touches are expanded, so a small tumour on a large image
+    costs little; pixel-identical to ``pycocotools.mask.decode`` (tested).
+    """
+    h, w = out.shape
+    c = rle_counts(rle)
+    if c.size and ((c < 0).any() or int(c.sum()) != h * w):
+        raise InvalidAnnotation(f"RLE counts do not add up to its {w}x{h} size")
+    n = c.size
+    if n < 2:
+        return  # all background
+    last = n - 1 if n % 2 == 0 else n - 2  # index of the last foreground run
+    fg_start = int(c[0])
+    fg_end = int(c[: last + 1].sum())
+    x0, x1 = fg_start // h, (fg_end - 1) // h + 1
+    runs = np.empty(last + 2, np.int64)
+    runs[: last + 1] = c[: last + 1]
+    runs[0] = fg_start - x0 * h
+    runs[-1] = x1 * h - fg_end
+    on = np.zeros(last + 2, bool)
+    on[1::2] = True
+    cols = np.repeat(on, runs).reshape(x1 - x0, h).T
+    np.copyto(out[:, x0:x1], value, where=cols)
+
+
 def rasterize(
     annotations: Iterable[dict],
     height: int,
@@ -135,21 +195,26 @@ def rasterize(
     rles: list[tuple[dict, int]] = []
     for ann in annotations:
         try:
-            rles.append((annotation_rle(ann, height, width), int(ann.get("category_id", 1))))
+            rle = annotation_rle(ann, height, width)
+            if per_category:
+                rle_counts(rle)  # a corrupt user RLE must fail here, not mid-painting
+            rles.append((rle, int(ann.get("category_id", 1))))
         except InvalidAnnotation as err:
             if invalid is not None:
                 invalid.append(f"annotation {ann.get('id', '?')}: {err}")
     if per_category:
-        dtype = dtype or mask_dtype(max((c for _, c in rles), default=1))
-        out = np.zeros((height, width), dtype=dtype)
+        out = np.zeros((height, width), dtype=dtype or mask_dtype(max((c for _, c in rles), default=1)))
         for rle, cat in rles:
-            out[mask_utils.decode(rle).astype(bool)] = cat
+            paint_rle(out, rle, cat)
         return out
     out = np.zeros((height, width), dtype=np.uint8)
     if rles:
         merged = rles[0][0] if len(rles) == 1 else mask_utils.merge([r for r, _ in rles])
-        # decode() is column-major; one multiply writes the C-order 0/255 result.
-        np.multiply(mask_utils.decode(merged), 255, out=out, casting="unsafe")
+        try:
+            paint_rle(out, merged, 255)
+        except InvalidAnnotation as err:
+            if invalid is not None:
+                invalid.append(f"image annotations: {err}")
     return out
 
 
@@ -159,13 +224,109 @@ def mask_name(file_name: str) -> PurePosixPath:
     return p.with_name(p.stem + ".tif")
 
 
-def write_mask(path: Path, mask: np.ndarray, overwrite: bool = False, compress: bool = False) -> None:
-    """Atomic TIFF write; ``compress`` uses Deflate (readable everywhere, ~100x smaller)."""
+COMPRESSIONS = ("packbits", "none", "deflate")
+_EMPTY_ROWS: dict[int, np.ndarray] = {}
+
+
+def packbits_rows(rows: np.ndarray) -> np.ndarray:
+    """TIFF PackBits (compression 32773) of a 2D uint8 array, each row packed on its own.
+
+    Runs of equal bytes become 2-byte packets (a repeat header, or a 1-byte literal for
+    runs of one), at most 128 bytes each. Mask rows are a few runs, so a 640x640 mask
+    shrinks from 400 KB to a few KB; every TIFF reader decodes PackBits.
+    """
+    h, w = rows.shape
+    flat = rows.ravel()
+    change = np.empty(flat.size, bool)
+    change[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::w] = True  # runs never cross rows
+    starts = np.flatnonzero(change)
+    lengths = np.diff(starts, append=flat.size)
+    n_packets = (lengths + 127) >> 7
+    packet_len = np.full(int(n_packets.sum()), 128, np.int64)
+    packet_len[np.cumsum(n_packets) - 1] = lengths - 128 * (n_packets - 1)
+    out = np.empty(2 * packet_len.size, np.uint8)
+    out[0::2] = np.where(packet_len == 1, 0, 257 - packet_len)  # -(n-1) as a signed byte
+    out[1::2] = np.repeat(flat[starts], n_packets)
+    return out
+
+
+def _packbits_image(data: np.ndarray) -> np.ndarray:
+    rows = data.view(np.uint8).reshape(data.shape[0], -1)
+    occupied = np.flatnonzero(rows.any(axis=1))
+    width = rows.shape[1]
+    if width not in _EMPTY_ROWS:
+        _EMPTY_ROWS[width] = packbits_rows(np.zeros((1, width), np.uint8))
+    empty = _EMPTY_ROWS[width]
+    if occupied.size == 0:
+        return np.tile(empty, rows.shape[0])
+    r0, r1 = int(occupied[0]), int(occupied[-1]) + 1
+    # Background rows all pack alike: only the rows with a tumour are encoded.
+    return np.concatenate(
+        [np.tile(empty, r0), packbits_rows(rows[r0:r1]), np.tile(empty, rows.shape[0] - r1)]
+    )
+
+
+def tiff_bytes(mask: np.ndarray, compression: str = "packbits") -> list:
+    """A baseline TIFF of a 2D uint8/uint16 array, as buffers for ``os.writev``.
+
+    One strip, grey MinIsBlack, little-endian, uncompressed or PackBits: what every
+    TIFF reader takes. tifffile's general writer costs several times the rasterisation
+    of a mask, which is why masks use this.
+    """
+    h, w = mask.shape
+    data = np.ascontiguousarray(mask, dtype=mask.dtype.newbyteorder("<"))
+    if compression == "packbits":
+        payload, code = _packbits_image(data), 32773
+    else:
+        payload, code = data, 1
+    nbytes = payload.nbytes
+    pad = nbytes & 1  # the IFD must start on a word boundary
+    tags = (  # (tag, type: 3 SHORT / 4 LONG, value), sorted by tag as TIFF requires
+        (256, 4, w), (257, 4, h), (258, 3, 8 * data.itemsize), (259, 3, code), (262, 3, 1),
+        (273, 4, 8), (277, 3, 1), (278, 4, h), (279, 4, nbytes), (284, 3, 1), (339, 3, 1),
+    )
+    ifd = [struct.pack("<H", len(tags))]
+    for tag, typ, val in tags:  # a value fits in the entry: SHORT left-aligned, LONG whole
+        value = struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val)
+        ifd.append(struct.pack("<HHI", tag, typ, 1) + value)
+    ifd.append(b"\0\0\0\0")  # no next IFD
+    header = b"II*\0" + struct.pack("<I", 8 + nbytes + pad)
+    return [header, memoryview(payload).cast("B"), b"\0" * pad, b"".join(ifd)]
+
+
+def write_mask(
+    path: Path, mask: np.ndarray, overwrite: bool = False, compression: str = "packbits"
+) -> None:
+    """Atomic TIFF write: PackBits (default), ``"none"`` or ``"deflate"`` (tifffile, zlib)."""
+    if compression not in COMPRESSIONS:
+        raise TumorSegError(f"compression must be one of {', '.join(COMPRESSIONS)}")
     with atomic_path(path, overwrite=overwrite) as tmp:
-        if compress:
+        if compression == "deflate":
             tifffile.imwrite(tmp, mask, compression="zlib", compressionargs={"level": 1})
-        else:
-            tifffile.imwrite(tmp, mask)
+            return
+        buffers = tiff_bytes(mask, compression)
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            done = os.writev(fd, buffers)
+            rest = b""
+            if done < sum(len(b) for b in buffers):  # short writes are legal; finish
+                rest = b"".join(bytes(b) for b in buffers)[done:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+        finally:
+            os.close(fd)
+
+
+def _convert_one(
+    anns: list[dict], height: int, width: int, dest: Path, per_category: bool,
+    dtype: np.dtype | None, overwrite: bool, compression: str,
+) -> list[str]:
+    invalid: list[str] = []
+    mask = rasterize(anns, height, width, per_category, dtype, invalid)
+    write_mask(dest, mask, overwrite=overwrite, compression=compression)
+    return invalid
 
 
 def coco_to_masks(
@@ -174,7 +335,8 @@ def coco_to_masks(
     per_category: bool = False,
     overwrite: bool = False,
     image_dir: str | os.PathLike | None = None,
-    compress: bool = False,
+    compression: str = "packbits",
+    workers: int = 1,
 ) -> Iterator[Progress]:
     """Write one mask per image of a COCO file or Roboflow export; yield after each image.
 
@@ -182,8 +344,12 @@ def coco_to_masks(
     annotations of unlisted images and malformed records are reported in the
     :class:`Report` (``Progress.report``) and skipped; existing masks are kept unless
     ``overwrite``. ``image_dir`` replaces the JSON's folder as the image location (per
-    split: ``image_dir/<split>``).
+    split: ``image_dir/<split>``). ``workers`` > 1 rasterises and writes in that many
+    threads (file writes release the GIL); closing the generator stops after the
+    masks in flight.
     """
+    if compression not in COMPRESSIONS:
+        raise TumorSegError(f"compression must be one of {', '.join(COMPRESSIONS)}")
     out_dir = Path(out_dir)
     splits = find_coco_splits(coco_path)
     sets: list[tuple[str, CocoSet]] = []
@@ -199,39 +365,63 @@ def coco_to_masks(
     total = sum(len(cs.images) for _, cs in sets)
     report.n_images = total
     dtype = mask_dtype(max(cs.max_category_id for _, cs in sets)) if per_category else None
+    options = (per_category, dtype, overwrite, compression)
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    pending: deque = deque()
     done = 0
-    claimed: set[Path] = set()
-    for split, cs in sets:
-        prefix = f"{split}/" if split else ""
-        report.invalid += [f"{prefix}{cs.path.name}: {line}" for line in cs.invalid]
-        report.orphan_annotations += [
-            f"{prefix}annotation {a.get('id', '?')} -> image_id {a['image_id']} (not listed)"
-            for a in cs.orphan_annotations
-        ]
-        split_out = out_dir / split if split else out_dir
-        for image_id, image in cs.images.items():
-            done += 1
-            name = image["file_name"]
-            dest = split_out / mask_name(name)
-            if dest in claimed:
-                report.duplicates.append(f"{prefix}{name} -> {dest.name}")
-            elif not cs.image_path(image).is_file():
-                report.missing_files.append(cs.image_path(image))
-            elif dest.exists() and not overwrite:
-                report.skipped_existing.append(dest)
-            else:
+
+    def finish(job) -> Progress:
+        nonlocal done
+        result, dest, n_anns, prefix, label = job
+        invalid = result.result() if isinstance(result, Future) else result
+        report.invalid.extend(f"{prefix}{line}" for line in invalid)
+        report.written.append(dest)
+        if n_anns == len(invalid):
+            report.empty.append(dest)
+        done += 1
+        return Progress(done, total, label, report)
+
+    try:
+        claimed: set[Path] = set()
+        for split, cs in sets:
+            prefix = f"{split}/" if split else ""
+            report.invalid += [f"{prefix}{cs.path.name}: {line}" for line in cs.invalid]
+            report.orphan_annotations += [
+                f"{prefix}annotation {a.get('id', '?')} -> image_id {a['image_id']} (not listed)"
+                for a in cs.orphan_annotations
+            ]
+            split_out = out_dir / split if split else out_dir
+            for image_id, image in cs.images.items():
+                name = image["file_name"]
+                label = f"{prefix}{name}"
+                dest = split_out / mask_name(name)
+                skipped = True
+                if dest in claimed:
+                    report.duplicates.append(f"{label} -> {dest.name}")
+                elif not cs.image_path(image).is_file():
+                    report.missing_files.append(cs.image_path(image))
+                elif dest.exists() and not overwrite:
+                    report.skipped_existing.append(dest)
+                else:
+                    skipped = False
+                claimed.add(dest)
+                if skipped:
+                    done += 1
+                    yield Progress(done, total, label, report)
+                    continue
                 anns = cs.anns_by_image[image_id]
-                invalid: list[str] = []
-                mask = rasterize(
-                    anns, image["height"], image["width"], per_category, dtype, invalid
-                )
-                report.invalid += [f"{prefix}{line}" for line in invalid]
-                write_mask(dest, mask, overwrite=overwrite, compress=compress)
-                report.written.append(dest)
-                if len(anns) == len(invalid):
-                    report.empty.append(dest)
-            claimed.add(dest)
-            yield Progress(done, total, f"{prefix}{name}", report)
+                args = (anns, image["height"], image["width"], dest, *options)
+                if pool is None:
+                    yield finish((_convert_one(*args), dest, len(anns), prefix, label))
+                    continue
+                pending.append((pool.submit(_convert_one, *args), dest, len(anns), prefix, label))
+                if len(pending) >= 2 * workers:
+                    yield finish(pending.popleft())
+        while pending:
+            yield finish(pending.popleft())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def convert_coco_to_masks(
@@ -240,11 +430,14 @@ def convert_coco_to_masks(
     per_category: bool = False,
     overwrite: bool = False,
     image_dir: str | os.PathLike | None = None,
-    compress: bool = False,
+    compression: str = "packbits",
+    workers: int = 1,
 ) -> Report:
     """Run :func:`coco_to_masks` to the end and return its report."""
     report = Report(out_dir=Path(out_dir))
-    for progress in coco_to_masks(coco_path, out_dir, per_category, overwrite, image_dir, compress):
+    for progress in coco_to_masks(
+        coco_path, out_dir, per_category, overwrite, image_dir, compression, workers
+    ):
         report = progress.report
     if not report.splits:  # empty COCO: the generator never yielded
         report.splits = [s for s, _ in find_coco_splits(coco_path)]
