@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import highdicom as hd
+import imageio.v3 as iio
 import numpy as np
 import pydicom
 import pytest
@@ -141,3 +142,74 @@ def test_from_a_volume_read_by_the_dicom_reader(brainix, shared_data, tmp_path):
     out = write_dicom_seg(labels, vol, tmp_path / "from_volume.dcm")
     np.testing.assert_array_equal(read_dicom_seg(out, vol), labels)
     np.testing.assert_array_equal(read_dicom_seg(out, flair_files), labels)
+
+
+# --- COCO export (napari_tumorseg.export.coco_labels) --------------------------------
+# These belong in tests/export/test_coco_labels.py, which is not among this engineer's
+# files; they live here until the lead moves them.
+
+
+@pytest.fixture(scope="module")
+def brats2013_case(shared_data):
+    import nibabel as nib
+
+    path = shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"
+    # nibabel gives (x, y, z): transpose to the package's (z, y, x).
+    lab = np.asarray(nib.load(path / "OTMultiClass.nii.gz").dataobj).astype(np.uint8).T
+    img = np.asarray(nib.load(path / "Flair_subtrMeanDivStd.nii.gz").dataobj).T
+    zs = np.flatnonzero(lab.any(axis=(1, 2)))
+    keep = slice(zs[0] - 2, zs[0] + 30)  # some empty slices and 30 labelled ones: fast
+    return lab[keep], img[keep]
+
+
+def test_coco_export_reimports_to_the_same_labels(brats2013_case, tmp_path):
+    from pycocotools.coco import COCO
+
+    from napari_tumorseg.export.coco_labels import export_labels_coco, read_coco_labels
+
+    labels, image = brats2013_case
+    names = {1: "necrosis", 2: "edema", 3: "non-enhancing", 4: "enhancing"}
+    out = export_labels_coco(
+        labels, tmp_path / "_annotations.coco.json", image=image, category_names=names,
+        name="pat0003", spacing=(1.0, 1.0, 1.0),
+    )
+    np.testing.assert_array_equal(read_coco_labels(out), labels)
+    # An independent reader (pycocotools) paints the same per-slice masks.
+    coco = COCO(str(out))
+    assert {c["name"] for c in coco.loadCats(coco.getCatIds())} == set(names.values())
+    labelled = np.flatnonzero(labels.any(axis=(1, 2)))
+    assert sorted(img["slice_index"] for img in coco.dataset["images"]) == labelled.tolist()
+    for img in coco.dataset["images"]:
+        z = img["slice_index"]
+        painted = np.zeros(labels.shape[1:], np.uint8)
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
+            painted[coco.annToMask(ann) > 0] = ann["category_id"]
+        np.testing.assert_array_equal(painted, labels[z])
+        written = iio.imread(tmp_path / img["file_name"])
+        assert written.shape == labels.shape[1:] and written.dtype == np.uint8
+    assert len(list(tmp_path.glob("*.png"))) == len(labelled)
+
+
+def test_coco_export_never_overwrites(brainix, tmp_path):
+    from napari_tumorseg.export.coco_labels import export_labels_coco, read_coco_labels
+
+    flair_files, flair, _, labels = brainix
+    image = np.stack([d.pixel_array for d in flair])
+    out = tmp_path / "roi.json"
+    export_labels_coco(labels, out, image=image, image_format="tif", images_dir=tmp_path / "img")
+    first = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(WriteError, match="exists"):
+        export_labels_coco(labels, out, image=image, image_format="tif", images_dir=tmp_path / "img")
+    # With the JSON gone but the images still there, nothing at all is written.
+    out.unlink()
+    with pytest.raises(WriteError, match="exists"):
+        export_labels_coco(labels, out, image=image, image_format="tif", images_dir=tmp_path / "img")
+    assert not out.exists()
+    export_labels_coco(labels, out, image=image, image_format="tif", images_dir=tmp_path / "img",
+                       overwrite=True)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}.keys() == first.keys()
+    np.testing.assert_array_equal(read_coco_labels(out) > 0, labels > 0)
+    import tifffile
+
+    z = int(np.flatnonzero(labels.any(axis=(1, 2)))[0])
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "img" / f"labels_z{z:04d}.tif"), image[z])
