@@ -1,0 +1,101 @@
+"""``tumorseg coco2mask`` and ``tumorseg mask2coco``: COCO polygons <-> TIFF masks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from napari_tumorseg.errors import TumorSegError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "coco2mask",
+        help="write one TIFF mask per image of a COCO JSON or Roboflow export folder",
+        description="Rasterise COCO polygons/RLE (pycocotools) into one .tif mask per image, "
+        "same file stem; split sub-folders (train/valid/test) are mirrored under OUTDIR.",
+    )
+    p.add_argument("coco", help="COCO JSON file, or a folder with _annotations.coco.json (or splits)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the masks")
+    p.add_argument(
+        "--per-category", action="store_true",
+        help="write the category id as the label value instead of binary 0/255",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace masks that already exist")
+    p.add_argument("--images", metavar="DIR", help="image folder, if not beside the JSON")
+    p.add_argument(
+        "--compression", choices=("packbits", "none", "deflate"), default="packbits",
+        help="TIFF compression (default: packbits, lossless and readable everywhere)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="threads rasterising and writing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run_coco2mask)
+
+    p = sub.add_parser(
+        "mask2coco",
+        help="COCO JSON with polygons from a folder of label masks",
+        description="One annotation per connected component of each label value; category = "
+        "label value (0/255 masks give category 1). Polygons trace the exact pixel boundary.",
+    )
+    p.add_argument("masks", help="folder of .tif/.tiff/.png masks")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="COCO JSON to write")
+    p.add_argument("--images", metavar="DIR", help="take file names and sizes from these images")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.json if it exists")
+    p.add_argument(
+        "--category", action="append", default=[], metavar="VALUE=NAME",
+        help="name of a label value's category, e.g. --category 1=tumor (repeatable)",
+    )
+    p.add_argument(
+        "--holes", choices=("fill", "rle"), default="fill",
+        help="objects with holes: fill them (polygons only) or store them as RLE (exact)",
+    )
+    p.set_defaults(func=run_mask2coco)
+
+
+def run_coco2mask(args) -> int:
+    from napari_tumorseg.coco.to_masks import coco_to_masks
+
+    if args.workers < 1:
+        raise TumorSegError("--workers must be at least 1")
+    report = None
+    show = not args.quiet and sys.stderr.isatty()
+    for progress in coco_to_masks(
+        args.coco, args.output, per_category=args.per_category, overwrite=args.overwrite,
+        image_dir=args.images, compression=args.compression, workers=args.workers,
+    ):
+        report = progress.report
+        if show and (progress.done % 50 == 0 or progress.done == progress.total):
+            print(f"\r{progress.done}/{progress.total}", end="", file=sys.stderr, flush=True)
+    if show and report is not None:
+        print(file=sys.stderr)
+    if report is None:
+        print(f"no images listed in {args.coco}; nothing written")
+        return 0
+    print(report.summary())
+    return 0
+
+
+def _category_names(specs: list[str]) -> dict[int, str] | None:
+    names = {}
+    for spec in specs:
+        value, sep, name = spec.partition("=")
+        if not sep or not value.strip().isdigit() or not name.strip():
+            raise TumorSegError(f"--category {spec!r}: expected VALUE=NAME, e.g. 1=tumor")
+        names[int(value)] = name.strip()
+    return names or None
+
+
+def run_mask2coco(args) -> int:
+    from napari_tumorseg.coco.from_masks import mask_folder_to_coco
+
+    coco = mask_folder_to_coco(
+        args.masks, args.output, images_dir=args.images, overwrite=args.overwrite,
+        category_names=_category_names(args.category), holes=args.holes,
+    )
+    n_empty = len(coco["images"]) - len({a["image_id"] for a in coco["annotations"]})
+    cats = ", ".join(f"{c['id']}={c['name']}" for c in coco["categories"])
+    print(
+        f"wrote {args.output}: {len(coco['images'])} images ({n_empty} without objects), "
+        f"{len(coco['annotations'])} annotations, categories {cats or '-'}"
+    )
+    return 0
