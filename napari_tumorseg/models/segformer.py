@@ -15,6 +15,7 @@ cropped back, so the output has the input's spatial shape for any input size.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -46,8 +47,9 @@ VARIANTS: dict[str, dict] = {
 }
 _COMMON = {"num_attention_heads": [1, 2, 5, 8], "sr_ratios": [8, 4, 2, 1], "mlp_ratios": [4, 4, 4, 4]}
 
-# First patch-embedding conv: the only weight that depends on the channel count.
-_INPUT_CONV = "segformer.encoder.patch_embeddings.0.proj.weight"
+# First patch-embedding conv: the only weight that depends on the channel count
+# (named per transformers version).
+_INPUT_CONVS = ("segformer.stages.0.patch_embeddings.proj.weight", "segformer.encoder.patch_embeddings.0.proj.weight")
 _HEAD_KEYS = ("decode_head.classifier.weight", "decode_head.classifier.bias")
 
 
@@ -129,15 +131,46 @@ def _weights_in(path: Path) -> tuple[dict | None, Path]:
     raise TumorSegError(f"{path} has no model.safetensors or pytorch_model.bin")
 
 
-def _normalise_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # Accept our own wrapper ("hf."), a bare SegformerModel ("encoder.") and the
-    # HF classification/segmentation models ("segformer.", "decode_head.").
+# transformers 5 renamed SegFormer's modules; checkpoints on disk may use either layout
+# (every nvidia/* release uses the old one). (old, new); {i} is a stage index.
+_RENAMES = [
+    ("encoder.patch_embeddings.{i}.", "stages.{i}.patch_embeddings."),
+    ("encoder.block.{i}.", "stages.{i}.blocks."),
+    ("encoder.layer_norm.{i}.", "stages.{i}.layer_norm."),
+    ("attention.self.query.", "attention.q_proj."),
+    ("attention.self.key.", "attention.k_proj."),
+    ("attention.self.value.", "attention.v_proj."),
+    ("attention.self.sr.", "attention.sequence_reduction.sequence_reduction."),
+    ("attention.self.layer_norm.", "attention.sequence_reduction.layer_norm."),
+    ("attention.output.dense.", "attention.o_proj."),
+    ("mlp.dense1.", "mlp.fc1."),
+    ("mlp.dense2.", "mlp.fc2."),
+    ("layer_norm_1.", "layernorm_before."),
+    ("layer_norm_2.", "layernorm_after."),
+    ("decode_head.linear_c.", "decode_head.linear_projections."),
+]
+
+
+def _rename(key: str, to_new: bool) -> str:
+    for old, new in _RENAMES:
+        src, dst = (old, new) if to_new else (new, old)
+        pattern = re.escape(src).replace(re.escape("{i}"), r"(\d+)")
+        key = re.sub(pattern, dst.replace("{i}", r"\1"), key)
+    return key
+
+
+def _normalise_keys(sd: dict[str, torch.Tensor], model_keys) -> dict[str, torch.Tensor]:
+    """File keys in the naming of the installed transformers' model."""
+    model_new = any(".stages." in k for k in model_keys)
+    file_new = any(".stages." in k or k.startswith("stages.") for k in sd)
     out = {}
     for k, v in sd.items():
-        if k.startswith("hf."):
+        if k.startswith("hf."):  # our own wrapper
             k = k[3:]
-        if k.startswith("encoder."):
+        if k.startswith(("encoder.", "stages.")):  # a bare SegformerModel
             k = "segformer." + k
+        if model_new != file_new:
+            k = _rename(k, to_new=model_new)
         out[k] = v
     return out
 
@@ -146,8 +179,8 @@ def load_segformer_weights(model: SegFormerSegmenter, file: Path) -> None:
     """Load SegFormer weights; a differently sized classifier (e.g. ImageNet or ADE20k) is
     left at its initialisation, a 3-channel input layer is adapted, anything else that does
     not fit is a one-line error."""
-    sd = _normalise_keys(load_state_dict_file(file, "SegFormer"))
     target = model.hf.state_dict()
+    sd = _normalise_keys(load_state_dict_file(file, "SegFormer"), target)
     enc_keys = [k for k in target if k.startswith("segformer.")]
     if not any(k in sd for k in enc_keys):
         raise TumorSegError(f"{file.name} holds no SegFormer (MiT) encoder weights")
@@ -156,7 +189,7 @@ def load_segformer_weights(model: SegFormerSegmenter, file: Path) -> None:
         src = sd.get(key)
         if src is None:
             continue
-        if key == _INPUT_CONV and src.shape[1] != ref.shape[1]:
+        if key in _INPUT_CONVS and src.shape[1] != ref.shape[1]:
             src = adapt_input_conv(src, ref.shape[1])
         if src.shape != ref.shape:
             if key in _HEAD_KEYS:
