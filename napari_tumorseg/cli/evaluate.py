@@ -1,0 +1,147 @@
+"""``tumorseg evaluate PRED GT [--json]``: agreement of a predicted mask with a ground truth.
+
+Both paths go through the readers (NIfTI, TIFF/PNG masks, DICOM). Every value > 0 is
+tumour for the headline Dice, IoU, precision, recall, HD95 (mm) and volumes (mL). When
+either mask holds more than one non-zero value, each value is also scored on its own
+(``pred == v`` against ``gt == v``), under "per label". Distances and volumes use the
+ground truth's voxel spacing. The two masks must lie on the same grid (shape, spacing,
+and position when both files record it); nothing is resampled. Definitions and the
+empty-mask policy are those of :mod:`napari_tumorseg.metrics`; an undefined HD95 (one
+mask empty) prints as "undefined" and is ``null`` in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.measurements import compare, format_report
+from napari_tumorseg.metrics import segmentation_metrics
+
+# More distinct values than this and the file is an image (a scan), not a label mask.
+MAX_LABELS = 64
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="Dice, IoU, precision, recall, HD95 (mm) and volumes of a predicted mask vs a ground truth",
+    )
+    p.add_argument("pred", help="predicted mask: NIfTI, TIFF/PNG (stack, slices) or DICOM")
+    p.add_argument("gt", help="ground-truth mask on the same grid")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--pred-series", type=int, default=None, metavar="N",
+                   help="which volume of PRED to use when it holds several (as in `tumorseg info`)")
+    p.add_argument("--gt-series", type=int, default=None, metavar="N",
+                   help="which volume of GT to use when it holds several")
+    p.set_defaults(func=run)
+
+
+def _load_mask(path: str, series: int | None, what: str):
+    from napari_tumorseg.io.readers import read_path
+
+    volumes = read_path(path, series)
+    if len(volumes) > 1:
+        # A folder of images with their masks (e.g. the LGG layout): the labels are meant.
+        labels = [v for v in volumes if v.kind == "labels"]
+        if len(labels) != 1:
+            raise TumorSegError(
+                f"{what} {path} holds {len(volumes)} volumes; pick one with --{what.lower()}-series N"
+            )
+        volumes = labels
+    vol = volumes[0]
+    if vol.data.ndim != 3:
+        raise TumorSegError(f"{what} {path} has channels {vol.data.shape}; give a single label mask")
+    data = np.asarray(vol.data)
+    if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
+        raise TumorSegError(
+            f"{what} {path} holds non-integer values (a probability map?): threshold it first"
+        )
+    n_values = len(np.unique(data))
+    if n_values > MAX_LABELS + 1:
+        raise TumorSegError(
+            f"{what} {path} holds {n_values} distinct values: an image, not a label mask"
+        )
+    return vol, data
+
+
+def _same_grid(pred, gt) -> None:
+    if pred.spatial_shape != gt.spatial_shape:
+        raise TumorSegError(
+            f"PRED and GT are on different grids: {pred.spatial_shape} vs {gt.spatial_shape} voxels"
+        )
+    if not np.allclose(pred.spacing, gt.spacing, rtol=1e-3, atol=1e-4):
+        sp = lambda v: "x".join(f"{s:.4g}" for s in v.spacing)  # noqa: E731
+        raise TumorSegError(f"PRED and GT are on different grids: spacing {sp(pred)} vs {sp(gt)} mm")
+    # Only when both files carry a world geometry (NIfTI, DICOM): TIFF affines are made up.
+    if (_has_geometry(pred) and _has_geometry(gt)
+            and not np.allclose(pred.affine, gt.affine, atol=1e-2)):
+        raise TumorSegError("PRED and GT are on different grids: their positions/orientations differ")
+
+
+def _has_geometry(vol) -> bool:
+    return "nifti" in vol.metadata or "dicom" in vol.metadata
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def evaluate(pred_path: str, gt_path: str, pred_series: int | None = None,
+             gt_series: int | None = None) -> dict[str, Any]:
+    """The evaluation as a dict (what ``--json`` prints, before non-finite -> null)."""
+    pred_vol, pred = _load_mask(pred_path, pred_series, "PRED")
+    gt_vol, gt = _load_mask(gt_path, gt_series, "GT")
+    _same_grid(pred_vol, gt_vol)
+    spacing = tuple(float(s) for s in gt_vol.spacing)
+    result: dict[str, Any] = {
+        "pred": str(pred_path),
+        "gt": str(gt_path),
+        "shape": list(gt.shape),
+        "spacing_mm": list(spacing),
+        **compare(pred, gt, spacing),
+    }
+    values = sorted({int(v) for v in np.unique(pred)} | {int(v) for v in np.unique(gt)})
+    values = [v for v in values if v != 0]
+    if len(values) > 1:
+        per: dict[str, Any] = {}
+        sp = spacing if gt.shape[0] > 1 else spacing[1:]
+        for v in values:
+            p, g = pred == v, gt == v
+            if gt.shape[0] == 1:
+                p, g = p[0], g[0]
+            m = segmentation_metrics(p, g, sp)
+            per[str(v)] = {
+                "dice": m["dice"], "iou": m["iou"], "precision": m["precision"],
+                "recall": m["recall"], "hd95_mm": m["hd95"],
+                "pred_volume_ml": float(np.count_nonzero(p) * np.prod(spacing) / 1000.0),
+                "gt_volume_ml": float(np.count_nonzero(g) * np.prod(spacing) / 1000.0),
+            }
+        result["per_label"] = per
+    return result
+
+
+def run(args) -> int:
+    result = evaluate(args.pred, args.gt, args.pred_series, args.gt_series)
+    if args.json:
+        print(json.dumps(_clean(result), indent=2))
+        return 0
+    print(format_report(result, title=f"{Path(args.pred).name} vs {Path(args.gt).name}"))
+    print("Grid: " + "x".join(str(s) for s in result["shape"]) + " voxels at "
+          + " x ".join(f"{s:.4g}" for s in result["spacing_mm"]) + " mm (z, y, x)")
+    for value, m in result.get("per_label", {}).items():
+        hd = "undefined" if not math.isfinite(m["hd95_mm"]) else f"{m['hd95_mm']:.2f} mm"
+        print(f"Label {value}: Dice {m['dice']:.4f}, IoU {m['iou']:.4f}, precision "
+              f"{m['precision']:.4f}, recall {m['recall']:.4f}, HD95 {hd}, volumes "
+              f"{m['pred_volume_ml']:.3f} / {m['gt_volume_ml']:.3f} mL")
+    return 0
