@@ -537,9 +537,9 @@ class _Run:
         self.saved_any = True
 
     # -- steps ------------------------------------------------------------------------
-    def _forward_loss(self, x, y):
+    def _forward_loss(self, x, y, net: nn.Module | None = None):
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            out = self.net(x)
+            out = (net or self.net)(x)
         if isinstance(out, (list, tuple)) and not isinstance(self.loss_fn, DeepSupervisionLoss):
             # A deep-supervised model whose preset names no weights: seed 004's 1, 1/2, 1/4, 1/8.
             self.loss_fn = DeepSupervisionLoss(self.loss_fn)
@@ -616,7 +616,8 @@ class _Run:
                     self.model.train()
                     return None, {}, True
                 x, y = batch[0].to(self.device), batch[1].to(self.device)
-                out, loss = self._forward_loss(x, y)
+                # The bare module: DDP's forward would wait for ranks that do not validate.
+                out, loss = self._forward_loss(x, y, self.model)
                 loss_sum += float(loss) * x.shape[0]
                 n += x.shape[0]
                 pred, tgt = self._pred_target(out, y)

@@ -1,0 +1,119 @@
+"""``tumorseg train``: fine-tune a model of the zoo; one line per epoch.
+
+Writes OUT/last.pt, OUT/best.pt and OUT/history.csv. Ctrl-C saves OUT/last.pt at the
+current step (resume with ``--resume OUT/last.pt``). Under ``torchrun`` every process
+trains on its shard and rank 0 alone prints and writes (see training.distributed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+
+from napari_tumorseg.errors import TumorSegError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a model (writes last.pt, best.pt, history.csv)")
+    p.add_argument("--model", help="model name (see `tumorseg models`)")
+    p.add_argument("--data", help="training data: COCO export, image+mask folders, LGG, NIfTI/DICOM cases, class folders")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--size", type=int, help="2D input size (pixels) or 3D patch edge")
+    p.add_argument("--device", help="auto (default), cuda, cpu or mps")
+    p.add_argument("--resume", metavar="CKPT", help="continue from a last.pt")
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON file of training options (flags win)")
+    p.add_argument("--loss", help="bce, dice, combo, bce_dice, dice_ce or ce (default: the paper's)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-fraction", type=float, dest="val_fraction")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--num-workers", type=int, dest="num_workers")
+    p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument("--tiny", action="store_true", help="the model's tiny width (smoke tests)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in OUT")
+    p.set_defaults(func=run)
+
+
+def _config(args):
+    from napari_tumorseg.training.engine import TrainConfig
+
+    flags = {
+        "model": args.model, "data": args.data, "out_dir": args.out, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": args.lr, "size": args.size, "device": args.device,
+        "resume": args.resume, "loss": args.loss, "seed": args.seed,
+        "val_fraction": args.val_fraction, "threads": args.threads, "num_workers": args.num_workers,
+    }
+    if args.no_augment:
+        flags["augmentation"] = False
+    if args.tiny:
+        flags["tiny"] = True
+    if args.overwrite:
+        flags["overwrite"] = True
+    if args.config:
+        return TrainConfig.from_file(args.config, **flags)
+    return TrainConfig.from_dict({k: v for k, v in flags.items() if v is not None})
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4f}"
+
+
+def run(args) -> int:
+    from napari_tumorseg.training import distributed
+    from napari_tumorseg.training.engine import train
+
+    cfg = _config(args)
+    if cfg.threads is None:
+        cfg.threads = os.cpu_count() or 1  # no GUI to leave a core for
+    ctx = distributed.init_from_env(cfg.device)
+    main = ctx.rank == 0
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        if main:
+            print("stopping at the next step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if ctx.world_size == 1 else None
+    try:
+        for ev in train(cfg, cancel=lambda: stop["asked"]):
+            name = type(ev).__name__
+            if not main:
+                if name == "ErrorEvent":
+                    raise TumorSegError(ev.message)
+                continue
+            if name == "StartEvent":
+                for w in ev.warnings:
+                    print(f"warning: {w}", file=sys.stderr)
+                print(f"training {ev.model} on {ev.device}: {ev.n_train} training / {ev.n_val} "
+                      f"validation samples, epochs {ev.start_epoch + 1}-{ev.epochs}", flush=True)
+            elif name == "EpochEvent":
+                m = ev.metrics
+                key = "accuracy" if "accuracy" in m else "dice"
+                print(f"epoch {ev.epoch + 1}  train_loss {_fmt(ev.train_loss)}  "
+                      f"val_loss {_fmt(ev.val_loss)}  val_{key} {_fmt(m.get(key))}  "
+                      f"val_hd95 {_fmt(m.get('hd95'))}  lr {ev.lr:.2e}  {ev.time_s:.1f} s"
+                      + ("  *best" if ev.is_best else ""), flush=True)
+            elif name == "DoneEvent":
+                print(f"done: {ev.epochs_run} epoch(s); best epoch {ev.best_epoch}; "
+                      f"wrote {ev.last_checkpoint}, {ev.best_checkpoint}, {ev.history_csv}")
+            elif name == "CancelledEvent":
+                print(f"cancelled at epoch {ev.epoch + 1}, batch {ev.batch}; state saved to "
+                      f"{ev.checkpoint} (resume with --resume)", file=sys.stderr)
+                return 130
+            elif name == "ErrorEvent":
+                raise TumorSegError(ev.message)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        distributed.cleanup()
+    return 0
