@@ -128,11 +128,11 @@ def write_dicom_seg(
         raise TumorSegError("labels must not be negative")
     files = _source_files(source)
     datasets = _read_sources(files)
-    n_frames = int(datasets[0].get("NumberOfFrames", 1) or 1)
+    if any(int(d.get("NumberOfFrames", 1) or 1) != 1 for d in datasets):
+        # Frame-level references (enhanced MR) need their own read-back path: not built yet.
+        raise TumorSegError("DICOM-SEG export of multi-frame (enhanced) source images is not supported yet")
     rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
-    expected = (n_frames if len(datasets) == 1 else len(datasets), rows, cols)
-    if len(datasets) > 1 and any(int(d.get("NumberOfFrames", 1) or 1) != 1 for d in datasets):
-        raise TumorSegError("several multi-frame source files: give one file or single-frame slices")
+    expected = (len(datasets), rows, cols)
     if labels.shape != expected:
         raise TumorSegError(
             f"labels {labels.shape} are not on the source grid {expected} (slices, rows, columns)"
