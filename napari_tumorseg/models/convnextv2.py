@@ -36,6 +36,8 @@ def load_convnextv2_weights(model: nn.Module, path: str) -> None:
     from timm.models.convnext import checkpoint_filter_fn
 
     sd = load_state_dict_file(path, "convnextv2 (a timm ConvNeXt V2 state dict)")
+    if not any(k.startswith(("stem.", "stages.", "downsample_layers.")) for k in sd):
+        raise TumorSegError(f"{path} does not look like a ConvNeXt V2 state dict (no stem/stages weights)")
     target = model.state_dict()
     if _STEM in target and _STEM in sd and sd[_STEM].ndim == 4 and sd[_STEM].shape[1] != target[_STEM].shape[1]:
         sd[_STEM] = adapt_input_conv(sd[_STEM], target[_STEM].shape[1])
