@@ -16,7 +16,8 @@ Losses:
   per sample and channel and averaged (``batch=True``: one Dice over the whole batch).
 * ``combo``    alpha * BCE + (1 - alpha) * Dice, alpha 0.7 or 0.5 (seed 003).
 * ``bce_dice`` BCE + lambda * Dice (seed 001).
-* ``dice_ce``  Dice + CE, equal weights (seed 004); CE is BCE for sigmoid outputs. With a
+* ``dice_ce``  Dice + CE, equal weights (seed 004); CE is BCE for sigmoid outputs (the
+  nested WT/TC/ET regions are not exclusive classes, so no softmax across them). With a
   list of outputs (deep supervision, full resolution first) the per-scale losses are
   weighted 1, 1/2, 1/4, 1/8 (seed 004 eq. 3, not renormalised) against the target
   downsampled to each scale by nearest neighbour.
@@ -56,8 +57,16 @@ def soft_dice_loss(
     squared: bool = False,
     batch: bool = False,
     include_background: bool = True,
+    smooth_nr: float | None = None,
+    smooth_dr: float | None = None,
 ) -> torch.Tensor:
-    """Soft Dice loss on logits; see the module doc. ``mode`` is the model output kind."""
+    """Soft Dice loss on logits; see the module doc. ``mode`` is the model output kind.
+
+    ``smooth_nr`` / ``smooth_dr`` (MONAI's names) set the numerator / denominator terms
+    separately; both default to ``smooth``.
+    """
+    s_nr = smooth if smooth_nr is None else float(smooth_nr)
+    s_dr = smooth if smooth_dr is None else float(smooth_dr)
     logits = logits.float()
     if _sigmoid_mode(mode):
         prob = torch.sigmoid(logits)
@@ -77,7 +86,7 @@ def soft_dice_loss(
         denom = (prob * prob).sum(dims) + (onehot * onehot).sum(dims)
     else:
         denom = prob.sum(dims) + onehot.sum(dims)
-    dice = (2.0 * inter + smooth) / (denom + smooth)
+    dice = (2.0 * inter + s_nr) / (denom + s_dr)
     return 1.0 - dice.mean()
 
 
@@ -163,7 +172,13 @@ def build_loss(spec, mode: str = "binary", deep_supervision_weights=None, **para
             deep_supervision_weights = spec.deep_supervision_weights
     p = {k: v for k, v in {**base_params, **params}.items() if k not in _DOC_KEYS}
     name = name.lower()
-    dice_keys = {"smooth", "squared", "batch", "include_background"}
+    # MONAI DiceCELoss spellings, as model presets quote the papers' code.
+    if "squared_pred" in p:
+        p["squared"] = p.pop("squared_pred")
+    for flag, wants_sigmoid in (("sigmoid", True), ("softmax", False)):
+        if flag in p and bool(p.pop(flag)) and _sigmoid_mode(mode) != wants_sigmoid:
+            raise TumorSegError(f"loss asks for {flag} but the model's output kind is {mode!r}")
+    dice_keys = {"smooth", "squared", "batch", "include_background", "smooth_nr", "smooth_dr"}
     dice_kwargs = {k: p.pop(k) for k in list(p) if k in dice_keys}
     if name == "bce":
         if not _sigmoid_mode(mode):
