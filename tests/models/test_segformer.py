@@ -48,9 +48,9 @@ def test_in_channels(in_channels):
 
 
 def test_padding_does_not_shift_the_prediction():
-    # A map whose logits do not depend on the pad must match the unpadded crop: compare
-    # a 64x64 input (no padding) with its top-left 50x60 part against the full result's
-    # centre-free corner, far from the padded border where receptive fields differ.
+    # Padding at the far end must not shift the map: the 60x60 top-left part of a 64x64
+    # input (padded back to 64) gives, far from the pad, nearly the full input's logits
+    # (global attention lets the pad leak a little), much closer than unrelated regions.
     torch.manual_seed(0)
     model = _tiny(1).eval()
     x = torch.randn(1, 1, 64, 64)
@@ -58,10 +58,9 @@ def test_padding_does_not_shift_the_prediction():
         full = model(x)
         part = model(x[..., :60, :60])
     assert part.shape[2:] == (60, 60)
-    # Same geometry: the corners agree far more closely than unrelated outputs would.
     diff = (full[..., :16, :16] - part[..., :16, :16]).abs().mean()
-    scale = (full[..., :16, :16] - full[..., 32:48, 32:48]).abs().mean()
-    assert diff < 0.5 * scale
+    shifted = (full[..., 2:18, 2:18] - part[..., :16, :16]).abs().mean()  # what a 2-px shift gives
+    assert diff < 0.02 * shifted  # measured: 0.005
 
 
 def test_official_variant_sizes(no_network):
