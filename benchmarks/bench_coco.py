@@ -63,7 +63,7 @@ def run_seed(name: str, splits: list[str], out: Path) -> int:
     return sum(seed_loop(DATA / name / s / "_annotations.coco.json", out / s) for s in splits)
 
 
-def run_ours(name: str, out: Path, compression: str = "packbits", workers: int = 1) -> int:
+def run_ours(name: str, out: Path, compression: str = "none", workers: int = 1) -> int:
     report = convert_coco_to_masks(DATA / name, out, compression=compression, workers=workers)
     assert not report.missing_files and not report.skipped_existing
     return len(report.written)
@@ -85,9 +85,10 @@ def compare(ours: Path, seed: Path) -> tuple[int, int, float]:
 
 
 VARIANTS = {  # column name -> run_ours keyword arguments
-    "ours, uncompressed TIFF": {"compression": "none"},
-    "ours (default: PackBits TIFF)": {},
-    "ours, PackBits, 2 threads": {"workers": 2},
+    "ours (default: uncompressed, 1 thread)": {},
+    "ours, 2 threads": {"workers": 2},
+    "ours, PackBits": {"compression": "packbits"},
+    "ours, PackBits, 2 threads": {"compression": "packbits", "workers": 2},
 }
 
 

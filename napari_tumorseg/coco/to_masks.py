@@ -106,13 +106,12 @@ def annotation_rle(ann: dict, height: int, width: int) -> dict:
         for poly in seg:
             # pycocotools reads a first polygon of 4 numbers as a bbox and crashes on
             # fewer than 3 points, so only proper polygons reach it.
-            if (
-                isinstance(poly, list)
-                and len(poly) >= 6
-                and len(poly) % 2 == 0
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly)
-            ):
-                polys.append([float(v) for v in poly])
+            try:
+                arr = np.asarray(poly, dtype=np.float64)
+            except (TypeError, ValueError):
+                continue
+            if arr.ndim == 1 and arr.size >= 6 and arr.size % 2 == 0 and np.isfinite(arr).all():
+                polys.append(arr)
         if not polys:
             raise InvalidAnnotation("no polygon with 3 or more points")
         rles = mask_utils.frPyObjects(polys, height, width)
@@ -224,7 +223,7 @@ def mask_name(file_name: str) -> PurePosixPath:
     return p.with_name(p.stem + ".tif")
 
 
-COMPRESSIONS = ("packbits", "none", "deflate")
+COMPRESSIONS = ("none", "packbits", "deflate")
 _EMPTY_ROWS: dict[int, np.ndarray] = {}
 
 
@@ -268,7 +267,7 @@ def _packbits_image(data: np.ndarray) -> np.ndarray:
     )
 
 
-def tiff_bytes(mask: np.ndarray, compression: str = "packbits") -> list:
+def tiff_bytes(mask: np.ndarray, compression: str = "none") -> list:
     """A baseline TIFF of a 2D uint8/uint16 array, as buffers for ``os.writev``.
 
     One strip, grey MinIsBlack, little-endian, uncompressed or PackBits: what every
@@ -297,9 +296,14 @@ def tiff_bytes(mask: np.ndarray, compression: str = "packbits") -> list:
 
 
 def write_mask(
-    path: Path, mask: np.ndarray, overwrite: bool = False, compression: str = "packbits"
+    path: Path, mask: np.ndarray, overwrite: bool = False, compression: str = "none"
 ) -> None:
-    """Atomic TIFF write: PackBits (default), ``"none"`` or ``"deflate"`` (tifffile, zlib)."""
+    """Atomic TIFF write, uncompressed (default), ``"packbits"`` or ``"deflate"``.
+
+    Uncompressed is the default because masks are read every training epoch: tifffile
+    without imagecodecs decodes PackBits in pure Python (~20x slower to read, measured in
+    benchmarks/RESULTS_coco.md) and Deflate ~6x slower; PackBits saves ~98% disk.
+    """
     if compression not in COMPRESSIONS:
         raise TumorSegError(f"compression must be one of {', '.join(COMPRESSIONS)}")
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -319,6 +323,19 @@ def write_mask(
             os.close(fd)
 
 
+def _exists(path: Path, listings: dict[str, set[str]]) -> bool:
+    """Existence from one listing per folder: on slow file systems a stat per image
+    costs more than rasterising it. A file appearing later is still never clobbered:
+    :func:`atomic_path` checks again before its rename."""
+    folder, name = os.path.split(os.fspath(path))
+    if folder not in listings:
+        try:
+            listings[folder] = {e.name for e in os.scandir(folder or ".") if not e.is_dir()}
+        except OSError:
+            listings[folder] = set()
+    return name in listings[folder]
+
+
 def _convert_one(
     anns: list[dict], height: int, width: int, dest: Path, per_category: bool,
     dtype: np.dtype | None, overwrite: bool, compression: str,
@@ -335,7 +352,7 @@ def coco_to_masks(
     per_category: bool = False,
     overwrite: bool = False,
     image_dir: str | os.PathLike | None = None,
-    compression: str = "packbits",
+    compression: str = "none",
     workers: int = 1,
 ) -> Iterator[Progress]:
     """Write one mask per image of a COCO file or Roboflow export; yield after each image.
@@ -383,6 +400,7 @@ def coco_to_masks(
 
     try:
         claimed: set[Path] = set()
+        listings: dict[str, set[str]] = {}
         for split, cs in sets:
             prefix = f"{split}/" if split else ""
             report.invalid += [f"{prefix}{cs.path.name}: {line}" for line in cs.invalid]
@@ -398,9 +416,9 @@ def coco_to_masks(
                 skipped = True
                 if dest in claimed:
                     report.duplicates.append(f"{label} -> {dest.name}")
-                elif not cs.image_path(image).is_file():
+                elif not _exists(cs.image_path(image), listings):
                     report.missing_files.append(cs.image_path(image))
-                elif dest.exists() and not overwrite:
+                elif not overwrite and _exists(dest, listings):
                     report.skipped_existing.append(dest)
                 else:
                     skipped = False
@@ -430,7 +448,7 @@ def convert_coco_to_masks(
     per_category: bool = False,
     overwrite: bool = False,
     image_dir: str | os.PathLike | None = None,
-    compression: str = "packbits",
+    compression: str = "none",
     workers: int = 1,
 ) -> Report:
     """Run :func:`coco_to_masks` to the end and return its report."""
