@@ -1,0 +1,196 @@
+"""``tumorseg predict CKPT INPUT -o OUT``: segment (or classify) any volume the readers open.
+
+Labels go to OUT in ``--format`` (default: from OUT's name: .nii.gz/.nii -> nifti, .tif ->
+tiff, .dcm -> dicom-seg, .json -> coco, a folder -> tiff-slices). ``--probabilities`` also
+writes the float probability map beside OUT (``<stem>_prob.nii.gz``, or ``.tif`` for TIFF
+exports). Every output is checked before the model runs, so a refused overwrite or a
+DICOM-SEG for a non-DICOM input costs nothing.
+
+A classifier checkpoint (convnextv2) writes OUT as JSON: per-slice class probabilities and
+the case-level tumour type (see inference.predict.aggregate_case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from napari_tumorseg.errors import TumorSegError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from napari_tumorseg.export import FORMATS
+
+    p = sub.add_parser("predict", help="segment a volume with a checkpoint and export the labels")
+    p.add_argument("checkpoint", metavar="CKPT", help="napari-tumorseg checkpoint (.pt), or weights with --model")
+    p.add_argument("input", metavar="INPUT", help="DICOM file/folder, NIfTI, TIFF/JPG/PNG or a folder of them")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (or folder for tiff-slices)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="export format (default: from OUT's name)")
+    p.add_argument("--threshold", type=float, default=0.5, metavar="T", help="probability threshold (default 0.5)")
+    p.add_argument("--probabilities", action="store_true", help="also write the probability map beside OUT")
+    p.add_argument("--series", type=int, default=None, metavar="N",
+                   help="which volume of INPUT to segment (0-based, as `tumorseg info` lists them)")
+    p.add_argument("--model", default=None, metavar="NAME", help="registry model of a bare weights file CKPT")
+    p.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=int, default=8, dest="batch_size", metavar="B",
+                   help="slices per forward for 2D models (default 8)")
+    p.add_argument("--overlap", type=float, default=0.8, metavar="O",
+                   help="sliding-window overlap for 3D models (default 0.8, as in GLIMS)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def _pick_volume(path: str, series: int | None, in_channels: int, channel_names: list[str] | None):
+    """The image to predict on: the chosen series, the only image, or the modalities as channels."""
+    from napari_tumorseg.io.readers import describe, read_path
+
+    if series is not None:
+        vol = read_path(path, series=series)[0]
+        if vol.kind != "image":
+            raise TumorSegError(f"series {series} of {Path(path).name} is a label map, not an image")
+        return vol
+    found = describe(path)
+    images = [i for i, d in enumerate(found) if d["kind"] == "image"]
+    if len(images) == 1:
+        return read_path(path, series=images[0])[0]
+    if not images:
+        raise TumorSegError(f"{Path(path).name} holds no image to segment (only label maps)")
+    if in_channels > 1 and len(images) == in_channels:
+        from napari_tumorseg.io.readers import combine_channels
+
+        vols = [read_path(path, series=i)[0] for i in images]
+        return combine_channels(_order_channels(vols, channel_names))
+    names = ", ".join(f"{i}: {found[i]['name']}" for i in images[:6])
+    more = ", ..." if len(images) > 6 else ""
+    raise TumorSegError(
+        f"{Path(path).name} holds {len(images)} images ({names}{more}); choose one with --series N"
+    )
+
+
+def _order_channels(vols: list, names: list[str] | None) -> list:
+    """Volumes in the checkpoint's channel order when every name matches one volume, else as read."""
+    if not names or len(names) != len(vols):
+        return vols
+    ordered = []
+    for n in names:
+        hits = [v for v in vols if n.lower() in v.name.lower() or v.name.lower() in n.lower()]
+        if len(hits) != 1 or hits[0] in ordered:
+            return vols
+        ordered.append(hits[0])
+    return ordered
+
+
+class _Progress:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, ev) -> None:
+        if self.quiet or ev.kind != "progress" or not ev.total:
+            return
+        pct = int(100 * ev.done / ev.total)
+        if self.tty:
+            print(f"\rpredicting: {ev.done}/{ev.total} {ev.unit} ({pct}%)", end="", file=sys.stderr, flush=True)
+        elif pct // 25 > self.last // 25 or ev.done == ev.total:
+            print(f"predicting: {ev.done}/{ev.total} {ev.unit}", file=sys.stderr)
+        self.last = pct
+
+    def end(self) -> None:
+        if not self.quiet and self.tty:
+            print(file=sys.stderr)
+
+
+def _classify(args, predictor, volume, out: Path) -> int:
+    from napari_tumorseg.fileio import atomic_path
+    from napari_tumorseg.inference.predict import aggregate_case, classify_slices
+
+    probs = classify_slices(predictor, volume, None, args.batch_size)
+    case = aggregate_case(probs, predictor.class_names)
+    doc = {
+        "input": str(args.input), "checkpoint": str(args.checkpoint), "model": predictor.model_name,
+        "class_names": predictor.class_names,
+        "case": {"label": case.label, "probability": case.probability,
+                 "probabilities": dict(zip(case.class_names, map(float, case.probabilities))),
+                 "slices_used": case.slices_used, "policy": case.policy},
+        "slices": [{"z": z, **dict(zip(predictor.class_names, map(float, p)))} for z, p in enumerate(probs)],
+    }
+    with atomic_path(out, overwrite=args.overwrite) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    print(f"{volume.name}: {case.text()}; wrote {out}")
+    return 0
+
+
+def run(args) -> int:
+    from napari_tumorseg.export import (
+        export_labels,
+        export_probabilities,
+        format_from_path,
+        is_dicom_source,
+        probability_path,
+    )
+    from napari_tumorseg.fileio import check_writable
+    from napari_tumorseg.inference.predict import load_predictor, predict_volume, probabilities_to_labels
+
+    out = Path(args.output)
+    if not 0.0 <= args.threshold <= 1.0:
+        raise TumorSegError(f"threshold must be within 0-1, got {args.threshold}")
+    if args.batch_size < 1:
+        raise TumorSegError(f"batch size must be at least 1, got {args.batch_size}")
+    if not 0.0 <= args.overlap < 1.0:
+        raise TumorSegError(f"overlap must be in [0, 1), got {args.overlap}")
+    if not Path(args.input).exists():
+        raise TumorSegError(f"{args.input}: no such file or folder")
+
+    predictor = load_predictor(args.checkpoint, device=args.device, model=args.model)
+    if predictor.is_classifier:
+        if out.suffix.lower() != ".json":
+            raise TumorSegError(f"{predictor.model_name} is a classifier: OUT must be a .json file")
+        check_writable(out, args.overwrite)
+        volume = _pick_volume(args.input, args.series, predictor.in_channels, predictor.prep.get("channel_names"))
+        return _classify(args, predictor, volume, out)
+
+    fmt = args.format or format_from_path(out)
+    if fmt is None:
+        raise TumorSegError(f"{out.name}: cannot tell the format from the name; pass --format")
+    prob_out = probability_path(out, fmt) if args.probabilities else None
+    # Refuse before reading and predicting (tiff-slices checks its files when it writes).
+    if fmt != "tiff-slices":
+        check_writable(out, args.overwrite)
+    if prob_out is not None:
+        check_writable(prob_out, args.overwrite)
+
+    volume = _pick_volume(args.input, args.series, predictor.in_channels, predictor.prep.get("channel_names"))
+    if fmt == "dicom-seg" and not is_dicom_source(volume):
+        raise TumorSegError(
+            f"DICOM-SEG needs a DICOM input; {Path(args.input).name} is not DICOM (use --format nifti, tiff or coco)"
+        )
+
+    progress = _Progress(args.quiet)
+    final = None
+    try:
+        for ev in predict_volume(predictor, volume, batch_size=args.batch_size, overlap=args.overlap):
+            progress(ev)
+            final = ev
+    finally:
+        progress.end()
+    prob = final.probabilities
+    labels = probabilities_to_labels(prob, args.threshold, predictor.output_kind)
+    image = volume.data if fmt == "coco" else None
+    written = export_labels(labels, fmt, out, volume, overwrite=args.overwrite,
+                            names=predictor.label_names(), colors=predictor.label_colors(),
+                            algorithm=predictor.model_name, image=image)
+    if prob_out is not None:
+        written.append(export_probabilities(prob, prob_out, volume, overwrite=args.overwrite))
+    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+    n_fg = int(np.count_nonzero(labels))
+    shape = "x".join(str(s) for s in volume.spatial_shape)
+    print(f"{volume.name} ({shape}): {n_fg} labelled voxels = {n_fg * voxel_ml:.2f} mL "
+          f"at threshold {args.threshold:g}; wrote {written[0]}"
+          + (f" and {len(written) - 1} more file(s)" if len(written) > 1 else ""))
+    return 0

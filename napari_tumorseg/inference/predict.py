@@ -1,0 +1,661 @@
+"""Prediction core: a checkpoint and a volume in, probabilities on the source grid out.
+
+One generator, :func:`predict_volume`, drives the napari Predict widget (through
+``thread_worker``), the ``tumorseg predict`` CLI and the tests, so they all share the
+same preprocessing, batching, cancel and progress semantics:
+
+* 2D models (unet, lintunet, hybrid_unet, setr, segformer) run slice by slice, ``batch_size``
+  slices per forward. A ``"progress"`` event follows every batch with the z indices just
+  finished and their probability planes, already back on the source in-plane grid, so a
+  viewer can show slices as they finish.
+* 3D models (GLIMS) run through :func:`~napari_tumorseg.inference.sliding_window.sliding_window_predict`
+  (MONAI, Gaussian blending, ``overlap`` 0.8 as in the paper); progress is counted in windows.
+* The last event is ``"done"`` with the full probability map, or ``"cancelled"`` (with the
+  slices finished so far) when ``cancel()`` turned true; cancel is polled before every batch
+  (2D) or window batch (3D).
+
+Probability maps are float32 in 0-1 on the source grid (``Volume.spatial_shape``):
+
+* ``binary`` models: (z, y, x) tumour probability (sigmoid);
+* ``regions`` models (GLIMS): (3, z, y, x) WT / TC / ET (sigmoid, nested regions);
+* ``multiclass`` with 2 classes (SegFormer: background, tumour): (z, y, x) softmax tumour
+  probability; more classes: (K, z, y, x) softmax.
+
+Normalisation statistics (z-score) always come from the whole volume, as in training, even
+when only some slices are predicted. Slices whose raw intensities are constant (the empty
+top and bottom slices of a skull-stripped BraTS volume) cannot show a tumour: with
+``skip_empty`` (default) they are not sent to the model and get probability 0.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.io.volume import Volume
+
+CancelFn = Callable[[], bool]
+SliceSpec = range | list[int] | tuple[int, ...] | int | None
+
+#: Class names that mean "no tumour" for the case-level aggregate of a classifier.
+NO_TUMOUR_NAMES = ("no tumour", "no tumor", "notumor", "no_tumor", "no-tumour", "no-tumor",
+                   "none", "healthy", "normal")
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass
+class PredictionEvent:
+    """One step of a prediction run.
+
+    ``kind``: ``"start"`` (once, before the first forward), ``"progress"`` (after each batch),
+    ``"done"`` or ``"cancelled"`` (exactly one of them ends every run).
+
+    ``slices`` / ``planes`` (progress, 2D): the z indices finished by this batch and their
+    probabilities in the map's layout restricted to them, so that
+    ``prob[..., ev.slices, :, :] = ev.planes`` updates a cached map of either layout.
+    ``probabilities`` (done; cancelled: what was finished) is the full map, zero on slices
+    that were not predicted; ``slices`` then lists every predicted z index.
+    """
+
+    kind: str
+    done: int = 0
+    total: int = 0
+    unit: str = "slices"  # "slices" (2D) or "windows" (3D)
+    slices: list[int] = field(default_factory=list)
+    planes: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    elapsed_s: float = 0.0
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+class _Cancelled(Exception):
+    """Raised inside the sliding-window thread to stop at the next window batch."""
+
+
+# ----------------------------------------------------------------------------- predictor
+
+
+def _default_threads() -> int:
+    from napari_tumorseg.training.engine import default_threads
+
+    return default_threads()
+
+
+class Predictor:
+    """A model ready for inference: device, eval mode, preprocessing and output meaning.
+
+    Build it with :meth:`from_checkpoint` (the normal way) or :meth:`from_registry` (a
+    registry model with a weights file). ``device``: ``auto`` (CUDA, then MPS, then CPU),
+    ``cpu``, ``cuda``, ``cuda:N``. AMP (float16 autocast) is used on CUDA unless ``amp=False``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        model_name: str,
+        preprocessing: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
+        config: dict[str, Any] | None = None,
+        device: str | torch.device = "auto",
+        amp: bool | None = None,
+        source: str = "",
+    ) -> None:
+        from napari_tumorseg.models import get_info
+        from napari_tumorseg.training.engine import pick_device
+
+        self.info = get_info(model_name)
+        self.model_name = model_name
+        self.config = dict(config or {})
+        self.device = device if isinstance(device, torch.device) else pick_device(str(device))
+        self.model = model.to(self.device).eval()
+        self.prep = dict(preprocessing or default_preprocessing_for(model_name, self.config))
+        self.output_kind = str(self.prep.get("target") or self.info.output)
+        self.dims = int(self.prep.get("dims", self.info.dims))
+        self.class_names = list(class_names or self.prep.get("class_names") or self.info.class_names)
+        self.amp = self.device.type == "cuda" if amp is None else bool(amp and self.device.type == "cuda")
+        self.source = source
+
+    # -- construction
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", amp: bool | None = None) -> "Predictor":
+        """Load a napari-tumorseg checkpoint (any model of the registry)."""
+        from napari_tumorseg.models.checkpoint import load_checkpoint
+
+        model, ckpt = load_checkpoint(path, map_location="cpu", build=True)
+        return cls(model, ckpt["model_name"], ckpt.get("preprocessing") or None,
+                   ckpt.get("class_names") or None, ckpt.get("config"), device, amp, str(path))
+
+    @classmethod
+    def from_registry(
+        cls,
+        name: str,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        amp: bool | None = None,
+        preprocessing: dict[str, Any] | None = None,
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        **config: Any,
+    ) -> "Predictor":
+        """A registry model with ``weights`` (our checkpoint or a bare state dict).
+
+        Without a preprocessing dict the paper's defaults are used: in-plane resize to the
+        model's input size for 2D models, z-score or 0-1 scaling chosen from the data type.
+        """
+        from napari_tumorseg.models import create_model, get_info
+        from napari_tumorseg.models.checkpoint import load_pretrained
+
+        info = get_info(name)
+        cfg = {**info.default_config, **config}
+        model = create_model(name, in_channels=in_channels, out_channels=out_channels, **cfg)
+        if weights is not None:
+            load_pretrained(model, weights)
+        prep = preprocessing or default_preprocessing_for(
+            name, cfg, in_channels if in_channels is not None else info.in_channels)
+        return cls(model, name, prep, None, cfg, device, amp, str(weights or ""))
+
+    # -- what the output means
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.output_kind == "classes"
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.prep.get("channels", self.info.in_channels))
+
+    @property
+    def channel_names(self) -> list[str] | None:
+        """Names of the probability map's leading channels; None for a single (z, y, x) map."""
+        if self.output_kind == "regions":
+            return list(self.class_names) if len(self.class_names) == 3 else ["WT", "TC", "ET"]
+        if self.output_kind == "multiclass" and self.num_classes > 2:
+            return list(self.class_names)
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.prep.get("num_classes") or len(self.class_names) or self.info.out_channels)
+
+    def label_names(self) -> dict[int, str]:
+        """Label value -> name for the labels :func:`probabilities_to_labels` produces."""
+        if self.output_kind == "regions":
+            from napari_tumorseg.editing import REGION_NAMES
+
+            return {k: v for k, v in REGION_NAMES.items() if k}
+        if self.output_kind == "multiclass" and self.num_classes > 2:
+            return {i: n for i, n in enumerate(self.class_names) if i}
+        name = self.class_names[-1] if len(self.class_names) >= 2 else "tumour"
+        return {1: name}
+
+    def label_colors(self) -> dict[int, tuple[float, ...]] | None:
+        """RGBA (0-1) per label value for region maps, else None (napari's defaults)."""
+        if self.output_kind == "regions":
+            from napari_tumorseg.editing import REGION_COLORS
+
+            return {k: v for k, v in REGION_COLORS.items() if isinstance(k, int) and k}
+        return None
+
+    def roi_size(self) -> tuple[int, int, int]:
+        """Sliding-window size of a 3D model: its training patch, else its input size."""
+        roi = self.prep.get("patch_size") or self.config.get("img_size") or list(self.info.input_size)
+        if isinstance(roi, int):
+            roi = [roi] * 3
+        return tuple(int(r) for r in roi)  # type: ignore[return-value]
+
+    def describe(self) -> str:
+        kind = {"binary": "tumour probability", "regions": "WT/TC/ET regions",
+                "multiclass": f"{self.num_classes}-class segmentation",
+                "classes": f"{len(self.class_names)}-class classifier"}.get(self.output_kind, self.output_kind)
+        return f"{self.model_name} ({self.dims}D, {kind}) on {self.device.type}"
+
+    # -- forward
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Model probabilities for an (N, C, ...) batch, float32 on the CPU.
+
+        binary -> (N, ...); regions -> (N, 3, ...); multiclass -> (N, ...) tumour
+        probability for 2 classes, else (N, K, ...); classes -> (N, K).
+        """
+        x = batch.to(self.device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            out = self.model(x)
+        if isinstance(out, (list, tuple)):  # deep supervision: the full-resolution head
+            out = out[0]
+        if isinstance(out, dict):
+            out = out.get("logits", next(iter(out.values())))
+        return _activate(out.float(), self.output_kind, self.num_classes).cpu()
+
+
+def _activate(logits: torch.Tensor, kind: str, num_classes: int) -> torch.Tensor:
+    if kind == "binary":
+        return logits.sigmoid()[:, 0]
+    if kind == "regions":
+        return logits.sigmoid()
+    if kind in ("multiclass", "classes"):
+        p = logits.softmax(dim=1)
+        return p[:, 1] if kind == "multiclass" and p.shape[1] == 2 else p
+    raise TumorSegError(f"unknown model output kind {kind!r}")
+
+
+def default_preprocessing_for(name: str, config: dict | None = None, channels: int | None = None) -> dict:
+    """The paper's preprocessing for a registry model used without a checkpoint."""
+    from napari_tumorseg.models import get_info
+    from napari_tumorseg.training.preprocessing import default_preprocessing
+
+    info = get_info(name)
+    ch = int(channels if channels is not None else info.in_channels)
+    if info.dims == 2:
+        prep = default_preprocessing(2, list(info.input_size[-2:]), ch, target=info.output)
+    else:
+        prep = default_preprocessing(3, None, ch, target=info.output)
+        img = (config or {}).get("img_size")
+        prep["patch_size"] = [int(img)] * 3 if isinstance(img, int) else list(img or info.input_size)
+    if info.output == "multiclass":
+        prep["num_classes"] = int(info.out_channels)
+    prep["class_names"] = list(info.class_names)
+    return prep
+
+
+def load_predictor(
+    checkpoint: str | Path, device: str = "auto", model: str | None = None, amp: bool | None = None
+) -> Predictor:
+    """A Predictor from our checkpoint, or from a bare weights file when ``model`` names it."""
+    if model:
+        return Predictor.from_registry(model, checkpoint, device=device, amp=amp)
+    return Predictor.from_checkpoint(checkpoint, device=device, amp=amp)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _as_czyx(volume: Volume | np.ndarray) -> np.ndarray:
+    from napari_tumorseg.training.preprocessing import as_czyx
+
+    if isinstance(volume, Volume):
+        if volume.kind == "labels":
+            raise TumorSegError(f"{volume.name} is a labels volume: predict on an image")
+        return as_czyx(volume.data, "czyx" if volume.has_channels else "zyx")
+    arr = np.asarray(volume)
+    if arr.ndim not in (2, 3, 4) or arr.size == 0:
+        raise TumorSegError(f"cannot predict on an array of shape {arr.shape}: give (z, y, x) or (c, z, y, x)")
+    # A 3-D array is a stack of slices here, never an RGB image: (z, y, x).
+    return as_czyx(arr, {2: "yx", 3: "zyx", 4: "czyx"}[arr.ndim])
+
+
+def _slice_list(slices: SliceSpec, n_z: int) -> list[int]:
+    if slices is None:
+        return list(range(n_z))
+    if isinstance(slices, (int, np.integer)):
+        slices = [int(slices)]
+    out = sorted({int(z) for z in slices})
+    if not out:
+        raise TumorSegError("no slices to predict")
+    bad = [z for z in out if not 0 <= z < n_z]
+    if bad:
+        raise TumorSegError(f"slice {bad[0]} is outside the volume (0-{n_z - 1})")
+    return out
+
+
+def _normalized(czyx: np.ndarray, prep: dict) -> np.ndarray:
+    """Channels adapted and intensities normalised over the whole volume (training's statistics)."""
+    from napari_tumorseg.training.preprocessing import (
+        adapt_channels,
+        normalize_intensity,
+        resolve_normalization,
+    )
+
+    method = prep.get("normalize", "auto")
+    if method == "auto":
+        method = resolve_normalization(czyx.dtype)
+    img, _ = adapt_channels(czyx, int(prep["channels"]))
+    return normalize_intensity(img, method, bool(prep.get("zscore_nonzero", True)))
+
+
+def _empty_slices(czyx: np.ndarray) -> np.ndarray:
+    """(z,) bool: slices whose raw intensities are constant over every channel."""
+    flat = czyx.reshape(czyx.shape[0], czyx.shape[1], -1)
+    return np.all(flat.max(axis=2) == flat.min(axis=2), axis=0)
+
+
+class _Threads:
+    """Run torch on ``n`` intra-op threads (default: all cores but one, for the GUI thread)."""
+
+    def __init__(self, n: int | None, device: torch.device) -> None:
+        self.n = n if n is not None else (_default_threads() if device.type == "cpu" else None)
+        self.old = torch.get_num_threads()
+
+    def __enter__(self):
+        if self.n:
+            torch.set_num_threads(int(self.n))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.n:
+            torch.set_num_threads(self.old)
+
+
+# ----------------------------------------------------------------------------- 2D
+
+
+def _map_shape(predictor: Predictor, spatial: tuple[int, int, int]) -> tuple[int, ...]:
+    names = predictor.channel_names
+    return (len(names), *spatial) if names else tuple(spatial)
+
+
+def _iter_2d(
+    predictor: Predictor,
+    czyx: np.ndarray,
+    zs: list[int],
+    batch_size: int,
+    cancel: CancelFn | None,
+    skip_empty: bool,
+    classify: bool = False,
+) -> Iterator[PredictionEvent]:
+    from napari_tumorseg.training.preprocessing import apply_preprocessing, restore_spatial
+
+    prep = predictor.prep
+    t0 = time.perf_counter()
+    n_z, h, w = czyx.shape[1:]
+    norm = _normalized(czyx, prep)
+    # Normalised already: only the in-plane resize / pad of each batch remains to do.
+    batch_prep = {**prep, "normalize": "none", "channel_mode": "as_is"}
+    empty = _empty_slices(czyx) if skip_empty and not classify else np.zeros(n_z, bool)
+    if classify:
+        out = np.full((n_z, len(predictor.class_names)), np.nan, np.float32)
+    else:
+        out = np.zeros(_map_shape(predictor, (n_z, h, w)), np.float32)
+    done: list[int] = []
+    total = len(zs)
+    yield PredictionEvent("start", 0, total, "slices", message=predictor.describe())
+    for start in range(0, total, int(batch_size)):
+        if cancel is not None and cancel():
+            yield PredictionEvent("cancelled", len(done), total, "slices", list(done), None, out,
+                                  time.perf_counter() - t0, f"cancelled after {len(done)} of {total} slices")
+            return
+        batch = zs[start:start + int(batch_size)]
+        run = [z for z in batch if not empty[z]]
+        if classify:
+            planes = np.zeros((len(batch), out.shape[1]), np.float32)
+        else:
+            planes = np.zeros(_map_shape(predictor, (len(batch), h, w)), np.float32)
+        if run:
+            x = apply_preprocessing(norm[:, run], batch_prep, layout="czyx")  # (C, n, h', w')
+            p = predictor.probabilities(torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2, 3))))
+            p = p.numpy()
+            where = [batch.index(z) for z in run]
+            if classify:
+                planes[where] = p
+            else:
+                # (n, h', w') -> (1, n, ...) or (n, K, h', w') -> (K, n, ...): restore_spatial's layout.
+                p = p[None] if p.ndim == 3 else p.transpose(1, 0, 2, 3)
+                p = np.clip(restore_spatial(p, (h, w), prep), 0.0, 1.0)
+                if planes.ndim == 3:
+                    planes[where] = p[0]
+                else:
+                    planes[:, where] = p
+        if not classify and planes.ndim == 4 and predictor.output_kind == "multiclass":
+            skipped = [i for i, z in enumerate(batch) if empty[z]]
+            planes[0, skipped] = 1.0  # an empty slice is all background
+        if classify:
+            out[batch] = planes
+        else:
+            out[..., batch, :, :] = planes
+        done += batch
+        yield PredictionEvent("progress", len(done), total, "slices", list(batch), planes, None,
+                              time.perf_counter() - t0)
+    yield PredictionEvent("done", total, total, "slices", list(zs), None, out, time.perf_counter() - t0,
+                          f"{total} slices in {time.perf_counter() - t0:.1f} s")
+
+
+# ----------------------------------------------------------------------------- 3D
+
+
+def _iter_3d(
+    predictor: Predictor,
+    czyx: np.ndarray,
+    zs: list[int],
+    overlap: float,
+    window_batch: int,
+    cancel: CancelFn | None,
+) -> Iterator[PredictionEvent]:
+    from napari_tumorseg.inference.sliding_window import count_windows, sliding_window_predict
+    from napari_tumorseg.training.preprocessing import apply_preprocessing
+
+    t0 = time.perf_counter()
+    n_z = czyx.shape[1]
+    image = apply_preprocessing(czyx, predictor.prep, layout="czyx")
+    roi = predictor.roi_size()
+    # A slice subset runs on the slab that holds it plus half a window of context each side.
+    lo, hi = zs[0], zs[-1] + 1
+    if (lo, hi) != (0, n_z):
+        lo, hi = max(0, lo - roi[0] // 2), min(n_z, hi + roi[0] // 2)
+    slab = image[:, lo:hi]
+    total = count_windows(slab.shape[1:], roi, overlap)
+    yield PredictionEvent("start", 0, total, "windows", message=predictor.describe())
+
+    activation = "softmax" if predictor.output_kind == "multiclass" else "sigmoid"
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+
+    def progress(done: int, tot: int) -> None:
+        events.put((done, tot))
+        if stop.is_set() or (cancel is not None and cancel()):
+            raise _Cancelled
+
+    def work() -> None:
+        try:
+            # Cancel is checked before the first window as well as after each batch.
+            if cancel is not None and cancel():
+                raise _Cancelled
+            result["prob"] = sliding_window_predict(
+                predictor.model, slab, roi, overlap=overlap, sw_batch_size=window_batch,
+                device=predictor.device, progress=progress, activation=activation, amp=predictor.amp,
+            )
+        except BaseException as err:  # handed to the generator's thread
+            result["error"] = err
+        finally:
+            events.put(None)
+
+    worker = threading.Thread(target=work, name="tumorseg-sliding-window", daemon=True)
+    worker.start()
+    done = 0
+    try:
+        while (msg := events.get()) is not None:
+            done = msg[0]
+            yield PredictionEvent("progress", done, total, "windows", elapsed_s=time.perf_counter() - t0)
+    finally:
+        stop.set()  # the consumer may close the generator early: stop the thread too
+        worker.join()
+    err = result.get("error")
+    if isinstance(err, _Cancelled):
+        out = np.zeros(_map_shape(predictor, czyx.shape[1:]), np.float32)
+        yield PredictionEvent("cancelled", done, total, "windows", [], None, out, time.perf_counter() - t0,
+                              f"cancelled after {done} of {total} windows")
+        return
+    if err is not None:
+        raise err
+    prob = result["prob"].numpy()  # (K, z, y, x)
+    if predictor.channel_names is None:
+        prob = prob[1] if predictor.output_kind == "multiclass" else prob[0]
+    out = np.zeros(_map_shape(predictor, czyx.shape[1:]), np.float32)
+    rel = [z - lo for z in zs]
+    out[..., zs, :, :] = prob[..., rel, :, :]
+    yield PredictionEvent("done", total, total, "windows", list(zs), None, out, time.perf_counter() - t0,
+                          f"{total} windows in {time.perf_counter() - t0:.1f} s")
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def predict_volume(
+    predictor: Predictor,
+    volume: Volume | np.ndarray,
+    slices: SliceSpec = None,
+    batch_size: int = 8,
+    overlap: float = 0.8,
+    cancel: CancelFn | None = None,
+    skip_empty: bool = True,
+    window_batch: int = 1,
+    threads: int | None = None,
+) -> Iterator[PredictionEvent]:
+    """Predict ``volume`` ((z, y, x), (c, z, y, x) or a Volume); yield :class:`PredictionEvent`.
+
+    ``slices``: z indices to predict (None: all). 2D models: ``batch_size`` slices per
+    forward. 3D models: sliding window with ``overlap``, ``window_batch`` windows per forward.
+    ``threads``: torch intra-op threads on CPU (default: all cores but one, restored after).
+    """
+    if predictor.is_classifier:
+        raise TumorSegError(f"{predictor.model_name} is a classifier: use classify_slices")
+    if int(batch_size) < 1:
+        raise TumorSegError(f"batch size must be at least 1, got {batch_size}")
+    if not 0.0 <= float(overlap) < 1.0:
+        raise TumorSegError(f"overlap must be in [0, 1), got {overlap}")
+    czyx = _as_czyx(volume)
+    zs = _slice_list(slices, czyx.shape[1])
+    with _Threads(threads, predictor.device):
+        if predictor.dims == 3:
+            yield from _iter_3d(predictor, czyx, zs, float(overlap), int(window_batch), cancel)
+        else:
+            yield from _iter_2d(predictor, czyx, zs, int(batch_size), cancel, skip_empty)
+
+
+def _drain(events: Iterable[PredictionEvent]) -> PredictionEvent:
+    last = None
+    for last in events:
+        pass
+    if last is None or last.kind == "cancelled":
+        raise TumorSegError("prediction cancelled")
+    return last
+
+
+def predict_array(
+    predictor: Predictor, volume: Volume | np.ndarray, slices: SliceSpec = None, **kwargs: Any
+) -> np.ndarray:
+    """The probability map of :func:`predict_volume`, run to the end."""
+    return _drain(predict_volume(predictor, volume, slices, **kwargs)).probabilities
+
+
+def probabilities_to_labels(prob: np.ndarray, threshold: float = 0.5, output_kind: str = "binary") -> np.ndarray:
+    """uint8 labels from a probability map; no model call, so a threshold slider is cheap.
+
+    binary / 2-class multiclass (z, y, x): 1 where prob > threshold. regions (3, z, y, x):
+    the BraTS-style map of :func:`napari_tumorseg.editing.regions_to_labels` (1 edema,
+    2 core, 3 enhancing). multiclass (K, z, y, x): the arg-max class (threshold unused).
+    """
+    from napari_tumorseg.editing import regions_to_labels, threshold_probabilities
+
+    prob = np.asarray(prob)
+    if output_kind == "regions":
+        return regions_to_labels(prob, threshold)
+    if output_kind == "multiclass" and prob.ndim == 4:
+        return np.argmax(prob, axis=0).astype(np.uint8 if prob.shape[0] <= 256 else np.uint16)
+    if output_kind in ("binary", "multiclass"):
+        return threshold_probabilities(prob, threshold)
+    raise TumorSegError(f"no labels for model output kind {output_kind!r}")
+
+
+# ----------------------------------------------------------------------------- classifier
+
+
+@dataclass
+class CaseClassification:
+    """Case-level tumour type from per-slice probabilities (see :func:`aggregate_case`)."""
+
+    class_names: list[str]
+    probabilities: np.ndarray  # (K,) case-level, sums to 1
+    label: str
+    probability: float
+    slices_used: list[int]
+    policy: str
+
+    def text(self) -> str:
+        return f"{self.label} ({self.probability:.0%}, {len(self.slices_used)} slice(s): {self.policy})"
+
+
+def iter_classify_slices(
+    predictor: Predictor,
+    volume: Volume | np.ndarray,
+    slices: SliceSpec = None,
+    batch_size: int = 8,
+    cancel: CancelFn | None = None,
+    threads: int | None = None,
+) -> Iterator[PredictionEvent]:
+    """Like :func:`predict_volume` for a classifier: ``planes`` are (n, K) class probabilities,
+    the final ``probabilities`` (z, K) with NaN rows for slices not classified."""
+    if not predictor.is_classifier:
+        raise TumorSegError(f"{predictor.model_name} segments; classify needs a classifier checkpoint")
+    if int(batch_size) < 1:
+        raise TumorSegError(f"batch size must be at least 1, got {batch_size}")
+    czyx = _as_czyx(volume)
+    zs = _slice_list(slices, czyx.shape[1])
+    with _Threads(threads, predictor.device):
+        yield from _iter_2d(predictor, czyx, zs, int(batch_size), cancel, False, classify=True)
+
+
+def classify_slices(
+    predictor: Predictor, volume: Volume | np.ndarray, slices: SliceSpec = None, batch_size: int = 8,
+    cancel: CancelFn | None = None,
+) -> np.ndarray:
+    """(n, K) class probabilities of the requested slices (ascending z), K = predictor.class_names."""
+    last = _drain(iter_classify_slices(predictor, volume, slices, batch_size, cancel))
+    return last.probabilities[last.slices]
+
+
+def aggregate_case(
+    slice_probs: np.ndarray, class_names: list[str], slices: list[int] | None = None
+) -> CaseClassification:
+    """Case-level class probabilities: the mean over the tumour-bearing slices.
+
+    A slice is tumour-bearing when its most probable class is not the "no tumour" class
+    (:data:`NO_TUMOUR_NAMES`). Averaging over those only keeps the many tumour-free slices
+    of a volume from voting "no tumour" for a case that has one. When no slice bears a
+    tumour (or the classifier has no "no tumour" class), the mean is over all slices.
+    """
+    p = np.asarray(slice_probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] != len(class_names):
+        raise TumorSegError(f"expected (slices, {len(class_names)}) probabilities, got {p.shape}")
+    slices = list(range(p.shape[0])) if slices is None else list(slices)
+    lower = [c.lower() for c in class_names]
+    none_idx = next((i for i, c in enumerate(lower) if c in NO_TUMOUR_NAMES), None)
+    use = np.ones(p.shape[0], bool)
+    policy = "mean over all slices"
+    if none_idx is not None:
+        bearing = p.argmax(axis=1) != none_idx
+        if bearing.any():
+            use, policy = bearing, "mean over tumour-bearing slices"
+        else:
+            policy = "no slice bears a tumour: mean over all slices"
+    case = p[use].mean(axis=0)
+    case = case / case.sum()
+    k = int(case.argmax())
+    return CaseClassification(list(class_names), case.astype(np.float32), class_names[k], float(case[k]),
+                              [s for s, u in zip(slices, use) if u], policy)
+
+
+def classify_case(
+    predictor: Predictor, volume: Volume | np.ndarray, slices: SliceSpec = None, batch_size: int = 8
+) -> CaseClassification:
+    """Classify every (or the given) slice and aggregate them with :func:`aggregate_case`."""
+    czyx = _as_czyx(volume)
+    zs = _slice_list(slices, czyx.shape[1])
+    probs = classify_slices(predictor, czyx, zs, batch_size)
+    return aggregate_case(probs, predictor.class_names, zs)
