@@ -275,7 +275,7 @@ class GLIMSNet(nn.Module):
         width: int = 24,
         img_size: int | Sequence[int] = 96,
         depths: Sequence[int] = (2, 6, 2),
-        heads: Sequence[int] = (6, 12, 24),
+        num_heads: Sequence[int] = (6, 12, 24),
         window: int = 7,
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
@@ -286,13 +286,13 @@ class GLIMSNet(nn.Module):
         size = _triple(img_size, "img_size")
         if any(s <= 0 or s % INPUT_MULTIPLE for s in size):
             raise TumorSegError(f"glims: img_size must be positive multiples of {INPUT_MULTIPLE}, got {size}")
-        if len(depths) != 3 or len(heads) != 3:
-            raise TumorSegError("glims: depths and heads need 3 values (level 4, level 5, bottleneck)")
+        if len(depths) != 3 or len(num_heads) != 3:
+            raise TumorSegError("glims: depths and num_heads need 3 values (level 4, level 5, bottleneck)")
         f = int(width)
         dims = (8 * f, 16 * f, 32 * f)
-        for dim, h in zip(dims, heads):
+        for dim, h in zip(dims, num_heads):
             if h <= 0 or dim % h:
-                raise TumorSegError(f"glims: {dim} channels cannot be split into {h} heads (change width or heads)")
+                raise TumorSegError(f"glims: {dim} channels cannot be split into {h} heads (change width or num_heads)")
         grids = [tuple(s // k for s in size) for k in (8, 16, 32)]
         self.deep_supervision = deep_supervision
         self.img_size = size
@@ -300,11 +300,11 @@ class GLIMSNet(nn.Module):
 
         self.stem = ConvNormAct(in_channels, f)
         self.enc1, self.enc2, self.enc3, self.enc4 = (DMSF(f * 2**i) for i in range(4))
-        self.swin3 = SwinStage(dims[0], grids[0], depths[0], heads[0], **swin)
-        self.swin4 = SwinStage(dims[1], grids[1], depths[1], heads[1], merge=True, **swin)
-        self.bottleneck = SwinStage(dims[2], grids[2], depths[2], heads[2], **swin)
-        self.swin4_up = SwinUpStage(dims[1], grids[1], depths[1], heads[1], **swin)
-        self.swin3_up = SwinStage(dims[0], grids[0], depths[0], heads[0], **swin)
+        self.swin3 = SwinStage(dims[0], grids[0], depths[0], num_heads[0], **swin)
+        self.swin4 = SwinStage(dims[1], grids[1], depths[1], num_heads[1], merge=True, **swin)
+        self.bottleneck = SwinStage(dims[2], grids[2], depths[2], num_heads[2], **swin)
+        self.swin4_up = SwinUpStage(dims[1], grids[1], depths[1], num_heads[1], **swin)
+        self.swin3_up = SwinStage(dims[0], grids[0], depths[0], num_heads[0], **swin)
         self.dec4, self.dec3, self.dec2, self.dec1 = (DMSU(f * 2**i) for i in (3, 2, 1, 0))
         self.csab = nn.ModuleList(CSAB(f * 2**i, spatial_kernel=csab_kernel) for i in range(5))
         self.heads = nn.ModuleList(nn.Conv3d(f * 2**i, out_channels, 1) for i in range(4))
@@ -360,7 +360,7 @@ DEFAULT_CONFIG = {
     "width": 24,
     "img_size": [96, 96, 96],
     "depths": [2, 6, 2],
-    "heads": [6, 12, 24],
+    "num_heads": [6, 12, 24],
     "window": 7,
     "mlp_ratio": 4.0,
     "drop_path": 0.0,
@@ -388,7 +388,7 @@ DEFAULT_CONFIG = {
         class_names=list(REGION_NAMES),
         preset=PRESET,
         default_config=dict(DEFAULT_CONFIG),
-        tiny_config={"width": 4, "img_size": [32, 32, 32], "heads": [2, 4, 8]},
+        tiny_config={"width": 4, "img_size": [32, 32, 32], "num_heads": [2, 4, 8]},
         pretrained="",
     )
 )

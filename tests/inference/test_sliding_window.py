@@ -26,7 +26,7 @@ def _one_thread():
 
 def _tiny(in_channels: int = 2):
     torch.manual_seed(0)
-    return build_glims(in_channels, 3, width=4, img_size=32, heads=[2, 4, 8])
+    return build_glims(in_channels, 3, width=4, img_size=32, num_heads=[2, 4, 8])
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models.glims import GLIMSNet, build_glims
 
-TINY = {"width": 4, "img_size": 32, "heads": [2, 4, 8]}
+TINY = {"width": 4, "img_size": 32, "num_heads": [2, 4, 8]}
 PAPER_PARAMS = 47.16e6
 
 
@@ -83,7 +83,7 @@ def test_position_embeddings_follow_img_size():
     "kwargs",
     [
         {"img_size": 100},
-        {"width": 5, "heads": [6, 12, 24]},
+        {"width": 5, "num_heads": [6, 12, 24]},
         {"pretrained": "/nonexistent/weights.pt"},
         {"embed_dim": 100},
         {"windw": 7},
