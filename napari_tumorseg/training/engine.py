@@ -309,6 +309,7 @@ class _Run:
         from napari_tumorseg.models.checkpoint import load_checkpoint
 
         cfg = self.cfg
+        _seed_everything(cfg.seed)  # before the model is built: its initial weights too
         self.resume_ckpt = None
         if cfg.resume:
             _, self.resume_ckpt = load_checkpoint(cfg.resume, build=False)
@@ -318,6 +319,12 @@ class _Run:
                 raise TumorSegError(
                     f"{cfg.resume} is a {self.resume_ckpt['model_name']!r} checkpoint, "
                     f"not {cfg.model!r}")
+        elif not cfg.overwrite and self.ctx.rank == 0:
+            existing = [p.name for p in (self.last_path, self.best_path, self.history_path) if p.exists()]
+            if existing:
+                raise TumorSegError(
+                    f"{self.out} already holds {', '.join(existing)} of another run; "
+                    "resume from it, choose another folder, or pass overwrite")
         self.model_name = cfg.model
         info = get_info(self.model_name)
         self.info = info
@@ -424,15 +431,8 @@ class _Run:
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self.bad_epochs = 0
-        _seed_everything(cfg.seed)
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
-        elif not cfg.overwrite and self.ctx.rank == 0:
-            existing = [p.name for p in (self.last_path, self.best_path, self.history_path) if p.exists()]
-            if existing:
-                raise TumorSegError(
-                    f"{self.out} already holds {', '.join(existing)} of another run; "
-                    "resume from it, choose another folder, or pass overwrite")
 
     def _preprocessing(self, first, info) -> dict:
         cfg = self.cfg
