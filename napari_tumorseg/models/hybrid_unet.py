@@ -259,7 +259,7 @@ def load_resnet50_weights(model: HybridUNet, path: str) -> None:
         class_names=["tumour"],
         preset=TrainingPreset(
             loss="bce_dice",
-            loss_params={"dice_weight": 1.0},
+            loss_params={"lambda": 1.0, "note": "lambda is tuned in the paper but its value is not stated"},
             optimizer="adam",
             lr=1e-4,
             scheduler="none",

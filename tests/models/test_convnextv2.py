@@ -75,3 +75,7 @@ def test_registry_entry():
     assert info["class_names"] == ["glioma", "meningioma", "no tumour", "pituitary"]
     assert info["input_size"] == [224, 224]
     assert info["preset"]["loss"] == "ce" and info["preset"]["optimizer"] == "adam"
+    from napari_tumorseg.models import get_info
+    from napari_tumorseg.training.losses import build_loss
+
+    build_loss(get_info("convnextv2").preset, mode=info["output"])  # the trainer accepts the preset

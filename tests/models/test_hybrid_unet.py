@@ -111,9 +111,16 @@ def test_registry_entry_carries_the_paper_preset():
     assert info["output"] == "binary" and info["dims"] == 2
     assert info["input_size"] == [512, 512] and info["input_multiple"] == 16
     preset = info["preset"]
-    assert preset["loss"] == "bce_dice" and preset["loss_params"]["dice_weight"] == 1.0
+    assert preset["loss"] == "bce_dice" and preset["loss_params"]["lambda"] == 1.0
     assert preset["batch_size"] == 8 and preset["epochs"] == 29
     assert "resnet50" in info["pretrained"]
+    # The trainer's loss factory accepts the preset as it stands.
+    from napari_tumorseg.training.losses import build_loss
+
+    loss = build_loss(get_info("hybrid_unet").preset, mode="binary")
+    logits = torch.zeros(1, 1, 4, 4)
+    target = torch.ones(1, 1, 4, 4)
+    assert torch.isfinite(loss(logits, target))
 
 
 def test_bad_config_is_a_clear_error():

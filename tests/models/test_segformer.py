@@ -157,3 +157,7 @@ def test_registry_entry_carries_the_paper_preset():
     preset = info["preset"]
     assert preset["lr"] == pytest.approx(6e-4)
     assert preset["batch_size"] == 10 and preset["epochs"] == 15 and preset["loss"] == "ce"
+    from napari_tumorseg.models import get_info
+    from napari_tumorseg.training.losses import build_loss
+
+    build_loss(get_info("segformer").preset, mode=info["output"])  # the trainer accepts the preset
