@@ -1,0 +1,444 @@
+"""Dock widget: fine-tune any registry model on a folder, a COCO export or open layers.
+
+A thin driver of :func:`napari_tumorseg.training.engine.train`: the generator runs in
+napari's ``thread_worker``; every event it yields updates the progress bar, the ETA and
+the live loss/Dice plot on the GUI thread. Cancel is polled by the engine before every
+optimiser step, so it takes effect within one step and leaves a resumable ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import napari
+import numpy as np
+from matplotlib.figure import Figure
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.models import get_info, list_models
+from napari_tumorseg.training.engine import TrainConfig, train
+from napari_tumorseg.training.events import (
+    CancelledEvent,
+    DoneEvent,
+    EpochEvent,
+    ErrorEvent,
+    StartEvent,
+    StepEvent,
+)
+from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info, show_warning
+
+
+class LossHistory:
+    """Train/val loss and val Dice per epoch, rendered to an image with matplotlib's Agg.
+
+    Rendering happens in the training thread, not the GUI thread: a matplotlib draw costs
+    hundreds of milliseconds of CPU on a busy 2-core machine, which would freeze the
+    viewer once per epoch. The GUI thread only shows the finished image.
+    """
+
+    def __init__(self, epochs=(), train_loss=(), val_loss=(), val_dice=(), size=(420, 260)):
+        self.epochs, self.train_loss = list(epochs), list(train_loss)
+        self.val_loss, self.val_dice = list(val_loss), list(val_dice)
+        self.size = size
+
+    def add(self, ev: EpochEvent) -> None:
+        self.epochs.append(ev.epoch + 1)
+        self.train_loss.append(ev.train_loss)
+        self.val_loss.append(np.nan if ev.val_loss is None else ev.val_loss)
+        self.val_dice.append(ev.metrics.get("dice", np.nan))
+
+    def copy(self) -> "LossHistory":
+        return LossHistory(self.epochs, self.train_loss, self.val_loss, self.val_dice, self.size)
+
+    def render(self) -> np.ndarray:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        dpi = 100
+        fig = Figure(figsize=(self.size[0] / dpi, self.size[1] / dpi), dpi=dpi)
+        FigureCanvasAgg(fig)
+        fig.subplots_adjust(left=0.15, right=0.85, bottom=0.18, top=0.95)
+        ax = fig.add_subplot(111)
+        ax2 = ax.twinx()
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax2.set_ylabel("val Dice")
+        ax2.set_ylim(0, 1)
+        lines = ax.plot(self.epochs, self.train_loss, "o-", color="tab:blue", label="train loss")
+        lines += ax.plot(self.epochs, self.val_loss, "s--", color="tab:orange", label="val loss")
+        lines += ax2.plot(self.epochs, self.val_dice, "^-", color="tab:green", label="val Dice")
+        if self.epochs:
+            ax.set_xlim(0.5, max(self.epochs) + 0.5)
+        ax.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="upper right")
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+
+class LossPlot(QLabel):
+    """Shows the image rendered by :class:`LossHistory`."""
+
+    def __init__(self):
+        super().__init__()
+        self.setAlignment(Qt.AlignCenter)
+        self.setMinimumHeight(200)
+        self.history = LossHistory()
+        self.show_history(self.history, self.history.render())
+
+    # The lists tests and users read.
+    @property
+    def epochs(self):
+        return self.history.epochs
+
+    @property
+    def train_loss(self):
+        return self.history.train_loss
+
+    def show_history(self, history: LossHistory, image: np.ndarray) -> None:
+        self.history = history
+        h, w = image.shape[:2]
+        self._image = QImage(image.data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
+        self.setPixmap(QPixmap.fromImage(self._image))
+
+
+class TrainWidget(QWidget):
+    #: emitted on the GUI thread after each epoch's plot update (tests and the predictor use it)
+    epoch_done = Signal(object)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._worker = None
+        self._cancel = threading.Event()
+        self._pbar = None
+        self.events: list = []
+        self.last_result = None
+
+        # -- model ----------------------------------------------------------------------
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(list_models())
+        self.model_combo.currentTextChanged.connect(self.apply_preset)
+        self.paper_label = QLabel("")
+        self.paper_label.setWordWrap(True)
+        self.small = QCheckBox("Small model (quick CPU trial; off = the paper's width)")
+        self.pretrained = PathPicker("optional pretrained weights (local file)", folder=True)
+
+        # -- data -----------------------------------------------------------------------
+        self.src_path = QRadioButton("Folder / COCO export")
+        self.src_layers = QRadioButton("Open layers")
+        self.src_path.setChecked(True)
+        group = QButtonGroup(self)
+        group.addButton(self.src_path)
+        group.addButton(self.src_layers)
+        self.data_picker = PathPicker("COCO export, image+mask folder, LGG, NIfTI/DICOM cases")
+        self.image_layer = QComboBox()
+        self.labels_layer = QComboBox()
+        self.out_picker = PathPicker("output folder for last.pt, best.pt, history.csv", file=False)
+        self.resume_picker = PathPicker("resume from checkpoint (last.pt)", "Checkpoint (*.pt)", folder=False)
+
+        # -- hyper-parameters -----------------------------------------------------------
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 10000)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 1024)
+        self.lr = QLineEdit()
+        self.size = QSpinBox()
+        self.size.setRange(16, 1024)
+        self.size.setSingleStep(16)
+        self.augment = QCheckBox("Augmentation (flips, rotations, blur, contrast)")
+        self.augment.setChecked(True)
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.0, 2.0)
+        self.strength.setSingleStep(0.25)
+        self.strength.setValue(1.0)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.05, 0.9)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(0.2)
+        self.show_prediction = QCheckBox("Show the prediction on the viewed slice after each epoch")
+
+        # -- run ------------------------------------------------------------------------
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_combo)
+        form.addRow(self.paper_label)
+        form.addRow(self.small)
+        form.addRow("Pretrained", self.pretrained)
+        src_row = QHBoxLayout()
+        src_row.addWidget(self.src_path)
+        src_row.addWidget(self.src_layers)
+        form.addRow("Data", src_row)
+        form.addRow("Path", self.data_picker)
+        form.addRow("Image layer", self.image_layer)
+        form.addRow("Labels layer", self.labels_layer)
+        form.addRow("Output", self.out_picker)
+        form.addRow("Resume", self.resume_picker)
+        hp = QGroupBox("Training (paper preset, every value editable)")
+        hpf = QFormLayout(hp)
+        hpf.addRow("Epochs", self.epochs)
+        hpf.addRow("Batch size", self.batch)
+        hpf.addRow("Learning rate", self.lr)
+        hpf.addRow("Input size", self.size)
+        aug = QHBoxLayout()
+        aug.addWidget(self.augment)
+        aug.addWidget(QLabel("strength"))
+        aug.addWidget(self.strength)
+        hpf.addRow(aug)
+        hpf.addRow("Validation fraction", self.val_fraction)
+        hpf.addRow("Device", self.device)
+        hpf.addRow(self.show_prediction)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(hp)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot, 1)
+
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+        self.apply_preset(self.model_combo.currentText())
+
+    # -- configuration ------------------------------------------------------------------
+    def apply_preset(self, name: str) -> None:
+        if not name:
+            return
+        info = get_info(name)
+        p = info.preset
+        self.epochs.setValue(int(p.epochs))
+        self.batch.setValue(int(p.batch_size))
+        self.lr.setText(f"{p.lr:g}")
+        size = info.input_size[-1] if info.input_size else 256
+        self.size.setValue(int(size))
+        self.paper_label.setText(
+            f"{info.description} — seed {info.paper}; {info.dims}D, loss {p.loss}, "
+            f"{p.optimizer} lr {p.lr:g}, {p.scheduler} schedule, batch {p.batch_size}, {p.epochs} epochs"
+        )
+
+    def _refresh_layers(self, *_):
+        for combo, kind in ((self.image_layer, napari.layers.Image), (self.labels_layer, napari.layers.Labels)):
+            current = combo.currentText()
+            combo.clear()
+            names = [l.name for l in self.viewer.layers if isinstance(l, kind)]
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+
+    def _layer_data(self) -> list[tuple]:
+        """The open image + labels pair as one in-memory training case."""
+        img_name, lab_name = self.image_layer.currentText(), self.labels_layer.currentText()
+        if not img_name or not lab_name:
+            raise TumorSegError("open an image and a labels layer to train on layers")
+        image, labels = self.viewer.layers[img_name], self.viewer.layers[lab_name]
+        data = np.asarray(image.data)
+        mask = np.asarray(labels.data)
+        if data.shape[-mask.ndim:] != mask.shape if not image.rgb else data.shape[:-1] != mask.shape:
+            raise TumorSegError(
+                f"image {img_name!r} {data.shape} and labels {lab_name!r} {mask.shape} are not on one grid"
+            )
+        spacing = tuple(float(s) for s in labels.scale[-3:])
+        return [(data, mask, spacing, img_name)]
+
+    def build_config(self) -> TrainConfig:
+        out = self.out_picker.path()
+        if out is None:
+            raise TumorSegError("choose an output folder for the checkpoints")
+        if self.src_layers.isChecked():
+            data = self._layer_data()
+        else:
+            data = self.data_picker.path()
+            if data is None:
+                raise TumorSegError("choose the training data (folder or COCO export)")
+        try:
+            lr = float(self.lr.text())
+        except ValueError:
+            raise TumorSegError(f"learning rate {self.lr.text()!r} is not a number") from None
+        resume = self.resume_picker.path()
+        pretrained = self.pretrained.path()
+        aug = self.strength.value() if self.augment.isChecked() else False
+        return TrainConfig(
+            model=self.model_combo.currentText(),
+            data=data if isinstance(data, list) else str(data),
+            out_dir=str(out),
+            epochs=self.epochs.value(),
+            batch_size=self.batch.value(),
+            lr=lr,
+            size=self.size.value(),
+            device=self.device.currentText(),
+            augmentation=aug,
+            val_fraction=self.val_fraction.value(),
+            resume=str(resume) if resume else None,
+            pretrained=str(pretrained) if pretrained else None,
+            tiny=self.small.isChecked(),
+            overwrite=bool(resume),
+        )
+
+    # -- running ------------------------------------------------------------------------
+    def start(self):
+        if self._worker is not None:
+            notify_error(TumorSegError("a training run is already going"))
+            return None
+        try:
+            config = self.build_config()
+        except TumorSegError as err:
+            notify_error(err)
+            return None
+        self._cancel.clear()
+        self.events = []
+        self.last_result = None
+        history = self.plot.history.copy() if config.resume else LossHistory()
+        if not config.resume:
+            self.plot.show_history(history, history.render())
+        cancel = self._cancel.is_set
+
+        @thread_worker
+        def work():
+            for ev in train(config, cancel=cancel):
+                if isinstance(ev, EpochEvent):
+                    history.add(ev)
+                    yield ev, history.copy(), history.render()
+                else:
+                    yield ev, None, None
+
+        # Created here, at the click, not on the first event: napari's first progress bar
+        # builds its activity dock, a one-off cost better paid before training starts.
+        self._pbar = progress(total=0, desc="Training: preparing data")
+        worker = work()
+        worker.yielded.connect(self._on_event)
+        worker.errored.connect(lambda err: notify_error(TumorSegError(f"training stopped: {err}")))
+        worker.finished.connect(self._on_finished)
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText("preparing data and model…")
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self.status.setText("cancelling at the next step…")
+
+    def _on_event(self, item) -> None:
+        ev, history, image = item
+        self.events.append(ev)
+        if isinstance(ev, StartEvent):
+            n_batches = max(1, math.ceil(ev.n_train / max(1, self.batch.value())))
+            remaining = (ev.epochs - ev.start_epoch) * n_batches
+            if self._pbar is not None:
+                self._pbar.total = remaining
+                self._pbar.set_description(f"Training {ev.model}")
+            self.status.setText(
+                f"{ev.model} on {ev.device}: {ev.n_train} training / {ev.n_val} validation items; "
+                f"epochs {ev.start_epoch + 1}-{ev.epochs}"
+            )
+            for w in ev.warnings:
+                show_warning(w)
+        elif isinstance(ev, StepEvent):
+            if self._pbar is not None:
+                self._pbar.update(1)
+                self._pbar.set_description(f"epoch {ev.epoch + 1} loss {ev.loss:.4f}")
+            self.status.setText(
+                f"epoch {ev.epoch + 1}, batch {ev.batch + 1}/{ev.n_batches}, loss {ev.loss:.4f}, "
+                f"ETA {_fmt_eta(ev.eta_s)}"
+            )
+        elif isinstance(ev, EpochEvent):
+            self.plot.show_history(history, image)
+            dice = ev.metrics.get("dice")
+            self.status.setText(
+                f"epoch {ev.epoch + 1}: train loss {ev.train_loss:.4f}"
+                + (f", val loss {ev.val_loss:.4f}" if ev.val_loss is not None else "")
+                + (f", val Dice {dice:.3f}" if dice is not None else "")
+                + (" (best)" if ev.is_best else "")
+            )
+            if self.show_prediction.isChecked():
+                self._show_prediction(ev.checkpoint)
+            self.epoch_done.emit(ev)
+        elif isinstance(ev, DoneEvent):
+            self.last_result = ev
+            show_info(f"training done: best {ev.best_checkpoint or ev.last_checkpoint}")
+            self.status.setText(f"done after {ev.epochs_run} epoch(s); history in {ev.history_csv}")
+            self.resume_picker.set_path(ev.last_checkpoint)
+        elif isinstance(ev, CancelledEvent):
+            self.last_result = ev
+            show_info(f"{ev.message}; resume from {ev.checkpoint}" if ev.checkpoint else ev.message)
+            self.status.setText(f"cancelled in epoch {ev.epoch + 1}; checkpoint: {ev.checkpoint}")
+            if ev.checkpoint:
+                self.resume_picker.set_path(ev.checkpoint)
+        elif isinstance(ev, ErrorEvent):
+            self.last_result = ev
+            keep = f" (last good checkpoint kept: {ev.checkpoint})" if ev.checkpoint else ""
+            notify_error(TumorSegError(ev.message + keep))
+            self.status.setText(ev.message + keep)
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._worker = None
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _show_prediction(self, checkpoint: str) -> None:
+        """Predict the slice in view with the epoch's weights (small: one slice, GUI thread)."""
+        name = self.image_layer.currentText()
+        if not name or not Path(checkpoint).exists():
+            return
+        try:
+            from napari_tumorseg.inference.predict import Predictor, predict_array
+
+            layer = self.viewer.layers[name]
+            z = int(self.viewer.dims.current_step[0]) if layer.data.ndim >= 3 else 0
+            predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+            prob = predict_array(predictor, np.asarray(layer.data), slices=[z])
+            plane = np.zeros(layer.data.shape[-3:] if layer.data.ndim >= 3 else (1, *layer.data.shape), np.float32)
+            plane[z] = prob[z] if prob.ndim == 3 else prob[0, z]
+            title = "training preview"
+            if title in self.viewer.layers:
+                self.viewer.layers[title].data = plane
+            else:
+                self.viewer.add_image(plane, name=title, colormap="magma", opacity=0.5,
+                                      blending="additive", scale=layer.scale[-3:], contrast_limits=(0, 1))
+        except Exception as err:  # a preview must never stop training
+            show_warning(f"prediction preview skipped: {err}")
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
