@@ -1,0 +1,163 @@
+"""Data sources, the patient-level split, preprocessing and augmentation on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.training import TrainConfig, train
+from napari_tumorseg.training.augment import AugmentConfig, augment
+from napari_tumorseg.training.datasets import (
+    SegDataset,
+    _rasterise_coco,
+    arrays_source,
+    open_source,
+    prepare_case,
+    split_refs,
+)
+from napari_tumorseg.training.events import StartEvent
+from napari_tumorseg.training.preprocessing import (
+    apply_preprocessing,
+    default_preprocessing,
+    preprocess_labels,
+    restore_spatial,
+)
+
+
+@pytest.mark.parametrize("folder, kind, n_cases", [
+    ("coco_ravirawal", "coco", 701), ("coco_madhav", "coco", None), ("lgg_kaggle3m", "pairs", 2),
+    ("brats2013_deepmedic", "nifti", 4), ("brats2012_hg0015", "nifti", 1), ("dicom_brainix", "dicom", 1),
+])
+def test_sources_are_detected(shared_data, folder, kind, n_cases):
+    src = open_source(shared_data / folder)
+    assert src.kind == kind
+    if n_cases:
+        assert len({r.case_id for r in src.refs}) == n_cases
+
+
+def test_lgg_split_keeps_patients_apart(shared_data, tmp_path):
+    src = open_source(shared_data / "lgg_kaggle3m")
+    train_refs, val_refs, _ = split_refs(src, 0.5, seed=0)
+    assert {r.case_id for r in train_refs} | {r.case_id for r in val_refs} == {"TCGA_CS_4941", "TCGA_DU_A5TU"}
+    assert not {r.case_id for r in train_refs} & {r.case_id for r in val_refs}
+    case = train_refs[0].load()
+    assert case.image.shape[:2] == (3, 23) and case.labels.shape == (23, 256, 256)  # one volume
+    # The engine's split: every slice of a patient on one side.
+    cfg = TrainConfig(model="unet", data=shared_data / "lgg_kaggle3m", out_dir=str(tmp_path), epochs=1,
+                      size=32, tiny=True, val_fraction=0.5, batch_size=64)
+    start = next(e for e in train(cfg) if isinstance(e, StartEvent))
+    assert len(start.train_cases) == 1 and len(start.val_cases) == 1
+    assert start.train_cases != start.val_cases
+    assert start.n_val == 23  # all slices of the validation patient
+
+
+def test_roboflow_copies_stay_on_one_side(shared_data):
+    src = open_source(shared_data / "coco_madhav/train")
+    assert len({r.case_id for r in src.refs}) < len(src.refs)  # .rf. augmented copies
+    tr, va, _ = split_refs(src, 0.3, seed=5)
+    assert not {r.case_id for r in tr} & {r.case_id for r in va}
+    assert split_refs(src, 0.3, seed=5)[1] == va  # fixed seed, same split
+
+
+def test_coco_polygons_match_pycocotools(shared_data):
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(shared_data / "coco_ravirawal/valid/_annotations.coco.json"))
+    checked = 0
+    for img_id in list(coco.getImgIds())[:20]:
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
+        if not anns:
+            continue
+        info = coco.loadImgs(img_id)[0]
+        ours = _rasterise_coco(anns, info["height"], info["width"])
+        ref = np.zeros_like(ours)
+        for a in anns:
+            ref |= coco.annToMask(a).astype(bool)
+        iou = (ours & ref).sum() / (ours | ref).sum()
+        assert iou > 0.97, iou
+        checked += 1
+    assert checked >= 5
+
+
+def test_brats_slices_subsample_empty_ones(shared_data):
+    src = open_source(shared_data / "brats2013_deepmedic/validation")
+    prep = {**default_preprocessing(2, 64, 2, "binary"), "normalize": "zscore"}
+    case = prepare_case(src.refs[0], prep)
+    fg = int(case.labels.reshape(case.labels.shape[0], -1).any(1).sum())
+    n = case.image.shape[1]
+    ds = SegDataset([case], empty_fraction=0.25, seed=0)
+    assert fg <= len(ds) < fg + 0.5 * (n - fg)
+    assert len(SegDataset([case], empty_fraction=1.0)) == n
+    x, y = ds[0]
+    assert x.shape == (2, 64, 64) and y.shape == (1, 64, 64)
+
+
+def test_preprocessing_normalisation_channels_and_sizes(shared_data):
+    import tifffile
+
+    img = tifffile.imread(shared_data / "lgg_kaggle3m/TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif")
+    prep = default_preprocessing(2, 64, 3, normalize="scale255")
+    out = apply_preprocessing(img, prep)  # (y, x, 3) uint8 -> (3, 1, 64, 64) in [0, 1]
+    assert out.shape == (3, 1, 64, 64) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    grey = apply_preprocessing(img, {**prep, "channels": 1})
+    assert grey.shape == (1, 1, 64, 64)
+    import nibabel as nib
+
+    vol = np.asarray(nib.load(shared_data / "brats2012_hg0015/BRATS_HG0015_T1.nii.gz").dataobj).T
+    z = apply_preprocessing(vol, {**default_preprocessing(2, 32, 1), "normalize": "zscore"})
+    assert z.shape == (1, vol.shape[0], 32, 32)
+    nz = apply_preprocessing(vol, {**default_preprocessing(2, None, 1, spatial="none"), "normalize": "zscore"})
+    assert abs(float(nz[0][vol != 0].mean())) < 1e-3 and float(nz[0][vol != 0].std()) == pytest.approx(1, abs=1e-3)
+    with pytest.raises(TumorSegError, match="channels"):
+        apply_preprocessing(np.zeros((2, 4, 8, 8)), default_preprocessing(2, 8, 3))
+    # pad/crop round trip and nearest-neighbour masks
+    mask = np.zeros((1, 50, 70), np.int64)
+    mask[0, 10:20, 30:40] = 1
+    pc = {**default_preprocessing(2, 64, 1, spatial="pad_crop")}
+    m = preprocess_labels(mask, pc)
+    assert m.shape == (1, 64, 64) and m.sum() == 100
+    back = restore_spatial(m[None], (50, 70), pc)[0]
+    assert np.array_equal(back, mask)
+    rs = default_preprocessing(2, 32, 1)
+    assert set(np.unique(preprocess_labels(mask, rs))) <= {0, 1}
+
+
+def test_augmentation_moves_image_and_mask_together(shared_data):
+    import tifffile
+
+    img = tifffile.imread(shared_data / "lgg_kaggle3m/TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif")
+    mask = tifffile.imread(shared_data / "lgg_kaggle3m/TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12_mask.tif") > 0
+    # Tag the tumour in the image so the correspondence can be checked after the transform.
+    x = torch.from_numpy(np.where(mask, 1000.0, img[..., 1].astype(np.float32)))[None]
+    y = torch.from_numpy(mask.astype(np.float32))[None]
+    geo = AugmentConfig(blur=False, contrast=False, strength=2.0)
+    changed = 0
+    for seed in range(8):
+        g = torch.Generator().manual_seed(seed)
+        xa, ya = augment(x, y, g, geo)
+        tagged = xa[0] > 999.0
+        agree = (tagged == (ya[0] > 0.5)).float().mean()
+        assert agree > 0.995
+        changed += int(not torch.equal(ya, y))
+        xb, yb = augment(x, y, torch.Generator().manual_seed(seed), geo)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)  # seeded: reproducible
+    assert changed >= 4
+    off = augment(x, y, torch.Generator().manual_seed(0), AugmentConfig.from_value(False))
+    assert off[0] is x and off[1] is y
+    inten = AugmentConfig(flips=False, rotate=False, strength=2.0)
+    xi, yi = augment(x, y, torch.Generator().manual_seed(1), inten)
+    assert torch.equal(yi, y)
+
+
+def test_in_memory_layers_and_size_mismatch():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(3, 40, 40)).astype(np.float32)
+    lab = np.zeros((3, 40, 40), np.uint8)
+    src = arrays_source([(img, lab, (2.0, 1.0, 1.0), "patient A"), {"image": img, "mask": lab, "case_id": "B"}])
+    assert [r.case_id for r in src.refs] == ["patient A", "B"]
+    assert src.refs[0].load().spacing == (2.0, 1.0, 1.0)
+    bad = arrays_source([(img, lab[:, :30], None, "C")])
+    with pytest.raises(TumorSegError, match="differ in size"):
+        bad.refs[0].load()
