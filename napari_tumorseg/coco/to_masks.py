@@ -217,10 +217,13 @@ def rasterize(
     return out
 
 
-def mask_name(file_name: str) -> PurePosixPath:
+def mask_name(file_name: str) -> str:
     """Relative mask path for an image: same folders and stem, ``.tif``."""
+    if "/" not in file_name and "\\" not in file_name:  # the usual case, without pathlib
+        stem, ext = os.path.splitext(file_name)
+        return (stem if ext else file_name) + ".tif"
     p = PurePosixPath(file_name.replace("\\", "/"))
-    return p.with_name(p.stem + ".tif")
+    return str(p.with_name(p.stem + ".tif"))
 
 
 COMPRESSIONS = ("none", "packbits", "deflate")
@@ -323,11 +326,11 @@ def write_mask(
             os.close(fd)
 
 
-def _exists(path: Path, listings: dict[str, set[str]]) -> bool:
+def _exists(path: str, listings: dict[str, set[str]]) -> bool:
     """Existence from one listing per folder: on slow file systems a stat per image
     costs more than rasterising it. A file appearing later is still never clobbered:
     :func:`atomic_path` checks again before its rename."""
-    folder, name = os.path.split(os.fspath(path))
+    folder, name = os.path.split(path)
     if folder not in listings:
         try:
             listings[folder] = {e.name for e in os.scandir(folder or ".") if not e.is_dir()}
@@ -337,7 +340,7 @@ def _exists(path: Path, listings: dict[str, set[str]]) -> bool:
 
 
 def _convert_one(
-    anns: list[dict], height: int, width: int, dest: Path, per_category: bool,
+    anns: list[dict], height: int, width: int, dest: str, per_category: bool,
     dtype: np.dtype | None, overwrite: bool, compression: str,
 ) -> list[str]:
     invalid: list[str] = []
@@ -392,6 +395,7 @@ def coco_to_masks(
         result, dest, n_anns, prefix, label = job
         invalid = result.result() if isinstance(result, Future) else result
         report.invalid.extend(f"{prefix}{line}" for line in invalid)
+        dest = Path(dest)
         report.written.append(dest)
         if n_anns == len(invalid):
             report.empty.append(dest)
@@ -399,7 +403,8 @@ def coco_to_masks(
         return Progress(done, total, label, report)
 
     try:
-        claimed: set[Path] = set()
+        # Plain strings in this loop: pathlib costs more per image than painting a mask.
+        claimed: set[str] = set()
         listings: dict[str, set[str]] = {}
         for split, cs in sets:
             prefix = f"{split}/" if split else ""
@@ -408,18 +413,19 @@ def coco_to_masks(
                 f"{prefix}annotation {a.get('id', '?')} -> image_id {a['image_id']} (not listed)"
                 for a in cs.orphan_annotations
             ]
-            split_out = out_dir / split if split else out_dir
+            split_out = os.fspath(out_dir / split if split else out_dir)
+            image_dir_str = os.fspath(cs.image_dir)
             for image_id, image in cs.images.items():
                 name = image["file_name"]
                 label = f"{prefix}{name}"
-                dest = split_out / mask_name(name)
+                dest = os.path.join(split_out, mask_name(name))
                 skipped = True
                 if dest in claimed:
-                    report.duplicates.append(f"{label} -> {dest.name}")
-                elif not _exists(cs.image_path(image), listings):
+                    report.duplicates.append(f"{label} -> {os.path.basename(dest)}")
+                elif not _exists(os.path.join(image_dir_str, name), listings):
                     report.missing_files.append(cs.image_path(image))
                 elif not overwrite and _exists(dest, listings):
-                    report.skipped_existing.append(dest)
+                    report.skipped_existing.append(Path(dest))
                 else:
                     skipped = False
                 claimed.add(dest)
