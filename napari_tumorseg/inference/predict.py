@@ -130,6 +130,11 @@ class Predictor:
         self.class_names = list(class_names or self.prep.get("class_names") or self.info.class_names)
         self.amp = self.device.type == "cuda" if amp is None else bool(amp and self.device.type == "cuda")
         self.source = source
+        # oneDNN runs 2D convolutions faster on NHWC tensors (about 1.2x for unet on CPU);
+        # a model that cannot take them falls back to NCHW on its first forward.
+        self.channels_last = self.dims == 2 and self.device.type == "cpu"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     # -- construction
 
@@ -228,6 +233,12 @@ class Predictor:
 
     # -- forward
 
+    def _forward(self, x: torch.Tensor):
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+            return self.model(x)
+
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Model probabilities for an (N, C, ...) batch, float32 on the CPU.
 
@@ -235,8 +246,14 @@ class Predictor:
         probability for 2 classes, else (N, K, ...); classes -> (N, K).
         """
         x = batch.to(self.device, non_blocking=True)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-            out = self.model(x)
+        try:
+            out = self._forward(x)
+        except RuntimeError:
+            if not self.channels_last:
+                raise
+            self.channels_last = False
+            self.model.to(memory_format=torch.contiguous_format)
+            out = self._forward(x)
         if isinstance(out, (list, tuple)):  # deep supervision: the full-resolution head
             out = out[0]
         if isinstance(out, dict):
