@@ -6,7 +6,7 @@ import argparse
 
 from napari_tumorseg.errors import TumorSegError
 
-DOCKS = ["Load study", "COCO to masks", "Train", "Predict"]
+DOCKS = ["Load study", "COCO to masks", "Train", "Predict", "Correct and export"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

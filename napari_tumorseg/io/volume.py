@@ -72,3 +72,28 @@ def affine_from_spacing(spacing, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
     a[:3, 3] = origin
     a[3, 3] = 1.0
     return a
+
+
+def volume_from_layer(data, metadata: dict | None, scale=None, name: str = "layer", kind: str = "image") -> Volume:
+    """Rebuild a :class:`Volume` from a napari layer's parts (no napari import needed).
+
+    The reader stores the geometry and source identity in ``metadata["tumorseg"]`` and,
+    for DICOM, the UIDs in ``metadata["dicom"]``; exports need both.
+    """
+    metadata = dict(metadata or {})
+    ts = metadata.get("tumorseg", {})
+    arr = np.asarray(data)
+    spacing = ts.get("spacing") or (list(scale)[-3:] if scale is not None else [1.0, 1.0, 1.0])
+    if len(spacing) == 2:
+        spacing = [1.0, *spacing]
+    affine = ts.get("affine")
+    return Volume(
+        data=arr,
+        spacing=tuple(spacing),
+        affine=np.asarray(affine) if affine is not None else None,
+        name=name,
+        kind=kind,
+        modality=ts.get("modality", ""),
+        source=list(ts.get("source", [])),
+        metadata={k: v for k, v in metadata.items() if k != "tumorseg"},
+    )

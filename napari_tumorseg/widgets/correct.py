@@ -1,0 +1,387 @@
+"""Dock widget: correct a labels layer, measure it, export it, and feed it back to training.
+
+Every edit goes through the layer's own history (``data_setitem`` inside
+``block_history``), so one Ctrl+Z undoes one of our edits exactly like a brush stroke,
+and brush, eraser, fill and our tools interleave in one undo stack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.io.volume import volume_from_layer
+from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info
+
+EXPORT_FORMATS = {
+    "NIfTI (.nii.gz)": "nifti",
+    "TIFF stack (.tif)": "tiff",
+    "TIFF per slice (folder)": "tiff-slices",
+    "COCO JSON (.json)": "coco",
+    "DICOM-SEG (.dcm)": "dicom-seg",
+}
+
+
+def apply_edit(layer, new: np.ndarray) -> int:
+    """Write ``new`` into a Labels layer as ONE undoable step; returns voxels changed."""
+    old = np.asarray(layer.data)
+    if new.shape != old.shape:
+        raise TumorSegError(f"edit shape {new.shape} differs from the layer's {old.shape}")
+    changed = np.nonzero(new != old)
+    if changed[0].size == 0:
+        return 0
+    values = new[changed]
+    with layer.block_history():
+        for v in np.unique(values):
+            sel = values == v
+            layer.data_setitem(tuple(ix[sel] for ix in changed), int(v), refresh=False)
+    layer.refresh()
+    return int(changed[0].size)
+
+
+class CorrectWidget(QWidget):
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._click_layer = None
+        self.last_report = ""
+
+        self.labels_combo = QComboBox()
+        self.image_combo = QComboBox()
+        self.gt_combo = QComboBox()
+
+        # -- editing ----------------------------------------------------------------------
+        self.click_keep = QCheckBox("Click-to-keep: click a tumour, only its component stays")
+        self.click_keep.toggled.connect(self._toggle_click_keep)
+        self.slice_only = QCheckBox("This slice only (else 3D)")
+        self.fill_button = QPushButton("Fill holes")
+        self.fill_button.clicked.connect(self.fill_holes)
+        self.island_mm3 = QDoubleSpinBox()
+        self.island_mm3.setRange(0.0, 1e7)
+        self.island_mm3.setValue(50.0)
+        self.island_mm3.setSuffix(" mm³")
+        self.islands_button = QPushButton("Remove islands smaller than")
+        self.islands_button.clicked.connect(self.remove_islands)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.clicked.connect(self.undo)
+
+        # -- measuring --------------------------------------------------------------------
+        self.measure_button = QPushButton("Measure")
+        self.measure_button.clicked.connect(self.measure)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.clicked.connect(lambda: QApplication.clipboard().setText(self.report.toPlainText()))
+        self.report = QPlainTextEdit()
+        self.report.setReadOnly(True)
+        self.report.setMinimumHeight(140)
+
+        # -- export -----------------------------------------------------------------------
+        self.format_combo = QComboBox()
+        self.format_combo.addItems(list(EXPORT_FORMATS))
+        self.export_picker = PathPicker("output file or folder", save=True)
+        self.overwrite = QCheckBox("Overwrite existing files")
+        self.export_button = QPushButton("Export")
+        self.export_button.clicked.connect(self.export)
+
+        # -- human in the loop ------------------------------------------------------------
+        self.dataset_picker = PathPicker("training-set folder (image + *_mask pairs)", file=False)
+        self.add_button = QPushButton("Add to training set")
+        self.add_button.clicked.connect(self.add_to_training_set)
+        self.finetune_button = QPushButton("Fine-tune on corrections")
+        self.finetune_button.clicked.connect(self.fine_tune)
+
+        layers_box = QGroupBox("Layers")
+        lf = QFormLayout(layers_box)
+        lf.addRow("Labels to edit", self.labels_combo)
+        lf.addRow("Scan", self.image_combo)
+        lf.addRow("Ground truth", self.gt_combo)
+        edit_box = QGroupBox("Correct")
+        ef = QVBoxLayout(edit_box)
+        hint = QLabel("napari's brush, eraser and fill work too; Ctrl+Z / Undo steps back through all edits")
+        hint.setWordWrap(True)
+        ef.addWidget(hint)
+        ef.addWidget(self.click_keep)
+        ef.addWidget(self.slice_only)
+        row = QHBoxLayout()
+        row.addWidget(self.fill_button)
+        row.addWidget(self.undo_button)
+        ef.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(self.islands_button)
+        row.addWidget(self.island_mm3)
+        ef.addLayout(row)
+        m_box = QGroupBox("Measure")
+        mf = QVBoxLayout(m_box)
+        row = QHBoxLayout()
+        row.addWidget(self.measure_button)
+        row.addWidget(self.copy_button)
+        mf.addLayout(row)
+        mf.addWidget(self.report)
+        x_box = QGroupBox("Export")
+        xf = QFormLayout(x_box)
+        xf.addRow("Format", self.format_combo)
+        xf.addRow("To", self.export_picker)
+        xf.addRow(self.overwrite)
+        xf.addRow(self.export_button)
+        h_box = QGroupBox("Human in the loop")
+        hf = QFormLayout(h_box)
+        hf.addRow("Dataset", self.dataset_picker)
+        row = QHBoxLayout()
+        row.addWidget(self.add_button)
+        row.addWidget(self.finetune_button)
+        hf.addRow(row)
+        layout = QVBoxLayout(self)
+        for w in (layers_box, edit_box, m_box, x_box, h_box):
+            layout.addWidget(w)
+        layout.addStretch(1)
+
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # -- layers -------------------------------------------------------------------------
+    def _refresh_layers(self, *_):
+        labels = [l.name for l in self.viewer.layers if isinstance(l, napari.layers.Labels)]
+        images = [l.name for l in self.viewer.layers
+                  if isinstance(l, napari.layers.Image) and not l.name.endswith(" probability")]
+        for combo, names, blank in ((self.labels_combo, labels, False), (self.image_combo, images, False),
+                                    (self.gt_combo, labels, True)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems((["(none)"] if blank else []) + names)
+            if current in names or (blank and current == "(none)"):
+                combo.setCurrentText(current)
+            elif not blank and names:
+                # Prefer a predicted layer as the one to edit, the matching scan as image.
+                preferred = [n for n in names if n.endswith(" tumour")]
+                combo.setCurrentText(preferred[-1] if preferred and combo is self.labels_combo else names[0])
+            combo.blockSignals(False)
+
+    def labels_layer(self):
+        name = self.labels_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise TumorSegError("open or predict a labels layer to correct")
+        return self.viewer.layers[name]
+
+    def _spacing(self, layer) -> tuple[float, float, float]:
+        sc = tuple(float(s) for s in layer.scale)
+        return sc[-3:] if len(sc) >= 3 else (1.0, *sc[-2:])
+
+    def _z(self, layer) -> int | None:
+        return int(self.viewer.dims.current_step[0]) if layer.ndim >= 3 else None
+
+    # -- edits --------------------------------------------------------------------------
+    def _toggle_click_keep(self, on: bool) -> None:
+        if self._click_layer is not None and self._on_click in self._click_layer.mouse_drag_callbacks:
+            self._click_layer.mouse_drag_callbacks.remove(self._on_click)
+            self._click_layer = None
+        if on:
+            try:
+                layer = self.labels_layer()
+            except TumorSegError as err:
+                notify_error(err)
+                self.click_keep.setChecked(False)
+                return
+            layer.mode = "pan_zoom"  # clicks must not paint while this tool is on
+            layer.mouse_drag_callbacks.append(self._on_click)
+            self._click_layer = layer
+
+    def _on_click(self, layer, event):
+        if event.type != "mouse_press":
+            return
+        point = layer.world_to_data(event.position)
+        self.keep_at(point)
+
+    def keep_at(self, point) -> int:
+        """Keep only the connected component under ``point`` (data coordinates)."""
+        from napari_tumorseg.editing import keep_component_at
+
+        try:
+            layer = self.labels_layer()
+            pt = tuple(int(round(p)) for p in point)[-3:]
+            res = keep_component_at(np.asarray(layer.data), pt, slice_only=self.slice_only.isChecked())
+        except TumorSegError as err:
+            notify_error(err)
+            return 0
+        n = apply_edit(layer, res.labels) if res.changed else 0
+        show_info(res.message)
+        return n
+
+    def fill_holes(self) -> int:
+        from napari_tumorseg.editing import fill_holes
+
+        try:
+            layer = self.labels_layer()
+            res = fill_holes(np.asarray(layer.data), slice_only=self.slice_only.isChecked(), z=self._z(layer))
+        except TumorSegError as err:
+            notify_error(err)
+            return 0
+        show_info(res.message)
+        return apply_edit(layer, res.labels) if res.changed else 0
+
+    def remove_islands(self) -> int:
+        from napari_tumorseg.editing import remove_islands
+
+        try:
+            layer = self.labels_layer()
+            res = remove_islands(np.asarray(layer.data), self.island_mm3.value(), self._spacing(layer),
+                                 slice_only=self.slice_only.isChecked())
+        except TumorSegError as err:
+            notify_error(err)
+            return 0
+        show_info(res.message)
+        return apply_edit(layer, res.labels) if res.changed else 0
+
+    def undo(self) -> None:
+        try:
+            self.labels_layer().undo()
+        except TumorSegError as err:
+            notify_error(err)
+
+    # -- measurements -------------------------------------------------------------------
+    def measure(self) -> str:
+        from napari_tumorseg.measurements import compare, format_report, measure
+
+        try:
+            layer = self.labels_layer()
+        except TumorSegError as err:
+            notify_error(err)
+            return ""
+        spacing = self._spacing(layer)
+        labels = np.asarray(layer.data)
+        names = layer.metadata.get("label_names") if isinstance(layer.metadata, dict) else None
+        parts = [format_report(measure(labels, spacing, names), title=f"{layer.name}")]
+        gt_name = self.gt_combo.currentText()
+        if gt_name and gt_name != "(none)" and gt_name != layer.name:
+            gt = np.asarray(self.viewer.layers[gt_name].data)
+            if gt.shape != labels.shape:
+                notify_error(TumorSegError(f"ground truth {gt.shape} is not on the grid of {layer.name} {labels.shape}"))
+            else:
+                parts.append(format_report(compare(labels, gt, spacing), title=f"{layer.name} vs {gt_name}"))
+        text = "\n\n".join(parts)
+        self.report.setPlainText(text)
+        self.last_report = text
+        return text
+
+    # -- export -------------------------------------------------------------------------
+    def _source_volume(self, labels_layer):
+        """The scan the labels belong to, for geometry and DICOM references."""
+        name = self.image_combo.currentText()
+        if name and name in self.viewer.layers:
+            img = self.viewer.layers[name]
+            if tuple(np.shape(img.data)[-3:]) == tuple(np.shape(labels_layer.data)[-3:]):
+                return volume_from_layer(img.data, img.metadata, img.scale, img.name)
+        return volume_from_layer(labels_layer.data, labels_layer.metadata, labels_layer.scale, labels_layer.name,
+                                 kind="labels")
+
+    def export(self) -> list[Path]:
+        from napari_tumorseg.export import export_labels
+
+        try:
+            layer = self.labels_layer()
+            out = self.export_picker.path()
+            if out is None:
+                raise TumorSegError("choose where to export")
+            fmt = EXPORT_FORMATS[self.format_combo.currentText()]
+            source = self._source_volume(layer)
+            names = layer.metadata.get("label_names") if isinstance(layer.metadata, dict) else None
+            image = None
+            if fmt == "coco" and self.image_combo.currentText() in self.viewer.layers:
+                image = np.asarray(self.viewer.layers[self.image_combo.currentText()].data)
+            paths = export_labels(np.asarray(layer.data), fmt, out, source=source,
+                                  overwrite=self.overwrite.isChecked(),
+                                  names={int(k): v for k, v in (names or {}).items()} or None,
+                                  image=image)
+        except TumorSegError as err:
+            notify_error(err)
+            return []
+        show_info(f"exported {layer.name} as {fmt}: {paths[0] if len(paths) == 1 else f'{len(paths)} files'}")
+        return paths
+
+    # -- human in the loop --------------------------------------------------------------
+    def add_to_training_set(self) -> list[Path]:
+        """Save the scan and the corrected mask as a pair the trainer reads (LGG-style names)."""
+        from napari_tumorseg.export.tiff import write_tiff_stack
+
+        try:
+            layer = self.labels_layer()
+            folder = self.dataset_picker.path()
+            if folder is None:
+                raise TumorSegError("choose a training-set folder")
+            name = self.image_combo.currentText()
+            if not name:
+                raise TumorSegError("choose the scan the labels belong to")
+            image = self.viewer.layers[name]
+            data, labels = np.asarray(image.data), np.asarray(layer.data)
+            if data.shape[-labels.ndim:] != labels.shape:
+                raise TumorSegError(f"scan {data.shape} and labels {labels.shape} are not on one grid")
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = _safe(name)
+            n = 1
+            while (folder / f"{stem}_{n:03d}.tif").exists():
+                n += 1  # never replace an earlier pair
+            spacing = self._spacing(layer)
+            img_path = write_tiff_stack(data, folder / f"{stem}_{n:03d}.tif", spacing=spacing)
+            mask_path = write_tiff_stack(labels.astype(np.uint8), folder / f"{stem}_{n:03d}_mask.tif",
+                                         spacing=spacing)
+        except TumorSegError as err:
+            notify_error(err)
+            return []
+        show_info(f"added {img_path.name} + {mask_path.name} to {folder}")
+        return [img_path, mask_path]
+
+    def fine_tune(self):
+        """Open the Train dock on the corrections folder, starting from the loaded checkpoint."""
+        folder = self.dataset_picker.path()
+        if folder is None or not folder.is_dir():
+            notify_error(TumorSegError("add at least one corrected case to a training-set folder first"))
+            return None
+        _, train_widget = self.viewer.window.add_plugin_dock_widget("napari-tumorseg", "Train")
+        train_widget.src_path.setChecked(True)
+        train_widget.data_picker.set_path(folder)
+        ckpt = _current_checkpoint(self.viewer)
+        if ckpt:
+            from napari_tumorseg.models.checkpoint import load_checkpoint
+
+            try:
+                _, meta = load_checkpoint(ckpt, build=False)
+                train_widget.model_combo.setCurrentText(meta["model_name"])
+            except TumorSegError as err:
+                notify_error(err)
+            train_widget.pretrained.set_path(ckpt)
+        train_widget.out_picker.set_path(folder / "finetune_run")
+        return train_widget
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+
+
+def _current_checkpoint(viewer) -> str | None:
+    """The checkpoint loaded in an open Predict dock, if any."""
+    from napari_tumorseg.widgets.predict import PredictWidget
+
+    for dock in viewer.window.dock_widgets.values() if hasattr(viewer.window, "dock_widgets") else []:
+        widget = dock if isinstance(dock, PredictWidget) else getattr(dock, "widget", lambda: None)()
+        if isinstance(widget, PredictWidget) and widget.ckpt_picker.path():
+            return str(widget.ckpt_picker.path())
+    return None

@@ -1,0 +1,376 @@
+"""Dock widget: run a checkpoint on an image layer, show probabilities and editable labels.
+
+The model runs once; the probability map is cached, and the threshold slider rebuilds
+the labels from the cache (no second model call). Slices appear as their batch
+finishes. A ConvNeXt V2 checkpoint shows the tumour type of the viewed slice and case.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import napari
+import numpy as np
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info
+
+
+def label_layer_name(image_name: str) -> str:
+    return f"{image_name} tumour"
+
+
+def prob_layer_name(image_name: str) -> str:
+    return f"{image_name} probability"
+
+
+class PredictWidget(QWidget):
+    #: emitted on the GUI thread when a prediction run ends (done or cancelled)
+    prediction_finished = Signal()
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.predictor = None
+        self.probabilities: np.ndarray | None = None  # cache in the source geometry
+        self.model_calls = 0  # forward runs started (tests: the slider must not add any)
+        self._source_layer = None
+        self._worker = None
+        self._cancel = threading.Event()
+        self.case_result = None
+
+        # -- model ----------------------------------------------------------------------
+        self.ckpt_picker = PathPicker("checkpoint (.pt) from training", "Checkpoint (*.pt)", folder=False)
+        self.load_button = QPushButton("Load model")
+        self.load_button.clicked.connect(self.load_model)
+        self.model_label = QLabel("no model loaded")
+        self.model_label.setWordWrap(True)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+
+        # -- input ----------------------------------------------------------------------
+        self.image_layer = QComboBox()
+        self.range_current = QRadioButton("Current slice")
+        self.range_span = QRadioButton("Slices")
+        self.range_all = QRadioButton("Whole volume")
+        self.range_all.setChecked(True)
+        group = QButtonGroup(self)
+        for b in (self.range_current, self.range_span, self.range_all):
+            group.addButton(b)
+        self.z_from = QSpinBox()
+        self.z_to = QSpinBox()
+        for s in (self.z_from, self.z_to):
+            s.setRange(0, 100000)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 256)
+        self.batch.setValue(8)
+        self.overlap = QDoubleSpinBox()
+        self.overlap.setRange(0.0, 0.95)
+        self.overlap.setSingleStep(0.05)
+        self.overlap.setValue(0.8)
+        self.overlap.setToolTip("sliding-window overlap for 3D models (GLIMS paper: 0.8)")
+
+        self.predict_button = QPushButton("Predict")
+        self.predict_button.clicked.connect(self.predict)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+
+        # -- output ---------------------------------------------------------------------
+        self.threshold = QSlider(Qt.Horizontal)
+        self.threshold.setRange(1, 99)
+        self.threshold.setValue(50)
+        self.threshold_label = QLabel("0.50")
+        self.threshold.valueChanged.connect(self._threshold_changed)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.class_label = QLabel("")
+        self.class_label.setWordWrap(True)
+        self.class_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+
+        model_box = QGroupBox("Model")
+        mf = QFormLayout(model_box)
+        mf.addRow("Checkpoint", self.ckpt_picker)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Device"))
+        row.addWidget(self.device)
+        row.addWidget(self.load_button)
+        mf.addRow(row)
+        mf.addRow(self.model_label)
+        in_box = QGroupBox("Input")
+        inf = QFormLayout(in_box)
+        inf.addRow("Image layer", self.image_layer)
+        ranges = QHBoxLayout()
+        for b in (self.range_current, self.range_span, self.range_all):
+            ranges.addWidget(b)
+        inf.addRow(ranges)
+        span = QHBoxLayout()
+        span.addWidget(QLabel("from"))
+        span.addWidget(self.z_from)
+        span.addWidget(QLabel("to"))
+        span.addWidget(self.z_to)
+        inf.addRow(span)
+        inf.addRow("Batch (slices)", self.batch)
+        inf.addRow("3D overlap", self.overlap)
+        out_box = QGroupBox("Result")
+        of = QFormLayout(out_box)
+        thr = QHBoxLayout()
+        thr.addWidget(self.threshold, 1)
+        thr.addWidget(self.threshold_label)
+        of.addRow("Threshold", thr)
+        of.addRow(self.class_label)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.predict_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(model_box)
+        layout.addWidget(in_box)
+        layout.addLayout(buttons)
+        layout.addWidget(out_box)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.dims.events.current_step.connect(self._update_slice_class)
+        self._refresh_layers()
+
+    # -- model --------------------------------------------------------------------------
+    def load_model(self):
+        path = self.ckpt_picker.path()
+        if path is None:
+            notify_error(TumorSegError("choose a checkpoint file (.pt) — weights are never downloaded"))
+            return None
+        try:
+            from napari_tumorseg.inference.predict import Predictor
+
+            self.predictor = Predictor.from_checkpoint(path, device=self.device.currentText())
+        except TumorSegError as err:
+            notify_error(err)
+            return None
+        self.model_label.setText(self.predictor.describe())
+        is_3d = self.predictor.dims == 3
+        self.overlap.setEnabled(is_3d)
+        self.threshold.setEnabled(not self.predictor.is_classifier)
+        return self.predictor
+
+    def _refresh_layers(self, *_):
+        current = self.image_layer.currentText()
+        self.image_layer.clear()
+        names = [
+            l.name for l in self.viewer.layers
+            if isinstance(l, napari.layers.Image) and not l.name.endswith(" probability")
+        ]
+        self.image_layer.addItems(names)
+        if current in names:
+            self.image_layer.setCurrentText(current)
+
+    def _source(self):
+        name = self.image_layer.currentText()
+        if not name:
+            raise TumorSegError("open an image to predict on")
+        layer = self.viewer.layers[name]
+        data = np.asarray(layer.data)
+        if layer.rgb:
+            data = np.moveaxis(data, -1, 0)  # (c, y, x)
+            data = data[:, None] if data.ndim == 3 else data
+        return layer, data
+
+    def _slices(self, n_z: int):
+        if self.range_current.isChecked():
+            return [int(self.viewer.dims.current_step[0])] if n_z > 1 else [0]
+        if self.range_span.isChecked():
+            lo, hi = sorted((self.z_from.value(), self.z_to.value()))
+            if lo >= n_z:
+                raise TumorSegError(f"slice {lo} is outside the volume (0-{n_z - 1})")
+            return list(range(lo, min(hi, n_z - 1) + 1))
+        return None
+
+    # -- prediction ---------------------------------------------------------------------
+    def predict(self):
+        if self._worker is not None:
+            notify_error(TumorSegError("a prediction is already running"))
+            return None
+        if self.predictor is None and self.load_model() is None:
+            return None
+        try:
+            layer, data = self._source()
+            spatial = data.shape[-3:] if data.ndim >= 3 else (1, *data.shape)
+            slices = self._slices(spatial[0])
+        except TumorSegError as err:
+            notify_error(err)
+            return None
+        if self.predictor.is_classifier:
+            return self._classify(layer, data, slices)
+        from napari_tumorseg.inference.predict import predict_volume
+
+        predictor = self.predictor
+        self._source_layer = layer
+        self._cancel.clear()
+        self.model_calls += 1
+        batch, overlap, cancel = self.batch.value(), self.overlap.value(), self._cancel.is_set
+        vol = data if data.ndim >= 3 else data[None]
+        shape = (3, *spatial) if predictor.output_kind == "regions" else tuple(spatial)
+        self.probabilities = np.zeros(shape, np.float32)
+        self._ensure_output_layers(layer)
+        pbar = progress(total=0, desc=f"Predicting {layer.name}")
+
+        @thread_worker
+        def work():
+            yield from predict_volume(predictor, vol, slices=slices, batch_size=batch, overlap=overlap,
+                                      cancel=cancel)
+
+        def on_event(ev):
+            if ev.total and pbar.total != ev.total:
+                pbar.total = ev.total
+            pbar.update(ev.done - pbar.n)
+            if ev.kind == "progress" and ev.planes is not None and ev.slices:
+                self.probabilities[..., ev.slices, :, :] = ev.planes
+                self._refresh_outputs(ev.slices)
+            elif ev.kind in ("done", "cancelled") and ev.probabilities is not None:
+                self.probabilities = np.asarray(ev.probabilities, np.float32)
+                self._refresh_outputs(None)
+                self.status.setText(
+                    f"{ev.kind}: {len(ev.slices)} slice(s) in {ev.elapsed_s:.1f} s" if ev.kind == "done"
+                    else f"cancelled; {len(ev.slices)} slice(s) kept"
+                )
+
+        worker = work()
+        worker.yielded.connect(on_event)
+        worker.errored.connect(lambda err: notify_error(err if isinstance(err, TumorSegError) else TumorSegError(f"prediction failed: {err}")))
+        worker.finished.connect(pbar.close)
+        worker.finished.connect(self._finished)
+        self.predict_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _finished(self) -> None:
+        self._worker = None
+        self.predict_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.prediction_finished.emit()
+
+    def _ensure_output_layers(self, layer) -> None:
+        spatial = self.probabilities.shape[-3:]
+        scale = tuple(layer.scale[-3:]) if layer.ndim >= 3 else (1.0, *layer.scale[-2:])
+        translate = tuple(layer.translate[-3:]) if layer.ndim >= 3 else (0.0, *layer.translate[-2:])
+        meta = dict(layer.metadata)
+        pname, lname = prob_layer_name(layer.name), label_layer_name(layer.name)
+        prob_view = self.probabilities[0] if self.probabilities.ndim == 4 else self.probabilities
+        if pname in self.viewer.layers:
+            self.viewer.layers[pname].data = prob_view
+        else:
+            self.viewer.add_image(
+                prob_view, name=pname, colormap="inferno", opacity=0.45, blending="additive",
+                contrast_limits=(0.0, 1.0), scale=scale, translate=translate, metadata=meta,
+            )
+        labels = np.zeros(spatial, np.uint8)
+        if lname in self.viewer.layers:
+            self.viewer.layers[lname].data = labels
+        else:
+            kwargs = {}
+            if self.predictor.output_kind == "regions":
+                from napari.utils.colormaps import DirectLabelColormap
+
+                from napari_tumorseg.editing import REGION_COLORS
+
+                kwargs["colormap"] = DirectLabelColormap(color_dict=REGION_COLORS)
+            self.viewer.add_labels(labels, name=lname, opacity=0.6, scale=scale, translate=translate,
+                                   metadata={**meta, "label_names": self.label_names()}, **kwargs)
+
+    def label_names(self) -> dict[int, str]:
+        if self.predictor is None:
+            return {}
+        return {int(k): v for k, v in self.predictor.label_names().items()}
+
+    def _refresh_outputs(self, slices) -> None:
+        if self._source_layer is None or self.probabilities is None:
+            return
+        from napari_tumorseg.inference.predict import probabilities_to_labels
+
+        name = self._source_layer.name
+        pname, lname = prob_layer_name(name), label_layer_name(name)
+        t = self.threshold.value() / 100.0
+        if pname in self.viewer.layers:
+            self.viewer.layers[pname].refresh()
+        if lname not in self.viewer.layers:
+            return
+        labels_layer = self.viewer.layers[lname]
+        kind = self.predictor.output_kind
+        if slices is None:
+            labels_layer.data = probabilities_to_labels(self.probabilities, t, kind)
+        else:
+            part = probabilities_to_labels(self.probabilities[..., slices, :, :], t, kind)
+            labels_layer.data[slices] = part
+            labels_layer.refresh()
+
+    def _threshold_changed(self, value: int) -> None:
+        self.threshold_label.setText(f"{value / 100:.2f}")
+        if self._worker is None:
+            self._refresh_outputs(None)  # from the cache: no model call
+
+    # -- classifier ---------------------------------------------------------------------
+    def _classify(self, layer, data, slices):
+        from napari_tumorseg.inference.predict import aggregate_case, iter_classify_slices
+
+        predictor = self.predictor
+        vol = data if data.ndim >= 3 else data[None]
+        self.model_calls += 1
+        self._cancel.clear()
+        cancel = self._cancel.is_set
+
+        @thread_worker
+        def work():
+            yield from iter_classify_slices(predictor, vol, slices, batch_size=self.batch.value(), cancel=cancel)
+
+        def on_event(ev):
+            if ev.kind in ("done", "cancelled") and ev.probabilities is not None:
+                self.slice_class_probs = ev.probabilities
+                probs = ev.probabilities[ev.slices]
+                self.case_result = aggregate_case(probs, predictor.class_names, ev.slices)
+                self._update_slice_class()
+
+        worker = work()
+        worker.yielded.connect(on_event)
+        worker.errored.connect(lambda err: notify_error(err if isinstance(err, TumorSegError) else TumorSegError(str(err))))
+        worker.finished.connect(self._finished)
+        self.predict_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _update_slice_class(self, *_):
+        if self.case_result is None or self.predictor is None:
+            return
+        z = int(self.viewer.dims.current_step[0])
+        names = self.predictor.class_names
+        text = f"Case: {self.case_result.text()}"
+        probs = getattr(self, "slice_class_probs", None)
+        if probs is not None and z < len(probs) and np.all(np.isfinite(probs[z])):
+            k = int(np.argmax(probs[z]))
+            text = f"Slice {z}: {names[k]} ({probs[z][k]:.0%})\n" + text
+        self.class_label.setText(text)

@@ -1,0 +1,176 @@
+"""The radiologist's loop on real data: predict, threshold, correct, measure, export."""
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from napari_tumorseg.io.readers import read_path
+from napari_tumorseg.models.checkpoint import save_checkpoint
+from napari_tumorseg.widgets.correct import CorrectWidget, apply_edit
+from napari_tumorseg.widgets.predict import PredictWidget, label_layer_name, prob_layer_name
+from tests.inference.test_predict import train_tiny_unet
+from tests.widgets.conftest import save_screenshot
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def brainix_ckpt(shared_data, tmp_path_factory):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    flair = read_path(shared_data / "dicom_brainix" / "FLAIR")[0]
+    roi = read_path(shared_data / "dicom_brainix" / "ROI")[0]
+    model, prep = train_tiny_unet(flair.data, roi.data, steps=60)
+    torch.set_num_threads(n)
+    path = tmp_path_factory.mktemp("ckpt") / "unet_brainix.pt"
+    save_checkpoint(path, model, model_name="unet", config={"width": 4}, in_channels=1, out_channels=1,
+                    preprocessing=prep, class_names=["background", "tumour"], history=[])
+    return path
+
+
+def _open_brainix(viewer, shared_data):
+    viewer.open(str(shared_data / "dicom_brainix" / "FLAIR"), plugin="napari-tumorseg")
+    viewer.open(str(shared_data / "dicom_brainix" / "ROI"), plugin="napari-tumorseg")
+    flair = next(l for l in viewer.layers if type(l).__name__ == "Image")
+    roi = next(l for l in viewer.layers if type(l).__name__ == "Labels")
+    return flair, roi
+
+
+def _predict(viewer, qtbot, ckpt, flair):
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget.ckpt_picker.set_path(ckpt)
+    widget.device.setCurrentText("cpu")
+    assert widget.load_model() is not None
+    widget.image_layer.setCurrentText(flair.name)
+    with qtbot.waitSignal(widget.prediction_finished, timeout=300000):
+        assert widget.predict() is not None
+    return widget
+
+
+def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, shared_data, brainix_ckpt, tmp_path,
+                                                  screenshot_dir):
+    viewer = make_napari_viewer(show=True)
+    flair, roi = _open_brainix(viewer, shared_data)
+    widget = _predict(viewer, qtbot, brainix_ckpt, flair)
+
+    prob = viewer.layers[prob_layer_name(flair.name)]
+    labels = viewer.layers[label_layer_name(flair.name)]
+    assert prob.data.shape == flair.data.shape == labels.data.shape
+    np.testing.assert_allclose(labels.scale, flair.scale)
+    assert 0.0 <= prob.data.min() and prob.data.max() <= 1.0
+    assert labels.data.any()
+    viewer.dims.set_current_step(0, int(np.argmax(roi.data.sum(axis=(1, 2)))))
+    save_screenshot(viewer, screenshot_dir / "predict_widget.png")
+
+    # The threshold slider rebuilds the labels from the cached probabilities only.
+    calls = widget.model_calls
+    n_half = int(labels.data.sum())
+    widget.threshold.setValue(90)
+    n_high = int((labels.data > 0).sum())
+    widget.threshold.setValue(10)
+    n_low = int((labels.data > 0).sum())
+    assert widget.model_calls == calls
+    assert n_high <= n_half <= n_low and n_high < n_low
+    np.testing.assert_array_equal(labels.data > 0, widget.probabilities > 0.10)
+    widget.threshold.setValue(50)
+
+    # Correction: click-to-keep keeps the component under the click; one undo restores.
+    correct = CorrectWidget(viewer)
+    viewer.window.add_dock_widget(correct, name="Correct")
+    correct.labels_combo.setCurrentText(labels.name)
+    correct.image_combo.setCurrentText(flair.name)
+    correct.gt_combo.setCurrentText(roi.name)
+    before = labels.data.copy()
+    from scipy import ndimage
+
+    comps, n = ndimage.label(before > 0, structure=np.ones((3, 3, 3)))
+    assert n >= 1
+    biggest = np.argmax(np.bincount(comps.ravel())[1:]) + 1
+    point = np.argwhere(comps == biggest)[0]
+    correct.keep_at(point)
+    np.testing.assert_array_equal(labels.data > 0, comps == biggest)
+    labels.undo()
+    np.testing.assert_array_equal(labels.data, before)
+
+    report = correct.measure()
+    assert "mL" in report and "Dice" in report
+    save_screenshot(viewer, screenshot_dir / "correct_widget.png")
+
+    # Export as DICOM-SEG referencing the FLAIR series; never overwrite without asking.
+    out = tmp_path / "seg.dcm"
+    correct.format_combo.setCurrentText("DICOM-SEG (.dcm)")
+    correct.export_picker.set_path(out)
+    assert correct.export() == [out]
+    seg = pydicom.dcmread(out)
+    assert seg.Modality == "SEG"
+    refs = {r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence}
+    assert flair.metadata["dicom"]["series_uid"] in refs
+    mtime = out.stat().st_mtime_ns
+    assert correct.export() == []  # refused: exists and overwrite is off
+    assert out.stat().st_mtime_ns == mtime
+    # NIfTI export lands on the FLAIR's world grid.
+    correct.format_combo.setCurrentText("NIfTI (.nii.gz)")
+    correct.export_picker.set_path(tmp_path / "seg.nii.gz")
+    [nii] = correct.export()
+    back = read_path(nii)[0]
+    np.testing.assert_array_equal(back.data, labels.data)
+    np.testing.assert_allclose(back.affine, np.asarray(flair.metadata["tumorseg"]["affine"]), atol=1e-4)
+
+
+def test_fill_holes_islands_and_undo_share_one_history(make_napari_viewer, shared_data):
+    viewer = make_napari_viewer()
+    _, roi = _open_brainix(viewer, shared_data)
+    widget = CorrectWidget(viewer)
+    widget.labels_combo.setCurrentText(roi.name)
+    original = roi.data.copy()
+    z = int(np.argmax(original.sum(axis=(1, 2))))
+    ys, xs = np.nonzero(original[z])
+    cy, cx = int(ys.mean()), int(xs.mean())
+    # Punch a hole with the layer's own history (like an eraser stroke), then fill it.
+    hole = original.copy()
+    hole[z, cy - 1:cy + 2, cx - 1:cx + 2] = 0
+    assert original[z, cy - 1:cy + 2, cx - 1:cx + 2].all()
+    apply_edit(roi, hole)
+    viewer.dims.set_current_step(0, z)
+    assert widget.fill_holes() > 0
+    np.testing.assert_array_equal(roi.data[z, cy - 1:cy + 2, cx - 1:cx + 2], 1)
+    # A speck far from the tumour is removed as an island.
+    speck = roi.data.copy()
+    speck[0, 0, 0] = 1
+    apply_edit(roi, speck)
+    widget.island_mm3.setValue(10.0)
+    assert widget.remove_islands() >= 1
+    assert roi.data[0, 0, 0] == 0
+    for _ in range(4):
+        roi.undo()
+    np.testing.assert_array_equal(roi.data, original)
+
+
+def test_volume_in_ml_on_brainix_roi(make_napari_viewer, shared_data):
+    viewer = make_napari_viewer()
+    _, roi = _open_brainix(viewer, shared_data)
+    widget = CorrectWidget(viewer)
+    widget.labels_combo.setCurrentText(roi.name)
+    text = widget.measure()
+    voxel_ml = float(np.prod(roi.scale)) / 1000.0
+    expected = np.count_nonzero(roi.data) * voxel_ml
+    assert f"{expected:.2f}" in text
+
+
+def test_add_to_training_set_never_replaces(make_napari_viewer, shared_data, tmp_path):
+    viewer = make_napari_viewer()
+    flair, roi = _open_brainix(viewer, shared_data)
+    widget = CorrectWidget(viewer)
+    widget.labels_combo.setCurrentText(roi.name)
+    widget.image_combo.setCurrentText(flair.name)
+    widget.dataset_picker.set_path(tmp_path / "set")
+    first = widget.add_to_training_set()
+    second = widget.add_to_training_set()
+    assert len(first) == len(second) == 2 and first[0] != second[0]
+    import tifffile
+
+    np.testing.assert_array_equal(tifffile.imread(first[1]), roi.data)
+    train = widget.fine_tune()
+    assert train is not None and str(train.data_picker.path()) == str(tmp_path / "set")
