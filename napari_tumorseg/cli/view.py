@@ -6,7 +6,8 @@ import argparse
 
 from napari_tumorseg.errors import TumorSegError
 
-DOCKS = ["Load study", "COCO to masks", "Train", "Predict", "Correct and export"]
+# Tabified in this order; the last one added is the tab in front, so Load study is last.
+DOCKS = ["COCO to masks", "Train", "Predict", "Correct and export", "Load study"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,44 @@
+"""The real user path, in a fresh process: napari first, then our docks import torch."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+SCRIPT = r"""
+import napari
+from qtpy.QtWidgets import QApplication
+viewer = napari.Viewer(show=True)
+QApplication.processEvents()          # OpenGL (Mesa llvmpipe on CI) is live from here
+import sys
+assert "torch" not in sys.modules, "napari alone must not import torch"
+for name in ["Load study", "COCO to masks", "Train", "Predict", "Correct and export"]:
+    viewer.window.add_plugin_dock_widget("napari-tumorseg", name)
+    QApplication.processEvents()
+import torch
+assert torch.ones(2).sum().item() == 2.0
+viewer.close()
+print("OK")
+"""
+
+
+def test_docks_import_torch_after_opengl_without_crashing():
+    env = dict(os.environ)
+    res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+
+
+def test_tumorseg_view_opens_docks_and_sample():
+    script = (
+        "from napari_tumorseg.cli.view import open_viewer\n"
+        "v = open_viewer(show=True)\n"
+        "names = sorted(type(l).__name__ for l in v.layers)\n"
+        "assert names == ['Image', 'Labels'], names\n"
+        "assert len(v.window.dock_widgets) >= 5, list(v.window.dock_widgets)\n"
+        "v.close(); print('OK')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
