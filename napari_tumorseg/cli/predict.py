@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="slices per forward for 2D models (default 8)")
     p.add_argument("--overlap", type=float, default=0.8, metavar="O",
                    help="sliding-window overlap for 3D models (default 0.8, as in GLIMS)")
+    p.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="CPU threads for torch (default: torch's, i.e. all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
@@ -107,10 +109,18 @@ class _Progress:
 
 
 def _classify(args, predictor, volume, out: Path) -> int:
-    from napari_tumorseg.fileio import atomic_path
-    from napari_tumorseg.inference.predict import aggregate_case, classify_slices
+    import torch
 
-    probs = classify_slices(predictor, volume, None, args.batch_size)
+    from napari_tumorseg.fileio import atomic_path
+    from napari_tumorseg.inference.predict import aggregate_case
+
+    from napari_tumorseg.inference.predict import iter_classify_slices
+
+    last = None
+    for last in iter_classify_slices(predictor, volume, None, args.batch_size,
+                                     threads=args.threads or torch.get_num_threads()):
+        pass
+    probs = last.probabilities[last.slices]
     case = aggregate_case(probs, predictor.class_names)
     doc = {
         "input": str(args.input), "checkpoint": str(args.checkpoint), "model": predictor.model_name,
@@ -127,6 +137,8 @@ def _classify(args, predictor, volume, out: Path) -> int:
 
 
 def run(args) -> int:
+    import torch
+
     from napari_tumorseg.export import (
         export_labels,
         export_probabilities,
@@ -140,6 +152,8 @@ def run(args) -> int:
     out = Path(args.output)
     if not 0.0 <= args.threshold <= 1.0:
         raise TumorSegError(f"threshold must be within 0-1, got {args.threshold}")
+    if args.threads is not None and args.threads < 1:
+        raise TumorSegError(f"threads must be at least 1, got {args.threads}")
     if args.batch_size < 1:
         raise TumorSegError(f"batch size must be at least 1, got {args.batch_size}")
     if not 0.0 <= args.overlap < 1.0:
@@ -174,7 +188,10 @@ def run(args) -> int:
     progress = _Progress(args.quiet)
     final = None
     try:
-        for ev in predict_volume(predictor, volume, batch_size=args.batch_size, overlap=args.overlap):
+        # No GUI thread to leave a core for: every core predicts (predict_volume's default keeps one free).
+        threads = args.threads or torch.get_num_threads()
+        for ev in predict_volume(predictor, volume, batch_size=args.batch_size, overlap=args.overlap,
+                                 threads=threads):
             progress(ev)
             final = ev
     finally:

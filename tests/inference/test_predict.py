@@ -24,7 +24,7 @@ from napari_tumorseg.inference import (
 )
 from napari_tumorseg.inference.sliding_window import count_windows, sliding_window_predict
 from napari_tumorseg.io.readers import read_path
-from napari_tumorseg.models import create_model
+from napari_tumorseg.models import create_model, get_info
 from napari_tumorseg.models.checkpoint import save_checkpoint
 from napari_tumorseg.training.preprocessing import (
     apply_preprocessing,
@@ -353,7 +353,8 @@ def test_export_dispatch_formats_and_refusals(brainix, shared_data, tmp_path):
 @pytest.fixture(scope="module")
 def glims_ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = {"width": 4, "img_size": [32, 32, 32], "heads": [2, 4, 8]}
+    cfg = get_info("glims").tiny_config  # width 4, 32^3 windows
+    assert list(cfg["img_size"]) == [32, 32, 32]
     model = create_model("glims", in_channels=2, out_channels=3, **cfg)
     prep = default_preprocessing(3, None, 2, target="regions")
     prep.update(normalize="zscore", patch_size=[32, 32, 32], region_convention="brats",
