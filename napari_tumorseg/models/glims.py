@@ -43,16 +43,21 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.nets.swin_unetr import (
-    PatchMergingV2,
-    SwinTransformerBlock,
-    compute_mask,
-    get_window_size,
-)
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models.common import AnySizeSegmenter
 from napari_tumorseg.models.registry import ModelInfo, TrainingPreset, register_model
+
+
+def _swin():
+    """MONAI's Swin building blocks, imported on first use.
+
+    Importing MONAI takes seconds (it loads most of its sub-packages); deferring it keeps
+    ``import napari_tumorseg.models`` — and so every CLI call and dock — fast.
+    """
+    from monai.networks.nets import swin_unetr
+
+    return swin_unetr
 
 INPUT_MULTIPLE = 32  # five halvings: 96 -> 3 at the bottleneck
 REGION_NAMES = ["WT", "TC", "ET"]
@@ -179,7 +184,7 @@ class SwinBlocks(nn.Module):
         self.window = (window,) * 3
         self.shift = (window // 2,) * 3
         self.blocks = nn.ModuleList(
-            SwinTransformerBlock(
+            _swin().SwinTransformerBlock(
                 dim=dim,
                 num_heads=heads,
                 window_size=self.window,
@@ -195,9 +200,9 @@ class SwinBlocks(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, D, H, W) -> same shape."""
         grid = x.shape[2:]
-        window, shift = get_window_size(grid, self.window, self.shift)
+        window, shift = _swin().get_window_size(grid, self.window, self.shift)
         padded = [int(math.ceil(s / w)) * w for s, w in zip(grid, window)]
-        mask = compute_mask(padded, window, shift, x.device)
+        mask = _swin().compute_mask(padded, window, shift, x.device)
         x = x.permute(0, 2, 3, 4, 1).contiguous()
         for blk in self.blocks:
             x = blk(x, mask)
@@ -214,7 +219,7 @@ class SwinStage(nn.Module):
         self.pos = nn.Parameter(torch.zeros(1, dim, *grid))
         nn.init.trunc_normal_(self.pos, std=0.02, a=-2.0, b=2.0)
         self.blocks = SwinBlocks(dim, depth, heads, window, mlp_ratio, drop_path)
-        self.merge = PatchMergingV2(dim, nn.LayerNorm, spatial_dims=3) if merge else None
+        self.merge = _swin().PatchMergingV2(dim, nn.LayerNorm, spatial_dims=3) if merge else None
 
     def forward(self, x: torch.Tensor):
         x = self.blocks(x + _fit_positions(self.pos, x.shape[2:]))
