@@ -32,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"napari_tumorseg.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"napari_tumorseg.cli.{name}":
-                continue  # sub-command not built yet
-            raise
-        mod.register(sub)
+        importlib.import_module(f"napari_tumorseg.cli.{name}").register(sub)
     return parser
 
 

@@ -10,11 +10,6 @@ from napari_tumorseg.models.registry import (  # noqa: F401
     register_model,
 )
 
-# Each module registers its model(s) on import. A module not written yet is skipped
-# so the registry always holds what exists.
+# Each module registers its model on import (heavy libraries load on first build).
 for _name in ("unet", "lintunet", "hybrid_unet", "segformer", "convnextv2", "setr", "glims"):
-    try:
-        importlib.import_module(f"napari_tumorseg.models.{_name}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"napari_tumorseg.models.{_name}":
-            raise
+    importlib.import_module(f"napari_tumorseg.models.{_name}")
