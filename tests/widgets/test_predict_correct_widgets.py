@@ -174,3 +174,34 @@ def test_add_to_training_set_never_replaces(make_napari_viewer, shared_data, tmp
     np.testing.assert_array_equal(tifffile.imread(first[1]), roi.data)
     train = widget.fine_tune()
     assert train is not None and str(train.data_picker.path()) == str(tmp_path / "set")
+
+
+def test_classifier_checkpoint_shows_tumour_type(make_napari_viewer, qtbot, tmp_path):
+    from napari_tumorseg.models import create_model, get_info
+    from napari_tumorseg.training.preprocessing import default_preprocessing
+
+    info = get_info("convnextv2")
+    torch.manual_seed(0)
+    model = create_model("convnextv2", **info.tiny_config)
+    prep = default_preprocessing(2, 64, 3, "classes", normalize="zscore")
+    prep["channel_mode"] = "repeat"
+    prep["class_names"] = info.class_names
+    ckpt = tmp_path / "cls.pt"
+    save_checkpoint(ckpt, model, model_name="convnextv2", config=info.tiny_config, in_channels=3,
+                    out_channels=4, preprocessing=prep, class_names=info.class_names, history=[])
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-tumorseg", "mri_phantom")
+    widget = PredictWidget(viewer)
+    widget.ckpt_picker.set_path(ckpt)
+    widget.device.setCurrentText("cpu")
+    assert widget.load_model().is_classifier
+    widget.image_layer.setCurrentText("PHANTOM FLAIR")
+    with qtbot.waitSignal(widget.prediction_finished, timeout=300000):
+        assert widget.predict() is not None
+    assert widget.case_result is not None
+    assert widget.case_result.label in info.class_names
+    assert np.isclose(widget.case_result.probabilities.sum(), 1.0)
+    viewer.dims.set_current_step(0, 16)
+    text = widget.class_label.text()
+    assert text.startswith("Slice 16:") and "Case:" in text
+    assert any(name in text for name in info.class_names)
