@@ -110,13 +110,17 @@ def create_model(
     entry = _entry(name)
     info = entry.info
     cfg = {**info.default_config, **config}
-    model = entry.builder(
-        in_channels=info.in_channels if in_channels is None else in_channels,
-        out_channels=info.out_channels if out_channels is None else out_channels,
-        pretrained=pretrained,
-        **cfg,
-    )
-    return model
+    try:
+        return entry.builder(
+            in_channels=info.in_channels if in_channels is None else in_channels,
+            out_channels=info.out_channels if out_channels is None else out_channels,
+            pretrained=pretrained,
+            **cfg,
+        )
+    except TypeError as err:  # an option the builder does not take: a user mistake
+        if "argument" not in str(err):
+            raise
+        raise TumorSegError(f"{name}: {err}") from None
 
 
 _LOADED = False
