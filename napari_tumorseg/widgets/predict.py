@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info
+from napari_tumorseg.widgets._common import PathPicker, notify_error
 
 
 def label_layer_name(image_name: str) -> str:

@@ -14,15 +14,6 @@ from napari_tumorseg.models.glims import build_glims
 CASE = "brats2013_deepmedic/validation/brats_2013_pat0003_1"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2-core test box is shared; a single intra-op thread avoids OpenMP spin contention
-    # that made these tiny 3D nets ~10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _tiny(in_channels: int = 2):
     torch.manual_seed(0)

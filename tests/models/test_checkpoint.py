@@ -25,13 +25,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _trained(name, in_channels=3, out_channels=1):
     """A model whose weights and BatchNorm statistics differ from a fresh build."""

@@ -12,15 +12,6 @@ TINY = {"width": 4, "img_size": 32, "num_heads": [2, 4, 8]}
 PAPER_PARAMS = 47.16e6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2-core test box is shared; a single intra-op thread avoids OpenMP spin contention
-    # that made these tiny 3D nets ~10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_paper_configuration_has_the_papers_parameter_count():
     with torch.device("meta"):

@@ -12,14 +12,6 @@ from napari_tumorseg.models.lintunet import LinTUNet, SparseLinformerAttention
 TINY = {"width": 4, "heads": 2, "proj_rows": 8, "keep": 4, "ref_size": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids contention stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("in_channels", [1, 3, 4])
 def test_output_shape_and_gradients(in_channels):

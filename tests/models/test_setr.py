@@ -14,14 +14,6 @@ TINY = {"img_size": 32, "patch_size": 8, "dim": 32, "depth": 2, "heads": 2, "mlp
         "decoder_channels": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids contention stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("in_channels", [1, 3, 4])
 def test_output_shape_and_gradients(in_channels):

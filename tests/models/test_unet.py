@@ -11,14 +11,6 @@ from napari_tumorseg.models import create_model, get_info, model_info
 from napari_tumorseg.models.unet import UNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids contention stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _forward_backward(model, in_channels, size, batch=2):
     x = torch.randn(batch, in_channels, *size)

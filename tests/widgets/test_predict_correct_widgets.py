@@ -17,12 +17,9 @@ pytestmark = pytest.mark.gui
 
 @pytest.fixture(scope="module")
 def brainix_ckpt(shared_data, tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     flair = read_path(shared_data / "dicom_brainix" / "FLAIR")[0]
     roi = read_path(shared_data / "dicom_brainix" / "ROI")[0]
     model, prep = train_tiny_unet(flair.data, roi.data, steps=60)
-    torch.set_num_threads(n)
     path = tmp_path_factory.mktemp("ckpt") / "unet_brainix.pt"
     save_checkpoint(path, model, model_name="unet", config={"width": 4}, in_channels=1, out_channels=1,
                     preprocessing=prep, class_names=["background", "tumour"], history=[])
