@@ -30,7 +30,6 @@ def main() -> None:
     from qtpy.QtCore import QEventLoop, QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_tumorseg.training.events import StartEvent
     from napari_tumorseg.widgets.train import TrainWidget
 
     viewer = napari.Viewer(show=True)
