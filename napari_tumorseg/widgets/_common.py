@@ -7,12 +7,33 @@ from pathlib import Path
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QWidget
 
-__all__ = ["PathPicker", "notify_error", "show_info", "show_warning"]
+__all__ = ["PathPicker", "notify_error", "worker_error_handler", "set_choices", "show_info", "show_warning"]
 
 
 def notify_error(err: BaseException) -> None:
     """A user-facing failure: one line in napari's notification area, never a traceback."""
     show_error(str(err) or type(err).__name__)
+
+
+def worker_error_handler(prefix: str):
+    """Slot for a thread_worker's ``errored``: our errors as they are, others prefixed."""
+    from napari_tumorseg.errors import TumorSegError
+
+    def handle(err: BaseException) -> None:
+        notify_error(err if isinstance(err, TumorSegError) else TumorSegError(f"{prefix}: {err}"))
+
+    return handle
+
+
+def set_choices(combo, names: list[str], keep_current: bool = True) -> None:
+    """Refill a combo box, keeping the user's current choice when it is still there."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if keep_current and current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
 
 
 class PathPicker(QWidget):

@@ -27,7 +27,7 @@ from napari_tumorseg.coco.dataset import find_coco_splits, load_coco
 from napari_tumorseg.coco.from_masks import labels_to_coco, write_coco
 from napari_tumorseg.coco.to_masks import coco_to_masks, render_coco_image
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info
+from napari_tumorseg.widgets._common import PathPicker, notify_error, set_choices, show_info, worker_error_handler
 
 PREVIEW_PREFIX = "COCO preview"
 
@@ -181,7 +181,7 @@ class CocoMasksWidget(QWidget):
         worker = work()
         worker.yielded.connect(lambda p: (pbar.update(p.done - pbar.n), pbar.set_description(f"COCO → masks: {p.current}")))
         worker.returned.connect(self._finished)
-        worker.errored.connect(lambda err: notify_error(err if isinstance(err, TumorSegError) else TumorSegError(str(err))))
+        worker.errored.connect(worker_error_handler("conversion failed"))
         worker.finished.connect(pbar.close)
         worker.finished.connect(lambda: (self.convert_button.setEnabled(True), self.cancel_button.setEnabled(False)))
         self.convert_button.setEnabled(False)
@@ -205,12 +205,7 @@ class CocoMasksWidget(QWidget):
 
     # -- labels -> COCO -----------------------------------------------------------------
     def _refresh_labels(self, *_):
-        current = self.labels_combo.currentText()
-        self.labels_combo.clear()
-        names = [l.name for l in self.viewer.layers if isinstance(l, napari.layers.Labels)]
-        self.labels_combo.addItems(names)
-        if current in names:
-            self.labels_combo.setCurrentText(current)
+        set_choices(self.labels_combo, [l.name for l in self.viewer.layers if isinstance(l, napari.layers.Labels)])
 
     def export_labels(self) -> Path | None:
         name, out = self.labels_combo.currentText(), self.json_picker.path()

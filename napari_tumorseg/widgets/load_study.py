@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.study import Study
-from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info, show_warning
+from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info, show_warning, worker_error_handler
 
 COLUMNS = ["Series", "Modality", "Slices", "Spacing (mm)", "Size (z, y, x)", "Kind"]
 
@@ -129,7 +129,7 @@ class LoadStudyWidget(QWidget):
         worker = work()
         worker.yielded.connect(lambda ev: (pbar.set_description(ev[2]), pbar.update(ev[0] - pbar.n)))
         worker.returned.connect(self._add_volumes)
-        worker.errored.connect(lambda err: notify_error(err if isinstance(err, TumorSegError) else TumorSegError(str(err))))
+        worker.errored.connect(worker_error_handler("loading failed"))
         worker.finished.connect(pbar.close)
         worker.finished.connect(lambda: self.open_button.setEnabled(True))
         self.open_button.setEnabled(False)

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.widgets._common import PathPicker, notify_error
+from napari_tumorseg.widgets._common import PathPicker, notify_error, set_choices, worker_error_handler
 
 
 def label_layer_name(image_name: str) -> str:
@@ -173,15 +173,10 @@ class PredictWidget(QWidget):
         return self.predictor
 
     def _refresh_layers(self, *_):
-        current = self.image_layer.currentText()
-        self.image_layer.clear()
-        names = [
+        set_choices(self.image_layer, [
             l.name for l in self.viewer.layers
             if isinstance(l, napari.layers.Image) and not l.name.endswith(" probability")
-        ]
-        self.image_layer.addItems(names)
-        if current in names:
-            self.image_layer.setCurrentText(current)
+        ])
 
     def _source(self):
         name = self.image_layer.currentText()
@@ -253,10 +248,13 @@ class PredictWidget(QWidget):
                     else f"cancelled; {len(ev.slices)} slice(s) kept"
                 )
 
-        worker = work()
-        worker.yielded.connect(on_event)
-        worker.errored.connect(lambda err: notify_error(err if isinstance(err, TumorSegError) else TumorSegError(f"prediction failed: {err}")))
+        worker = self._run(work(), on_event)
         worker.finished.connect(pbar.close)
+        return worker
+
+    def _run(self, worker, on_event):
+        worker.yielded.connect(on_event)
+        worker.errored.connect(worker_error_handler("prediction failed"))
         worker.finished.connect(self._finished)
         self.predict_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -353,15 +351,7 @@ class PredictWidget(QWidget):
                 self.case_result = aggregate_case(probs, predictor.class_names, ev.slices)
                 self._update_slice_class()
 
-        worker = work()
-        worker.yielded.connect(on_event)
-        worker.errored.connect(lambda err: notify_error(err if isinstance(err, TumorSegError) else TumorSegError(str(err))))
-        worker.finished.connect(self._finished)
-        self.predict_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self._worker = worker
-        worker.start()
-        return worker
+        return self._run(work(), on_event)
 
     def _update_slice_class(self, *_):
         if self.case_result is None or self.predictor is None:

@@ -47,7 +47,14 @@ from napari_tumorseg.training.events import (
     StartEvent,
     StepEvent,
 )
-from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info, show_warning
+from napari_tumorseg.widgets._common import (
+    PathPicker,
+    notify_error,
+    set_choices,
+    show_info,
+    show_warning,
+    worker_error_handler,
+)
 
 
 class LossHistory:
@@ -250,12 +257,7 @@ class TrainWidget(QWidget):
 
     def _refresh_layers(self, *_):
         for combo, kind in ((self.image_layer, napari.layers.Image), (self.labels_layer, napari.layers.Labels)):
-            current = combo.currentText()
-            combo.clear()
-            names = [l.name for l in self.viewer.layers if isinstance(l, kind)]
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
+            set_choices(combo, [l.name for l in self.viewer.layers if isinstance(l, kind)])
 
     def _layer_data(self) -> list[tuple]:
         """The open image + labels pair as one in-memory training case."""
@@ -338,7 +340,7 @@ class TrainWidget(QWidget):
         self._pbar = progress(total=0, desc="Training: preparing data")
         worker = work()
         worker.yielded.connect(self._on_event)
-        worker.errored.connect(lambda err: notify_error(TumorSegError(f"training stopped: {err}")))
+        worker.errored.connect(worker_error_handler("training stopped"))
         worker.finished.connect(self._on_finished)
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
