@@ -53,6 +53,7 @@ class PredictWidget(QWidget):
         self.probabilities: np.ndarray | None = None  # cache in the source geometry
         self.model_calls = 0  # forward runs started (tests: the slider must not add any)
         self._source_layer = None
+        self._cache_model = None
         self._worker = None
         self._cancel = threading.Event()
         self.case_result = None
@@ -218,14 +219,18 @@ class PredictWidget(QWidget):
         from napari_tumorseg.inference.predict import predict_volume
 
         predictor = self.predictor
-        self._source_layer = layer
         self._cancel.clear()
         self.model_calls += 1
         batch, overlap, cancel = self.batch.value(), self.overlap.value(), self._cancel.is_set
         vol = data if data.ndim >= 3 else data[None]
         shape = (3, *spatial) if predictor.output_kind == "regions" else tuple(spatial)
-        self.probabilities = np.zeros(shape, np.float32)
-        self._ensure_output_layers(layer)
+        # Predicting more slices of the same scan adds to the map; a new scan starts afresh.
+        same = (self._source_layer is layer and self.probabilities is not None
+                and self.probabilities.shape == shape and self._cache_model == predictor)
+        if not same:
+            self.probabilities = np.zeros(shape, np.float32)
+        self._source_layer, self._cache_model = layer, predictor
+        self._ensure_output_layers(layer, keep_labels=same)
         pbar = progress(total=0, desc=f"Predicting {layer.name}")
 
         @thread_worker
@@ -240,9 +245,9 @@ class PredictWidget(QWidget):
             if ev.kind == "progress" and ev.planes is not None and ev.slices:
                 self.probabilities[..., ev.slices, :, :] = ev.planes
                 self._refresh_outputs(ev.slices)
-            elif ev.kind in ("done", "cancelled") and ev.probabilities is not None:
-                self.probabilities = np.asarray(ev.probabilities, np.float32)
-                self._refresh_outputs(None)
+            elif ev.kind in ("done", "cancelled") and ev.probabilities is not None and ev.slices:
+                self.probabilities[..., ev.slices, :, :] = ev.probabilities[..., ev.slices, :, :]
+                self._refresh_outputs(ev.slices)
                 self.status.setText(
                     f"{ev.kind}: {len(ev.slices)} slice(s) in {ev.elapsed_s:.1f} s" if ev.kind == "done"
                     else f"cancelled; {len(ev.slices)} slice(s) kept"
@@ -271,7 +276,7 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.prediction_finished.emit()
 
-    def _ensure_output_layers(self, layer) -> None:
+    def _ensure_output_layers(self, layer, keep_labels: bool = False) -> None:
         spatial = self.probabilities.shape[-3:]
         scale = tuple(layer.scale[-3:]) if layer.ndim >= 3 else (1.0, *layer.scale[-2:])
         translate = tuple(layer.translate[-3:]) if layer.ndim >= 3 else (0.0, *layer.translate[-2:])
@@ -287,7 +292,8 @@ class PredictWidget(QWidget):
             )
         labels = np.zeros(spatial, np.uint8)
         if lname in self.viewer.layers:
-            self.viewer.layers[lname].data = labels
+            if not keep_labels:  # corrections on other slices survive a partial re-run
+                self.viewer.layers[lname].data = labels
         else:
             kwargs = {}
             if self.predictor.output_kind == "regions":

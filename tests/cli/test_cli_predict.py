@@ -20,13 +20,6 @@ from napari_tumorseg.training.preprocessing import apply_preprocessing, default_
 BRATS_FLAIR = "brats2013_deepmedic/validation/brats_2013_pat0003_1/Flair_subtrMeanDivStd.nii.gz"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def ckpt(shared_data, tmp_path_factory):

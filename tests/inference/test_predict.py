@@ -37,14 +37,6 @@ BRATS = "brats2013_deepmedic/validation/brats_2013_pat0003_1"
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The 2-core box is shared: one intra-op thread avoids OpenMP spin contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def brainix(shared_data):

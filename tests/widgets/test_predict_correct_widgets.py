@@ -73,6 +73,17 @@ def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, sha
     np.testing.assert_array_equal(labels.data > 0, widget.probabilities > 0.10)
     widget.threshold.setValue(50)
 
+    # Re-predicting only the viewed slice keeps the rest of the map (and of the labels).
+    cached = widget.probabilities.copy()
+    widget.range_current.setChecked(True)
+    with qtbot.waitSignal(widget.prediction_finished, timeout=300000):
+        assert widget.predict() is not None
+    z = int(viewer.dims.current_step[0])
+    others = np.arange(cached.shape[0]) != z
+    np.testing.assert_array_equal(widget.probabilities[others], cached[others])
+    np.testing.assert_allclose(widget.probabilities[z], cached[z], atol=1e-4)  # batch of 1 vs 8
+    assert widget.model_calls == calls + 1
+
     # Correction: click-to-keep keeps the component under the click; one undo restores.
     correct = CorrectWidget(viewer)
     viewer.window.add_dock_widget(correct, name="Correct")
