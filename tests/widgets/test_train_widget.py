@@ -75,10 +75,16 @@ def test_cancel_then_resume(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     widget = _setup(viewer, tmp_path)
     widget.epochs.setValue(3)
+    widget.show_prediction.setChecked(True)
     with qtbot.waitSignal(widget.epoch_done, timeout=300000):
         assert widget.start() is not None
     widget.cancel()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=120000)
+    # The epoch's weights were run on the viewed slice and shown as an overlay.
+    preview = viewer.layers["training preview"]
+    z = int(viewer.dims.current_step[0])
+    assert preview.data.shape == viewer.layers["PHANTOM FLAIR"].data.shape
+    assert preview.data[z].max() > 0 and not np.delete(preview.data, z, axis=0).any()
     from napari_tumorseg.training.events import CancelledEvent, DoneEvent
 
     assert isinstance(widget.last_result, (CancelledEvent, DoneEvent))
