@@ -65,7 +65,7 @@ class LossHistory:
     viewer once per epoch. The GUI thread only shows the finished image.
     """
 
-    def __init__(self, epochs=(), train_loss=(), val_loss=(), val_dice=(), size=(420, 260)):
+    def __init__(self, epochs=(), train_loss=(), val_loss=(), val_dice=(), size=(380, 230)):
         self.epochs, self.train_loss = list(epochs), list(train_loss)
         self.val_loss, self.val_dice = list(val_loss), list(val_dice)
         self.size = size
@@ -83,11 +83,19 @@ class LossHistory:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
         dpi = 100
-        fig = Figure(figsize=(self.size[0] / dpi, self.size[1] / dpi), dpi=dpi)
+        # napari's dark theme colours, so the plot sits in the dock like the rest of it.
+        bg, fg = "#262930", "#d6d9de"
+        fig = Figure(figsize=(self.size[0] / dpi, self.size[1] / dpi), dpi=dpi, facecolor=bg)
         FigureCanvasAgg(fig)
         fig.subplots_adjust(left=0.15, right=0.85, bottom=0.18, top=0.95)
-        ax = fig.add_subplot(111)
+        ax = fig.add_subplot(111, facecolor=bg)
         ax2 = ax.twinx()
+        for a in (ax, ax2):
+            a.tick_params(colors=fg, labelsize=8)
+            a.yaxis.label.set_color(fg)
+            a.xaxis.label.set_color(fg)
+            for spine in a.spines.values():
+                spine.set_color(fg)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax2.set_ylabel("val Dice")
@@ -97,7 +105,13 @@ class LossHistory:
         lines += ax2.plot(self.epochs, self.val_dice, "^-", color="tab:green", label="val Dice")
         if self.epochs:
             ax.set_xlim(0.5, max(self.epochs) + 0.5)
-        ax.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="upper right")
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        legend = ax.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="upper right",
+                           facecolor=bg, edgecolor=fg)
+        for text in legend.get_texts():
+            text.set_color(fg)
         fig.canvas.draw()
         return np.asarray(fig.canvas.buffer_rgba()).copy()
 
@@ -108,8 +122,8 @@ class LossPlot(QLabel):
     def __init__(self):
         super().__init__()
         self.setAlignment(Qt.AlignCenter)
-        self.setMinimumHeight(200)
         self.history = LossHistory()
+        self.setMinimumSize(*self.history.size)  # the dock scrolls rather than crop the plot
         self.show_history(self.history, self.history.render())
 
     # The lists tests and users read.
@@ -250,10 +264,13 @@ class TrainWidget(QWidget):
         self.lr.setText(f"{p.lr:g}")
         size = info.input_size[-1] if info.input_size else 256
         self.size.setValue(int(size))
+        # One short line in the dock; the paper's full description is the tooltip.
         self.paper_label.setText(
-            f"{info.description} — seed {info.paper}; {info.dims}D, loss {p.loss}, "
-            f"{p.optimizer} lr {p.lr:g}, {p.scheduler} schedule, batch {p.batch_size}, {p.epochs} epochs"
+            f"seed {info.paper[:3]} · {info.dims}D {info.output} · {p.loss} · {p.optimizer} {p.lr:g} · "
+            f"{p.scheduler} · {p.batch_size}×{p.epochs}"
         )
+        self.paper_label.setToolTip(info.description)
+        self.model_combo.setToolTip(info.description)
 
     def _refresh_layers(self, *_):
         for combo, kind in ((self.image_layer, napari.layers.Image), (self.labels_layer, napari.layers.Labels)):
