@@ -34,6 +34,9 @@ from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.widgets._common import PathPicker, notify_error, set_choices, worker_error_handler
 
 
+FROM_CHECKPOINT = "checkpoint (from training)"
+
+
 def label_layer_name(image_name: str) -> str:
     return f"{image_name} tumour"
 
@@ -59,6 +62,13 @@ class PredictWidget(QWidget):
         self.case_result = None
 
         # -- model ----------------------------------------------------------------------
+        from napari_tumorseg.models import list_models
+
+        self.source_combo = QComboBox()
+        self.source_combo.addItem(FROM_CHECKPOINT)
+        self.source_combo.addItems(list_models())
+        self.source_combo.setToolTip("a training checkpoint, or a registry model (paper configuration) "
+                                     "with a weights file")
         self.ckpt_picker = PathPicker("checkpoint (.pt) from training", "Checkpoint (*.pt)", folder=False)
         self.load_button = QPushButton("Load model")
         self.load_button.clicked.connect(self.load_model)
@@ -109,7 +119,8 @@ class PredictWidget(QWidget):
 
         model_box = QGroupBox("Model")
         mf = QFormLayout(model_box)
-        mf.addRow("Checkpoint", self.ckpt_picker)
+        mf.addRow("Model", self.source_combo)
+        mf.addRow("Weights", self.ckpt_picker)
         row = QHBoxLayout()
         row.addWidget(QLabel("Device"))
         row.addWidget(self.device)
@@ -158,13 +169,19 @@ class PredictWidget(QWidget):
     def load_model(self):
         path = self.ckpt_picker.path()
         if path is None:
-            notify_error(TumorSegError("choose a checkpoint file (.pt) — weights are never downloaded"))
+            notify_error(TumorSegError("choose a checkpoint or weights file — weights are never downloaded"))
             return None
         try:
             from napari_tumorseg.inference.predict import Predictor
 
-            self.predictor = Predictor.from_checkpoint(path, device=self.device.currentText())
+            source, device = self.source_combo.currentText(), self.device.currentText()
+            if source == FROM_CHECKPOINT:
+                self.predictor = Predictor.from_checkpoint(path, device=device)
+            else:
+                self.predictor = Predictor.from_registry(source, weights=path, device=device)
         except TumorSegError as err:
+            self.predictor = None  # never predict with a model other than the one asked for
+            self.model_label.setText("no model loaded")
             notify_error(err)
             return None
         self.model_label.setText(self.predictor.describe())

@@ -213,3 +213,30 @@ def test_classifier_checkpoint_shows_tumour_type(make_napari_viewer, qtbot, tmp_
     text = widget.class_label.text()
     assert text.startswith("Slice 16:") and "Case:" in text
     assert any(name in text for name in info.class_names)
+
+
+def test_registry_model_with_a_bare_weights_file(make_napari_viewer, qtbot, tmp_path):
+    from napari_tumorseg.models import create_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "unet_weights.pt"
+    torch.save(create_model("unet").state_dict(), weights)  # paper configuration, bare state dict
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-tumorseg", "mri_phantom")
+    widget = PredictWidget(viewer)
+    widget.source_combo.setCurrentText("unet")
+    widget.ckpt_picker.set_path(weights)
+    widget.device.setCurrentText("cpu")
+    predictor = widget.load_model()
+    assert predictor is not None and predictor.model_name == "unet"
+    widget.image_layer.setCurrentText("PHANTOM FLAIR")
+    widget.range_current.setChecked(True)
+    viewer.dims.set_current_step(0, 16)
+    with qtbot.waitSignal(widget.prediction_finished, timeout=300000):
+        assert widget.predict() is not None
+    prob = viewer.layers[prob_layer_name("PHANTOM FLAIR")].data
+    assert prob.shape == (32, 128, 128)
+    assert prob[16].any() and not prob[:16].any() and not prob[17:].any()
+    # A weights file for another architecture is a one-line error, not a traceback.
+    widget.source_combo.setCurrentText("lintunet")
+    assert widget.load_model() is None and widget.predictor is None
