@@ -262,9 +262,10 @@ class PredictWidget(QWidget):
             if ev.kind == "progress" and ev.planes is not None and ev.slices:
                 self.probabilities[..., ev.slices, :, :] = ev.planes
                 self._refresh_outputs(ev.slices)
-            elif ev.kind in ("done", "cancelled") and ev.probabilities is not None and ev.slices:
-                self.probabilities[..., ev.slices, :, :] = ev.probabilities[..., ev.slices, :, :]
-                self._refresh_outputs(ev.slices)
+            elif ev.kind in ("done", "cancelled"):
+                if ev.probabilities is not None and ev.slices:
+                    self.probabilities[..., ev.slices, :, :] = ev.probabilities[..., ev.slices, :, :]
+                    self._refresh_outputs(ev.slices)
                 self.status.setText(
                     f"{ev.kind}: {len(ev.slices)} slice(s) in {ev.elapsed_s:.1f} s" if ev.kind == "done"
                     else f"cancelled; {len(ev.slices)} slice(s) kept"

@@ -240,3 +240,20 @@ def test_registry_model_with_a_bare_weights_file(make_napari_viewer, qtbot, tmp_
     # A weights file for another architecture is a one-line error, not a traceback.
     widget.source_combo.setCurrentText("lintunet")
     assert widget.load_model() is None and widget.predictor is None
+
+
+def test_cancel_stops_a_prediction(make_napari_viewer, qtbot, shared_data, brainix_ckpt):
+    viewer = make_napari_viewer()
+    flair, _ = _open_brainix(viewer, shared_data)
+    widget = PredictWidget(viewer)
+    widget.ckpt_picker.set_path(brainix_ckpt)
+    widget.device.setCurrentText("cpu")
+    widget.image_layer.setCurrentText(flair.name)
+    widget.batch.setValue(1)
+    with qtbot.waitSignal(widget.prediction_finished, timeout=300000):
+        assert widget.predict() is not None
+        widget.cancel()  # before the worker's first batch can finish
+    assert widget.status.text().startswith("cancelled")
+    done = np.flatnonzero(widget.probabilities.reshape(widget.probabilities.shape[0], -1).any(axis=1))
+    assert len(done) < flair.data.shape[0]
+    assert widget.predict_button.isEnabled()
