@@ -41,5 +41,6 @@ def mri_slice_2d() -> list[tuple]:
     mask = mask.reshape(data.shape[-3:]) if data.ndim >= 3 else mask
     return [
         (data, kwargs, "image"),
-        (mask, {"name": "tumour (ground truth)", "scale": kwargs["scale"], "opacity": 0.5}, "labels"),
+        (mask, {"name": "tumour (ground truth)", "scale": kwargs["scale"], "translate": kwargs["translate"],
+                "opacity": 0.5}, "labels"),
     ]

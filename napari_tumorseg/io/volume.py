@@ -43,6 +43,20 @@ class Volume:
     def spatial_shape(self) -> tuple[int, int, int]:
         return tuple(self.data.shape[-3:])
 
+    def translate(self) -> tuple[float, float, float]:
+        """napari ``translate`` for the layer: the origin projected on each index axis.
+
+        With ``scale`` = spacing, a voxel's napari coordinate along axis k is then its world
+        position projected on that axis, so series of one study with the same orientation
+        but different origins or fields of view overlay where they are in the scanner.
+        """
+        a = np.asarray(self.affine, dtype=float)
+        norms = np.linalg.norm(a[:3, :3], axis=0)
+        if not np.all(norms > 0):
+            return (0.0, 0.0, 0.0)
+        axes = a[:3, :3] / norms
+        return tuple(float(v) for v in axes.T @ a[:3, 3])
+
     def layer_data(self) -> tuple[np.ndarray, dict, str]:
         """napari LayerDataTuple: (data, kwargs, layer_type)."""
         meta = dict(self.metadata)
@@ -53,7 +67,12 @@ class Volume:
             "modality": self.modality,
             **meta.get("tumorseg", {}),
         }
-        kwargs: dict[str, Any] = {"name": self.name, "scale": self.spacing, "metadata": meta}
+        kwargs: dict[str, Any] = {
+            "name": self.name,
+            "scale": self.spacing,
+            "translate": self.translate(),
+            "metadata": meta,
+        }
         if self.kind == "labels":
             return self.data, kwargs, "labels"
         if self.has_channels:

@@ -448,8 +448,9 @@ class TrainWidget(QWidget):
             if title in self.viewer.layers:
                 self.viewer.layers[title].data = plane
             else:
-                self.viewer.add_image(plane, name=title, colormap="magma", opacity=0.5,
-                                      blending="additive", scale=layer.scale[-3:], contrast_limits=(0, 1))
+                self.viewer.add_image(plane, name=title, colormap="magma", opacity=0.5, blending="additive",
+                                      scale=layer.scale[-3:], translate=layer.translate[-3:],
+                                      contrast_limits=(0, 1))
         except Exception as err:  # a preview must never stop training
             show_warning(f"prediction preview skipped: {err}")
 
