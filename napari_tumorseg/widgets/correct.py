@@ -209,45 +209,36 @@ class CorrectWidget(QWidget):
         point = layer.world_to_data(event.position)
         self.keep_at(point)
 
+    def _edit(self, operation) -> int:
+        """Run ``operation(layer, labels) -> EditResult`` and apply it as one undo step."""
+        try:
+            layer = self.labels_layer()
+            res = operation(layer, np.asarray(layer.data))
+        except TumorSegError as err:
+            notify_error(err)
+            return 0
+        show_info(res.message)
+        return apply_edit(layer, res.labels) if res.changed else 0
+
     def keep_at(self, point) -> int:
         """Keep only the connected component under ``point`` (data coordinates)."""
         from napari_tumorseg.editing import keep_component_at
 
-        try:
-            layer = self.labels_layer()
-            pt = tuple(int(round(p)) for p in point)[-3:]
-            res = keep_component_at(np.asarray(layer.data), pt, slice_only=self.slice_only.isChecked())
-        except TumorSegError as err:
-            notify_error(err)
-            return 0
-        n = apply_edit(layer, res.labels) if res.changed else 0
-        show_info(res.message)
-        return n
+        pt = tuple(int(round(p)) for p in point)[-3:]
+        return self._edit(lambda layer, labels: keep_component_at(
+            labels, pt, slice_only=self.slice_only.isChecked()))
 
     def fill_holes(self) -> int:
         from napari_tumorseg.editing import fill_holes
 
-        try:
-            layer = self.labels_layer()
-            res = fill_holes(np.asarray(layer.data), slice_only=self.slice_only.isChecked(), z=self._z(layer))
-        except TumorSegError as err:
-            notify_error(err)
-            return 0
-        show_info(res.message)
-        return apply_edit(layer, res.labels) if res.changed else 0
+        return self._edit(lambda layer, labels: fill_holes(
+            labels, slice_only=self.slice_only.isChecked(), z=self._z(layer)))
 
     def remove_islands(self) -> int:
         from napari_tumorseg.editing import remove_islands
 
-        try:
-            layer = self.labels_layer()
-            res = remove_islands(np.asarray(layer.data), self.island_mm3.value(), self._spacing(layer),
-                                 slice_only=self.slice_only.isChecked())
-        except TumorSegError as err:
-            notify_error(err)
-            return 0
-        show_info(res.message)
-        return apply_edit(layer, res.labels) if res.changed else 0
+        return self._edit(lambda layer, labels: remove_islands(
+            labels, self.island_mm3.value(), self._spacing(layer), slice_only=self.slice_only.isChecked()))
 
     def undo(self) -> None:
         try:
