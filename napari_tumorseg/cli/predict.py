@@ -47,10 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _pick_volume(path: str, series: int | None, in_channels: int, channel_names: list[str] | None):
-    """The image to predict on: the chosen series, the only image, or the modalities as channels."""
+def _pick_volume(path: str, series: int | None, prep: dict):
+    """The image to predict on: the chosen series, the only image, or the case's scans as channels.
+
+    Channel assembly is the core's (napari_tumorseg.channels), the same rule the docks use.
+    """
+    from napari_tumorseg.channels import ChannelPlan, assemble_input
     from napari_tumorseg.io.readers import describe, read_path
 
+    plan = ChannelPlan.from_preprocessing(prep)
     if series is not None:
         vol = read_path(path, series=series)[0]
         if vol.kind != "image":
@@ -58,33 +63,25 @@ def _pick_volume(path: str, series: int | None, in_channels: int, channel_names:
         return vol
     found = describe(path)
     images = [i for i, d in enumerate(found) if d["kind"] == "image"]
-    if len(images) == 1:
-        return read_path(path, series=images[0])[0]
     if not images:
         raise TumorSegError(f"{Path(path).name} holds no image to segment (only label maps)")
-    if in_channels > 1 and len(images) == in_channels:
-        from napari_tumorseg.io.readers import combine_channels
-
+    if len(images) == 1:
+        return read_path(path, series=images[0])[0]
+    if plan.channels > 1:
         vols = [read_path(path, series=i)[0] for i in images]
-        return combine_channels(_order_channels(vols, channel_names))
+        if plan.names:
+            from napari_tumorseg.channels import order_by_names
+
+            vols = order_by_names(vols, list(plan.names))
+        elif len(vols) != plan.channels:
+            vols = []
+        if vols:
+            return assemble_input(vols[0], vols[1:], plan)
     names = ", ".join(f"{i}: {found[i]['name']}" for i in images[:6])
     more = ", ..." if len(images) > 6 else ""
     raise TumorSegError(
         f"{Path(path).name} holds {len(images)} images ({names}{more}); choose one with --series N"
     )
-
-
-def _order_channels(vols: list, names: list[str] | None) -> list:
-    """Volumes in the checkpoint's channel order when every name matches one volume, else as read."""
-    if not names or len(names) != len(vols):
-        return vols
-    ordered = []
-    for n in names:
-        hits = [v for v in vols if n.lower() in v.name.lower() or v.name.lower() in n.lower()]
-        if len(hits) != 1 or hits[0] in ordered:
-            return vols
-        ordered.append(hits[0])
-    return ordered
 
 
 class _Progress:
@@ -166,7 +163,7 @@ def run(args) -> int:
         if out.suffix.lower() != ".json":
             raise TumorSegError(f"{predictor.model_name} is a classifier: OUT must be a .json file")
         check_writable(out, args.overwrite)
-        volume = _pick_volume(args.input, args.series, predictor.in_channels, predictor.prep.get("channel_names"))
+        volume = _pick_volume(args.input, args.series, predictor.prep)
         return _classify(args, predictor, volume, out)
 
     fmt = args.format or format_from_path(out)
@@ -179,7 +176,7 @@ def run(args) -> int:
     if prob_out is not None:
         check_writable(prob_out, args.overwrite)
 
-    volume = _pick_volume(args.input, args.series, predictor.in_channels, predictor.prep.get("channel_names"))
+    volume = _pick_volume(args.input, args.series, predictor.prep)
     if fmt == "dicom-seg" and not is_dicom_source(volume):
         raise TumorSegError(
             f"DICOM-SEG needs a DICOM input; {Path(args.input).name} is not DICOM (use --format nifti, tiff or coco)"

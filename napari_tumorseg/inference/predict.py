@@ -333,16 +333,13 @@ def _slice_list(slices: SliceSpec, n_z: int) -> list[int]:
 
 def _normalized(czyx: np.ndarray, prep: dict) -> np.ndarray:
     """Channels adapted and intensities normalised over the whole volume (training's statistics)."""
-    from napari_tumorseg.training.preprocessing import (
-        adapt_channels,
-        normalize_intensity,
-        resolve_normalization,
-    )
+    from napari_tumorseg.channels import ChannelPlan, fit_channels
+    from napari_tumorseg.training.preprocessing import normalize_intensity, resolve_normalization
 
     method = prep.get("normalize", "auto")
     if method == "auto":
         method = resolve_normalization(czyx.dtype)
-    img, _ = adapt_channels(czyx, int(prep["channels"]))
+    img = fit_channels(czyx, ChannelPlan.from_preprocessing(prep))
     return normalize_intensity(img, method, bool(prep.get("zscore_nonzero", True)))
 
 

@@ -1,0 +1,122 @@
+"""Which scans feed which input channel of a model: one rule for the CLI and the docks.
+
+A checkpoint records the channel names it was trained on (``channel_names``, e.g.
+``["FLAIR", "T1c"]``) and how the data's channels were adapted (``channel_mode``:
+``as_is``, ``grayscale`` for RGB JPGs of grey scans, ``repeat`` for a grey scan fed to an
+ImageNet-initialised 3-channel encoder). At prediction the case's scans are matched to those
+names by MR sequence; a model that needs more channels than the case holds is refused —
+repeating one scan to fill FLAIR, T1, T1c and T2 returns a confident answer computed from
+the wrong inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.io.nifti import guess_sequence
+from napari_tumorseg.io.volume import Volume
+
+
+def sequence_of(volume_or_name) -> str:
+    """The MR sequence ("FLAIR", "T1", "T1c", "T2") of a volume or name, or ""."""
+    if isinstance(volume_or_name, Volume):
+        seq = volume_or_name.metadata.get("sequence") if isinstance(volume_or_name.metadata, dict) else None
+        return str(seq or guess_sequence(volume_or_name.name))
+    return guess_sequence(str(volume_or_name))
+
+
+def _key(name: str) -> str:
+    return (guess_sequence(name) or name).strip().lower()
+
+
+def order_by_names(volumes: list[Volume], names: list[str] | None) -> list[Volume]:
+    """``volumes`` in the order of ``names`` (a checkpoint's channel names).
+
+    Every name must match exactly one volume by MR sequence (or by name); otherwise the
+    error says which channel is missing or ambiguous. Without names the order is kept.
+    """
+    if not names:
+        return list(volumes)
+    ordered: list[Volume] = []
+    for wanted in names:
+        key = _key(wanted)
+        hits = [v for v in volumes if _key(sequence_of(v) or v.name) == key
+                and not any(v is o for o in ordered)]
+        if not hits:
+            hits = [v for v in volumes if key in v.name.lower() and not any(v is o for o in ordered)]
+        if len(hits) != 1:
+            have = ", ".join(sequence_of(v) or v.name for v in volumes) or "none"
+            what = "no scan" if not hits else f"{len(hits)} scans"
+            raise TumorSegError(f"the model's channel {wanted!r} matches {what} of the case (scans: {have})")
+        ordered.append(hits[0])
+    return ordered
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """What the model needs: its input channel count, their names and the adaptation mode."""
+
+    channels: int
+    names: tuple[str, ...] = ()
+    mode: str = "as_is"
+
+    @classmethod
+    def from_preprocessing(cls, prep: dict) -> "ChannelPlan":
+        names = prep.get("channel_names") or ()
+        return cls(int(prep.get("channels", 1)), tuple(str(n) for n in names), str(prep.get("channel_mode", "as_is")))
+
+    def describe(self) -> str:
+        return ", ".join(self.names) if self.names else f"{self.channels} channel(s)"
+
+
+def fit_channels(czyx: np.ndarray, plan: ChannelPlan, where: str = "the image") -> np.ndarray:
+    """(c, z, y, x) -> (plan.channels, z, y, x), only by the adaptation the model was trained with."""
+    c = czyx.shape[0]
+    if c == plan.channels:
+        return czyx
+    if plan.channels == 1 and c in (3, 4):
+        # RGB(A) exports of grey scans: training averaged them the same way.
+        return czyx[:3].astype(np.float32).mean(axis=0, keepdims=True)
+    if c == 1 and plan.mode == "repeat":
+        return np.repeat(czyx, plan.channels, axis=0)
+    raise TumorSegError(
+        f"the model needs {plan.channels} input channels ({plan.describe()}) but {where} has {c}; "
+        "open the other scans of the case (Load study: 'as channels') — one scan is never repeated "
+        "to stand in for the others"
+    )
+
+
+def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> Volume:
+    """The model input for a case: ``primary`` alone, or with scans from ``others`` as channels.
+
+    ``others`` are candidate scans of the same case (e.g. the other layers of the viewer, or
+    the other series of a study folder). They are used only when ``primary`` has fewer
+    channels than the model needs; then they are matched to the checkpoint's channel names
+    and must share ``primary``'s grid.
+    """
+    from napari_tumorseg.io.readers import combine_channels
+
+    have = primary.data.shape[0] if primary.has_channels else 1
+    if have >= plan.channels or (plan.channels == 1):
+        return primary
+    if have == 1 and plan.mode == "repeat":
+        return primary
+    pool = [primary] + [v for v in others if v is not primary and v.kind == "image" and not v.has_channels]
+    if plan.names:
+        chosen = order_by_names(pool, list(plan.names))
+    elif len(pool) == plan.channels:
+        chosen = pool
+    else:
+        raise TumorSegError(
+            f"the model needs {plan.channels} input channels but the checkpoint does not name them "
+            f"and the case has {len(pool)} scans: open them as channels of one case in the right order"
+        )
+    same_grid = [v for v in chosen if v.spatial_shape == primary.spatial_shape
+                 and np.allclose(v.affine, primary.affine, atol=1e-2)]
+    if len(same_grid) != len(chosen):
+        off = next(v for v in chosen if not any(v is s for s in same_grid))
+        raise TumorSegError(f"scan '{off.name}' is not on the grid of '{primary.name}'; nothing is resampled")
+    return combine_channels(chosen, name=primary.name)
