@@ -26,10 +26,12 @@ SUBCOMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from napari_tumorseg.cli._args import OneLineParser
+
+    parser = OneLineParser(
         prog="tumorseg", description="Brain-tumour MRI segmentation tools (napari-tumorseg)."
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(f"napari_tumorseg.cli.{name}").register(sub)

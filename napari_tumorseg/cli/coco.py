@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from napari_tumorseg.cli._args import positive_int
 from napari_tumorseg.errors import TumorSegError
 
 
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--compression", choices=("none", "packbits", "deflate"), default="none",
         help="TIFF compression (default none: fastest to read back; packbits: ~50x smaller)",
     )
-    p.add_argument("--workers", type=int, default=1, help="threads rasterising and writing")
+    p.add_argument("--workers", type=positive_int, default=1, help="threads rasterising and writing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run_coco2mask)
 
@@ -72,6 +73,11 @@ def run_coco2mask(args) -> int:
         print(f"no images listed in {args.coco}; nothing written")
         return 0
     print(report.summary())
+    if report.invalid:
+        # The valid masks are written; the exit status still tells a script that records were skipped.
+        print(f"tumorseg coco2mask: {len(report.invalid)} invalid record(s) skipped, first: "
+              f"{report.invalid[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -81,6 +87,8 @@ def _category_names(specs: list[str]) -> dict[int, str] | None:
         value, sep, name = spec.partition("=")
         if not sep or not value.strip().isdigit() or not name.strip():
             raise TumorSegError(f"--category {spec!r}: expected VALUE=NAME, e.g. 1=tumor")
+        if int(value) == 0:
+            raise TumorSegError(f"--category {spec!r}: 0 is the background, not a category")
         names[int(value)] = name.strip()
     return names or None
 

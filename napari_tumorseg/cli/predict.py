@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_tumorseg.cli._args import positive_int, probability
 from napari_tumorseg.errors import TumorSegError
 
 
@@ -30,17 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT", help="DICOM file/folder, NIfTI, TIFF/JPG/PNG or a folder of them")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (or folder for tiff-slices)")
     p.add_argument("--format", choices=FORMATS, default=None, help="export format (default: from OUT's name)")
-    p.add_argument("--threshold", type=float, default=0.5, metavar="T", help="probability threshold (default 0.5)")
+    p.add_argument("--threshold", type=probability, default=0.5, metavar="T", help="probability threshold (default 0.5)")
     p.add_argument("--probabilities", action="store_true", help="also write the probability map beside OUT")
     p.add_argument("--series", type=int, default=None, metavar="N",
                    help="which volume of INPUT to segment (0-based, as `tumorseg info` lists them)")
     p.add_argument("--model", default=None, metavar="NAME", help="registry model of a bare weights file CKPT")
     p.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--batch-size", type=int, default=8, dest="batch_size", metavar="B",
+    p.add_argument("--batch-size", type=positive_int, default=8, dest="batch_size", metavar="B",
                    help="slices per forward for 2D models (default 8)")
     p.add_argument("--overlap", type=float, default=0.8, metavar="O",
                    help="sliding-window overlap for 3D models (default 0.8, as in GLIMS)")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="CPU threads for torch (default: torch's, i.e. all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

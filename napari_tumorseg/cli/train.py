@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 
+from napari_tumorseg.cli._args import fraction, non_negative_int, positive_float, positive_int
 from napari_tumorseg.errors import TumorSegError
 
 
@@ -21,18 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model name (see `tumorseg models`)")
     p.add_argument("--data", help="training data: COCO export, image+mask folders, LGG, NIfTI/DICOM cases, class folders")
     p.add_argument("--out", help="output folder")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--size", type=int, help="2D input size (pixels) or 3D patch edge")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int, dest="batch_size")
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--size", type=positive_int, help="2D input size (pixels) or 3D patch edge")
     p.add_argument("--device", help="auto (default), cuda, cpu or mps")
     p.add_argument("--resume", metavar="CKPT", help="continue from a last.pt")
     p.add_argument("--config", metavar="FILE", help="YAML/JSON file of training options (flags win)")
     p.add_argument("--loss", help="bce, dice, combo, bce_dice, dice_ce or ce (default: the paper's)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--val-fraction", type=float, dest="val_fraction")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
-    p.add_argument("--num-workers", type=int, dest="num_workers")
+    p.add_argument("--val-fraction", type=fraction, dest="val_fraction", help="share of cases for validation, in [0, 1)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--num-workers", type=non_negative_int, dest="num_workers")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--tiny", action="store_true", help="the model's tiny width (smoke tests)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in OUT")

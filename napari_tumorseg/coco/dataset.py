@@ -18,6 +18,12 @@ from pathlib import Path, PurePosixPath
 from napari_tumorseg.errors import ReadError
 
 ROBOFLOW_JSON = "_annotations.coco.json"
+# Above these an image size in a JSON is a typo or an attack, not an MRI slice: a mask of
+# 20000 x 20000 pixels would be 400 MB before anything checks it against the image.
+MAX_SIDE = 16384
+MAX_PIXELS = 64 * 1024 * 1024
+# Label values are written into uint8/uint16/uint32 masks; larger ids cannot be stored.
+MAX_CATEGORY_ID = 2**32 - 1
 
 
 @dataclass
@@ -100,6 +106,8 @@ def load_coco(path: str | os.PathLike, image_dir: str | os.PathLike | None = Non
         raise ReadError(f"{json_path} is not valid JSON (line {err.lineno}: {err.msg})") from err
     except UnicodeDecodeError as err:
         raise ReadError(f"{json_path} is not a text JSON file") from err
+    except RecursionError:
+        raise ReadError(f"{json_path} is nested too deeply to be a COCO file") from None
     except OSError as err:
         raise ReadError(f"cannot read {json_path}: {err.strerror}") from err
     return coco_from_dict(data, json_path, Path(image_dir) if image_dir else json_path.parent)
@@ -128,7 +136,8 @@ def coco_from_dict(data: object, json_path: Path, image_dir: Path) -> CocoSet:
         images[image["id"]] = image
 
     categories = {
-        c["id"]: c for c in raw_cats if isinstance(c, dict) and isinstance(c.get("id"), int)
+        c["id"]: c for c in raw_cats
+        if isinstance(c, dict) and isinstance(c.get("id"), int) and 0 <= c["id"] <= MAX_CATEGORY_ID
     }
 
     annotations: list[dict] = []
@@ -172,6 +181,10 @@ def _image_problem(image: object) -> str:
         v = image.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             return f"no positive integer '{key}'"
+        if v > MAX_SIDE:
+            return f"'{key}' {v} is larger than {MAX_SIDE} pixels"
+    if image["width"] * image["height"] > MAX_PIXELS:
+        return f"{image['width']}x{image['height']} pixels is larger than this tool accepts"
     return ""
 
 
@@ -183,6 +196,8 @@ def _annotation_problem(ann: object) -> str:
     cat = ann.get("category_id", 1)
     if not isinstance(cat, int) or isinstance(cat, bool) or cat < 0:
         return "'category_id' is not a non-negative integer"
+    if cat > MAX_CATEGORY_ID:
+        return f"'category_id' {cat} does not fit a 32-bit mask"
     seg = ann.get("segmentation")
     bbox = ann.get("bbox")
     has_seg = bool(seg)

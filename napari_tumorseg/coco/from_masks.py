@@ -117,6 +117,34 @@ def _component_annotations(
     return out
 
 
+def _integer_labels(mask: np.ndarray, file_name: str) -> np.ndarray:
+    """``mask`` as non-negative integer labels, or a ReadError naming the file.
+
+    A label becomes a category id, and ids 0 and below are not categories: NaN, fractions
+    and negative values mean the file is not a label mask (a probability map, a signed
+    difference image), so it is refused rather than cast.
+    """
+    if mask.dtype == bool:
+        return mask.astype(np.uint8)
+    if mask.dtype.kind == "f":
+        finite = np.isfinite(mask)
+        if not finite.all():
+            raise ReadError(f"{file_name}: {int(mask.size - finite.sum())} pixels are NaN/Inf; "
+                            "expected integer labels")
+        if not np.array_equal(mask, np.round(mask)):
+            raise ReadError(f"{file_name}: fractional values (a probability map?); expected integer labels")
+        if mask.size and mask.max() > 2**32 - 1:
+            raise ReadError(f"{file_name}: label values above 2^32-1")
+    elif mask.dtype.kind not in "iu":
+        raise ReadError(f"{file_name}: {mask.dtype} pixels; expected integer labels")
+    if mask.size and mask.min() < 0:
+        raise ReadError(f"{file_name}: negative label value {mask.min():g}; labels must be 0 "
+                        "(background) or positive")
+    if mask.dtype.kind == "f":
+        return mask.astype(np.uint32)
+    return mask
+
+
 def _label_values(mask: np.ndarray) -> list[int]:
     """Sorted non-zero values; bincount for 8-bit masks, as np.unique sorts every pixel."""
     if mask.dtype in (np.uint8, np.bool_):
@@ -145,6 +173,9 @@ def masks_to_coco(
     """
     if holes not in ("fill", "rle"):
         raise TumorSegError(f"holes must be 'fill' or 'rle', not {holes!r}")
+    bad = [c for c in (category_names or {}) if c < 1]
+    if bad:
+        raise TumorSegError(f"category id {bad[0]}: COCO category ids start at 1 (0 is background)")
     images, annotations = [], []
     found: set[int] = set()
     for image_id, item in enumerate(masks, start=1):
@@ -152,8 +183,7 @@ def masks_to_coco(
         extra = dict(item[2]) if len(item) > 2 else {}
         if mask.ndim != 2:
             raise ReadError(f"{file_name}: mask must be 2D, got shape {mask.shape}")
-        if mask.dtype == bool:
-            mask = mask.astype(np.uint8)
+        mask = _integer_labels(mask, file_name)
         h, w = mask.shape
         if extra.get("height", h) != h or extra.get("width", w) != w:
             raise ReadError(

@@ -7,9 +7,10 @@ id (uint8, or uint16 when an id exceeds 255). Rasterisation is pycocotools' own
 are clipped by it. Per category, annotations are painted in file order and a later one
 wins where two overlap (``masks_to_coco`` emits outer objects first for that reason).
 
-Image sizes come from the JSON (``width``/``height``), so no JPEG is decoded; the image
-file is only checked for existence, because a mask without its image is useless for
-training (the seed's ``compare_folders``). Work runs as a generator yielding
+Image sizes come from the image file's header (no JPEG is decoded): when the JSON's
+``width``/``height`` disagree, the image wins and the report says so. An image file that
+is missing gets no mask, because a mask without its image is useless for training (the
+seed's ``compare_folders``). Work runs as a generator yielding
 :class:`Progress` after every image, so a GUI can show progress and stop early.
 """
 
@@ -85,7 +86,9 @@ class Progress:
 
 
 def mask_dtype(max_value: int) -> np.dtype:
-    return np.dtype(np.uint8 if max_value <= 255 else np.uint16)
+    if max_value <= 255:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16 if max_value <= 65535 else np.uint32)
 
 
 def annotation_rle(ann: dict, height: int, width: int) -> dict:
@@ -97,9 +100,19 @@ def annotation_rle(ann: dict, height: int, width: int) -> dict:
             raise InvalidAnnotation(f"RLE size {size} differs from the image's {[height, width]}")
         counts = seg["counts"]
         if isinstance(counts, list):
+            # pycocotools casts to uint32 and raises OverflowError on a negative count.
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+                raise InvalidAnnotation("RLE 'counts' holds a negative or non-integer run")
+            if sum(counts) != height * width:
+                raise InvalidAnnotation(f"RLE counts do not add up to its {width}x{height} size")
             return mask_utils.frPyObjects(seg, height, width)
         if isinstance(counts, (str, bytes)):
-            return {"size": size, "counts": counts.encode() if isinstance(counts, str) else counts}
+            rle = {"size": size, "counts": counts.encode() if isinstance(counts, str) else counts}
+            # pycocotools' C decoder trusts the string; a corrupt one must stop here.
+            c = rle_counts(rle)
+            if c.size and ((c < 0).any() or int(c.sum()) != height * width):
+                raise InvalidAnnotation(f"RLE counts do not add up to its {width}x{height} size")
+            return rle
         raise InvalidAnnotation("RLE 'counts' is neither a list nor a string")
     if seg:
         polys = []
@@ -111,15 +124,35 @@ def annotation_rle(ann: dict, height: int, width: int) -> dict:
             except (TypeError, ValueError):
                 continue
             if arr.ndim == 1 and arr.size >= 6 and arr.size % 2 == 0 and np.isfinite(arr).all():
+                _check_reach(arr, height, width)
                 polys.append(arr)
         if not polys:
             raise InvalidAnnotation("no polygon with 3 or more points")
         rles = mask_utils.frPyObjects(polys, height, width)
         return rles[0] if len(rles) == 1 else mask_utils.merge(rles)
-    bbox = np.asarray([ann["bbox"]], dtype=np.float64)
-    if not np.isfinite(bbox).all() or (bbox[0, 2:] <= 0).any():
+    try:
+        bbox = np.asarray([ann["bbox"]], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidAnnotation("'bbox' is not four numbers") from None
+    if bbox.shape != (1, 4) or not np.isfinite(bbox).all() or (bbox[0, 2:] <= 0).any():
         raise InvalidAnnotation(f"degenerate bbox {ann['bbox']}")
+    _check_reach(np.concatenate([bbox[0, :2], bbox[0, :2] + bbox[0, 2:]]), height, width)
     return mask_utils.frPyObjects(bbox, height, width)[0]
+
+
+def _check_reach(coords: np.ndarray, height: int, width: int) -> None:
+    """Refuse coordinates far outside the image before pycocotools sees them.
+
+    Its polygon rasteriser scales by 5 into a C int and walks every edge pixel by pixel:
+    a vertex at 3e9 overflows and segfaults the process (napari with unsaved edits), one
+    at 1e7 allocates gigabytes. Vertices a little outside the image are legal (clipped).
+    """
+    reach = 2 * max(height, width) + 16
+    if np.abs(coords).max(initial=0) > reach:
+        worst = float(np.abs(coords).max())
+        raise InvalidAnnotation(
+            f"coordinate {worst:.6g} lies far outside the {width}x{height} image"
+        )
 
 
 def rle_counts(rle: dict) -> np.ndarray:
@@ -326,6 +359,16 @@ def write_mask(
             os.close(fd)
 
 
+def _true_size(path: str, height: int, width: int) -> tuple[int, int] | None:
+    """(height, width) from the image file's header, or None when it cannot be read."""
+    from napari_tumorseg.coco.from_masks import image_size
+
+    try:
+        return image_size(Path(path))
+    except ReadError:
+        return None
+
+
 def _exists(path: str, listings: dict[str, set[str]]) -> bool:
     """Existence from one listing per folder: on slow file systems a stat per image
     costs more than rasterising it. A file appearing later is still never clobbered:
@@ -383,6 +426,10 @@ def coco_to_masks(
 
     report = Report(out_dir=out_dir, splits=[s for s, _ in sets])
     total = sum(len(cs.images) for _, cs in sets)
+    if total == 0:
+        bad = [f"{cs.path.name}: {line}" for _, cs in sets for line in cs.invalid if line.startswith("image")]
+        if bad:
+            raise ReadError(f"no usable image record: {bad[0]}")
     report.n_images = total
     dtype = mask_dtype(max(cs.max_category_id for _, cs in sets)) if per_category else None
     options = (per_category, dtype, overwrite, compression)
@@ -434,7 +481,21 @@ def coco_to_masks(
                     yield Progress(done, total, label, report)
                     continue
                 anns = cs.anns_by_image[image_id]
-                args = (anns, image["height"], image["width"], dest, *options)
+                height, width = image["height"], image["width"]
+                true_size = _true_size(os.path.join(image_dir_str, name), height, width)
+                if true_size is None:
+                    report.invalid.append(f"{label}: unreadable image file; no mask written")
+                    done += 1
+                    yield Progress(done, total, label, report)
+                    continue
+                if true_size != (height, width):
+                    # The pixels are the truth: a mask of the JSON's size would not fit them.
+                    report.invalid.append(
+                        f"{label}: the JSON says {width}x{height}, the image is "
+                        f"{true_size[1]}x{true_size[0]}; the image's size was used"
+                    )
+                    height, width = true_size
+                args = (anns, height, width, dest, *options)
                 if pool is None:
                     yield finish((_convert_one(*args), dest, len(anns), prefix, label))
                     continue
@@ -489,9 +550,8 @@ def render_coco_image(
     if not path.is_file():
         raise ReadError(f"image file {path} is missing")
     pixels = _read_image(path)
-    h, w = record["height"], record["width"]
-    if pixels.shape[:2] != (h, w):
-        raise ReadError(f"{path.name} is {pixels.shape[1]}x{pixels.shape[0]}, the JSON says {w}x{h}")
+    # The pixels win over the JSON's width/height, as in coco_to_masks.
+    h, w = pixels.shape[:2]
     anns = cs.anns_by_image[record["id"]]
     dtype = mask_dtype(cs.max_category_id) if per_category else None
     mask = rasterize(anns, h, w, per_category, dtype)

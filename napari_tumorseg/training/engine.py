@@ -169,6 +169,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        _check_ranges(values)
         return [_plain(v) for v in value]
     if isinstance(value, os.PathLike):
         return str(value)
@@ -180,6 +181,30 @@ def _plain(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- setup
+
+# Each option's allowed range, as a test and the words that say it.
+_RANGES = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "threads": (lambda v: v >= 1, "at least 1"),
+    "num_workers": (lambda v: v >= 0, "0 or more"),
+    "patches_per_volume": (lambda v: v >= 1, "at least 1"),
+    "lr": (lambda v: v > 0, "above 0"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "empty_slice_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "fg_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+
+
+def _check_ranges(values: dict) -> None:
+    """One line for an option out of its range (a config file skips argparse's checks)."""
+    for name, (ok, words) in _RANGES.items():
+        v = values.get(name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+            raise TumorSegError(f"{name} must be {words}, got {v!r}")
+
 
 
 def pick_device(name: str) -> torch.device:
