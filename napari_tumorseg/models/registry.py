@@ -107,16 +107,24 @@ def create_model(
     pretrained: str | None = None,
     **config: Any,
 ) -> nn.Module:
+    """Build a registry model. ``interactive`` (True or a click-encoding dict, see
+    :mod:`napari_tumorseg.interactive.encoding`) makes it click-guided: ``in_channels``
+    stays the image channels and the prompt channels are added to the first layer."""
     entry = _entry(name)
     info = entry.info
     cfg = {**info.default_config, **config}
+    interactive = cfg.pop("interactive", None)
+    in_ch = info.in_channels if in_channels is None else in_channels
+    out_ch = info.out_channels if out_channels is None else out_channels
     try:
-        return entry.builder(
-            in_channels=info.in_channels if in_channels is None else in_channels,
-            out_channels=info.out_channels if out_channels is None else out_channels,
-            pretrained=pretrained,
-            **cfg,
-        )
+        if interactive not in (None, False):
+            from napari_tumorseg.interactive.encoding import ClickEncoding, build_click_guided
+
+            if info.output == "classes":
+                raise TumorSegError(f"{name} is a classifier: it cannot be click-guided")
+            return build_click_guided(entry.builder, in_ch, ClickEncoding.from_config(interactive),
+                                      out_channels=out_ch, pretrained=pretrained, **cfg)
+        return entry.builder(in_channels=in_ch, out_channels=out_ch, pretrained=pretrained, **cfg)
     except TypeError as err:  # an option the builder does not take: a user mistake
         if "argument" not in str(err):
             raise
