@@ -100,13 +100,18 @@ def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> 
     from napari_tumorseg.io.readers import combine_channels
 
     have = primary.data.shape[0] if primary.has_channels else 1
+    if primary.has_channels and plan.names and have == plan.channels:
+        return _reordered(primary, plan)
     if have >= plan.channels or (plan.channels == 1):
         return primary
     if have == 1 and plan.mode == "repeat":
         return primary
     pool = [primary] + [v for v in others if v is not primary and v.kind == "image" and not v.has_channels]
     if plan.names:
-        chosen = order_by_names(pool, list(plan.names))
+        try:
+            chosen = order_by_names(pool, list(plan.names))
+        except TumorSegError as err:
+            raise TumorSegError(f"the model needs {plan.channels} input channels ({plan.describe()}): {err}") from None
     elif len(pool) == plan.channels:
         chosen = pool
     else:
@@ -120,3 +125,26 @@ def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> 
         off = next(v for v in chosen if not any(v is s for s in same_grid))
         raise TumorSegError(f"scan '{off.name}' is not on the grid of '{primary.name}'; nothing is resampled")
     return combine_channels(chosen, name=primary.name)
+
+
+def _reordered(case: Volume, plan: ChannelPlan) -> Volume:
+    """A multi-channel case with its channels in the checkpoint's order.
+
+    Channels whose names say no MR sequence (R, G, B of a JPG) keep their order; named
+    sequences that cannot all be matched are an error, never a silent mix-up.
+    """
+    from dataclasses import replace
+
+    keys = [_key(n) for n in case.channel_names]
+    if not any(guess_sequence(n) for n in case.channel_names):
+        return case
+    order = []
+    for wanted in plan.names:
+        hits = [i for i, k in enumerate(keys) if k == _key(wanted) and i not in order]
+        if len(hits) != 1:
+            raise TumorSegError(f"the model's channel {wanted!r} is not one of the case's channels "
+                                f"({', '.join(case.channel_names)})")
+        order.append(hits[0])
+    if order == list(range(len(keys))):
+        return case
+    return replace(case, data=case.data[order], channel_names=[case.channel_names[i] for i in order])

@@ -89,3 +89,12 @@ def test_cli_predict_refuses_a_case_without_the_models_channels(shared_data, two
     err = capsys.readouterr().err.strip()
     assert rc != 0 and len(err.splitlines()) == 1 and "needs 2 input channels" in err
     assert not out.exists()
+
+
+def test_a_multichannel_case_is_reordered_to_the_checkpoint():
+    case = Volume(np.stack([np.full((2, 4, 4), 1.0), np.full((2, 4, 4), 2.0)]), name="case",
+                  channel_names=["FLAIR", "T1c"])
+    out = assemble_input(case, [], ChannelPlan(2, ("T1c", "FLAIR")))
+    assert out.channel_names == ["T1c", "FLAIR"] and out.data[0].max() == 2.0
+    with pytest.raises(TumorSegError, match="'T2'"):
+        assemble_input(case, [], ChannelPlan(2, ("FLAIR", "T2")))

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import volume_from_layer
 from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info
+from napari_tumorseg.widgets._session import session_for
 
 EXPORT_FORMATS = {
     "NIfTI (.nii.gz)": "nifti",
@@ -60,6 +61,7 @@ class CorrectWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self._click_layer = None
         self.last_report = ""
 
@@ -153,13 +155,22 @@ class CorrectWidget(QWidget):
 
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.session.events.prediction.connect(self._follow_prediction)
         self._refresh_layers()
+
+    def _follow_prediction(self, *_):
+        """A new prediction becomes the layer to edit, its scan the scan."""
+        self._refresh_layers()
+        p = self.session.prediction
+        if p is not None and p.labels_layer is not None and p.labels_layer in self.viewer.layers:
+            self.labels_combo.setCurrentText(p.labels_layer.name)
+            if p.source in self.viewer.layers:
+                self.image_combo.setCurrentText(p.source.name)
 
     # -- layers -------------------------------------------------------------------------
     def _refresh_layers(self, *_):
         labels = [l.name for l in self.viewer.layers if isinstance(l, napari.layers.Labels)]
-        images = [l.name for l in self.viewer.layers
-                  if isinstance(l, napari.layers.Image) and not l.name.endswith(" probability")]
+        images = [l.name for l in self.session.image_layers()]
         for combo, names, blank in ((self.labels_combo, labels, False), (self.image_combo, images, False),
                                     (self.gt_combo, labels, True)):
             current = combo.currentText()
@@ -169,9 +180,10 @@ class CorrectWidget(QWidget):
             if current in names or (blank and current == "(none)"):
                 combo.setCurrentText(current)
             elif not blank and names:
-                # Prefer a predicted layer as the one to edit, the matching scan as image.
-                preferred = [n for n in names if n.endswith(" tumour")]
-                combo.setCurrentText(preferred[-1] if preferred and combo is self.labels_combo else names[0])
+                # Prefer the session's predicted layer as the one to edit.
+                p = self.session.prediction
+                preferred = p.labels_layer.name if p is not None and p.labels_layer is not None else None
+                combo.setCurrentText(preferred if preferred in names and combo is self.labels_combo else names[0])
             combo.blockSignals(False)
 
     def labels_layer(self):
@@ -273,12 +285,15 @@ class CorrectWidget(QWidget):
 
     # -- export -------------------------------------------------------------------------
     def _source_volume(self, labels_layer):
-        """The scan the labels belong to, for geometry and DICOM references."""
+        """The scan the labels belong to, for geometry and DICOM references (from the session)."""
+        source = self.session.source_of(labels_layer)
         name = self.image_combo.currentText()
-        if name and name in self.viewer.layers:
-            img = self.viewer.layers[name]
-            if tuple(np.shape(img.data)[-3:]) == tuple(np.shape(labels_layer.data)[-3:]):
-                return volume_from_layer(img.data, img.metadata, img.scale, img.name)
+        if source is None and name and name in self.viewer.layers:
+            source = self.viewer.layers[name]
+        if source is not None:
+            vol = self.session.volume_of(source)
+            if tuple(vol.spatial_shape[-labels_layer.ndim:]) == tuple(np.shape(labels_layer.data)):
+                return vol
         return volume_from_layer(labels_layer.data, labels_layer.metadata, labels_layer.scale, labels_layer.name,
                                  kind="labels")
 
@@ -347,7 +362,7 @@ class CorrectWidget(QWidget):
         _, train_widget = self.viewer.window.add_plugin_dock_widget("napari-tumorseg", "Train")
         train_widget.src_path.setChecked(True)
         train_widget.data_picker.set_path(folder)
-        ckpt = _current_checkpoint(self.viewer)
+        ckpt = self.session.checkpoint_path
         if ckpt:
             from napari_tumorseg.models.checkpoint import load_checkpoint
 
@@ -365,14 +380,3 @@ def _safe(name: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
-
-
-def _current_checkpoint(viewer) -> str | None:
-    """The checkpoint loaded in an open Predict dock, if any."""
-    from napari_tumorseg.widgets.predict import PredictWidget
-
-    for dock in viewer.window.dock_widgets.values() if hasattr(viewer.window, "dock_widgets") else []:
-        widget = dock if isinstance(dock, PredictWidget) else getattr(dock, "widget", lambda: None)()
-        if isinstance(widget, PredictWidget) and widget.ckpt_picker.path():
-            return str(widget.ckpt_picker.path())
-    return None

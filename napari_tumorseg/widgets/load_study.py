@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.study import Study
 from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info, show_warning, worker_error_handler
+from napari_tumorseg.widgets._session import session_for
 
 COLUMNS = ["Series", "Modality", "Slices", "Spacing (mm)", "Size (z, y, x)", "Kind"]
 
@@ -29,6 +30,7 @@ class LoadStudyWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self.study: Study | None = None
         self._worker = None
 
@@ -144,7 +146,9 @@ class LoadStudyWidget(QWidget):
                 show_warning(f"{vol.name}: {warning}")  # gaps, missing slices: never silent
             data, kwargs, layer_type = vol.layer_data()
             layers = getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
-            added += layers if isinstance(layers, list) else [layers]
+            layers = layers if isinstance(layers, list) else [layers]
+            self.session.register(layers, vol)  # the docks share the volume, not its layers' copies
+            added += layers
         if added:
             self.viewer.reset_view()
             show_info(f"opened {len(added)} layer(s)")

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.widgets._common import PathPicker, notify_error, set_choices, worker_error_handler
+from napari_tumorseg.widgets._session import Prediction, session_for
 
 
 FROM_CHECKPOINT = "checkpoint (from training)"
@@ -52,11 +53,8 @@ class PredictWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.predictor = None
-        self.probabilities: np.ndarray | None = None  # cache in the source geometry
+        self.session = session_for(napari_viewer)
         self.model_calls = 0  # forward runs started (tests: the slider must not add any)
-        self._source_layer = None
-        self._cache_model = None
         self._worker = None
         self._cancel = threading.Event()
         self.case_result = None
@@ -165,6 +163,16 @@ class PredictWidget(QWidget):
         self.viewer.dims.events.current_step.connect(self._update_slice_class)
         self._refresh_layers()
 
+    # The model and the probability cache live in the viewer's session, shared by every dock.
+    @property
+    def predictor(self):
+        return self.session.predictor
+
+    @property
+    def probabilities(self) -> np.ndarray | None:
+        p = self.session.prediction
+        return None if p is None else p.probabilities
+
     # -- model --------------------------------------------------------------------------
     def load_model(self):
         path = self.ckpt_picker.path()
@@ -176,11 +184,12 @@ class PredictWidget(QWidget):
 
             source, device = self.source_combo.currentText(), self.device.currentText()
             if source == FROM_CHECKPOINT:
-                self.predictor = Predictor.from_checkpoint(path, device=device)
+                predictor = Predictor.from_checkpoint(path, device=device)
             else:
-                self.predictor = Predictor.from_registry(source, weights=path, device=device)
+                predictor = Predictor.from_registry(source, weights=path, device=device)
+            self.session.set_predictor(predictor, path if source == FROM_CHECKPOINT else None)
         except TumorSegError as err:
-            self.predictor = None  # never predict with a model other than the one asked for
+            self.session.set_predictor(None)  # never predict with a model other than the one asked for
             self.model_label.setText("no model loaded")
             notify_error(err)
             return None
@@ -191,21 +200,17 @@ class PredictWidget(QWidget):
         return self.predictor
 
     def _refresh_layers(self, *_):
-        set_choices(self.image_layer, [
-            l.name for l in self.viewer.layers
-            if isinstance(l, napari.layers.Image) and not l.name.endswith(" probability")
-        ])
+        set_choices(self.image_layer, [l.name for l in self.session.image_layers()])
 
     def _source(self):
+        """The chosen layer and the model's input for it: (c, z, y, x), the case's channels."""
         name = self.image_layer.currentText()
-        if not name:
+        if not name or name not in self.viewer.layers:
             raise TumorSegError("open an image to predict on")
         layer = self.viewer.layers[name]
-        data = np.asarray(layer.data)
-        if layer.rgb:
-            data = np.moveaxis(data, -1, 0)  # (c, y, x)
-            data = data[:, None] if data.ndim == 3 else data
-        return layer, data
+        vol = self.session.model_input(layer, self.predictor)
+        data = np.asarray(vol.data)
+        return layer, (data if vol.has_channels else data[None])
 
     def _slices(self, n_z: int):
         if self.range_current.isChecked():
@@ -226,7 +231,7 @@ class PredictWidget(QWidget):
             return None
         try:
             layer, data = self._source()
-            spatial = data.shape[-3:] if data.ndim >= 3 else (1, *data.shape)
+            spatial = data.shape[-3:]
             slices = self._slices(spatial[0])
         except TumorSegError as err:
             notify_error(err)
@@ -239,14 +244,17 @@ class PredictWidget(QWidget):
         self._cancel.clear()
         self.model_calls += 1
         batch, overlap, cancel = self.batch.value(), self.overlap.value(), self._cancel.is_set
-        vol = data if data.ndim >= 3 else data[None]
+        vol = data
         shape = (3, *spatial) if predictor.output_kind == "regions" else tuple(spatial)
         # Predicting more slices of the same scan adds to the map; a new scan starts afresh.
-        same = (self._source_layer is layer and self.probabilities is not None
-                and self.probabilities.shape == shape and self._cache_model == predictor)
+        old = self.session.prediction
+        same = (old is not None and old.source is layer and old.probabilities.shape == shape
+                and old.predictor is predictor)
         if not same:
-            self.probabilities = np.zeros(shape, np.float32)
-        self._source_layer, self._cache_model = layer, predictor
+            keep = old if old is not None and old.source is layer else None
+            self.session.set_prediction(Prediction(
+                source=layer, predictor=predictor, probabilities=np.zeros(shape, np.float32),
+                prob_layer=keep.prob_layer if keep else None, labels_layer=keep.labels_layer if keep else None))
         self._ensure_output_layers(layer, keep_labels=same)
         pbar = progress(total=0, desc=f"Predicting {layer.name}")
 
@@ -260,11 +268,12 @@ class PredictWidget(QWidget):
                 pbar.total = ev.total
             pbar.update(ev.done - pbar.n)
             if ev.kind == "progress" and ev.planes is not None and ev.slices:
-                self.probabilities[..., ev.slices, :, :] = ev.planes
+                self.session.prediction.probabilities[..., ev.slices, :, :] = ev.planes
                 self._refresh_outputs(ev.slices)
             elif ev.kind in ("done", "cancelled"):
                 if ev.probabilities is not None and ev.slices:
-                    self.probabilities[..., ev.slices, :, :] = ev.probabilities[..., ev.slices, :, :]
+                    self.session.prediction.probabilities[..., ev.slices, :, :] = \
+                        ev.probabilities[..., ev.slices, :, :]
                     self._refresh_outputs(ev.slices)
                 self.status.setText(
                     f"{ev.kind}: {len(ev.slices)} slice(s) in {ev.elapsed_s:.1f} s" if ev.kind == "done"
@@ -295,33 +304,39 @@ class PredictWidget(QWidget):
         self.prediction_finished.emit()
 
     def _ensure_output_layers(self, layer, keep_labels: bool = False) -> None:
-        spatial = self.probabilities.shape[-3:]
+        pred = self.session.prediction
+        spatial = pred.probabilities.shape[-3:]
         scale = tuple(layer.scale[-3:]) if layer.ndim >= 3 else (1.0, *layer.scale[-2:])
         translate = tuple(layer.translate[-3:]) if layer.ndim >= 3 else (0.0, *layer.translate[-2:])
-        meta = dict(layer.metadata)
-        pname, lname = prob_layer_name(layer.name), label_layer_name(layer.name)
-        prob_view = self.probabilities[0] if self.probabilities.ndim == 4 else self.probabilities
-        if pname in self.viewer.layers:
-            self.viewer.layers[pname].data = prob_view
+        meta = {k: v for k, v in layer.metadata.items()}
+        prob_view = pred.probabilities[0] if pred.probabilities.ndim == 4 else pred.probabilities
+        if layer.ndim == 2:
+            prob_view = prob_view[0]
+            scale, translate = scale[1:], translate[1:]
+        if pred.prob_layer is not None and pred.prob_layer in self.viewer.layers:
+            pred.prob_layer.data = prob_view
         else:
-            self.viewer.add_image(
-                prob_view, name=pname, colormap="inferno", opacity=0.45, blending="additive",
-                contrast_limits=(0.0, 1.0), scale=scale, translate=translate, metadata=meta,
+            pred.prob_layer = self.viewer.add_image(
+                prob_view, name=prob_layer_name(layer.name), colormap="inferno", opacity=0.45,
+                blending="additive", contrast_limits=(0.0, 1.0), scale=scale, translate=translate,
+                metadata={**meta, "tumorseg_output": "probability"},
             )
-        labels = np.zeros(spatial, np.uint8)
-        if lname in self.viewer.layers:
+        labels = np.zeros(spatial if layer.ndim >= 3 else spatial[1:], np.uint8)
+        if pred.labels_layer is not None and pred.labels_layer in self.viewer.layers:
             if not keep_labels:  # corrections on other slices survive a partial re-run
-                self.viewer.layers[lname].data = labels
+                pred.labels_layer.data = labels
         else:
             kwargs = {}
             if self.predictor.output_kind == "regions":
                 from napari.utils.colormaps import DirectLabelColormap
 
-                from napari_tumorseg.editing import REGION_COLORS
+                from napari_tumorseg.brats import REGION_COLORS
 
                 kwargs["colormap"] = DirectLabelColormap(color_dict=REGION_COLORS)
-            self.viewer.add_labels(labels, name=lname, opacity=0.6, scale=scale, translate=translate,
-                                   metadata={**meta, "label_names": self.label_names()}, **kwargs)
+            pred.labels_layer = self.viewer.add_labels(
+                labels, name=label_layer_name(layer.name), opacity=0.6, scale=scale, translate=translate,
+                metadata={**meta, "label_names": self.label_names()}, **kwargs)
+        self.session.events.prediction()
 
     def label_names(self) -> dict[int, str]:
         if self.predictor is None:
@@ -329,24 +344,27 @@ class PredictWidget(QWidget):
         return {int(k): v for k, v in self.predictor.label_names().items()}
 
     def _refresh_outputs(self, slices) -> None:
-        if self._source_layer is None or self.probabilities is None:
+        pred = self.session.prediction
+        if pred is None:
             return
         from napari_tumorseg.inference.predict import probabilities_to_labels
 
-        name = self._source_layer.name
-        pname, lname = prob_layer_name(name), label_layer_name(name)
         t = self.threshold.value() / 100.0
-        if pname in self.viewer.layers:
-            self.viewer.layers[pname].refresh()
-        if lname not in self.viewer.layers:
+        pred.threshold = t
+        if pred.prob_layer is not None:
+            pred.prob_layer.refresh()
+        labels_layer = pred.labels_layer
+        if labels_layer is None:
             return
-        labels_layer = self.viewer.layers[lname]
-        kind = self.predictor.output_kind
+        kind = pred.predictor.output_kind
         if slices is None:
-            labels_layer.data = probabilities_to_labels(self.probabilities, t, kind)
+            full = probabilities_to_labels(pred.probabilities, t, kind)
+            labels_layer.data = full if labels_layer.ndim >= 3 else full[0]
+        elif labels_layer.ndim >= 3:
+            labels_layer.data[slices] = probabilities_to_labels(pred.probabilities[..., slices, :, :], t, kind)
+            labels_layer.refresh()
         else:
-            part = probabilities_to_labels(self.probabilities[..., slices, :, :], t, kind)
-            labels_layer.data[slices] = part
+            labels_layer.data[:] = probabilities_to_labels(pred.probabilities, t, kind)[0]
             labels_layer.refresh()
 
     def _threshold_changed(self, value: int) -> None:
@@ -359,7 +377,7 @@ class PredictWidget(QWidget):
         from napari_tumorseg.inference.predict import aggregate_case, iter_classify_slices
 
         predictor = self.predictor
-        vol = data if data.ndim >= 3 else data[None]
+        vol = data
         self.model_calls += 1
         self._cancel.clear()
         cancel = self._cancel.is_set

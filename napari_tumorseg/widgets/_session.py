@@ -1,0 +1,173 @@
+"""One session per viewer: the case on screen, shared by every dock of that viewer.
+
+The docks used to pass a case around through layer names (" tumour", " probability") and
+flattened metadata, and the Correct dock read the checkpoint out of the Predict dock. Here
+each viewer owns one :class:`ViewerSession` holding
+
+* the source volumes behind the layers (geometry, DICOM references, channel order) —
+  a multi-channel case shown as one layer per channel stays ONE volume;
+* the loaded predictor and its checkpoint path;
+* the prediction: source layer, probability cache and the two output layers (by
+  reference, not by name — the user may rename them);
+* the interactive (click) state: the current click engine.
+
+Docks find it with :func:`session_for`; it is keyed weakly by the viewer, so closing a
+viewer frees its case. Events tell the other docks that something changed.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from napari.utils.events import EmitterGroup
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.io.volume import Volume, volume_from_layer
+
+_SESSIONS: "weakref.WeakKeyDictionary[Any, ViewerSession]" = weakref.WeakKeyDictionary()
+
+
+def session_for(viewer) -> "ViewerSession":
+    """The viewer's session, created on first use."""
+    session = _SESSIONS.get(viewer)
+    if session is None:
+        session = ViewerSession(viewer)
+        _SESSIONS[viewer] = session
+    return session
+
+
+@dataclass
+class Prediction:
+    """A model's output for one source layer: the probability cache and its two layers."""
+
+    source: Any  # the image layer predicted on
+    predictor: Any
+    probabilities: np.ndarray  # (z, y, x) or (k, z, y, x) on the source grid
+    prob_layer: Any = None
+    labels_layer: Any = None
+    threshold: float = 0.5
+
+
+class ViewerSession:
+    def __init__(self, viewer) -> None:
+        self._viewer = weakref.ref(viewer)
+        # id(layer) -> (weakref to layer, volume, channel index or None)
+        self._volumes: dict[int, tuple[weakref.ref, Volume, int | None]] = {}
+        self.predictor = None
+        self.checkpoint_path: str | None = None
+        self.prediction: Prediction | None = None
+        self.click_engine = None
+        self.events = EmitterGroup(source=self, case=None, predictor=None, prediction=None)
+        viewer.layers.events.removed.connect(self._layer_removed)
+
+    @property
+    def viewer(self):
+        return self._viewer()
+
+    # -- the case -----------------------------------------------------------------------
+    def register(self, layers, volume: Volume) -> None:
+        """Record that ``layers`` show ``volume`` (one layer per channel for a multi-channel case)."""
+        layers = layers if isinstance(layers, (list, tuple)) else [layers]
+        for i, layer in enumerate(layers):
+            channel = i if volume.has_channels and len(layers) > 1 else None
+            self._volumes[id(layer)] = (weakref.ref(layer), volume, channel)
+            if isinstance(layer.metadata, dict):
+                layer.metadata.setdefault("tumorseg", {})["case_channel"] = channel
+        self.events.case()
+
+    def _entry(self, layer):
+        hit = self._volumes.get(id(layer))
+        if hit is not None and hit[0]() is layer:
+            return hit
+        return None
+
+    def volume_of(self, layer) -> Volume:
+        """The full source volume behind ``layer``: geometry, references, all channels."""
+        hit = self._entry(layer)
+        if hit is not None:
+            return hit[1]
+        kind = "labels" if layer.__class__.__name__ == "Labels" else "image"
+        data = np.asarray(layer.data)
+        vol = volume_from_layer(data, layer.metadata, layer.scale, layer.name, kind=kind)
+        if getattr(layer, "rgb", False):
+            # An RGB JPG of a grey scan: channels first, one slice.
+            czyx = np.moveaxis(data, -1, 0)[:, None]
+            vol = Volume(czyx, spacing=vol.spacing, affine=vol.affine, name=layer.name, kind="image",
+                         source=vol.source, channel_names=["R", "G", "B", "A"][: czyx.shape[0]],
+                         metadata=vol.metadata)
+        elif data.ndim == 2:
+            vol = Volume(data[None], spacing=vol.spacing, affine=vol.affine, name=layer.name, kind=kind,
+                         source=vol.source, metadata=vol.metadata)
+        return vol
+
+    def image_layers(self) -> list:
+        """Source scans: image layers that are not a prediction's probability map."""
+        import napari
+
+        outputs = {id(self.prediction.prob_layer)} if self.prediction and self.prediction.prob_layer else set()
+        return [l for l in self.viewer.layers
+                if isinstance(l, napari.layers.Image) and id(l) not in outputs
+                and not l.metadata.get("tumorseg_output")]
+
+    def case_volumes(self, exclude=None) -> list[Volume]:
+        """Every distinct source volume of the viewer (a multi-channel case once), but ``exclude``'s."""
+        skip = self._entry(exclude)[1] if exclude is not None and self._entry(exclude) else None
+        seen, out = set(), []
+        for layer in self.image_layers():
+            if layer is exclude:
+                continue
+            vol = self.volume_of(layer)
+            if vol is skip:
+                continue
+            if id(vol) not in seen:
+                seen.add(id(vol))
+                out.append(vol)
+        return out
+
+    def model_input(self, layer, predictor) -> Volume:
+        """What ``predictor`` gets for ``layer``: its case's channels, in the checkpoint's order."""
+        from napari_tumorseg.channels import ChannelPlan, assemble_input, fit_channels
+
+        primary = self.volume_of(layer)
+        if primary.kind != "image":
+            raise TumorSegError(f"'{layer.name}' is a labels layer: choose a scan to predict on")
+        plan = ChannelPlan.from_preprocessing(predictor.prep)
+        vol = assemble_input(primary, self.case_volumes(exclude=layer), plan)
+        czyx = vol.data if vol.has_channels else vol.data[None]
+        fit_channels(czyx, plan, where=f"'{layer.name}'")  # refuses before any model call
+        return vol
+
+    # -- the model ----------------------------------------------------------------------
+    def set_predictor(self, predictor, checkpoint_path: str | None = None) -> None:
+        self.predictor = predictor
+        self.checkpoint_path = str(checkpoint_path) if checkpoint_path and predictor is not None else None
+        self.events.predictor()
+
+    # -- the prediction -----------------------------------------------------------------
+    def set_prediction(self, prediction: Prediction | None) -> None:
+        self.prediction = prediction
+        self.events.prediction()
+
+    def source_of(self, labels_layer):
+        """The scan a labels layer was predicted on (or None when it was not predicted here)."""
+        p = self.prediction
+        if p is not None and p.labels_layer is labels_layer and p.source in self.viewer.layers:
+            return p.source
+        return None
+
+    def _layer_removed(self, event) -> None:
+        layer = event.value
+        self._volumes.pop(id(layer), None)
+        p = self.prediction
+        if p is not None and layer in (p.source, p.prob_layer, p.labels_layer):
+            if layer is p.source:
+                self.set_prediction(None)
+            else:
+                if layer is p.prob_layer:
+                    p.prob_layer = None
+                if layer is p.labels_layer:
+                    p.labels_layer = None
+                self.events.prediction()
