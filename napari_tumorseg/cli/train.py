@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--tiny", action="store_true", help="the model's tiny width (smoke tests)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in OUT")
+    p.add_argument("--interactive", action="store_true",
+                   help="click-guided model: prompt channels and simulated clicks during training")
+    p.add_argument("--click-radius", type=float, dest="click_radius", metavar="MM",
+                   help="--interactive: radius of a click in mm (default 5)")
     p.set_defaults(func=run)
 
 
@@ -55,6 +59,10 @@ def _config(args):
         flags["tiny"] = True
     if args.overwrite:
         flags["overwrite"] = True
+    if args.interactive or args.click_radius is not None:
+        flags["interactive"] = True
+    if args.click_radius is not None:
+        flags["click_encoding"] = {"radius_mm": args.click_radius}
     if args.config:
         return TrainConfig.from_file(args.config, **flags)
     return TrainConfig.from_dict({k: v for k, v in flags.items() if v is not None})

@@ -120,6 +120,12 @@ class TrainConfig:
     region_convention: str | None = None  # brats | brats2023 | brats2012 (None: guess)
     hd95: bool = True
     overwrite: bool = False  # replace last.pt / best.pt / history.csv of another run
+    # Click-guided training (see napari_tumorseg.interactive.simulate): the model gets
+    # prompt channels, and a simulated user clicks on each sample from its ground truth.
+    interactive: bool = False
+    click_encoding: dict | None = None  # ClickEncoding fields: kind, radius_mm, min_radius_px, with_prev_mask
+    click_iterations: int = 3  # error-click rounds per batch, drawn in 0..N
+    no_click_fraction: float = 0.2  # share of samples without any click (automatic segmentation)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
@@ -403,6 +409,12 @@ class _Run:
             first = None
         else:
             self.model_config = {**(info.tiny_config if cfg.tiny else {}), **(cfg.model_config or {})}
+            if cfg.interactive:
+                from napari_tumorseg.interactive.encoding import ClickEncoding
+
+                if self.kind == "classes":
+                    raise TumorSegError(f"{self.model_name} is a classifier: it cannot be click-guided")
+                self.model_config["interactive"] = ClickEncoding.from_config(cfg.click_encoding).to_config()
             first = train_refs[0].load()
             data_ch = int(first.image.shape[0])
             self.in_channels = int(cfg.in_channels or (data_ch if not info.pretrained else info.in_channels))
@@ -414,6 +426,13 @@ class _Run:
                 self.out_channels = int(info.out_channels)
             self.prep = self._preprocessing(first, info)
         self.region_names = list(info.class_names) if self.kind == "regions" else []
+        self.clicks = None
+        if self.model_config.get("interactive"):
+            from napari_tumorseg.interactive.encoding import ClickEncoding
+            from napari_tumorseg.interactive.simulate import ClickSimulator
+
+            self.clicks = ClickSimulator(ClickEncoding.from_config(self.model_config["interactive"]),
+                                         cfg.click_iterations, cfg.no_click_fraction)
 
         # Channel adaptation must be possible for the data actually given.
         self.train_cases = [prepare_case(r, self.prep) for r in train_refs]
@@ -562,6 +581,12 @@ class _Run:
         self.saved_any = True
 
     # -- steps ------------------------------------------------------------------------
+    def click_inputs(self, x, y, ds, keys, train: bool):
+        """The batch with its prompt channels (simulated clicks; see interactive.simulate)."""
+        seeds = [k[1] if train else None for k in keys]
+        spacings = [ds.spacing(k[0]) for k in keys]
+        return self.clicks.batch_inputs(self.model, x, y, seeds, spacings, train)[0]
+
     def _forward_loss(self, x, y, net: nn.Module | None = None):
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             out = (net or self.net)(x)
@@ -636,11 +661,13 @@ class _Run:
         preds: dict[int, np.ndarray] = {}
         pos = 0
         with torch.no_grad():
-            for batch in self._batches(self.val_ds, plan, 0):
+            for bi, batch in enumerate(self._batches(self.val_ds, plan, 0)):
                 if self.cancel():
                     self.model.train()
                     return None, {}, True
                 x, y = batch[0].to(self.device), batch[1].to(self.device)
+                if self.clicks is not None:  # one click at the object's deepest point
+                    x = self.click_inputs(x, y, self.val_ds, plan.batch(bi), train=False)
                 # The bare module: DDP's forward would wait for ranks that do not validate.
                 out, loss = self._forward_loss(x, y, self.model)
                 loss_sum += float(loss) * x.shape[0]
@@ -777,6 +804,8 @@ def _train(run: _Run) -> Iterator[Event]:
             t0 = time.perf_counter()
             x, y = next(loader)
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            if run.clicks is not None:
+                x = run.click_inputs(x, y, run.train_ds, plan.batch(b), train=True)
             run.optimizer.zero_grad(set_to_none=True)
             out, loss = run._forward_loss(x, y)
             bad = not torch.isfinite(loss).item()

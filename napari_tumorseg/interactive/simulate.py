@@ -1,0 +1,140 @@
+"""The simulated user of click-guided training (RITM / DeepEdit style).
+
+Per sample: a first positive click deep inside the object (near the maximum of its
+distance transform, with jitter so the network does not learn that clicks are always at
+the exact centre), then a few rounds in which the network's own current prediction (no
+gradient) is compared with the ground truth and the next click goes to the centre of the
+largest error region: positive on a miss, negative on a false positive. A share of samples
+gets no click at all, so the network also segments automatically. Everything a sample
+draws comes from its own seed, so a resumed epoch replays the same clicks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from scipy import ndimage
+
+from napari_tumorseg.interactive.encoding import ClickEncoding
+
+
+def _edt(mask: np.ndarray, spacing) -> np.ndarray:
+    # Pad with background so the image border counts as the object's edge (a click is
+    # never placed against the border of the field of view).
+    padded = np.pad(mask, 1)
+    d = ndimage.distance_transform_edt(padded, sampling=[float(s) for s in spacing][-mask.ndim:])
+    return d[tuple(slice(1, -1) for _ in range(mask.ndim))]
+
+
+def deep_point(mask: np.ndarray, spacing, rng: np.random.Generator | None = None,
+               jitter: float = 0.0) -> np.ndarray | None:
+    """A voxel deep inside ``mask``: the distance-transform maximum, or with ``jitter`` in
+    (0, 1] any voxel at least ``(1 - jitter)`` times as deep, drawn with ``rng``."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return None
+    d = _edt(mask, spacing)
+    dmax = float(d.max())
+    if rng is None or jitter <= 0:
+        return np.array(np.unravel_index(int(np.argmax(d)), d.shape))
+    cand = np.argwhere(d >= (1.0 - jitter) * dmax)
+    return cand[int(rng.integers(len(cand)))]
+
+
+def error_click(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[np.ndarray, bool] | None:
+    """(point, positive) at the centre of the largest error region, or None when none."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    best = None
+    for err, positive in ((gt & ~pred, True), (pred & ~gt, False)):
+        if not err.any():
+            continue
+        lab, n = ndimage.label(err)
+        sizes = np.bincount(lab.ravel())[1:]
+        k = int(np.argmax(sizes))
+        if best is None or sizes[k] > best[0]:
+            best = (int(sizes[k]), lab == k + 1, positive)
+    if best is None:
+        return None
+    return deep_point(best[1], spacing), best[2]
+
+
+def foreground(out, y_shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, *spatial) bool foreground of a model output: binary / region logits (channel 0,
+    the whole tumour), or 2-class and multiclass logits (argmax > 0)."""
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    if tuple(out.shape[2:]) != tuple(y_shape):
+        out = F.interpolate(out.float(), size=tuple(y_shape),
+                            mode="bilinear" if out.ndim == 4 else "trilinear", align_corners=False)
+    if out.shape[1] == 1:
+        return out[:, 0] > 0
+    if out.shape[1] == 3 and out.ndim == 5:  # GLIMS regions: WT is channel 0
+        return out[:, 0] > 0
+    return out.argmax(1) > 0
+
+
+def target_foreground(y: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """(N, *spatial) bool object mask of a training target of any kind."""
+    if y.ndim == len(spatial) + 1:  # class indices (N, *spatial)
+        return y > 0
+    return (y > 0.5).any(1)
+
+
+class ClickSimulator:
+    """Adds the prompt channels to a training batch."""
+
+    def __init__(self, encoding: ClickEncoding, iterations: int = 3, no_click_fraction: float = 0.2,
+                 jitter: float = 0.3):
+        self.encoding = encoding
+        self.iterations = int(iterations)
+        self.no_click_fraction = float(no_click_fraction)
+        self.jitter = float(jitter)
+
+    def _maps(self, shape, spacing, pos, neg, prev) -> np.ndarray:
+        return self.encoding.maps(shape, spacing, pos, neg, prev)
+
+    def batch_inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds, spacings,
+                     train: bool) -> tuple[torch.Tensor, list[tuple[list, list]]]:
+        """``x`` with prompt channels appended, and the clicks of each sample.
+
+        ``seeds`` (one per sample, None for validation: a fixed first click at the deepest
+        point, no no-click share and no error rounds) and ``spacings`` (the grid spacing of
+        each sample, mm) come from the dataset.
+        """
+        spatial = tuple(x.shape[2:])
+        gt = target_foreground(y, spatial).cpu().numpy()
+        n = x.shape[0]
+        clicks: list[tuple[list, list]] = [([], []) for _ in range(n)]
+        active = []
+        rng_batch = np.random.default_rng(seeds[0] if train and seeds and seeds[0] is not None else 0)
+        for i in range(n):
+            rng = np.random.default_rng(seeds[i]) if train and seeds[i] is not None else None
+            if not gt[i].any():
+                continue
+            if rng is not None and rng.random() < self.no_click_fraction:
+                continue
+            p = deep_point(gt[i], spacings[i], rng, self.jitter if rng is not None else 0.0)
+            clicks[i][0].append(p)
+            active.append(i)
+        prev = np.zeros((n, *spatial), np.float32)
+        rounds = int(rng_batch.integers(0, self.iterations + 1)) if train and active else 0
+        for _ in range(rounds):
+            xin = self._stack(x, spatial, spacings, clicks, prev)
+            was_training = model.training
+            model.eval()  # no batch-norm statistics from the click rounds
+            with torch.no_grad():
+                pred = foreground(model(xin), spatial).cpu().numpy()
+            model.train(was_training)
+            for i in active:
+                if self.encoding.with_prev_mask:
+                    prev[i] = pred[i]
+                hit = error_click(pred[i], gt[i], spacings[i])
+                if hit is not None:
+                    clicks[i][0 if hit[1] else 1].append(hit[0])
+        return self._stack(x, spatial, spacings, clicks, prev), clicks
+
+    def _stack(self, x, spatial, spacings, clicks, prev) -> torch.Tensor:
+        maps = np.stack([self._maps(spatial, spacings[i], clicks[i][0], clicks[i][1], prev[i])
+                         for i in range(x.shape[0])])
+        return torch.cat([x, torch.from_numpy(maps).to(x.device, x.dtype)], dim=1)

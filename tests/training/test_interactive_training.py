@@ -1,0 +1,94 @@
+"""Click-guided training (``--interactive``) on the real LGG slices: the simulated user
+clicks inside the tumour (positive) and outside it (negative), and the checkpoint
+reloads as a click-guided model with its encoding."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_tumorseg.interactive.encoding import ClickEncoding, ClickGuided
+from napari_tumorseg.interactive.simulate import ClickSimulator, deep_point, error_click
+from napari_tumorseg.models.checkpoint import load_checkpoint
+from napari_tumorseg.training.engine import TrainConfig, run_to_end
+
+
+@pytest.fixture(scope="module")
+def lgg_run(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("interactive")
+    cfg = TrainConfig(model="unet", data=str(shared_data / "lgg_kaggle3m"), out_dir=str(out),
+                      tiny=True, interactive=True, click_encoding={"radius_mm": 4.0},
+                      epochs=1, batch_size=8, size=64, threads=1, hd95=False,
+                      empty_slice_fraction=0.0, recipe="paper")
+    events = run_to_end(cfg)
+    return cfg, events, out
+
+
+def test_training_with_clicks_runs_and_reloads_as_interactive(lgg_run):
+    cfg, events, out = lgg_run
+    assert type(events[-1]).__name__ == "DoneEvent", getattr(events[-1], "message", "")
+    epoch = [e for e in events if type(e).__name__ == "EpochEvent"][0]
+    assert np.isfinite(epoch.train_loss) and 0.0 <= epoch.metrics["dice"] <= 1.0
+    # weights_only load (no pickled code), and the encoding recovered exactly.
+    raw = torch.load(out / "last.pt", weights_only=True)
+    assert raw["config"]["interactive"] == ClickEncoding(radius_mm=4.0).to_config()
+    model, ckpt = load_checkpoint(out / "last.pt")
+    assert isinstance(model, ClickGuided)
+    assert model.encoding == ClickEncoding(radius_mm=4.0)
+    assert ckpt["in_channels"] == 3 == model.image_channels  # LGG: pre-contrast, FLAIR, post
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 3 + 3  # + positive, negative, previous mask
+
+
+def test_simulated_clicks_lie_inside_and_outside_the_tumour(lgg_run, shared_data):
+    from napari_tumorseg.training.datasets import SegDataset, open_source, prepare_case
+
+    _, _, out = lgg_run
+    model, ckpt = load_checkpoint(out / "last.pt")
+    source = open_source(shared_data / "lgg_kaggle3m")
+    case = prepare_case(source.refs[0], ckpt["preprocessing"])
+    ds = SegDataset([case], None, 0.0, 0)
+    items = list(range(len(ds)))[:12]
+    x = torch.stack([ds[i][0] for i in items])
+    y = torch.stack([ds[i][1] for i in items])
+    gt = y[:, 0].numpy() > 0.5
+    spacings = [ds.spacing(i) for i in items]
+    sim = ClickSimulator(model.encoding, iterations=3, no_click_fraction=0.25)
+    n_pos = n_neg = n_none = n_multi = 0
+    for seed in range(6):
+        seeds = [seed * 100 + k for k in range(len(items))]
+        xin, clicks = sim.batch_inputs(model, x, y, seeds, spacings, train=True)
+        assert xin.shape == (len(items), 3 + 3, 64, 64)
+        assert torch.equal(xin[:, :3], x)
+        for i, (pos, neg) in enumerate(clicks):
+            for p in pos:
+                assert gt[i][tuple(p)], "a positive click outside the tumour"
+                assert xin[i, 3][tuple(p)] == 1.0
+            for p in neg:
+                assert not gt[i][tuple(p)], "a negative click inside the tumour"
+                assert xin[i, 4][tuple(p)] == 1.0
+            n_pos += len(pos)
+            n_neg += len(neg)
+            n_none += not pos and not neg
+            n_multi += len(pos) + len(neg) > 1
+            if not pos and not neg:
+                assert not xin[i, 3:5].any()
+    assert n_pos > 0 and n_none > 0 and n_multi > 0  # first clicks, no-click share, error rounds
+    # Validation: one click, at the deepest point, every time.
+    _, clicks = sim.batch_inputs(model, x, y, [None] * len(items), spacings, train=False)
+    for i, (pos, neg) in enumerate(clicks):
+        assert not neg and len(pos) == 1
+        assert np.array_equal(pos[0], deep_point(gt[i], spacings[i]))
+
+
+def test_error_click_goes_to_the_largest_error():
+    gt = np.zeros((40, 40), bool)
+    gt[5:25, 5:25] = True
+    pred = np.zeros_like(gt)
+    pred[5:25, 5:15] = True  # misses a 20x10 strip
+    pred[30:34, 30:34] = True  # a 4x4 false positive
+    point, positive = error_click(pred, gt, (1.0, 1.0))
+    assert positive and gt[tuple(point)] and not pred[tuple(point)]
+    pred[5:25, 5:25] = True
+    point, positive = error_click(pred, gt, (1.0, 1.0))
+    assert not positive and tuple(point) in {(31, 31), (31, 32), (32, 31), (32, 32)}
+    assert error_click(gt, gt, (1.0, 1.0)) is None
