@@ -3,8 +3,8 @@
 Sources, detected from the path by :func:`open_source`:
 
 * ``coco``: a COCO file or Roboflow export (``_annotations.coco.json`` beside the
-  images); polygon / RLE masks are rasterised on the fly (``skimage.draw.polygon``, as in
-  seed 000); every category counts as tumour.
+  images); polygon / RLE masks are rasterised on the fly by :func:`napari_tumorseg.coco.to_masks.rasterize`
+  (pycocotools, exactly what ``tumorseg coco2mask`` writes); every category counts as tumour.
 * ``pairs``: images with ``*_mask`` partners in the same folder, the LGG kaggle_3m layout
   (``TCGA_<inst>_<patient>_<date>/TCGA_..._<slice>.tif`` + ``_mask.tif``). Slices whose
   names differ only by a trailing ``_<number>`` are one patient volume.
@@ -36,10 +36,11 @@ import numpy as np
 import torch
 
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.output_kinds import output_kind
 from napari_tumorseg.training.augment import AugmentConfig, augment
 from napari_tumorseg.training.preprocessing import (
+    Preprocessing,
     apply_preprocessing,
-    labels_to_target,
     preprocess_labels,
     resized_spacing,
 )
@@ -132,37 +133,12 @@ def _check_same_grid(image: np.ndarray, labels: np.ndarray, name: str) -> None:
         )
 
 
-def _rasterise_coco(anns: list[dict], height: int, width: int) -> np.ndarray:
-    from skimage.draw import polygon
-
-    mask = np.zeros((height, width), dtype=bool)
-    for ann in anns:
-        seg = ann.get("segmentation")
-        if isinstance(seg, list) and seg:
-            for poly in seg:
-                xy = np.asarray(poly, dtype=float).reshape(-1, 2)
-                if len(xy) < 3:
-                    continue
-                rr, cc = polygon(xy[:, 1], xy[:, 0], shape=(height, width))
-                mask[rr, cc] = True
-        elif isinstance(seg, dict):
-            from pycocotools import mask as mask_utils
-
-            rle = seg
-            if isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, height, width)
-            mask |= mask_utils.decode(rle).astype(bool)
-        elif "bbox" in ann:  # no outline: fall back to the box
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            mask[int(y): int(math.ceil(y + h)), int(x): int(math.ceil(x + w))] = True
-    return mask
-
-
 # ----------------------------------------------------------------------------- sources
 
 
 def _coco_refs(json_path: Path, split: str | None) -> list[CaseRef]:
     from napari_tumorseg.coco.dataset import load_coco
+    from napari_tumorseg.coco.to_masks import rasterize
 
     coco = load_coco(json_path)
     refs = []
@@ -178,7 +154,9 @@ def _coco_refs(json_path: Path, split: str | None) -> list[CaseRef]:
                     f"{path.name}: image is {h}x{w} but the COCO file says "
                     f"{img.get('height')}x{img.get('width')}"
                 )
-            mask = _rasterise_coco(anns, h, w)
+            # The same pycocotools rasterisation as COCO -> masks: the model trains on the
+            # masks the user sees exported.
+            mask = rasterize(anns, h, w) > 0
             return CaseData(image, mask[None].astype(np.int64))
 
         stem = Path(img["file_name"]).stem
@@ -416,22 +394,26 @@ def arrays_source(items: Sequence) -> DataSource:
 
     refs = []
     for i, item in enumerate(items):
+        channel_names = None
         if isinstance(item, dict):
             image, mask = item["image"], item["mask"]
             spacing, case_id = item.get("spacing"), item.get("case_id")
+            channel_names = item.get("channel_names")
         else:
             image, mask, spacing, case_id = (list(item) + [None, None])[:4]
         case_id = str(case_id if case_id is not None else f"case{i}")
 
-        def load(image=image, mask=mask, spacing=spacing, case_id=case_id) -> CaseData:
-            img = as_czyx(np.asarray(image))
+        def load(image=image, mask=mask, spacing=spacing, case_id=case_id, names=channel_names) -> CaseData:
+            # A multi-channel case (the session's volume) is (c, z, y, x) by construction.
+            img = np.asarray(image) if names else as_czyx(np.asarray(image))
             lab = np.asarray(mask)
             lab = lab[None] if lab.ndim == 2 else lab
             _check_same_grid(img, lab, case_id)
             sp = tuple(float(s) for s in spacing)[-3:] if spacing is not None else (1.0, 1.0, 1.0)
             if len(sp) == 2:
                 sp = (1.0, *sp)
-            return CaseData(img, np.round(lab).astype(np.int64), sp)
+            return CaseData(img, np.round(lab).astype(np.int64), sp,
+                            channel_names=list(names) if names else None)
 
         refs.append(CaseRef(case_id, case_id, load))
     if not refs:
@@ -521,13 +503,14 @@ class _Prepared:
     label: int | None = None
 
 
-def prepare_case(ref: CaseRef, prep: dict[str, Any]) -> _Prepared:
+def prepare_case(ref: CaseRef, prep: Preprocessing | dict[str, Any]) -> _Prepared:
+    prep = Preprocessing.of(prep)
     data = ref.load()
     image = apply_preprocessing(data.image, prep, layout="czyx")
     if data.labels is None:
         return _Prepared(ref.case_id, ref.name, image, None, None, data.spacing, data.label)
     labels = preprocess_labels(data.labels, prep)
-    target = labels_to_target(labels, prep)
+    target = output_kind(prep.target).target(labels, prep)
     spacing = resized_spacing(data.spacing, data.image.shape[-2:], prep)
     return _Prepared(ref.case_id, ref.name, image, target, labels, spacing)
 

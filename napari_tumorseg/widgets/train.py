@@ -4,6 +4,10 @@ A thin driver of :func:`napari_tumorseg.training.engine.train`: the generator ru
 napari's ``thread_worker``; every event it yields updates the progress bar, the ETA and
 the live loss/Dice plot on the GUI thread. Cancel is polled by the engine before every
 optimiser step, so it takes effect within one step and leaves a resumable ``last.pt``.
+
+Without CUDA the dock starts on the model's CPU recipe (measured to learn in minutes on a
+CPU; see models.registry.Recipe); the paper's preset is one switch away. Start on a folder
+that already holds a run asks whether to resume it or start anew.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -37,8 +42,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.models import get_info, list_models
-from napari_tumorseg.training.engine import TrainConfig, train
+from napari_tumorseg.models import default_recipe, get_info, get_recipe, list_models
+from napari_tumorseg.training.engine import LAST, TrainConfig, pick_device, train
+from napari_tumorseg.training.losses import LOSS_NAMES
 from napari_tumorseg.training.events import (
     CancelledEvent,
     DoneEvent,
@@ -154,6 +160,7 @@ class TrainWidget(QWidget):
         self._pbar = None
         self.events: list = []
         self.last_result = None
+        self._overwrite_once = False
 
         # -- model ----------------------------------------------------------------------
         self.model_combo = QComboBox()
@@ -161,7 +168,16 @@ class TrainWidget(QWidget):
         self.model_combo.currentTextChanged.connect(self.apply_preset)
         self.paper_label = QLabel("")
         self.paper_label.setWordWrap(True)
+        self.recipe = QComboBox()
+        self.recipe.addItem("CPU quick", "cpu")
+        self.recipe.addItem("paper", "paper")
+        self.recipe.setToolTip("CPU quick: width, size, loss and schedule measured to learn in "
+                               "minutes on a CPU; paper: the paper's preset")
+        self.recipe.currentIndexChanged.connect(lambda *_: self.apply_preset(self.model_combo.currentText()))
         self.small = QCheckBox("Small model (quick CPU trial; off = the paper's width)")
+        self.width = QSpinBox()
+        self.width.setRange(1, 512)
+        self.width.setToolTip("features of the first level (x2 per level); the paper's is 64")
         self.pretrained = PathPicker("optional pretrained weights (local file)", folder=True)
 
         # -- data -----------------------------------------------------------------------
@@ -186,6 +202,17 @@ class TrainWidget(QWidget):
         self.size = QSpinBox()
         self.size.setRange(16, 1024)
         self.size.setSingleStep(16)
+        self.loss = QComboBox()
+        self.loss.addItems(list(LOSS_NAMES))
+        self.scheduler = QComboBox()
+        self.scheduler.addItems(["none", "step", "cosine", "poly"])
+        self.max_minutes = QDoubleSpinBox()
+        self.max_minutes.setRange(0.0, 100000.0)
+        self.max_minutes.setDecimals(1)
+        self.max_minutes.setSpecialValueText("no limit")
+        self.max_minutes.setSuffix(" min")
+        self.max_minutes.setToolTip("stop after the epoch that passes this time; best.pt is kept")
+        self.overwrite = QCheckBox("Overwrite an earlier run in the output folder without asking")
         self.augment = QCheckBox("Augmentation (flips, rotations, blur, contrast)")
         self.augment.setChecked(True)
         self.strength = QDoubleSpinBox()
@@ -210,10 +237,12 @@ class TrainWidget(QWidget):
         self.status.setWordWrap(True)
         self.plot = LossPlot()
 
-        form = QFormLayout()
+        form = self._form = QFormLayout()
         form.addRow("Model", self.model_combo)
+        form.addRow("Recipe", self.recipe)
         form.addRow(self.paper_label)
         form.addRow(self.small)
+        form.addRow("Width", self.width)
         form.addRow("Pretrained", self.pretrained)
         src_row = QHBoxLayout()
         src_row.addWidget(self.src_path)
@@ -224,11 +253,15 @@ class TrainWidget(QWidget):
         form.addRow("Labels layer", self.labels_layer)
         form.addRow("Output", self.out_picker)
         form.addRow("Resume", self.resume_picker)
-        hp = QGroupBox("Training (paper preset, every value editable)")
+        form.addRow(self.overwrite)
+        hp = QGroupBox("Training (the recipe's values, every value editable)")
         hpf = QFormLayout(hp)
         hpf.addRow("Epochs", self.epochs)
+        hpf.addRow("Time limit", self.max_minutes)
         hpf.addRow("Batch size", self.batch)
         hpf.addRow("Learning rate", self.lr)
+        hpf.addRow("Loss", self.loss)
+        hpf.addRow("Schedule", self.scheduler)
         hpf.addRow("Input size", self.size)
         aug = QHBoxLayout()
         aug.addWidget(self.augment)
@@ -255,22 +288,54 @@ class TrainWidget(QWidget):
 
     # -- configuration ------------------------------------------------------------------
     def apply_preset(self, name: str) -> None:
+        """Fill the fields from the chosen recipe of model ``name``."""
         if not name:
             return
         info = get_info(name)
-        p = info.preset
+        if name != getattr(self, "_recipe_model", None):
+            # A newly chosen model starts on its default recipe for this machine.
+            self._recipe_model = name
+            self._select_recipe(default_recipe(name, pick_device("auto").type))
+        cpu_item = self.recipe.model().item(self.recipe.findData("cpu"))
+        cpu_item.setEnabled(info.cpu_recipe is not None)
+        if info.cpu_recipe is None and self.recipe.currentData() == "cpu":
+            self._select_recipe("paper")
+        recipe = get_recipe(name, self.recipe.currentData())
+        p = recipe.preset
         self.epochs.setValue(int(p.epochs))
+        self.max_minutes.setValue(float(recipe.max_minutes or 0.0))
         self.batch.setValue(int(p.batch_size))
         self.lr.setText(f"{p.lr:g}")
-        size = info.input_size[-1] if info.input_size else 256
+        self.loss.setCurrentText(p.loss)
+        self.scheduler.setCurrentText(p.scheduler)
+        size = (recipe.input_size or info.input_size or (256,))[-1]
         self.size.setValue(int(size))
-        # One short line in the dock; the paper's full description is the tooltip.
+        self.augment.setChecked(recipe.augmentation > 0)
+        if recipe.augmentation > 0:
+            self.strength.setValue(float(recipe.augmentation))
+        width = {**info.default_config, **recipe.model_config}.get("width")
+        has_width = isinstance(width, int) and not isinstance(width, bool)
+        self.width.setVisible(has_width)
+        self.width.setEnabled(has_width)
+        label = self._form.labelForField(self.width)
+        if label is not None:
+            label.setVisible(has_width)
+        self.small.setVisible(not has_width)
+        if has_width:
+            self.width.setValue(int(width))
+        # One short line in the dock; the recipe's full description is the tooltip.
         self.paper_label.setText(
-            f"seed {info.paper[:3]} · {info.dims}D {info.output} · {p.loss} · {p.optimizer} {p.lr:g} · "
-            f"{p.scheduler} · {p.batch_size}×{p.epochs}"
+            f"seed {info.paper[:3]} · {recipe.name} recipe · {info.dims}D {info.output} · {p.loss} · "
+            f"{p.optimizer} {p.lr:g} · {p.scheduler} · {p.batch_size}×{p.epochs}"
+            + (f" or {recipe.max_minutes:g} min" if recipe.max_minutes else "")
         )
-        self.paper_label.setToolTip(info.description)
+        self.paper_label.setToolTip(f"{info.description}\n{recipe.note}")
         self.model_combo.setToolTip(info.description)
+
+    def _select_recipe(self, name: str) -> None:
+        self.recipe.blockSignals(True)
+        self.recipe.setCurrentIndex(self.recipe.findData(name))
+        self.recipe.blockSignals(False)
 
     def _refresh_layers(self, *_):
         for combo, kind in ((self.image_layer, napari.layers.Image), (self.labels_layer, napari.layers.Labels)):
@@ -281,15 +346,20 @@ class TrainWidget(QWidget):
         img_name, lab_name = self.image_layer.currentText(), self.labels_layer.currentText()
         if not img_name or not lab_name:
             raise TumorSegError("open an image and a labels layer to train on layers")
+        from napari_tumorseg.widgets._session import session_for
+
         image, labels = self.viewer.layers[img_name], self.viewer.layers[lab_name]
-        data = np.asarray(image.data)
+        # The session's volume: every channel of a multi-channel case, with their names.
+        vol = session_for(self.viewer).volume_of(image)
         mask = np.asarray(labels.data)
-        if data.shape[-mask.ndim:] != mask.shape if not image.rgb else data.shape[:-1] != mask.shape:
+        mask3 = mask[None] if mask.ndim == 2 else mask
+        if tuple(vol.spatial_shape) != mask3.shape:
             raise TumorSegError(
-                f"image {img_name!r} {data.shape} and labels {lab_name!r} {mask.shape} are not on one grid"
+                f"image {img_name!r} {vol.spatial_shape} and labels {lab_name!r} {mask.shape} are not on one grid"
             )
-        spacing = tuple(float(s) for s in labels.scale[-3:])
-        return [(data, mask, spacing, img_name)]
+        data = vol.data if vol.has_channels else vol.data.reshape(vol.spatial_shape)
+        return [{"image": data, "mask": mask3, "spacing": tuple(vol.spacing), "case_id": img_name,
+                 "channel_names": list(vol.channel_names) if vol.has_channels else None}]
 
     def build_config(self) -> TrainConfig:
         out = self.out_picker.path()
@@ -308,6 +378,7 @@ class TrainWidget(QWidget):
         resume = self.resume_picker.path()
         pretrained = self.pretrained.path()
         aug = self.strength.value() if self.augment.isChecked() else False
+        model_config = {"width": self.width.value()} if self.width.isEnabled() else {}
         return TrainConfig(
             model=self.model_combo.currentText(),
             data=data if isinstance(data, list) else str(data),
@@ -321,8 +392,13 @@ class TrainWidget(QWidget):
             val_fraction=self.val_fraction.value(),
             resume=str(resume) if resume else None,
             pretrained=str(pretrained) if pretrained else None,
-            tiny=self.small.isChecked(),
-            overwrite=bool(resume),
+            tiny=self.small.isChecked() and not self.width.isEnabled(),
+            overwrite=bool(resume) or self.overwrite.isChecked() or self._overwrite_once,
+            recipe=self.recipe.currentData(),
+            loss=self.loss.currentText(),
+            scheduler=self.scheduler.currentText(),
+            model_config=model_config,
+            max_minutes=self.max_minutes.value() or None,
         )
 
     # -- running ------------------------------------------------------------------------
@@ -330,11 +406,15 @@ class TrainWidget(QWidget):
         if self._worker is not None:
             notify_error(TumorSegError("a training run is already going"))
             return None
+        if not self._resolve_earlier_run():
+            return None
         try:
             config = self.build_config()
         except TumorSegError as err:
             notify_error(err)
             return None
+        finally:
+            self._overwrite_once = False
         self._cancel.clear()
         self.events = []
         self.last_result = None
@@ -366,6 +446,32 @@ class TrainWidget(QWidget):
         worker.start()
         return worker
 
+    def _resolve_earlier_run(self) -> bool:
+        """An output folder that holds a run: ask to resume it or start anew (False: the
+        user cancelled). Ticking Overwrite, or naming another checkpoint to resume, says it."""
+        out = self.out_picker.path()
+        if out is None or self.overwrite.isChecked():
+            return True
+        last = Path(out) / LAST
+        resume = self.resume_picker.path()
+        if not last.exists() or (resume is not None and Path(resume) != last):
+            return True
+        done = self.last_result if isinstance(self.last_result, DoneEvent) else None
+        summary = f" of {done.epochs_run} epoch(s)" if done is not None else ""
+        choice = ask_start_or_resume(self, Path(out), summary)
+        if choice is None:
+            return False
+        if choice == "anew":
+            self.resume_picker.set_path("")
+            self._overwrite_once = True  # for this start only: the next one asks again
+            return True
+        if done is not None and not done.time_limit_reached and self.epochs.value() <= done.epochs_run:
+            notify_error(TumorSegError(
+                f"that run already has {done.epochs_run} epoch(s): raise Epochs to continue it"))
+            return False
+        self.resume_picker.set_path(last)
+        return True
+
     def cancel(self) -> None:
         self._cancel.set()
         self.status.setText("cancelling at the next step…")
@@ -379,9 +485,12 @@ class TrainWidget(QWidget):
             if self._pbar is not None:
                 self._pbar.total = remaining
                 self._pbar.set_description(f"Training {ev.model}")
+            limit = ev.config.get("max_minutes")
             self.status.setText(
-                f"{ev.model} on {ev.device}: {ev.n_train} training / {ev.n_val} validation items; "
-                f"epochs {ev.start_epoch + 1}-{ev.epochs}"
+                f"{ev.model} on {ev.device} ({ev.config.get('recipe')} recipe): {ev.n_train} training / "
+                f"{ev.n_val} validation items; epochs {ev.start_epoch + 1}-{ev.epochs}"
+                + (f" or {limit:g} min" if limit else "")
+                + (f"; each step ≈ {ev.step_estimate_s:.1f} s" if ev.step_estimate_s else "")
             )
             for w in ev.warnings:
                 show_warning(w)
@@ -408,7 +517,10 @@ class TrainWidget(QWidget):
         elif isinstance(ev, DoneEvent):
             self.last_result = ev
             show_info(f"training done: best {ev.best_checkpoint or ev.last_checkpoint}")
-            self.status.setText(f"done after {ev.epochs_run} epoch(s); history in {ev.history_csv}")
+            self.status.setText(
+                f"done after {ev.epochs_run} epoch(s)"
+                + (" (time limit reached)" if ev.time_limit_reached else "")
+                + f"; history in {ev.history_csv}")
             self.resume_picker.set_path(ev.last_checkpoint)
         elif isinstance(ev, CancelledEvent):
             self.last_result = ev
@@ -453,6 +565,23 @@ class TrainWidget(QWidget):
                                       contrast_limits=(0, 1))
         except Exception as err:  # a preview must never stop training
             show_warning(f"prediction preview skipped: {err}")
+
+
+def ask_start_or_resume(parent: QWidget, folder: Path, summary: str) -> str | None:
+    """"resume", "anew" or None (cancel), asked in a message box (tests replace this)."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Question)
+    box.setWindowTitle("Earlier training run")
+    box.setText(f"The output folder {folder.name} holds a training run{summary}.")
+    box.setInformativeText("Resume it, or start anew? Starting anew replaces its last.pt, "
+                           "best.pt and history.csv.")
+    resume = box.addButton("Resume", QMessageBox.AcceptRole)
+    anew = box.addButton("Start anew", QMessageBox.DestructiveRole)
+    box.addButton(QMessageBox.Cancel)
+    box.setDefaultButton(resume)
+    box.exec_()
+    clicked = box.clickedButton()
+    return "resume" if clicked is resume else "anew" if clicked is anew else None
 
 
 def _fmt_eta(seconds: float) -> str:

@@ -112,3 +112,19 @@ def test_correct_dock_follows_the_prediction_by_reference(make_napari_viewer, qt
     src = correct._source_volume(labels)
     assert src.spatial_shape == tuple(np.shape(flair.data))
     np.testing.assert_allclose(src.affine, flair.metadata["tumorseg"]["affine"])
+
+
+def test_train_dock_trains_on_every_channel_of_the_session_case(make_napari_viewer, qtbot, shared_data):
+    from napari_tumorseg.widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    case = shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"
+    _load_case(viewer, qtbot, case, ("flair", "t1c", "otmulticlass"), as_channels=True)
+    train = TrainWidget(viewer)
+    images = session_for(viewer).image_layers()
+    labels = next(l for l in viewer.layers if type(l).__name__ == "Labels")
+    train.image_layer.setCurrentText(images[0].name)
+    train.labels_layer.setCurrentText(labels.name)
+    (item,) = train._layer_data()
+    assert item["image"].shape == (2, *labels.data.shape)
+    assert [n.lower() for n in item["channel_names"]] == ["flair", "t1c"]
