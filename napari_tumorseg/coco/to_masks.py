@@ -17,7 +17,6 @@ seed's ``compare_folders``). Work runs as a generator yielding
 from __future__ import annotations
 
 import os
-import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -260,103 +259,26 @@ def mask_name(file_name: str) -> str:
 
 
 COMPRESSIONS = ("none", "packbits", "deflate")
-_EMPTY_ROWS: dict[int, np.ndarray] = {}
-
-
-def packbits_rows(rows: np.ndarray) -> np.ndarray:
-    """TIFF PackBits (compression 32773) of a 2D uint8 array, each row packed on its own.
-
-    Runs of equal bytes become 2-byte packets (a repeat header, or a 1-byte literal for
-    runs of one), at most 128 bytes each. Mask rows are a few runs, so a 640x640 mask
-    shrinks from 400 KB to a few KB; every TIFF reader decodes PackBits.
-    """
-    h, w = rows.shape
-    flat = rows.ravel()
-    change = np.empty(flat.size, bool)
-    change[0] = True
-    np.not_equal(flat[1:], flat[:-1], out=change[1:])
-    change[::w] = True  # runs never cross rows
-    starts = np.flatnonzero(change)
-    lengths = np.diff(starts, append=flat.size)
-    n_packets = (lengths + 127) >> 7
-    packet_len = np.full(int(n_packets.sum()), 128, np.int64)
-    packet_len[np.cumsum(n_packets) - 1] = lengths - 128 * (n_packets - 1)
-    out = np.empty(2 * packet_len.size, np.uint8)
-    out[0::2] = np.where(packet_len == 1, 0, 257 - packet_len)  # -(n-1) as a signed byte
-    out[1::2] = np.repeat(flat[starts], n_packets)
-    return out
-
-
-def _packbits_image(data: np.ndarray) -> np.ndarray:
-    rows = data.view(np.uint8).reshape(data.shape[0], -1)
-    occupied = np.flatnonzero(rows.any(axis=1))
-    width = rows.shape[1]
-    if width not in _EMPTY_ROWS:
-        _EMPTY_ROWS[width] = packbits_rows(np.zeros((1, width), np.uint8))
-    empty = _EMPTY_ROWS[width]
-    if occupied.size == 0:
-        return np.tile(empty, rows.shape[0])
-    r0, r1 = int(occupied[0]), int(occupied[-1]) + 1
-    # Background rows all pack alike: only the rows with a tumour are encoded.
-    return np.concatenate(
-        [np.tile(empty, r0), packbits_rows(rows[r0:r1]), np.tile(empty, rows.shape[0] - r1)]
-    )
-
-
-def tiff_bytes(mask: np.ndarray, compression: str = "none") -> list:
-    """A baseline TIFF of a 2D uint8/uint16 array, as buffers for ``os.writev``.
-
-    One strip, grey MinIsBlack, little-endian, uncompressed or PackBits: what every
-    TIFF reader takes. tifffile's general writer costs several times the rasterisation
-    of a mask, which is why masks use this.
-    """
-    h, w = mask.shape
-    data = np.ascontiguousarray(mask, dtype=mask.dtype.newbyteorder("<"))
-    if compression == "packbits":
-        payload, code = _packbits_image(data), 32773
-    else:
-        payload, code = data, 1
-    nbytes = payload.nbytes
-    pad = nbytes & 1  # the IFD must start on a word boundary
-    tags = (  # (tag, type: 3 SHORT / 4 LONG, value), sorted by tag as TIFF requires
-        (256, 4, w), (257, 4, h), (258, 3, 8 * data.itemsize), (259, 3, code), (262, 3, 1),
-        (273, 4, 8), (277, 3, 1), (278, 4, h), (279, 4, nbytes), (284, 3, 1), (339, 3, 1),
-    )
-    ifd = [struct.pack("<H", len(tags))]
-    for tag, typ, val in tags:  # a value fits in the entry: SHORT left-aligned, LONG whole
-        value = struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val)
-        ifd.append(struct.pack("<HHI", tag, typ, 1) + value)
-    ifd.append(b"\0\0\0\0")  # no next IFD
-    header = b"II*\0" + struct.pack("<I", 8 + nbytes + pad)
-    return [header, memoryview(payload).cast("B"), b"\0" * pad, b"".join(ifd)]
+# tifffile's names for them; Deflate level 1: masks are runs, a higher level gains nothing.
+_TIFF_COMPRESSION = {"none": {}, "packbits": {"compression": "packbits"},
+                     "deflate": {"compression": "zlib", "compressionargs": {"level": 1}}}
 
 
 def write_mask(
     path: Path, mask: np.ndarray, overwrite: bool = False, compression: str = "none"
 ) -> None:
-    """Atomic TIFF write, uncompressed (default), ``"packbits"`` or ``"deflate"``.
+    """Atomic TIFF write (tifffile), uncompressed (default), ``"packbits"`` or ``"deflate"``.
 
-    Uncompressed is the default because masks are read every training epoch: tifffile
-    without imagecodecs decodes PackBits in pure Python (~20x slower to read, measured in
-    benchmarks/RESULTS_coco.md) and Deflate ~6x slower; PackBits saves ~98% disk.
+    Uncompressed is the default because it is what every reader takes fastest; with
+    imagecodecs installed PackBits reads back as fast and saves ~98% disk (measured in
+    benchmarks/RESULTS_coco.md).
     """
     if compression not in COMPRESSIONS:
         raise TumorSegError(f"compression must be one of {', '.join(COMPRESSIONS)}")
     with atomic_path(path, overwrite=overwrite) as tmp:
-        if compression == "deflate":
-            tifffile.imwrite(tmp, mask, compression="zlib", compressionargs={"level": 1})
-            return
-        buffers = tiff_bytes(mask, compression)
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
-        try:
-            done = os.writev(fd, buffers)
-            rest = b""
-            if done < sum(len(b) for b in buffers):  # short writes are legal; finish
-                rest = b"".join(bytes(b) for b in buffers)[done:]
-            while rest:
-                rest = rest[os.write(fd, rest) :]
-        finally:
-            os.close(fd)
+        # One strip, no metadata page: the plain baseline TIFF every reader opens.
+        tifffile.imwrite(tmp, mask, photometric="minisblack", metadata=None,
+                         rowsperstrip=mask.shape[0], **_TIFF_COMPRESSION[compression])
 
 
 def _true_size(path: str, height: int, width: int) -> tuple[int, int] | None:
@@ -441,7 +363,7 @@ def coco_to_masks(
         nonlocal done
         result, dest, n_anns, prefix, label = job
         invalid = result.result() if isinstance(result, Future) else result
-        report.invalid.extend(f"{prefix}{line}" for line in invalid)
+        report.invalid.extend(f"{label}: {line}" for line in invalid)
         dest = Path(dest)
         report.written.append(dest)
         if n_anns == len(invalid):
