@@ -1,0 +1,290 @@
+"""The learned click engine: a click-guided checkpoint (``tumorseg train --interactive``)
+answering prompts.
+
+* 2D models run on the slices that hold prompts, each slice brought to the model's input
+  size exactly as in training, and reach the rest of the object by propagation (see
+  :mod:`napari_tumorseg.interactive.propagate`). A 2D image is a volume of one slice.
+* 3D models (GLIMS) run once on a crop of the model's patch size centred on the prompts;
+  outside the crop the result keeps the prior (or is empty).
+* The previous-mask channel gets this engine's own last answer when the new prompts extend
+  the previous ones on the same image (so a new click corrects it, as in training), else the
+  ``prior`` mask, else nothing.
+* Boxes and scribbles, which the network was not trained on, become clicks: a box its
+  centre (and the result is kept inside the box's slice rectangle on that slice), scribbles
+  a few points spread along each stroke.
+* No prompt at all: the network segments automatically (what it learned on its no-click
+  samples) on every slice, or on the whole volume for a 3D model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.interactive.encoding import ClickGuided
+from napari_tumorseg.interactive.prompts import Prompts
+from napari_tumorseg.interactive.propagate import propagate
+from napari_tumorseg.training.preprocessing import normalize_intensity
+
+_SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _fit_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(c, z, y, x) -> (channels, ...): RGB exports of grey scans are averaged (as training
+    did), a multi-scan case gives its first scan to a one-channel model (FLAIR first by the
+    loaders' convention)."""
+    c = image.shape[0]
+    if c == channels:
+        return image
+    if channels == 1:
+        return (image[:3].astype(np.float32).mean(0, keepdims=True) if c in (3, 4)
+                else image[:1])
+    raise TumorSegError(f"the click model needs {channels} image channels but the image has {c}")
+
+
+class LearnedEngine:
+    """A click-guided network as a :class:`~napari_tumorseg.interactive.prompts.ClickEngine`."""
+
+    def __init__(self, model: ClickGuided, ckpt: dict, threshold: float = 0.5):
+        if not isinstance(model, ClickGuided):
+            raise TumorSegError("this checkpoint is not click-guided (train it with --interactive)")
+        self.model = model.eval()
+        self.ckpt_info = {k: ckpt.get(k) for k in ("model_name", "in_channels", "out_channels")}
+        self.prep = dict(ckpt.get("preprocessing") or {})
+        self.encoding = model.encoding
+        self.dims = int(self.prep.get("dims", 2))
+        self.name = f"learned: {ckpt.get('model_name')}"
+        self.threshold = float(threshold)
+        self.path: str | None = None
+        self._norm_key = None
+        self._norm = None
+        self._last: tuple | None = None  # (image key, prompts, mask): the previous answer
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, threshold: float = 0.5) -> "LearnedEngine":
+        from napari_tumorseg.models.checkpoint import load_checkpoint
+
+        model, ckpt = load_checkpoint(path)
+        if not isinstance(model, ClickGuided):
+            raise TumorSegError(f"{Path(path).name} is not a click-guided checkpoint "
+                                "(train one with tumorseg train --interactive)")
+        model.float()  # the shipped starter is stored in fp16
+        engine = cls(model, ckpt, threshold)
+        engine.path = str(path)
+        return engine
+
+    # -- input ---------------------------------------------------------------------------
+    @staticmethod
+    def _key(image: np.ndarray):
+        flat = image.reshape(-1)
+        probe = flat[:: max(1, flat.size // 4096)]
+        return (id(image), image.shape, str(image.dtype), float(np.asarray(probe, np.float64).sum()))
+
+    def _normalized(self, image: np.ndarray) -> np.ndarray:
+        key = self._key(image)
+        if key != self._norm_key:
+            img = _fit_channels(np.asarray(image), int(self.model.image_channels))
+            method = self.prep.get("normalize", "zscore")
+            if method == "auto":
+                method = "scale255" if img.dtype == np.uint8 else "zscore"
+            self._norm = normalize_intensity(img, method, bool(self.prep.get("zscore_nonzero", True)))
+            self._norm_key = key
+        return self._norm
+
+    def _prev_for(self, key, prompts: Prompts, prior) -> np.ndarray | None:
+        if self.encoding.with_prev_mask and self._last is not None and self._last[0] == key:
+            last_p: Prompts = self._last[1]
+            if _extends(prompts, last_p):
+                return self._last[2]
+        return None if prior is None else np.asarray(prior, bool)
+
+    # -- the protocol --------------------------------------------------------------------
+    def segment(self, image: np.ndarray, spacing, prompts: Prompts, prior: np.ndarray | None = None,
+                cancel=None) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim == 3:
+            image = image[None]
+        if image.ndim != 4:
+            raise TumorSegError(f"the image must be (c, z, y, x); got shape {image.shape}")
+        spacing = tuple(float(s) for s in spacing)[-3:]
+        if len(spacing) == 2:
+            spacing = (1.0, *spacing)
+        shape = image.shape[1:]
+        if prior is not None and tuple(np.shape(prior)) != tuple(shape):
+            raise TumorSegError(f"the prior mask {np.shape(prior)} is not on the image grid {shape}")
+        key = self._key(image)
+        norm = self._normalized(image)
+        prev = self._prev_for(key, prompts, prior)
+        pos, neg, box = _as_clicks(prompts, shape)
+        try:
+            with torch.inference_mode():
+                if self.dims == 3:
+                    mask = self._segment_3d(norm, spacing, pos, neg, prev, prior, cancel)
+                else:
+                    mask = self._segment_2d(norm, spacing, pos, neg, box, prev, prior, cancel)
+        except _Cancelled:
+            return prior.astype(bool) if prior is not None else np.zeros(shape, bool)
+        self._last = (key, prompts, mask)
+        return mask
+
+    # -- 2D ------------------------------------------------------------------------------
+    def _grid(self, shape_yx) -> tuple[int, int]:
+        size = self.prep.get("size")
+        if size and self.prep.get("spatial", "resize") == "resize":
+            return int(size[0]), int(size[1])
+        return int(shape_yx[0]), int(shape_yx[1])
+
+    def _run_slices(self, norm, spacing, requests) -> list[np.ndarray]:
+        """Forward a batch of (z, pos (n,2), neg (n,2), prev (y,x) or None) requests."""
+        h, w = norm.shape[-2:]
+        gh, gw = self._grid((h, w))
+        sy, sx = h / gh, w / gw
+        grid_spacing = (spacing[1] * sy, spacing[2] * sx)
+        zs = [int(r[0]) for r in requests]
+        x = torch.from_numpy(np.ascontiguousarray(norm[:, zs])).permute(1, 0, 2, 3).float()
+        if (gh, gw) != (h, w):
+            x = F.interpolate(x, size=(gh, gw), mode="bilinear", align_corners=False,
+                              antialias=gh < h or gw < w)
+        maps = []
+        for _, p, n, prev in requests:
+            # Voxel centres map as (i + 0.5) * scale - 0.5 under align_corners=False resizing.
+            gp = (np.asarray(p, float).reshape(-1, 2) + 0.5) / (sy, sx) - 0.5
+            gn = (np.asarray(n, float).reshape(-1, 2) + 0.5) / (sy, sx) - 0.5
+            pm = None
+            if prev is not None and self.encoding.with_prev_mask:
+                pm = F.interpolate(torch.from_numpy(np.asarray(prev, np.float32))[None, None],
+                                   size=(gh, gw), mode="nearest-exact")[0, 0].numpy()
+            maps.append(self.encoding.maps((gh, gw), grid_spacing, gp, gn, pm))
+        x = torch.cat([x, torch.from_numpy(np.stack(maps))], dim=1)
+        out = self.model(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        out = F.interpolate(out.float(), size=(h, w), mode="bilinear", align_corners=False)
+        return list(self._to_mask(out).numpy())
+
+    def _to_mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """(n, *sp) bool from logits: sigmoid > threshold on channel 0 (binary, or WT of the
+        regions), or a foreground class winning the softmax."""
+        if logits.shape[1] == 1 or (logits.ndim == 5 and logits.shape[1] == 3):
+            return torch.sigmoid(logits[:, 0]) > self.threshold
+        return logits.argmax(1) > 0
+
+    def _segment_2d(self, norm, spacing, pos, neg, box, prev, prior, cancel) -> np.ndarray:
+        nz = norm.shape[1]
+        shape = norm.shape[1:]
+        result = prior.astype(bool).copy() if prior is not None else np.zeros(shape, bool)
+        if len(pos) == 0 and len(neg) == 0:  # automatic: every slice, no prompt
+            for z0 in range(0, nz, 8):
+                _check(cancel)
+                reqs = [(z, np.zeros((0, 2)), np.zeros((0, 2)), None) for z in range(z0, min(nz, z0 + 8))]
+                for (z, *_), m in zip(reqs, self._run_slices(norm, spacing, reqs)):
+                    result[z] = m
+            return result
+        slices = sorted({int(p[0]) for p in pos} | {int(p[0]) for p in neg})
+        reqs = []
+        for z in slices:
+            zp = pos[pos[:, 0].astype(int) == z][:, 1:] if len(pos) else np.zeros((0, 2))
+            zn = neg[neg[:, 0].astype(int) == z][:, 1:] if len(neg) else np.zeros((0, 2))
+            reqs.append((z, zp, zn, None if prev is None else prev[z]))
+        _check(cancel)
+        seeds = dict(zip(slices, self._run_slices(norm, spacing, reqs)))
+        if box is not None:
+            bz, y0, x0, y1, x1 = box
+            if bz in seeds:
+                keep = np.zeros(shape[1:], bool)
+                keep[y0:y1 + 1, x0:x1 + 1] = True
+                seeds[bz] &= keep
+        if nz > 1:
+            def step(requests):
+                _check(cancel)
+                # A slice the propagation reaches gets the prior (or last answer) as its
+                # previous mask when there is one, else the neighbour's mask.
+                reqs = [(z, p, n, (prev[z] if prev is not None and prev[z].any() else pm))
+                        for z, p, n, pm in requests]
+                return self._run_slices(norm, spacing, reqs)
+
+            reached = propagate(nz, seeds, step, spacing[1:], cancel=cancel)
+            if reached is None:
+                raise _Cancelled
+        else:
+            reached = seeds
+        # Slices the object reaches are replaced; the others keep the prior (another lesion
+        # segmented before, or the model's prediction the clicks are correcting).
+        for z, m in reached.items():
+            result[z] = m
+        return result
+
+    # -- 3D ------------------------------------------------------------------------------
+    def _segment_3d(self, norm, spacing, pos, neg, prev, prior, cancel) -> np.ndarray:
+        shape = np.array(norm.shape[1:])
+        result = prior.astype(bool).copy() if prior is not None else np.zeros(tuple(shape), bool)
+        patch = np.array(self.prep.get("patch_size") or [96, 96, 96])
+        size = np.minimum(patch, shape)
+        pts = pos if len(pos) else neg
+        if len(pts) == 0:
+            centre = shape // 2
+            size = shape  # automatic: the whole volume
+        else:
+            centre = np.round(pts.mean(axis=0)).astype(int)
+        start = np.clip(centre - size // 2, 0, shape - size)
+        sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, size))
+        _check(cancel)
+        crop = torch.from_numpy(np.ascontiguousarray(norm[(slice(None),) + sl]))[None].float()
+        pm = None if prev is None else prev[sl]
+        maps = self.encoding.maps(tuple(int(s) for s in size), spacing, pos - start, neg - start, pm)
+        x = torch.cat([crop, torch.from_numpy(maps)[None]], dim=1)
+        out = self.model(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        result[sl] = self._to_mask(out.float())[0].numpy()
+        return result
+
+
+def _check(cancel) -> None:
+    if cancel is not None and cancel():
+        raise _Cancelled
+
+
+def _extends(new: Prompts, old: Prompts) -> bool:
+    """True when ``new`` holds every click of ``old`` (in order) and nothing else changed."""
+    if new.box != old.box or (new.scribbles is not None) != (old.scribbles is not None):
+        return False
+    if new.scribbles is not None and not np.array_equal(new.scribbles, old.scribbles):
+        return False
+    for a, b in ((new.positive, old.positive), (new.negative, old.negative)):
+        if len(a) < len(b) or not np.array_equal(a[: len(b)], b):
+            return False
+    return len(new.positive) + len(new.negative) > len(old.positive) + len(old.negative)
+
+
+def _as_clicks(prompts: Prompts, shape) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """(positive (n, 3), negative (n, 3), box as ints or None), clipped to the grid."""
+    hi = np.array(shape) - 1
+    pos = [np.asarray(prompts.positive, float)]
+    neg = [np.asarray(prompts.negative, float)]
+    box = None
+    if prompts.box is not None:
+        z, y0, x0, y1, x1 = prompts.box
+        y0, y1 = sorted((y0, y1))
+        x0, x1 = sorted((x0, x1))
+        box = tuple(int(round(v)) for v in (z, y0, x0, y1, x1))
+        pos.append(np.array([[z, (y0 + y1) / 2, (x0 + x1) / 2]]))
+    if prompts.scribbles is not None:
+        s = np.asarray(prompts.scribbles)
+        if s.shape != tuple(shape):
+            raise TumorSegError(f"scribbles {s.shape} are not on the image grid {tuple(shape)}")
+        for value, out in ((1, pos), (2, neg)):
+            vox = np.argwhere(s == value)
+            if len(vox):
+                take = np.linspace(0, len(vox) - 1, min(_SCRIBBLE_POINTS, len(vox))).round().astype(int)
+                out.append(vox[take].astype(float))
+    pos_a = np.clip(np.vstack(pos), 0, hi) if sum(len(p) for p in pos) else np.zeros((0, 3))
+    neg_a = np.clip(np.vstack(neg), 0, hi) if sum(len(n) for n in neg) else np.zeros((0, 3))
+    return np.round(pos_a), np.round(neg_a), box
