@@ -175,6 +175,10 @@ class TrainWidget(QWidget):
                                "minutes on a CPU; paper: the paper's preset")
         self.recipe.currentIndexChanged.connect(lambda *_: self.apply_preset(self.model_combo.currentText()))
         self.small = QCheckBox("Small model (quick CPU trial; off = the paper's width)")
+        self.interactive = QCheckBox("Interactive (click-guided)")
+        self.interactive.setToolTip(
+            "extra input channels for positive / negative clicks and the previous mask; training "
+            "simulates a user clicking from the ground truth. Segment by clicks and Predict use it")
         self.width = QSpinBox()
         self.width.setRange(1, 512)
         self.width.setToolTip("features of the first level (x2 per level); the paper's is 64")
@@ -242,6 +246,7 @@ class TrainWidget(QWidget):
         form.addRow("Recipe", self.recipe)
         form.addRow(self.paper_label)
         form.addRow(self.small)
+        form.addRow(self.interactive)
         form.addRow("Width", self.width)
         form.addRow("Pretrained", self.pretrained)
         src_row = QHBoxLayout()
@@ -399,6 +404,7 @@ class TrainWidget(QWidget):
             scheduler=self.scheduler.currentText(),
             model_config=model_config,
             max_minutes=self.max_minutes.value() or None,
+            interactive=self.interactive.isChecked(),
         )
 
     # -- running ------------------------------------------------------------------------
