@@ -19,7 +19,6 @@ from pathlib import Path
 import napari
 import numpy as np
 from matplotlib.figure import Figure
-from napari.qt.threading import thread_worker
 from napari.utils import progress
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QImage, QPixmap
@@ -58,7 +57,9 @@ from napari_tumorseg.widgets._common import (
     notify_error,
     set_choices,
     show_info,
+    scroll_body,
     show_warning,
+    thread_worker,
     worker_error_handler,
 )
 
@@ -279,7 +280,7 @@ class TrainWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addWidget(hp)
         layout.addLayout(buttons)
