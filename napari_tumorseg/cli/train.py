@@ -29,7 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cuda, cpu or mps")
     p.add_argument("--resume", metavar="CKPT", help="continue from a last.pt")
     p.add_argument("--config", metavar="FILE", help="YAML/JSON file of training options (flags win)")
-    p.add_argument("--loss", help="bce, dice, combo, bce_dice, dice_ce or ce (default: the paper's)")
+    p.add_argument("--loss", help="bce, dice, combo, bce_dice, dice_ce or ce (default: the recipe's)")
+    p.add_argument("--recipe", choices=("cpu", "paper"),
+                   help="cpu: measured to learn in minutes on a CPU (the default without CUDA, for "
+                        "models that have one); paper: the paper's preset")
+    p.add_argument("--width", type=int, help="base feature width (unet, lintunet; the paper's is 64)")
+    p.add_argument("--scheduler", help="none, step, cosine or poly (default: the recipe's)")
+    p.add_argument("--max-minutes", type=float, dest="max_minutes", metavar="M",
+                   help="stop after the epoch that passes M minutes (best.pt is kept)")
     p.add_argument("--seed", type=int)
     p.add_argument("--val-fraction", type=fraction, dest="val_fraction", help="share of cases for validation, in [0, 1)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
@@ -52,6 +59,7 @@ def _config(args):
         "batch_size": args.batch_size, "lr": args.lr, "size": args.size, "device": args.device,
         "resume": args.resume, "loss": args.loss, "seed": args.seed,
         "val_fraction": args.val_fraction, "threads": args.threads, "num_workers": args.num_workers,
+        "recipe": args.recipe, "scheduler": args.scheduler, "max_minutes": args.max_minutes,
     }
     if args.no_augment:
         flags["augmentation"] = False
@@ -79,6 +87,10 @@ def run(args) -> int:
     from napari_tumorseg.training.engine import train
 
     cfg = _config(args)
+    if args.width is not None:
+        if args.width < 1:
+            raise TumorSegError(f"--width must be at least 1, got {args.width}")
+        cfg.model_config = {**(cfg.model_config or {}), "width": args.width}
     if cfg.threads is None:
         cfg.threads = os.cpu_count() or 1  # no GUI to leave a core for
     ctx = distributed.init_from_env(cfg.device)
@@ -103,8 +115,11 @@ def run(args) -> int:
             if name == "StartEvent":
                 for w in ev.warnings:
                     print(f"warning: {w}", file=sys.stderr)
-                print(f"training {ev.model} on {ev.device}: {ev.n_train} training / {ev.n_val} "
-                      f"validation samples, epochs {ev.start_epoch + 1}-{ev.epochs}", flush=True)
+                limit = ev.config.get("max_minutes")
+                print(f"training {ev.model} on {ev.device} ({ev.config.get('recipe')} recipe): "
+                      f"{ev.n_train} training / {ev.n_val} validation samples, epochs "
+                      f"{ev.start_epoch + 1}-{ev.epochs}"
+                      + (f" or {limit:g} min, whichever comes first" if limit else ""), flush=True)
             elif name == "EpochEvent":
                 m = ev.metrics
                 key = "accuracy" if "accuracy" in m else "dice"
@@ -113,6 +128,8 @@ def run(args) -> int:
                       f"val_hd95 {_fmt(m.get('hd95'))}  lr {ev.lr:.2e}  {ev.time_s:.1f} s"
                       + ("  *best" if ev.is_best else ""), flush=True)
             elif name == "DoneEvent":
+                if ev.time_limit_reached:
+                    print(f"time limit reached after epoch {ev.epochs_run}", flush=True)
                 print(f"done: {ev.epochs_run} epoch(s); best epoch {ev.best_epoch}; "
                       f"wrote {ev.last_checkpoint}, {ev.best_checkpoint}, {ev.history_csv}")
             elif name == "CancelledEvent":

@@ -3,8 +3,12 @@
 import importlib
 
 from napari_tumorseg.models.registry import (  # noqa: F401
+    RECIPE_NAMES,
+    Recipe,
     create_model,
+    default_recipe,
     get_info,
+    get_recipe,
     list_models,
     model_info,
     register_model,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models.registry import ModelInfo, TrainingPreset, register_model
-from napari_tumorseg.models.unet import MULTIPLE, SEED000_PRESET, UNet, build_checked
+from napari_tumorseg.models.unet import CPU_RECIPE, MULTIPLE, SEED000_PRESET, UNet, build_checked
 
 
 class SparseLinformerAttention(nn.Module):
@@ -163,6 +163,8 @@ class LinTUNet(UNet):
                          "keep": 32, "ref_size": 256, "ffn_mult": 4, "attn_dropout": 0.0},
         tiny_config={"width": 4, "heads": 2, "proj_rows": 8, "keep": 4, "ref_size": 64},
         pretrained="",
+        # The U-Net's CPU recipe (its step costs 1.05x the U-Net's; benchmarks/RESULTS_models.md).
+        cpu_recipe=CPU_RECIPE,
     )
 )
 def build_lintunet(in_channels: int, out_channels: int, pretrained: str | None = None,

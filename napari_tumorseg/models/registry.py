@@ -33,6 +33,27 @@ class TrainingPreset:
     deep_supervision_weights: list[float] | None = None
 
 
+RECIPE_NAMES = ("cpu", "paper")
+
+
+@dataclass
+class Recipe:
+    """A named way to train a model: the paper's own, or one measured to learn on a CPU.
+
+    ``paper`` is built from :class:`ModelInfo` (its preset, default config and input
+    size); ``cpu`` is declared beside the paper preset by the models that have one. The
+    trainer starts from the chosen recipe; every value stays overridable.
+    """
+
+    name: str  # one of RECIPE_NAMES
+    preset: TrainingPreset
+    model_config: dict[str, Any] = field(default_factory=dict)  # over default_config
+    input_size: tuple[int, ...] | None = None  # None: the model's input_size
+    augmentation: float = 1.0  # strength, 0 = off
+    max_minutes: float | None = None  # stop after the epoch that passes this
+    note: str = ""  # where the numbers come from
+
+
 @dataclass
 class ModelInfo:
     name: str
@@ -49,6 +70,7 @@ class ModelInfo:
     default_config: dict[str, Any] = field(default_factory=dict)
     tiny_config: dict[str, Any] = field(default_factory=dict)  # for tests: small width
     pretrained: str = ""  # what pretrained=PATH expects, "" if the paper trains from scratch
+    cpu_recipe: Recipe | None = None  # measured to learn in minutes on a CPU (see get_recipe)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -98,6 +120,24 @@ def model_info(name: str) -> dict[str, Any]:
 
 def get_info(name: str) -> ModelInfo:
     return copy.deepcopy(_entry(name).info)
+
+
+def get_recipe(name: str, recipe: str = "paper") -> Recipe:
+    """The ``paper`` or ``cpu`` recipe of a model (a copy, safe to change)."""
+    info = _entry(name).info
+    if recipe == "paper":
+        return Recipe("paper", copy.deepcopy(info.preset), {}, tuple(info.input_size),
+                      1.0, None, f"the preset of {info.paper}")
+    if recipe == "cpu":
+        if info.cpu_recipe is None:
+            raise TumorSegError(f"{name} has no CPU recipe; use the paper recipe")
+        return copy.deepcopy(info.cpu_recipe)
+    raise TumorSegError(f"unknown recipe {recipe!r}; use {' or '.join(RECIPE_NAMES)}")
+
+
+def default_recipe(name: str, device_type: str) -> str:
+    """``cpu`` where the model has a CPU recipe and the device is a CPU, else ``paper``."""
+    return "cpu" if device_type == "cpu" and _entry(name).info.cpu_recipe is not None else "paper"
 
 
 def create_model(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models.common import crop_to, pad_to_multiple
-from napari_tumorseg.models.registry import ModelInfo, TrainingPreset, register_model
+from napari_tumorseg.models.registry import ModelInfo, Recipe, TrainingPreset, register_model
 
 DEPTH = 4  # down blocks; the bottleneck sits at 1 / 2**DEPTH resolution
 MULTIPLE = 2**DEPTH
@@ -157,6 +157,25 @@ SEED003_VARIANTS = [
      "lr": 1e-4, "epochs": 20, "paper": "003_dc64672ffeaa87f7.txt"},
 ]
 
+# The CPU recipe: the paper's width (64) at 256 px with batch 32 takes about a minute a
+# step on a 2-core CPU and learned nothing in 8 epochs. Chosen from runs on LGG (patient
+# split) and coco_ravirawal (train -> valid) on this machine, one torch thread, load 3-7:
+# width 16 at 128 px is 0.4 s a step of 8 (width 32: 2.4 s; 160 px: 1.0 s), so an LGG
+# epoch takes seconds and a coco epoch under a minute; BCE + Dice and lr 3e-3 reached a
+# useful Dice sooner than BCE at 1e-3 (the paper's); a constant lr, because a run cut by
+# a time limit does not know how many epochs it will get. Numbers: benchmarks/RESULTS_cpu_recipe.md.
+CPU_RECIPE = Recipe(
+    name="cpu",
+    preset=TrainingPreset(loss="bce_dice", optimizer="adam", lr=3e-3, scheduler="none",
+                          batch_size=8, epochs=200, amp=False, grad_clip=1.0),
+    model_config={"width": 16},
+    input_size=(128, 128),
+    augmentation=1.0,
+    max_minutes=10.0,
+    note="CPU quick: width 16, 128 px, batch 8, BCE + Dice, Adam 3e-3 constant, augmentation, "
+         "200 epochs or 10 min (measured on this 2-core CPU; see benchmarks/RESULTS_cpu_recipe.md)",
+)
+
 
 @register_model(
     ModelInfo(
@@ -176,6 +195,7 @@ SEED003_VARIANTS = [
         default_config={"width": 64, "dropout": 0.0},
         tiny_config={"width": 4},
         pretrained="",
+        cpu_recipe=CPU_RECIPE,
     )
 )
 def build_unet(in_channels: int, out_channels: int, pretrained: str | None = None,

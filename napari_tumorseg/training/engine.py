@@ -75,11 +75,20 @@ from napari_tumorseg.training.preprocessing import (
 )
 
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
+SLOW_STEP_S = 10.0  # a step estimated slower than this is announced before it starts
+
+# The time limit's clock: monotonic, and one name that tests can replace.
+_clock = time.monotonic
+
+
+class _Cancelled(Exception):
+    """A cancel while the data were being prepared (nothing to save yet)."""
 
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs. ``None`` means "the model's paper preset"."""
+    """Everything a run needs. ``None`` means "the recipe's value": ``recipe`` picks the
+    model's paper preset or its CPU recipe (see models.registry.Recipe)."""
 
     model: str
     data: Any  # a path (see datasets.open_source) or in-memory (image, mask, spacing, case_id)s
@@ -102,7 +111,7 @@ class TrainConfig:
     amp: bool | None = None  # CUDA only; CPU always runs fp32
     amp_dtype: str = "fp16"  # fp16 (with GradScaler) | bf16
     grad_clip: float | None = None  # max grad norm; 0 switches the preset's clipping off
-    augmentation: Any = True  # bool, strength (0-2) or dict of AugmentConfig fields
+    augmentation: Any = None  # bool, strength (0-2) or dict of AugmentConfig fields (None: recipe's)
     seed: int = 0
     val_fraction: float = 0.2
     early_stopping_patience: int | None = None
@@ -120,6 +129,8 @@ class TrainConfig:
     region_convention: str | None = None  # brats | brats2023 | brats2012 (None: guess)
     hd95: bool = True
     overwrite: bool = False  # replace last.pt / best.pt / history.csv of another run
+    recipe: str | None = None  # cpu | paper; None: cpu on a CPU where the model has one
+    max_minutes: float | None = None  # stop after the epoch that passes this (None: recipe's)
     # Click-guided training (see napari_tumorseg.interactive.simulate): the model gets
     # prompt channels, and a simulated user clicks on each sample from its ground truth.
     interactive: bool = False
@@ -333,6 +344,7 @@ class _Run:
         self.history_path = self.out / HISTORY
         self.saved_any = False
         self.warnings: list[str] = []
+        self.t_start = _clock()  # a time limit counts data preparation too: it is wall time
 
     # -- setup ------------------------------------------------------------------------
     def setup(self) -> None:
@@ -359,7 +371,11 @@ class _Run:
         self.model_name = cfg.model
         info = get_info(self.model_name)
         self.info = info
-        preset = info.preset
+        self.recipe = self._recipe()
+        preset = self.recipe.preset
+        self.max_minutes = cfg.max_minutes if cfg.max_minutes is not None else self.recipe.max_minutes
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise TumorSegError(f"max_minutes must be above 0, got {self.max_minutes}")
         self.kind = info.output  # binary | regions | multiclass | classes
         self.dims = info.dims
         self.epochs = int(cfg.epochs if cfg.epochs is not None else preset.epochs)
@@ -385,7 +401,8 @@ class _Run:
             self.warnings.append(f"mixed precision is CUDA-only; training in fp32 on {self.device.type}")
 
         # ---- data
-        self.augment_cfg = AugmentConfig.from_value(cfg.augmentation)
+        self.augment_cfg = AugmentConfig.from_value(
+            self.recipe.augmentation if cfg.augmentation is None else cfg.augmentation)
         source = open_source(cfg.data)
         if self.kind == "classes" and source.kind != "classes":
             raise TumorSegError(f"{self.model_name} is a classifier: give one folder of images per class")
@@ -408,7 +425,8 @@ class _Run:
             self.class_names = list(ck.get("class_names") or info.class_names)
             first = None
         else:
-            self.model_config = {**(info.tiny_config if cfg.tiny else {}), **(cfg.model_config or {})}
+            self.model_config = {**self.recipe.model_config, **(info.tiny_config if cfg.tiny else {}),
+                                 **(cfg.model_config or {})}
             if cfg.interactive:
                 from napari_tumorseg.interactive.encoding import ClickEncoding
 
@@ -435,8 +453,8 @@ class _Run:
                                          cfg.click_iterations, cfg.no_click_fraction)
 
         # Channel adaptation must be possible for the data actually given.
-        self.train_cases = [prepare_case(r, self.prep) for r in train_refs]
-        self.val_cases = [prepare_case(r, self.prep) for r in val_refs]
+        self.train_cases = self._prepare_all(train_refs)
+        self.val_cases = self._prepare_all(val_refs)
         self.train_ds, self.val_ds = self._datasets()
         if len(self.train_ds) == 0:
             raise TumorSegError("no training samples after preprocessing")
@@ -478,10 +496,62 @@ class _Run:
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
 
+    def _recipe(self):
+        """The chosen recipe; a resumed run keeps its own unless one is named."""
+        from napari_tumorseg.models import default_recipe, get_recipe
+
+        name = self.cfg.recipe
+        if name is None and self.resume_ckpt is not None:
+            name = self.resume_ckpt.get("extra", {}).get("resolved", {}).get("recipe")
+        if name is None:
+            device = pick_device(self.cfg.device) if self.ctx.world_size == 1 else self.ctx.device
+            name = default_recipe(self.model_name, device.type)
+        return get_recipe(self.model_name, name)
+
+    def _prepare_all(self, refs) -> list:
+        """Load and preprocess every case, answering a cancel between cases (reading 500
+        JPEGs takes a while on a busy CPU, and the user may have clicked the wrong data)."""
+        cases = []
+        for ref in refs:
+            if self.cancel():
+                raise _Cancelled()
+            cases.append(prepare_case(ref, self.prep))
+        return cases
+
+    def estimate_step_s(self) -> float | None:
+        """Seconds one training step should take on a CPU, before it is run: a forward of one
+        sample at half the input edge, timed, scaled by pixels and batch, x3 for the backward
+        pass and optimiser step (within ~25 % of the real step for the U-Net from width 8 to
+        64; a quarter edge overestimated 5x, its fixed costs dominate). Costs ~1/50 of a
+        step; no RNG draw, no BN statistics update (eval mode), so resumed runs stay exact."""
+        if self.device.type != "cpu" or len(self.train_ds) == 0 or self.clicks_enabled():
+            return None
+        x = self.train_ds[0][0]
+        full = [int(s) for s in x.shape[1:]]
+        mult = max(1, int(self.info.input_multiple))
+        small = [min(s, max(mult, int(math.ceil(s / 2 / mult)) * mult)) for s in full]
+        xs = torch.zeros((1, x.shape[0], *small), dtype=x.dtype)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.model(xs)  # the first call sets up kernels: not timed
+                t = time.perf_counter()
+                self.model(xs)
+                dt = time.perf_counter() - t
+        except Exception:  # noqa: BLE001 - an estimate must never stop a run
+            return None
+        finally:
+            self.model.train(was_training)
+        return 3.0 * dt * self.batch_size * float(np.prod(full)) / float(np.prod(small))
+
+    def clicks_enabled(self) -> bool:
+        return getattr(self, "clicks", None) is not None
+
     def _preprocessing(self, first, info) -> dict:
         cfg = self.cfg
         if self.dims == 2:
-            size = cfg.size if cfg.size is not None else list(info.input_size[-2:])
+            size = cfg.size if cfg.size is not None else list((self.recipe.input_size or info.input_size)[-2:])
             if isinstance(size, int):
                 size = [size, size]
             prep = default_preprocessing(2, size, self.in_channels,
@@ -545,6 +615,7 @@ class _Run:
                 "grad_clip": self.grad_clip, "amp": self.amp, **self.loss_desc,
                 "augmentation": dataclasses.asdict(self.augment_cfg),
                 "device": str(self.device), "world_size": self.ctx.world_size,
+                "recipe": self.recipe.name, "max_minutes": self.max_minutes,
                 "threads": torch.get_num_threads(),
         }
 
@@ -746,6 +817,8 @@ def train(config: TrainConfig, cancel: Callable[[], bool] | None = None) -> Iter
     try:
         torch.set_num_threads(int(config.threads or default_threads()))
         yield from _train(run)
+    except _Cancelled:
+        yield CancelledEvent(0, 0, None, "training cancelled while preparing the data")
     except TumorSegError as err:
         yield ErrorEvent(str(err), _last_good(run))
     except Exception as err:  # noqa: BLE001 - a run must end with an event, never a crash
@@ -774,12 +847,19 @@ def _train(run: _Run) -> Iterator[Event]:
     main = run.ctx.rank == 0
     if main:
         run.out.mkdir(parents=True, exist_ok=True)
+    step_estimate = run.estimate_step_s()
+    if step_estimate is not None and step_estimate > SLOW_STEP_S:
+        run.warnings.append(
+            f"each step will take about {step_estimate:.0f} s on this CPU (batch {run.batch_size}): "
+            "the CPU recipe, or a smaller width, input size or batch, trains faster")
     yield StartEvent(
         model=run.model_name, device=str(run.device), n_train=len(run.train_ds),
         n_val=len(run.val_ds), train_cases=run.train_ids, val_cases=run.val_ids,
         start_epoch=run.start_epoch, epochs=run.epochs,
         config={**run.resolved(), "preprocessing": run.prep},
-        warnings=list(run.warnings))
+        warnings=list(run.warnings), step_estimate_s=step_estimate)
+    deadline = run.t_start + 60.0 * run.max_minutes if run.max_minutes else None
+    out_of_time = False
     n_batches = EpochPlan(len(run.train_ds), run.batch_size, cfg.seed, 0,
                           rank=run.ctx.rank, world_size=run.ctx.world_size).n_batches
     total_steps = run.epochs * n_batches
@@ -833,6 +913,11 @@ def _train(run: _Run) -> Iterator[Event]:
             session_time += dt
             done = epoch * n_batches + b + 1
             eta = (session_time / session_steps) * (total_steps - done) + last_val_time * (run.epochs - epoch)
+            if deadline is not None:
+                # The run ends with the epoch that passes the limit: at most one epoch after it.
+                avg = session_time / session_steps
+                rest_of_epoch = avg * (plan.n_batches - b - 1) + last_val_time
+                eta = min(eta, max(rest_of_epoch, deadline - _clock() + avg * plan.n_batches + last_val_time))
             yield StepEvent(run.global_step, epoch, b, plan.n_batches, float(loss.detach()), eta)
             b += 1
 
@@ -877,15 +962,21 @@ def _train(run: _Run) -> Iterator[Event]:
         stop = bool(cfg.early_stopping_patience) and run.bad_epochs >= int(cfg.early_stopping_patience)
         if run.ctx.world_size > 1:
             stop = dist_utils.any_flag(stop, run.device)
+        out_of_time = deadline is not None and _clock() >= deadline
+        if run.ctx.world_size > 1:
+            out_of_time = dist_utils.any_flag(out_of_time, run.device)
         yield EpochEvent(epoch, train_loss, val_loss, {**metrics, **train_metrics}, lr, is_best,
                          str(run.last_path), str(run.best_path) if run.best_path.exists() else None,
                          row["time_s"])
         if stop:
             stopped_early = True
             break
+        if out_of_time:
+            break
     yield DoneEvent(len(run.history), run.best_epoch, run.best_score, str(run.last_path),
                     str(run.best_path) if run.best_path.exists() else None,
-                    str(run.history_path), stopped_early)
+                    str(run.history_path), stopped_early,
+                    time_limit_reached=out_of_time and len(run.history) < run.epochs)
 
 
 def _score(run: _Run, val_loss, metrics: dict, train_loss: float) -> float:

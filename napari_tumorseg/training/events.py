@@ -25,6 +25,7 @@ class StartEvent:
     epochs: int
     config: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    step_estimate_s: float | None = None  # CPU: a step's expected seconds, before the first
 
 
 @dataclass
@@ -59,6 +60,7 @@ class DoneEvent:
     best_checkpoint: str | None
     history_csv: str
     stopped_early: bool = False
+    time_limit_reached: bool = False  # stopped after the epoch that passed max_minutes
 
 
 @dataclass
