@@ -12,7 +12,10 @@ files are never replaced and the write is refused before anything is written.
 
 NIfTI output takes the world geometry the layer came with (the source affine stored
 by the readers in ``metadata["tumorseg"]["affine"]``) when it matches the layer's
-scale; otherwise an axis-aligned affine from ``scale`` and ``translate``.
+scale; otherwise an axis-aligned affine from ``scale`` and ``translate`` (napari's world
+frame is (I, P, L) mm, see io.orientation). A layer read by the plugin is written back
+in its source file's voxel order, so it overlays that file voxel for voxel in any
+viewer. TIFF output carries the affine and the layer type, so it reopens in place.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from napari_tumorseg.errors import WriteError
 from napari_tumorseg.export.nifti import write_nifti
 from napari_tumorseg.export.tiff import write_tiff_slices, write_tiff_stack
-from napari_tumorseg.io.volume import affine_from_spacing
+from napari_tumorseg.io.orientation import WORLD_FROM_RAS, to_source_order
 
 
 def _array(data: Any, meta: dict) -> np.ndarray:
@@ -62,27 +65,42 @@ def _affine(meta: dict, spacing: tuple[float, float, float]) -> np.ndarray:
             return affine
     translate = [float(t) for t in meta.get("translate", ())][-3:]
     translate = [0.0] * (3 - len(translate)) + translate
-    return affine_from_spacing(spacing, origin=(translate[2], translate[1], translate[0]))
+    world = np.eye(4)
+    world[:3, :3] = np.diag(spacing)
+    world[:3, 3] = translate
+    return WORLD_FROM_RAS @ world  # the world frame (I, P, L) back to RAS
 
 
 def _is_folder_target(path: Path) -> bool:
     return path.suffix == "" or path.is_dir()
 
 
-def _write_tiff(path: str, data: Any, meta: dict) -> list[str]:
+def _write_tiff(path: str, data: Any, meta: dict, kind: str = "image") -> list[str]:
     target = Path(path)
     arr = _array(data, meta)
     spacing = _spacing(meta)
+    affine = _affine(meta, spacing)
     if _is_folder_target(target):
         stem = str(meta.get("name") or target.name).replace("/", "_").replace(" ", "_")
-        return [str(p) for p in write_tiff_slices(arr, target, stem, overwrite=False, spacing=spacing)]
-    return [str(write_tiff_stack(arr, target, spacing=spacing, overwrite=True))]
+        return [str(p) for p in write_tiff_slices(arr, target, stem, overwrite=False, spacing=spacing,
+                                                  affine=affine, kind=kind)]
+    return [str(write_tiff_stack(arr, target, spacing=spacing, overwrite=True, affine=affine, kind=kind))]
 
 
-def _write_nifti(path: str, data: Any, meta: dict) -> list[str]:
+def _write_nifti(path: str, data: Any, meta: dict, intent: str | None = None) -> list[str]:
     arr = _array(data, meta)
     spacing = _spacing(meta)
-    return [str(write_nifti(arr, path, affine=_affine(meta, spacing), overwrite=True))]
+    affine = _affine(meta, spacing)
+    layer_meta = meta.get("metadata") or {}
+    stored = (layer_meta.get("tumorseg") or {}).get("affine")
+    if stored is not None and np.allclose(affine, np.asarray(stored, dtype=float)):
+        try:
+            source_arr, source_affine = to_source_order(arr, layer_meta)
+        except ValueError:  # no longer its source's shape: written as shown, still in place
+            source_affine = None
+        if source_affine is not None:
+            arr, affine = source_arr, source_affine
+    return [str(write_nifti(arr, path, affine=affine, overwrite=True, intent=intent))]
 
 
 def _labels(data: Any, meta: dict) -> Any:
@@ -94,12 +112,12 @@ def _labels(data: Any, meta: dict) -> Any:
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """Labels -> one TIFF stack, or one TIFF per slice when ``path`` is a folder."""
-    return _write_tiff(path, _labels(data, meta), {**meta, "multiscale": False})
+    return _write_tiff(path, _labels(data, meta), {**meta, "multiscale": False}, kind="labels")
 
 
 def write_labels_nifti(path: str, data: Any, meta: dict) -> list[str]:
     """Labels -> NIfTI with the source's world geometry."""
-    return _write_nifti(path, _labels(data, meta), {**meta, "multiscale": False})
+    return _write_nifti(path, _labels(data, meta), {**meta, "multiscale": False}, intent="label")
 
 
 def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:

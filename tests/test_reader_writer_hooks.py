@@ -10,6 +10,7 @@ from napari_tumorseg._reader import napari_get_reader
 from napari_tumorseg._writer import write_image_nifti, write_image_tiff, write_labels_nifti, write_labels_tiff
 from napari_tumorseg.errors import ReadError, WriteError
 from napari_tumorseg.io.readers import read_path
+from napari_tumorseg.io.orientation import world_from_index
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def brainix_layers(shared_data):
 def test_not_ours_returns_none(shared_data, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("hello")
-    for p in [shared_data / "coco_ravirawal" / "train" / "_annotations.coco.json",
+    (tmp_path / "settings.json").write_text('{"annotations": [], "theme": "dark"}')
+    for p in [tmp_path / "settings.json",
               shared_data / "brats2012_hg0015" / "BRATS_HG0015_FLAIR.mha",
               tmp_path / "notes.txt", tmp_path / "empty", tmp_path / "missing.nii.gz"]:
         assert napari_get_reader(str(p)) is None, p
@@ -74,8 +76,10 @@ def test_image_to_nifti_without_source_uses_scale_and_translate(tmp_path):
     (back,) = read_path(out)
     np.testing.assert_array_equal(back.data, data)
     assert back.spacing == (5.0, 0.5, 0.25)
-    # voxel (z, y, x) = (1, 2, 3) sits at translate + index * scale, listed as (R, A, S) = (x, y, z)
-    np.testing.assert_allclose(back.affine @ [1, 2, 3, 1], [30.75, 21.0, 15.0, 1.0])
+    # voxel (z, y, x) = (1, 2, 3) sits at translate + index * scale in napari's world frame
+    # (I, P, L mm), i.e. at RAS (-L, -P, -I), and the file reopens there
+    np.testing.assert_allclose(world_from_index(back.affine, (1, 2, 3)), [15.0, 21.0, 30.75])
+    np.testing.assert_allclose(back.affine @ [1, 2, 3, 1], [-30.75, -21.0, -15.0, 1.0])
 
 
 def test_labels_tiff_stack_and_slices(brainix_layers, tmp_path):

@@ -72,21 +72,13 @@ def _load_mask(path: str, series: int | None, what: str):
 
 
 def _same_grid(pred, gt) -> None:
-    if pred.spatial_shape != gt.spatial_shape:
-        raise TumorSegError(
-            f"PRED and GT are on different grids: {pred.spatial_shape} vs {gt.spatial_shape} voxels"
-        )
-    if not np.allclose(pred.spacing, gt.spacing, rtol=1e-3, atol=1e-4):
-        sp = lambda v: "x".join(f"{s:.4g}" for s in v.spacing)  # noqa: E731
-        raise TumorSegError(f"PRED and GT are on different grids: spacing {sp(pred)} vs {sp(gt)} mm")
-    # Only when both files carry a world geometry (NIfTI, DICOM): TIFF affines are made up.
-    if (_has_geometry(pred) and _has_geometry(gt)
-            and not np.allclose(pred.affine, gt.affine, atol=1e-2)):
-        raise TumorSegError("PRED and GT are on different grids: their positions/orientations differ")
+    from napari_tumorseg.io.grid import check_same_grid
 
-
-def _has_geometry(vol) -> bool:
-    return "nifti" in vol.metadata or "dicom" in vol.metadata
+    # The same check as the Correct dock's metrics: shape, voxel size and, when both files
+    # carry a real geometry, the place in the scanner.
+    reason = check_same_grid(pred, gt)
+    if reason:
+        raise TumorSegError(f"PRED and GT are on different grids: {reason}")
 
 
 def _clean(value: Any) -> Any:

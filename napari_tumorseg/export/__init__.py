@@ -113,16 +113,27 @@ def export_labels(
     if fmt == "nifti":
         from napari_tumorseg.export.nifti import write_nifti
 
+        from napari_tumorseg.io.orientation import to_source_order
+
         affine = source.affine if source is not None else None
-        return [write_nifti(labels, out, affine=affine, overwrite=overwrite, spacing=spacing)]
+        if source is not None:
+            # The source file's own voxel order, so the mask overlays it voxel for voxel
+            # in any tool; the reader reorients it back on reopening.
+            labels, source_affine = to_source_order(labels, source)
+            affine = source_affine if source_affine is not None else affine
+        return [write_nifti(labels, out, affine=affine, overwrite=overwrite, spacing=spacing,
+                            intent="label")]
+    affine = source.affine if source is not None else None
     if fmt == "tiff":
         from napari_tumorseg.export.tiff import write_tiff_stack
 
-        return [write_tiff_stack(labels, out, spacing=spacing, overwrite=overwrite)]
+        return [write_tiff_stack(labels, out, spacing=spacing, overwrite=overwrite, affine=affine,
+                                 kind="labels")]
     if fmt == "tiff-slices":
         from napari_tumorseg.export.tiff import write_tiff_slices
 
-        return write_tiff_slices(labels, out, stem or _stem(source, out), overwrite=overwrite, spacing=spacing)
+        return write_tiff_slices(labels, out, stem or _stem(source, out), overwrite=overwrite, spacing=spacing,
+                                 affine=affine, kind="labels")
     if fmt == "dicom-seg":
         if not is_dicom_source(source):
             what = f"{source.name} was not read from DICOM" if source is not None else "no source series given"
@@ -147,7 +158,8 @@ def export_labels(
         return [write_coco(coco, out, overwrite)]
     written = [export_labels_coco(labels, out, image=_coco_image(image, labels.shape),
                                   category_names=dict(names or {}), name=name, spacing=spacing,
-                                  overwrite=overwrite)]
+                                  overwrite=overwrite,
+                                  affine=source.affine if source is not None else None)]
     if image is not None:
         with_image = {z for z in range(labels.shape[0]) if labels[z].any()}
         written += sorted(out.parent / f"{name}_z{z:04d}.png" for z in with_image)
@@ -179,12 +191,18 @@ def export_probabilities(
     if format_from_path(out) == "nifti":
         from napari_tumorseg.export.nifti import write_nifti
 
-        return write_nifti(prob, out, affine=source.affine if source is not None else None,
-                           overwrite=overwrite, spacing=spacing)
+        from napari_tumorseg.io.orientation import to_source_order
+
+        affine = source.affine if source is not None else None
+        if source is not None:
+            prob, source_affine = to_source_order(prob, source)
+            affine = source_affine if source_affine is not None else affine
+        return write_nifti(prob, out, affine=affine, overwrite=overwrite, spacing=spacing)
     if format_from_path(out) == "tiff":
         from napari_tumorseg.export.tiff import write_tiff_stack
 
-        return write_tiff_stack(prob, out, spacing=spacing, overwrite=overwrite)
+        return write_tiff_stack(prob, out, spacing=spacing, overwrite=overwrite,
+                                affine=source.affine if source is not None else None)
     raise WriteError(f"{out.name}: probabilities are written as .nii.gz, .nii or .tif")
 
 

@@ -71,10 +71,12 @@ def export_labels_coco(
     spacing=None,
     holes: str = "rle",
     overwrite: bool = False,
+    affine=None,
 ) -> Path:
     """Write ``labels`` as COCO JSON (and the labelled slices of ``image`` if given).
 
-    ``image`` is (z, y, x) or (z, y, x, 3) on the labels' grid. Returns the JSON path.
+    ``image`` is (z, y, x) or (z, y, x, 3) on the labels' grid. ``affine`` (voxel -> RAS
+    mm) is kept in ``info`` so the labels reopen where the source was. Returns the JSON path.
     """
     labels = np.asarray(labels)
     if labels.ndim == 2:
@@ -106,6 +108,8 @@ def export_labels_coco(
             "spacing": [float(s) for s in spacing] if spacing is not None else None,
         }
     )
+    if affine is not None and np.all(np.isfinite(np.asarray(affine, dtype=float))):
+        coco["info"]["affine"] = [[float(v) for v in row] for row in np.asarray(affine, dtype=float)]
 
     targets = [out_json]
     if image is not None:

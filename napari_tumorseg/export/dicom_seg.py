@@ -17,6 +17,11 @@ then ``SEMIAUTOMATIC`` (a model's output that a person may have corrected) with 
 Algorithm Identification (family: Artificial Intelligence).
 """
 
+A Volume from the readers is in the radiological display order (io.orientation), not
+the files' order: given such a Volume as ``source``, the labels are put back in the
+files' slice order before writing, and :func:`read_dicom_seg` returns them in the
+Volume's order again.
+
 from __future__ import annotations
 
 import os
@@ -96,6 +101,21 @@ def _property_type(name: str):
     return codes.SCT.Neoplasm
 
 
+def _in_file_order(labels: np.ndarray, source: Any) -> np.ndarray:
+    """Labels on a reoriented Volume's grid -> the order of its source files (else as given)."""
+    if not hasattr(source, "metadata"):
+        return labels
+    from napari_tumorseg.io.orientation import to_source_order
+
+    try:
+        return to_source_order(labels, source)[0]
+    except ValueError:
+        raise TumorSegError(
+            f"labels {labels.shape} are not on the grid of {getattr(source, 'name', 'the source')} "
+            f"{tuple(getattr(source, 'spatial_shape', ()))}"
+        ) from None
+
+
 def write_dicom_seg(
     labels: np.ndarray,
     source: Sequence[str | os.PathLike] | Any,
@@ -161,6 +181,7 @@ def write_dicom_seg(
             hd.seg.SegmentDescription(
                 segment_number=number,
                 segment_label=name[:64],
+    labels = _in_file_order(labels, source)
                 segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
                 segmented_property_type=_property_type(name),
                 algorithm_type=algo_type,
@@ -269,4 +290,9 @@ def read_dicom_seg(
     lut = np.zeros(max(mapping) + 1, dtype=np.uint16 if max(mapping.values()) > 255 else np.uint8)
     for number, value in mapping.items():
         lut[number] = value
-    return lut[numbers]
+    labels = lut[numbers]
+    if source is not None and hasattr(source, "metadata"):
+        from napari_tumorseg.io.orientation import from_source_order
+
+        labels = from_source_order(labels, source)
+    return labels

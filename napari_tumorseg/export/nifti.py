@@ -40,11 +40,13 @@ def write_nifti(
     affine: np.ndarray | None = None,
     overwrite: bool = False,
     spacing: tuple[float, float, float] | None = None,
+    intent: str | None = None,
 ) -> Path:
     """Write a Volume or a (z, y, x) / (c, z, y, x) array to ``path`` (.nii or .nii.gz).
 
     ``affine`` maps (z, y, x, 1) to RAS+ mm (the Volume convention); it defaults to the
-    Volume's affine, else to one built from ``spacing`` (else 1 mm).
+    Volume's affine, else to one built from ``spacing`` (else 1 mm). ``intent="label"``
+    marks a label map (NIFTI_INTENT_LABEL), which the reader opens as labels.
     """
     import nibabel as nib
 
@@ -76,6 +78,8 @@ def write_nifti(
     img.set_qform(nib_affine, code=1)
     img.set_sform(nib_affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
+    if intent == "label":
+        img.header.set_intent("label")
     try:
         with atomic_path(path, overwrite=overwrite) as tmp:
             nib.save(img, str(tmp))

@@ -3,10 +3,16 @@
 Stacks carry their voxel size: as ImageJ hyperstack metadata (unit mm, z spacing,
 x/y resolution) when ImageJ can hold the dtype, so Fiji shows the true scale, and
 otherwise as tifffile's JSON description. io.images reads both back.
+
+The full geometry travels too, so a TIFF reopens where its source was in the scanner:
+``{"affine": voxel (z, y, x) -> RAS mm, "kind": "labels" | "image"}`` as JSON under the
+key "tumorseg", in the ImageJ "Info" property (Fiji shows it under Image > Show Info) or
+in the JSON description. Each per-slice file carries its own slice's affine.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +51,30 @@ def _resolution(spacing) -> tuple[float, float]:
     return (1.0 / float(spacing[2]), 1.0 / float(spacing[1]))
 
 
+GEOMETRY_KEY = "tumorseg"
+
+
+def _geometry(affine, kind: str | None) -> dict:
+    out: dict = {}
+    if affine is not None:
+        a = np.asarray(affine, dtype=float)
+        if a.shape == (4, 4) and np.all(np.isfinite(a)):
+            out["affine"] = [[float(v) for v in row] for row in a]
+    if kind:
+        out["kind"] = kind
+    return out
+
+
 def write_tiff_stack(
     array: np.ndarray,
     path: str | Path,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     overwrite: bool = False,
+    affine: np.ndarray | None = None,
+    kind: str | None = None,
 ) -> Path:
-    """Write a (z, y, x) or (c, z, y, x) array as one multi-page TIFF with its spacing (mm)."""
+    """Write a (z, y, x) or (c, z, y, x) array as one multi-page TIFF with its spacing (mm),
+    and, when given, its voxel -> RAS ``affine`` and ``kind`` ("labels" / "image")."""
     import tifffile
 
     path = Path(path)
@@ -61,6 +84,9 @@ def write_tiff_stack(
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
         raise WriteError(f"invalid spacing {spacing}")
+    geometry = _geometry(affine, kind)
+    info = {"Info": json.dumps({GEOMETRY_KEY: geometry})} if geometry else {}
+    extra = {GEOMETRY_KEY: geometry} if geometry else {}
     try:
         with atomic_path(path, overwrite=overwrite) as tmp:
             if data.dtype in _IMAGEJ_DTYPES:
@@ -71,7 +97,7 @@ def write_tiff_stack(
                     arr,
                     imagej=True,
                     resolution=_resolution(spacing),
-                    metadata={"axes": axes, "spacing": spacing[0], "unit": "mm"},
+                    metadata={"axes": axes, "spacing": spacing[0], "unit": "mm", **info},
                 )
             else:
                 axes = "CZYX" if data.ndim == 4 else "ZYX"
@@ -80,7 +106,7 @@ def write_tiff_stack(
                     data,
                     resolution=_resolution(spacing),
                     resolutionunit="NONE",
-                    metadata={"axes": axes, "spacing": list(spacing), "unit": "mm"},
+                    metadata={"axes": axes, "spacing": list(spacing), "unit": "mm", **extra},
                 )
     except OSError as err:
         raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
@@ -99,8 +125,12 @@ def write_tiff_slices(
     stem: str,
     overwrite: bool = False,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    affine: np.ndarray | None = None,
+    kind: str | None = None,
 ) -> list[Path]:
     """Write each z slice of a (z, y, x) array as its own 2D TIFF in ``folder``.
+
+    With ``affine`` (of the whole stack), each file records its own slice's affine.
 
     Every target is checked before the first is written, so a refusal leaves the
     folder as it was.
@@ -118,14 +148,20 @@ def write_tiff_slices(
         check_writable(path, overwrite)
     written = []
     try:
-        for path, plane in zip(paths, data):
+        for k, (path, plane) in enumerate(zip(paths, data)):
+            slice_affine = None
+            if affine is not None:
+                slice_affine = np.array(affine, dtype=float)
+                slice_affine[:3, 3] = slice_affine[:3, :3] @ [k, 0.0, 0.0] + slice_affine[:3, 3]
+            geometry = _geometry(slice_affine, kind)
+            extra = {GEOMETRY_KEY: geometry} if geometry else {}
             with atomic_path(path, overwrite=overwrite) as tmp:
                 tifffile.imwrite(
                     tmp,
                     plane,
                     resolution=_resolution(spacing),
                     resolutionunit="NONE",
-                    metadata={"axes": "YX", "spacing": [float(s) for s in spacing], "unit": "mm"},
+                    metadata={"axes": "YX", "spacing": [float(s) for s in spacing], "unit": "mm", **extra},
                 )
             written.append(path)
     except OSError as err:

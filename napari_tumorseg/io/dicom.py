@@ -432,7 +432,7 @@ def _read_header(path: Path) -> _FileInfo | str:
             offset = fh.tell()
         size = path.stat().st_size
     except Exception as err:
-        return f"unreadable ({_short(err)}): {path.name}"
+        return f"unreadable ({first_line(err)}): {path.name}"
     try:
         return _info_from_dataset(path, ds, offset, size)
     except Exception as err:  # a header that parses but whose values are garbage

@@ -12,6 +12,9 @@
   unit/spacing, or a centimetre resolution). Inch "DPI" values are print settings that
   scanners and converters stamp on anything (72, 96, 300), not pixel sizes, so they are
   ignored.
+- A TIFF written by this package also carries its voxel -> RAS affine and whether it is a
+  label map (JSON under "tumorseg", see export.tiff), so it reopens on its source's grid
+  and as what it was; a folder of such slices takes the first slice's affine.
 """
 
 from __future__ import annotations
@@ -104,6 +107,56 @@ def _tiff_spacing(tif) -> tuple[float, float, float] | None:
 
 
 def _to_czyx(arr: np.ndarray, axes: str, name: str) -> np.ndarray:
+def tiff_geometry(path: str | Path) -> dict:
+    """``{"affine": 4x4 array, "kind": str}`` stored by export.tiff (either key may be
+    missing); {} for any other file. A malformed record is ignored, never trusted."""
+    import json
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return {}
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            records = [m for m in (tif.shaped_metadata or ()) if isinstance(m, dict)]
+            info = (tif.imagej_metadata or {}).get("Info")
+        if isinstance(info, str) and info.lstrip().startswith("{"):
+            records.append(json.loads(info))
+    except Exception:
+        return {}
+    for record in records:
+        geo = record.get("tumorseg") if isinstance(record, dict) else None
+        if not isinstance(geo, dict):
+            continue
+        out: dict = {}
+        try:
+            affine = np.asarray(geo.get("affine"), dtype=float)
+        except (TypeError, ValueError):
+            affine = None
+        if (affine is not None and affine.shape == (4, 4) and np.all(np.isfinite(affine))
+                and np.all(np.linalg.norm(affine[:3, :3], axis=0) > 0)
+                and np.allclose(affine[3], [0, 0, 0, 1])):
+            out["affine"] = affine
+        if geo.get("kind") in ("labels", "image"):
+            out["kind"] = geo["kind"]
+        return out
+    return {}
+
+
+def _with_geometry(vol: Volume, geometry: dict) -> Volume:
+    """Apply a stored TIFF geometry: the affine (its spacing wins) and the labels kind."""
+    if "affine" in geometry:
+        vol.metadata["stored_geometry"] = True
+        vol.affine = geometry["affine"]
+        vol.spacing = tuple(float(v) for v in np.linalg.norm(geometry["affine"][:3, :3], axis=0))
+    if geometry.get("kind") == "labels" and vol.kind != "labels" and not vol.has_channels:
+        labels = as_labels(vol.data)
+        if labels is not None:
+            vol.data, vol.kind = labels, "labels"
+    return vol
+
+
     """tifffile array with its axes string -> (c, z, y, x)."""
     axes = axes.upper()
     if "Y" not in axes or "X" not in axes:
@@ -238,7 +291,8 @@ def read_group(group: ImageGroup) -> list[Volume]:
     if not group.stacked:
         czyx, spacing = read_raster(group.images[0])
         spacing = spacing or (1.0, 1.0, 1.0)
-        vols = [_image_volume(czyx, group, spacing, force_channels=False)]
+        geometry = tiff_geometry(group.images[0])
+        vols = [_with_geometry(_image_volume(czyx, group, spacing, force_channels=False), geometry)]
         if group.masks and group.masks[0] is not None:
             plane = _mask_plane(group.masks[0], czyx.shape[-2:])
             if czyx.shape[1] != plane.shape[0]:
@@ -263,12 +317,15 @@ def read_group(group: ImageGroup) -> list[Volume]:
     stack = np.concatenate(planes, axis=1)
     spacing = spacing or (1.0, 1.0, 1.0)
     # One decision for the whole stack: a black first slice is R=G=B even in colour data.
-    vols = [_image_volume(stack, group, spacing, force_channels=not _is_gray(stack))]
+    geometry = tiff_geometry(group.images[0])
+    vols = [_with_geometry(_image_volume(stack, group, spacing, force_channels=not _is_gray(stack)), geometry)]
     if group.masks:
         yx = tuple(stack.shape[-2:])
         mplanes = [
             _mask_plane(m, yx) if m is not None else np.zeros((1, *yx), dtype=np.uint8)
             for m in group.masks
+            if "affine" in geometry:
+                vols[-1].affine, vols[-1].spacing = vols[0].affine, vols[0].spacing
         ]
         vols.append(_mask_volume(mplanes, group, spacing))
     return vols
@@ -301,6 +358,8 @@ def _page_count(path: Path) -> int:
     import tifffile
 
     try:
+        if "affine" in geometry:
+            vols[-1].affine, vols[-1].spacing = vols[0].affine, vols[0].spacing
         with tifffile.TiffFile(path) as tif:
             shape, axes = tif.series[0].shape, tif.series[0].axes
     except Exception as err:

@@ -6,7 +6,11 @@ the affine's columns the same way, so ``Volume.affine @ (z, y, x, 1)`` gives the
 RAS+ millimetre position nibabel gives for ``(i, j, k, 1)``. The permutation is its
 own inverse, which is what export.nifti relies on to write files back unchanged.
 
-Also home of the "is this a label map?" heuristics shared with the 2D image readers.
+Also home of the "is this a label map?" heuristics shared with the 2D image readers. A
+NIfTI file is a label map when its header says so (intent NIFTI_INTENT_LABEL, which
+export.nifti writes for masks), when its name says so (seg, truth, mask...), or from its
+content: an integer array with few distinct non-negative values (a mask saved by another
+tool as "result.nii.gz" must not open as an opaque grey image).
 """
 
 from __future__ import annotations
@@ -86,6 +90,25 @@ def as_labels(data: np.ndarray) -> np.ndarray | None:
     top = int(values[-1]) if len(values) else 0
     dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32
     return data.astype(dtype, copy=False)
+
+
+_NIFTI_INTENT_LABEL = 1002
+# Content alone (no name, no intent): at most this many distinct values.
+MAX_CONTENT_LABEL_VALUES = 32
+
+
+def looks_like_labels(data: np.ndarray) -> bool:
+    """An integer array with few distinct non-negative values (cheap for images: the value
+    range rules most of them out before anything is counted)."""
+    if data.dtype == bool:
+        return True
+    if data.dtype.kind not in "ui" or data.size == 0:
+        return False
+    lo, hi = int(data.min()), int(data.max())
+    if lo < 0 or hi > 65535:
+        return False
+    counts = np.bincount(data.ravel().astype(np.int64, copy=False), minlength=1)
+    return int(np.count_nonzero(counts)) <= MAX_CONTENT_LABEL_VALUES
 
 
 def _load(path: Path):
@@ -211,7 +234,8 @@ def read_nifti(path: str | Path) -> Volume:
     channel_names = None
     if data.ndim == 4:
         channel_names = [str(i) for i in range(data.shape[0])]
-    elif is_label_name(name):
+    elif (is_label_name(name) or int(header["intent_code"]) == _NIFTI_INTENT_LABEL
+          or looks_like_labels(data)):
         labels = as_labels(data)
         if labels is not None:
             data, kind = labels, "labels"

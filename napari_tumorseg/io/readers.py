@@ -72,7 +72,8 @@ def _folder_has_dicom(folder: Path) -> bool:
 
 
 def kind_of_path(path: str | Path) -> str | None:
-    """'dicom', 'nifti', 'image' or 'folder' for a path we can open, else None (cheap)."""
+    """'dicom', 'nifti', 'image', 'coco' or 'folder' for a path we can open, else None
+    (cheap, except that a .json file is parsed to tell COCO from any other JSON)."""
     path = Path(path)
     if path.is_dir():
         return "folder"
@@ -82,7 +83,11 @@ def kind_of_path(path: str | Path) -> str | None:
         return "nifti"
     if _images.is_image_path(path):
         return "image"
-    if path.suffix.lower() in (".json", ".txt", ".csv", ".md", ".py", ".zip", ".mha", ".mhd"):
+    if path.suffix.lower() == ".json":
+        from napari_tumorseg.io.coco_json import is_coco_json
+
+        return "coco" if is_coco_json(path) else None
+    if path.suffix.lower() in (".txt", ".csv", ".md", ".py", ".zip", ".mha", ".mhd"):
         return None
     if _is_dicom_file(path):
         return "dicom"
@@ -130,11 +135,19 @@ def _dicom_entries(path: Path) -> list[Entry]:
             "source": source,
         }
         entries.append(Entry(info, lambda s=s: dicom.load_dicom_series(s)))
+            "_affine": dicom.series_affine(s),
     return entries
 
 
 def _volume_info(v: Volume, n_files: int, source: str) -> dict[str, Any]:
     return {
+def _dicom_seg_entry(path: Path) -> Entry:
+    from napari_tumorseg.io.dicom_seg import read_dicom_seg_volume
+
+    vol = read_dicom_seg_volume(path)  # frames and references live in one file: read it once
+    return Entry(_volume_info(vol, 1, str(path)), lambda: vol)
+
+
         "name": v.name,
         "kind": v.kind,
         "shape": [int(s) for s in v.spatial_shape],
@@ -148,8 +161,11 @@ def _volume_info(v: Volume, n_files: int, source: str) -> dict[str, Any]:
 def _nifti_entry(path: Path) -> Entry:
     head = _nifti.header_info(path)
     name = head["name"]
-    if _nifti.is_label_name(name) and head["channels"] <= 1:
-        # Whether a "*seg*" file really holds labels depends on its values: read it once.
+    maybe_labels = (_nifti.is_label_name(name) or int(head["image"].header["intent_code"]) == 1002
+                    or head["dtype"].kind == "b" or head["dtype"].itemsize == 1)
+    if maybe_labels and head["channels"] <= 1:
+        # Whether a "*seg*" file (or any byte-sized one) really holds labels depends on its
+        # values: read it once. Wider integer files are told apart when loaded.
         vol = _nifti.read_nifti(path)
         return Entry(_volume_info(vol, 1, str(path)), lambda: vol)
     sequence = _nifti.guess_sequence(name)
@@ -164,6 +180,8 @@ def _nifti_entry(path: Path) -> Entry:
     }
     return Entry(info, lambda: _nifti.read_nifti(path))
 
+        "channels": max(1, int(head["channels"])),
+        "_affine": _nifti.nifti_affine_to_zyx(head["image"].affine),
 
 def _image_entries(group: _images.ImageGroup) -> list[Entry]:
     cache: dict[str, list[Volume]] = {}
@@ -225,7 +243,30 @@ def _folder_plan(folder: Path, depth: int, probe_only: bool = False) -> list[Cal
 
 
 def entries(path: str | Path) -> list[Entry]:
-    """Every volume ``path`` holds, described but not yet loaded (DICOM, NIfTI)."""
+    """Every volume ``path`` holds, described but not yet loaded (DICOM, NIfTI).
+
+    Loading gives the volume in the radiological display order (io.orientation), and
+    ``info["shape"]`` is that order's shape.
+    """
+    return [_displayed(e) for e in _entries(path)]
+
+
+def _displayed(entry: Entry) -> Entry:
+    from napari_tumorseg.io.orientation import to_display
+
+    load = entry.load
+    info = dict(entry.info)
+    affine = info.pop("_affine", None)
+    if affine is not None:
+        from napari_tumorseg.io.orientation import display_axes
+
+        axes = display_axes(affine)
+        info["shape"] = [int(info["shape"][a]) for a in axes]
+        info["spacing"] = [float(info["spacing"][a]) for a in axes]
+    return Entry(info, lambda: to_display(load()))
+
+
+def _entries(path: str | Path) -> list[Entry]:
     path = Path(path)
     if not path.exists():
         raise ReadError(f"{path}: no such file or folder")
@@ -251,11 +292,19 @@ def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0][:120] if lines else type(err).__name__
 
+        from napari_tumorseg.io import dicom_seg
+
+        if dicom_seg.is_dicom_seg(path):
+            return [_dicom_seg_entry(path)]
 
 def _guard(func, *args):
     """Run a reader step, turning library exceptions into one-line ReadErrors."""
     try:
         return func(*args)
+    if kind == "coco":
+        from napari_tumorseg.io.coco_json import read_coco_json
+
+        return [Entry(_volume_info(v, 1, str(path)), lambda v=v: v) for v in read_coco_json(path)]
     except TumorSegError:
         raise
     except MemoryError:
@@ -355,3 +404,6 @@ def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
 def layer_data(volumes: list[Volume]) -> list[tuple]:
     """napari LayerDataTuples for ``volumes``, in order."""
     return [v.layer_data() for v in volumes]
+    if "orientation" in ref.metadata:
+        # Same grid, so the same reorientation: exports go back to the files' order.
+        metadata["orientation"] = ref.metadata["orientation"]

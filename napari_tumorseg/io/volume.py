@@ -7,6 +7,14 @@ volume with z == 1.
 ``affine`` is a 4x4 matrix mapping a voxel index (z, y, x, 1) to world coordinates
 in millimetres in the RAS+ convention (NIfTI / nibabel). DICOM's LPS positions are
 converted on read (x and y negated), so every reader and writer shares one frame.
+
+Display order: the readers reorient every volume that has a real geometry (NIfTI,
+DICOM) to one index order, the radiological one (io.orientation): z runs superior ->
+inferior, y anterior -> posterior (row 0 anterior: anterior up), x patient right ->
+left (column 0 the patient's right: right on screen-left). ``affine`` stays the exact
+voxel -> RAS map of the reoriented array, and ``metadata["orientation"]`` records the
+file's own order for exports. A picture without geometry (TIFF, JPG, PNG) is taken to
+be stored as it should be shown, so :func:`affine_from_spacing` gives it that order.
 """
 
 from __future__ import annotations
@@ -44,18 +52,15 @@ class Volume:
         return tuple(self.data.shape[-3:])
 
     def translate(self) -> tuple[float, float, float]:
-        """napari ``translate`` for the layer: the origin projected on each index axis.
+        """napari ``translate`` for the layer (see :func:`io.orientation.layer_geometry`)."""
+        return self.layer_geometry()["translate"]
 
-        With ``scale`` = spacing, a voxel's napari coordinate along axis k is then its world
-        position projected on that axis, so series of one study with the same orientation
-        but different origins or fields of view overlay where they are in the scanner.
-        """
-        a = np.asarray(self.affine, dtype=float)
-        norms = np.linalg.norm(a[:3, :3], axis=0)
-        if not np.all(norms > 0):
-            return (0.0, 0.0, 0.0)
-        axes = a[:3, :3] / norms
-        return tuple(float(v) for v in axes.T @ a[:3, 3])
+    def layer_geometry(self) -> dict[str, Any]:
+        """napari ``scale``, ``translate`` and, for an oblique volume, ``affine``: the layer
+        sits at its scanner position in napari's world frame (I, P, L mm)."""
+        from napari_tumorseg.io.orientation import layer_geometry
+
+        return layer_geometry(self.affine)
 
     def layer_data(self) -> tuple[np.ndarray, dict, str]:
         """napari LayerDataTuple: (data, kwargs, layer_type)."""
@@ -67,12 +72,7 @@ class Volume:
             "modality": self.modality,
             **meta.get("tumorseg", {}),
         }
-        kwargs: dict[str, Any] = {
-            "name": self.name,
-            "scale": self.spacing,
-            "translate": self.translate(),
-            "metadata": meta,
-        }
+        kwargs: dict[str, Any] = {"name": self.name, **self.layer_geometry(), "metadata": meta}
         if self.kind == "labels":
             return self.data, kwargs, "labels"
         if self.has_channels:
@@ -83,11 +83,14 @@ class Volume:
 
 
 def affine_from_spacing(spacing, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """Axis-aligned affine for (z, y, x) indices: x -> R, y -> A, z -> S."""
+    """Axis-aligned affine for (z, y, x) indices in the display order: x -> L, y -> P, z -> I.
+
+    ``origin`` is the RAS position (mm) of voxel (0, 0, 0).
+    """
     a = np.zeros((4, 4))
-    a[0, 2] = spacing[2]
-    a[1, 1] = spacing[1]
-    a[2, 0] = spacing[0]
+    a[0, 2] = -spacing[2]
+    a[1, 1] = -spacing[1]
+    a[2, 0] = -spacing[0]
     a[:3, 3] = origin
     a[3, 3] = 1.0
     return a

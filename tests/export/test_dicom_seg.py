@@ -138,9 +138,11 @@ def test_from_a_volume_read_by_the_dicom_reader(brainix, shared_data, tmp_path):
 
     flair_files, flair, _, labels = brainix
     (vol,) = read_path(shared_data / "dicom_brainix" / "FLAIR")
-    assert vol.data.shape == labels.shape
-    out = write_dicom_seg(labels, vol, tmp_path / "from_volume.dcm")
-    np.testing.assert_array_equal(read_dicom_seg(out, vol), labels)
+    # The reader shows slices head to feet; the files go feet to head.
+    shown = labels[::-1]
+    assert vol.data.shape == shown.shape
+    out = write_dicom_seg(shown, vol, tmp_path / "from_volume.dcm")
+    np.testing.assert_array_equal(read_dicom_seg(out, vol), shown)
     np.testing.assert_array_equal(read_dicom_seg(out, flair_files), labels)
 
 

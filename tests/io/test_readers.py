@@ -103,7 +103,8 @@ def test_combine_refuses_different_grids(shared_data):
 
 
 def test_bad_inputs(shared_data, tmp_path):
-    json_file = shared_data / "coco_ravirawal" / "train" / "_annotations.coco.json"
+    json_file = tmp_path / "settings.json"  # JSON, but not COCO: not ours
+    json_file.write_text('{"images": "none", "theme": "dark"}')
     text = tmp_path / "notes.txt"
     text.write_text("not an image\n")
     empty = tmp_path / "empty"
