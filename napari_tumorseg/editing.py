@@ -1,4 +1,4 @@
-"""Label-map edits for the correction tools, and probability -> label conversion.
+"""Label-map edits for the correction tools.
 
 Every edit returns a NEW array (inputs are never modified), wrapped in an
 :class:`EditResult` with a one-line message for the user, so the widget can push the old
@@ -8,10 +8,6 @@ handled as one slice and returned 2D.
 Connectivity: 3D edits use 26-connectivity and slice-only edits 8-connectivity, the same
 as :mod:`napari_tumorseg.measurements`, so "keep this component" keeps exactly one of the
 components that the measurements count.
-
-BraTS regions: a region model (GLIMS) emits three nested channels WT ⊇ TC ⊇ ET. They map to
-one label map with the values of :data:`REGION_NAMES`; :data:`REGION_COLORS` is a
-``{value: RGBA}`` dict that napari's Labels layer accepts as ``colormap`` (direct mode).
 """
 
 from __future__ import annotations
@@ -22,26 +18,6 @@ import numpy as np
 from scipy import ndimage
 
 from napari_tumorseg.errors import TumorSegError
-
-#: Label values for a BraTS-style map built from WT/TC/ET region channels.
-EDEMA, CORE, ENHANCING = 1, 2, 3
-REGION_NAMES: dict[int, str] = {
-    0: "background",
-    EDEMA: "edema (WT - TC)",
-    CORE: "necrotic / non-enhancing core (TC - ET)",
-    ENHANCING: "enhancing tumour (ET)",
-}
-#: RGBA in 0-1; ``None`` is napari's default for any other value. Colours follow the
-#: common BraTS figures: edema green, core red, enhancing yellow.
-REGION_COLORS: dict[int | None, tuple[float, float, float, float]] = {
-    None: (0.0, 0.0, 0.0, 0.0),
-    0: (0.0, 0.0, 0.0, 0.0),
-    EDEMA: (0.0, 0.8, 0.2, 1.0),
-    CORE: (0.9, 0.1, 0.1, 1.0),
-    ENHANCING: (1.0, 0.9, 0.0, 1.0),
-}
-REGION_CHANNELS = ("WT", "TC", "ET")
-
 
 @dataclass
 class EditResult:
@@ -168,35 +144,3 @@ def remove_islands(labels, min_volume_mm3: float, spacing, slice_only: bool = Fa
     unit = "mm² per slice" if slice_only else "mm³"
     msg = f"removed {k} island(s) smaller than {min_volume_mm3:g} {unit}"
     return _result(out, was_2d, msg, k > 0)
-
-
-def threshold_probabilities(prob, threshold: float = 0.5, value: int = 1) -> np.ndarray:
-    """Binary labels (uint8, ``value`` where prob > threshold) from a probability map."""
-    prob = np.asarray(prob)
-    if not 0.0 <= threshold <= 1.0:
-        raise TumorSegError(f"threshold must be within 0-1, got {threshold}")
-    return np.where(prob > threshold, value, 0).astype(np.uint8)
-
-
-def regions_to_labels(prob_regions, threshold: float = 0.5) -> np.ndarray:
-    """A BraTS-style label map from (3, ...) WT/TC/ET probabilities.
-
-    Painted in nesting order WT -> 1, TC -> 2, ET -> 3, so the inner region wins where a
-    model's channels disagree (e.g. an ET voxel outside its TC is still enhancing).
-    """
-    p = np.asarray(prob_regions)
-    if p.ndim < 3 or p.shape[0] != 3:
-        raise TumorSegError(f"expected 3 region channels (WT, TC, ET) first, got shape {p.shape}")
-    if not 0.0 <= threshold <= 1.0:
-        raise TumorSegError(f"threshold must be within 0-1, got {threshold}")
-    out = np.zeros(p.shape[1:], np.uint8)
-    out[p[0] > threshold] = EDEMA
-    out[p[1] > threshold] = CORE
-    out[p[2] > threshold] = ENHANCING
-    return out
-
-
-def labels_to_regions(labels) -> np.ndarray:
-    """The inverse of :func:`regions_to_labels`: (3, ...) bool WT/TC/ET channels."""
-    lab = np.asarray(labels)
-    return np.stack([lab >= EDEMA, lab >= CORE, lab == ENHANCING])

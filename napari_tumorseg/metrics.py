@@ -36,6 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from napari_tumorseg.brats import REGION_NAMES
 from napari_tumorseg.errors import TumorSegError
 
 METRIC_NAMES = (
@@ -48,8 +49,6 @@ METRIC_NAMES = (
     "hd95",
 )
 
-# BraTS region channels as the GLIMS model emits them.
-BRATS_REGIONS = ("WT", "TC", "ET")
 
 
 def _as_bool(mask, name: str) -> np.ndarray:
@@ -199,7 +198,7 @@ def multi_region_metrics(
 
 def _default_names(n: int) -> list[str]:
     if n == 3:
-        return list(BRATS_REGIONS)
+        return list(REGION_NAMES)
     return [f"region{i}" for i in range(n)]
 
 

@@ -1,4 +1,4 @@
-"""Correction tools on real masks: click-to-keep, fill holes, remove islands, thresholds."""
+"""Correction tools on real masks: click-to-keep, fill holes, remove islands."""
 
 from __future__ import annotations
 
@@ -8,19 +8,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from napari_tumorseg.editing import (
-    CORE,
-    EDEMA,
-    ENHANCING,
-    REGION_COLORS,
-    REGION_NAMES,
-    fill_holes,
-    keep_component_at,
-    labels_to_regions,
-    regions_to_labels,
-    remove_islands,
-    threshold_probabilities,
-)
+from napari_tumorseg.editing import fill_holes, keep_component_at, remove_islands
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.measurements import component_volumes_ml, label_components
 
@@ -132,46 +120,9 @@ def test_remove_islands_by_physical_volume(roi):
     np.testing.assert_array_equal(res.labels, np.where(survivors & (lab > 0), lab, 0))
 
 
-def test_regions_round_trip_on_brats2013(brats2013_labels):
-    lab = brats2013_labels
-    # BraTS 2013: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing.
-    wt, tc, et = lab > 0, np.isin(lab, (1, 3, 4)), lab == 4
-    probs = np.stack([wt, tc, et]).astype(np.float32) * 0.8 + 0.1
-    out = regions_to_labels(probs, 0.5)
-    assert out.dtype == np.uint8
-    np.testing.assert_array_equal(out == EDEMA, wt & ~tc)
-    np.testing.assert_array_equal(out == CORE, tc & ~et)
-    np.testing.assert_array_equal(out == ENHANCING, et)
-    np.testing.assert_array_equal(labels_to_regions(out), np.stack([wt, tc, et]))
-    assert set(REGION_NAMES) == {0, EDEMA, CORE, ENHANCING}
-    # Raising the threshold above every probability empties the map.
-    assert not regions_to_labels(probs, 0.95).any()
-
-
-def test_region_colors_are_a_napari_colormap():
-    from napari.utils.colormaps import DirectLabelColormap
-
-    cmap = DirectLabelColormap(color_dict=REGION_COLORS)
-    mapped = cmap.map(np.array([0, EDEMA, CORE, ENHANCING], np.uint8))
-    np.testing.assert_allclose(mapped[1], REGION_COLORS[EDEMA], atol=1e-6)
-    np.testing.assert_allclose(mapped[3], REGION_COLORS[ENHANCING], atol=1e-6)
-    assert mapped[0][3] == 0
-
-
-def test_threshold_probabilities():
-    prob = np.linspace(0, 1, 11).reshape(1, 1, 11)
-    lab = threshold_probabilities(prob, 0.45)
-    assert lab.dtype == np.uint8 and lab.sum() == 6
-    assert threshold_probabilities(prob, 0.45, value=2).max() == 2
-    with pytest.raises(TumorSegError):
-        threshold_probabilities(prob, 1.5)
-
-
 def test_bad_points_and_shapes():
     lab = np.zeros((2, 4, 4), np.uint8)
     with pytest.raises(TumorSegError, match="outside"):
         keep_component_at(lab, (5, 0, 0))
-    with pytest.raises(TumorSegError, match="region channels"):
-        regions_to_labels(np.zeros((2, 4, 4)))
     with pytest.raises(TumorSegError, match="spacing"):
         remove_islands(lab, 10, (1.0, 0.0, 1.0))

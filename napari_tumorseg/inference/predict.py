@@ -41,8 +41,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from napari_tumorseg import output_kinds
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import Volume
+from napari_tumorseg.training.preprocessing import Preprocessing
 
 CancelFn = Callable[[], bool]
 SliceSpec = range | list[int] | tuple[int, ...] | int | None
@@ -124,10 +126,11 @@ class Predictor:
         self.config = dict(config or {})
         self.device = device if isinstance(device, torch.device) else pick_device(str(device))
         self.model = model.to(self.device).eval()
-        self.prep = dict(preprocessing or default_preprocessing_for(model_name, self.config))
-        self.output_kind = str(self.prep.get("target") or self.info.output)
-        self.dims = int(self.prep.get("dims", self.info.dims))
-        self.class_names = list(class_names or self.prep.get("class_names") or self.info.class_names)
+        self.prep = Preprocessing.of(preprocessing or default_preprocessing_for(model_name, self.config))
+        self.kind = output_kinds.output_kind(self.prep.target)
+        self.output_kind = self.kind.name
+        self.dims = self.prep.dims
+        self.class_names = list(class_names or self.prep.class_names or self.info.class_names)
         self.amp = self.device.type == "cuda" if amp is None else bool(amp and self.device.type == "cuda")
         self.source = source
         # oneDNN runs 2D convolutions faster on NHWC tensors (about 1.2x for unet on CPU);
@@ -180,55 +183,39 @@ class Predictor:
 
     @property
     def is_classifier(self) -> bool:
-        return self.output_kind == "classes"
+        return not self.kind.dense
 
     @property
     def in_channels(self) -> int:
-        return int(self.prep.get("channels", self.info.in_channels))
+        return self.prep.channels
 
     @property
     def channel_names(self) -> list[str] | None:
         """Names of the probability map's leading channels; None for a single (z, y, x) map."""
-        if self.output_kind == "regions":
-            return list(self.class_names) if len(self.class_names) == 3 else ["WT", "TC", "ET"]
-        if self.output_kind == "multiclass" and self.num_classes > 2:
-            return list(self.class_names)
-        return None
+        return self.kind.channel_names(self.class_names, self.num_classes)
 
     @property
     def num_classes(self) -> int:
-        return int(self.prep.get("num_classes") or len(self.class_names) or self.info.out_channels)
+        return int(self.prep.num_classes or len(self.class_names) or self.info.out_channels)
 
     def label_names(self) -> dict[int, str]:
         """Label value -> name for the labels :func:`probabilities_to_labels` produces."""
-        if self.output_kind == "regions":
-            from napari_tumorseg.editing import REGION_NAMES
-
-            return {k: v for k, v in REGION_NAMES.items() if k}
-        if self.output_kind == "multiclass" and self.num_classes > 2:
-            return {i: n for i, n in enumerate(self.class_names) if i}
-        name = self.class_names[-1] if len(self.class_names) >= 2 else "tumour"
-        return {1: name}
+        return self.kind.label_names(self.class_names, self.num_classes)
 
     def label_colors(self) -> dict[int, tuple[float, ...]] | None:
         """RGBA (0-1) per label value for region maps, else None (napari's defaults)."""
-        if self.output_kind == "regions":
-            from napari_tumorseg.editing import REGION_COLORS
-
-            return {k: v for k, v in REGION_COLORS.items() if isinstance(k, int) and k}
-        return None
+        colors = self.kind.label_colors()
+        return None if colors is None else {k: v for k, v in colors.items() if isinstance(k, int) and k}
 
     def roi_size(self) -> tuple[int, int, int]:
         """Sliding-window size of a 3D model: its training patch, else its input size."""
-        roi = self.prep.get("patch_size") or self.config.get("img_size") or list(self.info.input_size)
+        roi = self.prep.patch_size or self.config.get("img_size") or list(self.info.input_size)
         if isinstance(roi, int):
             roi = [roi] * 3
         return tuple(int(r) for r in roi)  # type: ignore[return-value]
 
     def describe(self) -> str:
-        kind = {"binary": "tumour probability", "regions": "WT/TC/ET regions",
-                "multiclass": f"{self.num_classes}-class segmentation",
-                "classes": f"{len(self.class_names)}-class classifier"}.get(self.output_kind, self.output_kind)
+        kind = self.kind.describe(self.class_names, self.num_classes)
         return f"{self.model_name} ({self.dims}D, {kind}) on {self.device.type}"
 
     # -- forward
@@ -258,37 +245,26 @@ class Predictor:
             out = out[0]
         if isinstance(out, dict):
             out = out.get("logits", next(iter(out.values())))
-        return _activate(out.float(), self.output_kind, self.num_classes).cpu()
+        p = self.kind.activate(out.float())
+        if self.kind.dense and self.channel_names is None:
+            p = p[:, 0]
+        return p.cpu()
 
 
-def _activate(logits: torch.Tensor, kind: str, num_classes: int) -> torch.Tensor:
-    if kind == "binary":
-        return logits.sigmoid()[:, 0]
-    if kind == "regions":
-        return logits.sigmoid()
-    if kind in ("multiclass", "classes"):
-        p = logits.softmax(dim=1)
-        return p[:, 1] if kind == "multiclass" and p.shape[1] == 2 else p
-    raise TumorSegError(f"unknown model output kind {kind!r}")
-
-
-def default_preprocessing_for(name: str, config: dict | None = None, channels: int | None = None) -> dict:
+def default_preprocessing_for(name: str, config: dict | None = None, channels: int | None = None) -> Preprocessing:
     """The paper's preprocessing for a registry model used without a checkpoint."""
     from napari_tumorseg.models import get_info
-    from napari_tumorseg.training.preprocessing import default_preprocessing
 
     info = get_info(name)
     ch = int(channels if channels is not None else info.in_channels)
+    fields = output_kinds.output_kind(info.output).target_settings((), None, int(info.out_channels))
+    fields.pop("region_convention", None)  # no labels to guess from: the BraTS default
     if info.dims == 2:
-        prep = default_preprocessing(2, list(info.input_size[-2:]), ch, target=info.output)
-    else:
-        prep = default_preprocessing(3, None, ch, target=info.output)
-        img = (config or {}).get("img_size")
-        prep["patch_size"] = [int(img)] * 3 if isinstance(img, int) else list(img or info.input_size)
-    if info.output == "multiclass":
-        prep["num_classes"] = int(info.out_channels)
-    prep["class_names"] = list(info.class_names)
-    return prep
+        return Preprocessing.for_model(2, info.input_size[-2:], ch, info.output,
+                                       class_names=tuple(info.class_names), **fields)
+    img = (config or {}).get("img_size") or info.input_size
+    return Preprocessing.for_model(3, None, ch, info.output, class_names=tuple(info.class_names),
+                                   patch_size=img, **fields)
 
 
 def load_predictor(
@@ -331,16 +307,14 @@ def _slice_list(slices: SliceSpec, n_z: int) -> list[int]:
     return out
 
 
-def _normalized(czyx: np.ndarray, prep: dict) -> np.ndarray:
+def _normalized(czyx: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """Channels adapted and intensities normalised over the whole volume (training's statistics)."""
     from napari_tumorseg.channels import ChannelPlan, fit_channels
-    from napari_tumorseg.training.preprocessing import normalize_intensity, resolve_normalization
+    from napari_tumorseg.training.preprocessing import normalize_intensity
 
-    method = prep.get("normalize", "auto")
-    if method == "auto":
-        method = resolve_normalization(czyx.dtype)
+    prep = Preprocessing.of(prep)
     img = fit_channels(czyx, ChannelPlan.from_preprocessing(prep))
-    return normalize_intensity(img, method, bool(prep.get("zscore_nonzero", True)))
+    return normalize_intensity(img, prep.resolved_normalization(czyx.dtype), prep.zscore_nonzero)
 
 
 def _empty_slices(czyx: np.ndarray) -> np.ndarray:
@@ -390,7 +364,7 @@ def _iter_2d(
     n_z, h, w = czyx.shape[1:]
     norm = _normalized(czyx, prep)
     # Normalised already: only the in-plane resize / pad of each batch remains to do.
-    batch_prep = {**prep, "normalize": "none", "channel_mode": "as_is"}
+    batch_prep = prep.replace(normalize="none", channel_mode="as_is")
     empty = _empty_slices(czyx) if skip_empty and not classify else np.zeros(n_z, bool)
     if classify:
         out = np.full((n_z, len(predictor.class_names)), np.nan, np.float32)
@@ -425,7 +399,7 @@ def _iter_2d(
                     planes[where] = p[0]
                 else:
                     planes[:, where] = p
-        if not classify and planes.ndim == 4 and predictor.output_kind == "multiclass":
+        if not classify and planes.ndim == 4 and not predictor.kind.sigmoid:
             skipped = [i for i, z in enumerate(batch) if empty[z]]
             planes[0, skipped] = 1.0  # an empty slice is all background
         if classify:
@@ -465,7 +439,6 @@ def _iter_3d(
     total = count_windows(slab.shape[1:], roi, overlap)
     yield PredictionEvent("start", 0, total, "windows", message=predictor.describe())
 
-    activation = "softmax" if predictor.output_kind == "multiclass" else "sigmoid"
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
     result: dict[str, Any] = {}
@@ -482,7 +455,7 @@ def _iter_3d(
                 raise _Cancelled
             result["prob"] = sliding_window_predict(
                 predictor.model, slab, roi, overlap=overlap, sw_batch_size=window_batch,
-                device=predictor.device, progress=progress, activation=activation, amp=predictor.amp,
+                device=predictor.device, progress=progress, activation="none", amp=predictor.amp,
             )
         except BaseException as err:  # handed to the generator's thread
             result["error"] = err
@@ -507,9 +480,10 @@ def _iter_3d(
         return
     if err is not None:
         raise err
-    prob = result["prob"].numpy()  # (K, z, y, x)
+    # Blended logits, activated once: the same activation as the 2D path.
+    prob = predictor.kind.activate(result["prob"][None])[0].numpy()  # (K, z, y, x)
     if predictor.channel_names is None:
-        prob = prob[1] if predictor.output_kind == "multiclass" else prob[0]
+        prob = prob[0]
     out = np.zeros(_map_shape(predictor, czyx.shape[1:]), np.float32)
     rel = [z - lo for z in zs]
     out[..., zs, :, :] = prob[..., rel, :, :]
@@ -568,23 +542,15 @@ def predict_array(
     return _drain(predict_volume(predictor, volume, slices, **kwargs)).probabilities
 
 
-def probabilities_to_labels(prob: np.ndarray, threshold: float = 0.5, output_kind: str = "binary") -> np.ndarray:
+def probabilities_to_labels(prob: np.ndarray, threshold: float = 0.5,
+                            output_kind: str | output_kinds.OutputKind = "binary") -> np.ndarray:
     """uint8 labels from a probability map; no model call, so a threshold slider is cheap.
 
     binary / 2-class multiclass (z, y, x): 1 where prob > threshold. regions (3, z, y, x):
-    the BraTS-style map of :func:`napari_tumorseg.editing.regions_to_labels` (1 edema,
+    the BraTS-style map of :func:`napari_tumorseg.brats.regions_to_labels` (1 edema,
     2 core, 3 enhancing). multiclass (K, z, y, x): the arg-max class (threshold unused).
     """
-    from napari_tumorseg.editing import regions_to_labels, threshold_probabilities
-
-    prob = np.asarray(prob)
-    if output_kind == "regions":
-        return regions_to_labels(prob, threshold)
-    if output_kind == "multiclass" and prob.ndim == 4:
-        return np.argmax(prob, axis=0).astype(np.uint8 if prob.shape[0] <= 256 else np.uint16)
-    if output_kind in ("binary", "multiclass"):
-        return threshold_probabilities(prob, threshold)
-    raise TumorSegError(f"no labels for model output kind {output_kind!r}")
+    return output_kinds.output_kind(output_kind).to_labels(prob, threshold)
 
 
 # ----------------------------------------------------------------------------- classifier

@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from napari_tumorseg.brats import REGION_NAMES
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models.common import AnySizeSegmenter
 from napari_tumorseg.models.registry import ModelInfo, TrainingPreset, register_model
@@ -60,7 +61,6 @@ def _swin():
     return swin_unetr
 
 INPUT_MULTIPLE = 32  # five halvings: 96 -> 3 at the bottleneck
-REGION_NAMES = ["WT", "TC", "ET"]
 
 
 def _triple(v: int | Sequence[int], what: str) -> tuple[int, int, int]:

@@ -4,7 +4,7 @@ Targets, by model output kind (``ModelInfo.output``):
 
 * ``binary``  – logits (N, 1, *sp); target float {0, 1} of the same shape.
 * ``regions`` – logits (N, R, *sp), one sigmoid per region (BraTS WT/TC/ET); target
-  float {0, 1} (N, R, *sp), see :func:`napari_tumorseg.training.preprocessing.labels_to_regions`.
+  float {0, 1} (N, R, *sp), see :func:`napari_tumorseg.brats.labels_to_regions`.
 * ``multiclass`` – logits (N, K, *sp) (SegFormer: K = 2); target long (N, *sp).
 * ``classes`` – logits (N, K); target long (N,).
 
@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.output_kinds import output_kind
 
 LOSS_NAMES = ("bce", "dice", "combo", "bce_dice", "dice_ce", "ce")
 DEFAULT_DS_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
@@ -42,11 +43,7 @@ _DOC_KEYS = {"variants", "paper", "note"}
 
 
 def _sigmoid_mode(mode: str) -> bool:
-    if mode in ("binary", "regions"):
-        return True
-    if mode in ("multiclass", "classes"):
-        return False
-    raise TumorSegError(f"unknown output kind {mode!r} for a loss")
+    return output_kind(mode).sigmoid
 
 
 def soft_dice_loss(

@@ -1,27 +1,36 @@
-"""Preprocessing shared by training and inference, described by a plain dict.
+"""Preprocessing shared by training and inference: one frozen :class:`Preprocessing`.
 
-The dict is stored in every checkpoint (``preprocessing``) so inference repeats exactly
-what training did: ``apply_preprocessing(image, ckpt["preprocessing"])``. Keys:
+Every checkpoint stores it as a plain dict (``Preprocessing.to_dict()``, loadable with
+``torch.load(weights_only=True)``) so inference repeats exactly what training did:
+``apply_preprocessing(image, Preprocessing.from_dict(ckpt["preprocessing"]))``. Fields:
 
 * ``dims``: 2 (slice-wise model) or 3 (volumetric model).
-* ``size``: in-plane ``[h, w]`` for 2D models (each slice is brought to it), ``None`` to
-  keep the native size (3D models train on patches and infer with a sliding window).
+* ``size``: in-plane ``(h, w)`` for 2D models (each slice is brought to it), ``None`` to
+  keep the native size (3D models train on ``patch_size`` patches and infer with a
+  sliding window of that size).
 * ``spatial``: ``"resize"`` (bilinear for images, nearest for masks) or ``"pad_crop"``
   (centred zero-pad / crop, after normalisation) or ``"none"``.
 * ``normalize``: ``"zscore"`` (per volume and channel: statistics over the whole volume,
   restricted to non-zero voxels when ``zscore_nonzero``, so skull-stripped MRI is not
   dominated by the background), ``"scale255"`` (8-bit images to 0-1), ``"minmax"``, or
-  ``"none"``. Training resolves ``"auto"`` from the data: uint8 -> scale255, else zscore.
+  ``"none"``; ``"auto"`` is resolved from the data: uint8 -> scale255, else zscore.
 * ``channels``: the model's input channels; ``channel_mode`` how the data's channels are
-  brought to it: ``"as_is"``, ``"grayscale"`` (mean of RGB), ``"repeat"`` (grey -> n).
-* ``target``: the model output kind, ``region_convention`` (see :data:`REGION_CONVENTIONS`),
-  ``class_names``.
+  brought to it: ``"as_is"``, ``"grayscale"`` (mean of RGB), ``"repeat"`` (grey -> n);
+  ``channel_names`` the sequences the model was trained on, in order.
+* ``target``: the model output kind (:mod:`napari_tumorseg.output_kinds`),
+  ``region_convention`` (:mod:`napari_tumorseg.brats`), ``num_classes``, ``class_names``.
+
+The object also reads as a mapping of its dict form (``prep["size"]``, ``{**prep}``), so
+code written against the checkpoint's dict keeps working.
 
 Arrays are (c, z, y, x); a 2D image is a volume with z == 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,53 +40,116 @@ import torch.nn.functional as F
 from napari_tumorseg.errors import TumorSegError
 
 PREPROCESSING_VERSION = 1
-
-# Label value sets of each BraTS convention -> the three nested regions the GLIMS paper
-# trains on (WT = whole tumour, TC = tumour core, ET = enhancing tumour).
-# * "brats": BraTS 2013 OTMultiClass (1 necrosis, 2 oedema, 3 non-enhancing tumour,
-#   4 enhancing tumour) and BraTS 2017-2021 (1 NCR/NET, 2 ED, 4 ET; 3 unused): both give
-#   WT = {1,2,3,4}, TC = {1,3,4}, ET = {4}.
-# * "brats2023": 1 NCR, 2 ED, 3 ET.
-# * "brats2012": truth {0, 1 oedema, 2 active tumour}. 2012 does not separate the
-#   enhancing part from the core, so ET is a copy of TC (documented approximation).
-REGION_CONVENTIONS: dict[str, dict[str, tuple[int, ...]]] = {
-    "brats": {"WT": (1, 2, 3, 4), "TC": (1, 3, 4), "ET": (4,)},
-    "brats2023": {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)},
-    "brats2012": {"WT": (1, 2), "TC": (2,), "ET": (2,)},
-}
-REGION_NAMES = ("WT", "TC", "ET")
+SPATIAL_MODES = ("none", "resize", "pad_crop")
+NORMALIZATIONS = ("auto", "zscore", "scale255", "minmax", "none")
+CHANNEL_MODES = ("as_is", "grayscale", "repeat")
 
 
-def labels_to_regions(labels: np.ndarray, convention: str = "brats") -> np.ndarray:
-    """(R, ...) bool region masks (WT, TC, ET) from an integer label map."""
+def _ints(value, n: int | None, what: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    vals = (value,) * (n or 1) if isinstance(value, (int, np.integer)) else tuple(value)
     try:
-        conv = REGION_CONVENTIONS[convention]
-    except KeyError:
-        known = ", ".join(REGION_CONVENTIONS)
-        raise TumorSegError(f"unknown region convention {convention!r}; known: {known}") from None
-    labels = np.asarray(labels)
-    return np.stack([np.isin(labels, conv[name]) for name in REGION_NAMES])
+        out = tuple(int(v) for v in vals)
+    except (TypeError, ValueError):
+        raise TumorSegError(f"preprocessing {what} must be whole numbers, got {value!r}") from None
+    if (n is not None and len(out) != n) or any(v < 1 for v in out):
+        raise TumorSegError(f"preprocessing {what} must be {n} positive numbers, got {value!r}")
+    return out
 
 
-def guess_region_convention(label_values) -> str:
-    """``brats2012`` when the labels are a subset of {0, 1, 2}, else ``brats``."""
-    vals = set(int(v) for v in label_values)
-    return "brats2012" if vals <= {0, 1, 2} else "brats"
+@dataclass(frozen=True)
+class Preprocessing(Mapping):
+    """How images become model input; see the module doc. Defaults live here only."""
 
+    dims: int
+    channels: int
+    size: tuple[int, int] | None = None
+    spatial: str = "none"
+    normalize: str = "auto"
+    zscore_nonzero: bool = True
+    channel_mode: str = "as_is"
+    channel_names: tuple[str, ...] = ()
+    target: str = "binary"
+    region_convention: str | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] = ()
+    patch_size: tuple[int, int, int] | None = None
+    version: int = PREPROCESSING_VERSION
 
-def labels_to_target(labels: np.ndarray, prep: dict[str, Any]) -> np.ndarray:
-    """Training target from an integer label map, by the model output kind in ``prep``."""
-    kind = prep.get("target", "binary")
-    labels = np.asarray(labels)
-    if kind == "binary":
-        return (labels > 0).astype(np.float32)[None]
-    if kind == "regions":
-        return labels_to_regions(labels, prep.get("region_convention", "brats")).astype(np.float32)
-    if kind == "multiclass":
-        n = int(prep.get("num_classes", 2))
-        # A binary tumour mask for a 2-class model (SegFormer: 0 background / 1 tumour).
-        return ((labels > 0) if n == 2 else np.clip(labels, 0, n - 1)).astype(np.int64)
-    raise TumorSegError(f"no pixel target for output kind {kind!r}")
+    def __post_init__(self) -> None:
+        from napari_tumorseg.output_kinds import output_kind
+
+        if self.dims not in (2, 3):
+            raise TumorSegError(f"preprocessing dims must be 2 or 3, got {self.dims!r}")
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
+            raise TumorSegError(f"preprocessing channels must be at least 1, got {self.channels!r}")
+        for name, allowed in (("spatial", SPATIAL_MODES), ("normalize", NORMALIZATIONS),
+                              ("channel_mode", CHANNEL_MODES)):
+            if getattr(self, name) not in allowed:
+                raise TumorSegError(f"preprocessing {name} {getattr(self, name)!r} is not one of "
+                                    f"{', '.join(allowed)}")
+        output_kind(self.target)
+        # Normalise sequences so two equal settings compare equal however they were given.
+        object.__setattr__(self, "size", _ints(self.size, 2, "size"))
+        object.__setattr__(self, "patch_size", _ints(self.patch_size, 3, "patch_size"))
+        object.__setattr__(self, "channel_names", tuple(str(n) for n in self.channel_names))
+        object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+
+    @classmethod
+    def for_model(cls, dims: int, size, channels: int, target: str = "binary",
+                  spatial: str | None = None, normalize: str = "auto", **fields: Any) -> "Preprocessing":
+        """A model's preprocessing: 2D models with a size resize to it unless told otherwise."""
+        size = _ints(size, 2, "size") if dims == 2 else None
+        spatial = spatial or ("resize" if dims == 2 and size is not None else "none")
+        return cls(int(dims), int(channels), size, spatial, normalize, target=target, **fields)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Preprocessing":
+        """From a checkpoint's dict; keys this version does not know are left out."""
+        if isinstance(values, Preprocessing):
+            return values
+        if not isinstance(values, Mapping):
+            raise TumorSegError(f"preprocessing must be a mapping, got {type(values).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        known = {k: v for k, v in values.items() if k in names}
+        for key in ("dims", "channels"):
+            if key not in known:
+                raise TumorSegError(f"preprocessing lacks {key!r}")
+        for key in ("channel_names", "class_names"):
+            known[key] = tuple(known.get(key) or ())
+        try:
+            known["dims"], known["channels"] = int(known["dims"]), int(known["channels"])
+            if known.get("num_classes") is not None:
+                known["num_classes"] = int(known["num_classes"])
+        except (TypeError, ValueError):
+            raise TumorSegError("preprocessing dims, channels and num_classes must be whole numbers") from None
+        return cls(**known)
+
+    of = from_dict  # accepts a Preprocessing or its dict: what every function here takes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (lists, str, int, None): safe for ``torch.load(weights_only=True)``."""
+        d = dataclasses.asdict(self)
+        for key in ("size", "patch_size", "channel_names", "class_names"):
+            d[key] = list(d[key]) if d[key] is not None else None
+        return d
+
+    def replace(self, **changes: Any) -> "Preprocessing":
+        return dataclasses.replace(self, **changes)
+
+    def resolved_normalization(self, dtype) -> str:
+        return resolve_normalization(dtype) if self.normalize == "auto" else self.normalize
+
+    # Read-only mapping of the dict form, for code written against the checkpoint's dict.
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(f.name for f in dataclasses.fields(self))
+
+    def __len__(self) -> int:
+        return len(dataclasses.fields(self))
 
 
 def default_preprocessing(
@@ -88,19 +160,8 @@ def default_preprocessing(
     spatial: str | None = None,
     normalize: str = "auto",
 ) -> dict[str, Any]:
-    if isinstance(size, int):
-        size = [size, size]
-    return {
-        "version": PREPROCESSING_VERSION,
-        "dims": int(dims),
-        "size": list(size) if size is not None else None,
-        "spatial": spatial or ("resize" if dims == 2 and size is not None else "none"),
-        "normalize": normalize,
-        "zscore_nonzero": True,
-        "channels": int(channels),
-        "channel_mode": "as_is",
-        "target": target,
-    }
+    """:meth:`Preprocessing.for_model` in the checkpoint's dict form (for callers that edit it)."""
+    return Preprocessing.for_model(dims, size, channels, target, spatial, normalize).to_dict()
 
 
 def resolve_normalization(dtype) -> str:
@@ -200,55 +261,57 @@ def _pad_crop_planes(arr: np.ndarray, size, fill: float = 0.0) -> np.ndarray:
     return out
 
 
-def apply_preprocessing(image: np.ndarray, prep: dict[str, Any], layout: str = "auto") -> np.ndarray:
+def apply_preprocessing(image: np.ndarray, prep: Preprocessing | Mapping, layout: str = "auto") -> np.ndarray:
     """Model-ready float32 (channels, z, y, x) from a raw image or volume.
 
     Give the whole volume so z-score statistics are per volume, as in training.
     """
+    prep = Preprocessing.of(prep)
     img = as_czyx(image, layout)
-    method = prep.get("normalize", "auto")
-    if method == "auto":
-        method = resolve_normalization(img.dtype)
-    img, _ = adapt_channels(img, int(prep["channels"]))
-    img = normalize_intensity(img, method, bool(prep.get("zscore_nonzero", True)))
+    method = prep.resolved_normalization(img.dtype)
+    img, _ = adapt_channels(img, prep.channels)
+    img = normalize_intensity(img, method, prep.zscore_nonzero)
     return _spatial(img, prep, "linear")
 
 
-def preprocess_labels(labels: np.ndarray, prep: dict[str, Any]) -> np.ndarray:
+def preprocess_labels(labels: np.ndarray, prep: Preprocessing | Mapping) -> np.ndarray:
     """(z, y, x) integer labels brought to the model's grid (nearest neighbour)."""
     lab = np.asarray(labels)
     if lab.ndim == 2:
         lab = lab[None]
-    return _spatial(lab[None], prep, "nearest")[0]
+    return _spatial(lab[None], Preprocessing.of(prep), "nearest")[0]
 
 
-def _spatial(arr: np.ndarray, prep: dict[str, Any], mode: str) -> np.ndarray:
-    spatial, size = prep.get("spatial", "none"), prep.get("size")
-    if spatial == "none" or size is None or int(prep.get("dims", 2)) != 2:
+def _in_plane(prep: Preprocessing) -> bool:
+    """True when slices are brought to a fixed in-plane size (2D models with a size)."""
+    return prep.spatial != "none" and prep.size is not None and prep.dims == 2
+
+
+def _spatial(arr: np.ndarray, prep: Preprocessing, mode: str) -> np.ndarray:
+    if not _in_plane(prep):
         return arr
-    if spatial == "resize":
-        return _resize_planes(arr, size, mode)
-    if spatial == "pad_crop":
-        return _pad_crop_planes(arr, size)
-    raise TumorSegError(f"unknown spatial preprocessing {spatial!r}")
+    if prep.spatial == "resize":
+        return _resize_planes(arr, prep.size, mode)
+    return _pad_crop_planes(arr, prep.size)
 
 
-def restore_spatial(pred: np.ndarray, shape_yx: tuple[int, int], prep: dict[str, Any],
+def restore_spatial(pred: np.ndarray, shape_yx: tuple[int, int], prep: Preprocessing | Mapping,
                     mode: str = "linear") -> np.ndarray:
     """Bring a (n, z, h, w) prediction on the model grid back to the original (y, x)."""
-    spatial, size = prep.get("spatial", "none"), prep.get("size")
-    if spatial == "none" or size is None or int(prep.get("dims", 2)) != 2:
+    prep = Preprocessing.of(prep)
+    if not _in_plane(prep):
         return pred
-    if spatial == "resize":
+    if prep.spatial == "resize":
         return _resize_planes(pred, tuple(shape_yx), mode)
     # Undo a centred pad/crop: the inverse is a centred crop/pad back to the original size.
     return _pad_crop_planes(pred, tuple(shape_yx))
 
 
-def resized_spacing(spacing_zyx, shape_yx, prep: dict[str, Any]) -> tuple[float, float, float]:
+def resized_spacing(spacing_zyx, shape_yx, prep: Preprocessing | Mapping) -> tuple[float, float, float]:
     """Voxel spacing (mm) on the model grid, for HD95 in mm after resizing."""
+    prep = Preprocessing.of(prep)
     sz, sy, sx = (float(s) for s in spacing_zyx)
-    if prep.get("spatial") == "resize" and prep.get("size") and int(prep.get("dims", 2)) == 2:
+    if prep.spatial == "resize" and _in_plane(prep):
         h, w = shape_yx
-        return (sz, sy * h / prep["size"][0], sx * w / prep["size"][1])
+        return (sz, sy * h / prep.size[0], sx * w / prep.size[1])
     return (sz, sy, sx)

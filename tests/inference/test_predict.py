@@ -183,7 +183,7 @@ def test_threshold_changes_labels_without_the_model(brainix_events):
 def test_region_and_multiclass_label_conversion(brainix, shared_data):
     # Real BraTS regions as "probabilities": the labels come back as nested named values.
     truth = read_path(shared_data / BRATS / "OTMultiClass.nii.gz")[0].data
-    from napari_tumorseg.training.preprocessing import labels_to_regions
+    from napari_tumorseg.brats import labels_to_regions
 
     regions = labels_to_regions(truth).astype(np.float32)
     lab = probabilities_to_labels(regions, 0.5, "regions")

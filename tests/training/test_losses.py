@@ -16,7 +16,6 @@ from napari_tumorseg.training.losses import (
     downsample_target,
     soft_dice_loss,
 )
-from napari_tumorseg.training.preprocessing import guess_region_convention, labels_to_regions
 
 LOGITS = [0.0, 2.0, -1.0, 3.0]
 TARGET = [0.0, 1.0, 1.0, 0.0]
@@ -166,26 +165,6 @@ def test_build_loss_from_presets_and_errors():
         build_loss("combo", alpha=1.5)
     with pytest.raises(TumorSegError, match="sigmoid"):
         build_loss("bce", mode="multiclass")
-
-
-def test_brats_regions_from_real_labels(shared_data):
-    import nibabel as nib
-
-    lab = np.asarray(nib.load(shared_data / "brats2013_deepmedic/train/brats_2013_pat0005_1/OTMultiClass.nii.gz").dataobj)
-    lab = np.round(lab).astype(int)
-    assert guess_region_convention(np.unique(lab)) == "brats"
-    wt, tc, et = labels_to_regions(lab, "brats")
-    assert np.array_equal(wt, lab > 0)
-    assert np.array_equal(tc, np.isin(lab, [1, 3, 4]))
-    assert np.array_equal(et, lab == 4)
-    assert et.sum() <= tc.sum() <= wt.sum() and et.any()
-    truth = np.asarray(nib.load(shared_data / "brats2012_hg0015/BRATS_HG0015_truth.nii.gz").dataobj).astype(int)
-    assert guess_region_convention(np.unique(truth)) == "brats2012"
-    wt12, tc12, et12 = labels_to_regions(truth, "brats2012")
-    assert np.array_equal(wt12, truth > 0) and np.array_equal(tc12, truth == 2)
-    assert np.array_equal(et12, tc12)
-    with pytest.raises(TumorSegError):
-        labels_to_regions(lab, "brats1999")
 
 
 def test_glims_preset_matches_monai_dicece():

@@ -1,0 +1,84 @@
+"""BraTS conventions on real label maps: regions per convention, the region map and its colours."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_tumorseg.brats import (
+    CORE,
+    EDEMA,
+    ENHANCING,
+    REGION_COLORS,
+    REGION_LABEL_NAMES,
+    guess_convention,
+    labels_to_regions,
+    regions_to_labels,
+)
+from napari_tumorseg.errors import TumorSegError
+
+
+@pytest.fixture(scope="module")
+def brats2013_labels(shared_data) -> np.ndarray:
+    path = shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"
+    lab = np.asarray(nib.load(path / "OTMultiClass.nii.gz").dataobj).astype(np.uint8)
+    return lab[ndimage.find_objects((lab > 0).astype(np.uint8))[0]]
+
+
+def test_brats_regions_from_real_labels(shared_data):
+    lab = np.asarray(nib.load(shared_data / "brats2013_deepmedic/train/brats_2013_pat0005_1/OTMultiClass.nii.gz").dataobj)
+    lab = np.round(lab).astype(int)
+    assert guess_convention(np.unique(lab)) == "brats"
+    wt, tc, et = labels_to_regions(lab, "brats")
+    assert np.array_equal(wt, lab > 0)
+    assert np.array_equal(tc, np.isin(lab, [1, 3, 4]))
+    assert np.array_equal(et, lab == 4)
+    assert et.sum() <= tc.sum() <= wt.sum() and et.any()
+    truth = np.asarray(nib.load(shared_data / "brats2012_hg0015/BRATS_HG0015_truth.nii.gz").dataobj).astype(int)
+    assert guess_convention(np.unique(truth)) == "brats2012"
+    wt12, tc12, et12 = labels_to_regions(truth, "brats2012")
+    assert np.array_equal(wt12, truth > 0) and np.array_equal(tc12, truth == 2)
+    assert np.array_equal(et12, tc12)
+    with pytest.raises(TumorSegError, match="brats1999"):
+        labels_to_regions(lab, "brats1999")
+
+
+def test_brats2023_numbering_moves_enhancing_to_three(brats2013_labels):
+    # The 2023 edition renumbers 4 (ET) to 3: the same regions must come out.
+    lab = brats2013_labels.astype(np.int64)
+    renumbered = np.select([lab == 4, lab == 3], [3, 0], lab)  # 2013's 3 does not exist in 2023
+    ref = labels_to_regions(np.where(lab == 3, 0, lab), "brats")
+    np.testing.assert_array_equal(labels_to_regions(renumbered, "brats2023"), ref)
+
+
+def test_regions_round_trip_on_brats2013(brats2013_labels):
+    lab = brats2013_labels
+    # BraTS 2013: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing.
+    wt, tc, et = lab > 0, np.isin(lab, (1, 3, 4)), lab == 4
+    probs = np.stack([wt, tc, et]).astype(np.float32) * 0.8 + 0.1
+    out = regions_to_labels(probs, 0.5)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out == EDEMA, wt & ~tc)
+    np.testing.assert_array_equal(out == CORE, tc & ~et)
+    np.testing.assert_array_equal(out == ENHANCING, et)
+    # The region map is a convention of its own: it gives the same regions back.
+    np.testing.assert_array_equal(labels_to_regions(out, "regionmap"), np.stack([wt, tc, et]))
+    assert set(REGION_LABEL_NAMES) == {0, EDEMA, CORE, ENHANCING}
+    # Raising the threshold above every probability empties the map.
+    assert not regions_to_labels(probs, 0.95).any()
+    with pytest.raises(TumorSegError, match="region channels"):
+        regions_to_labels(np.zeros((2, 4, 4)))
+    with pytest.raises(TumorSegError, match="threshold"):
+        regions_to_labels(probs, 1.5)
+
+
+def test_region_colors_are_a_napari_colormap():
+    from napari.utils.colormaps import DirectLabelColormap
+
+    cmap = DirectLabelColormap(color_dict=REGION_COLORS)
+    mapped = cmap.map(np.array([0, EDEMA, CORE, ENHANCING], np.uint8))
+    np.testing.assert_allclose(mapped[1], REGION_COLORS[EDEMA], atol=1e-6)
+    np.testing.assert_allclose(mapped[3], REGION_COLORS[ENHANCING], atol=1e-6)
+    assert mapped[0][3] == 0
