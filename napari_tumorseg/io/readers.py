@@ -12,7 +12,7 @@ its sub-folders (two levels at most, e.g. kaggle_3m/<patient>/ or brats/<split>/
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,10 +31,12 @@ _DICOM_PROBE = 400  # files looked at before deciding a folder holds no DICOM
 
 @dataclass
 class Entry:
-    """One volume a path holds: its ``info`` row, and how to load it."""
+    """One volume a path holds: its ``info`` row, how to load it, and what the scan found
+    wrong with it (a slice gap, a missing slice) for the user to see before loading."""
 
     info: dict[str, Any]
     load: Callable[[], Volume]
+    warnings: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- detection
@@ -134,6 +136,8 @@ def _dicom_entries(path: Path) -> list[Entry]:
             "n_files": len(files),
             "source": source,
         }
+        }
+        entries.append(Entry(info, lambda s=s: dicom.load_dicom_series(s), list(s.warnings)))
         entries.append(Entry(info, lambda s=s: dicom.load_dicom_series(s)))
             "_affine": dicom.series_affine(s),
     return entries
@@ -263,7 +267,15 @@ def _displayed(entry: Entry) -> Entry:
         axes = display_axes(affine)
         info["shape"] = [int(info["shape"][a]) for a in axes]
         info["spacing"] = [float(info["spacing"][a]) for a in axes]
-    return Entry(info, lambda: to_display(load()))
+    return Entry(info, lambda: to_display(_checked(load())), list(entry.warnings))
+
+
+def _checked(volume: Volume) -> Volume:
+    """The volume, once its grid is one a scanner could produce (input_checks.check_geometry)."""
+    from napari_tumorseg.input_checks import check_geometry, source_name
+
+    check_geometry(volume.spacing, volume.affine, volume.spatial_shape, source_name(volume))
+    return volume
 
 
 def _entries(path: str | Path) -> list[Entry]:

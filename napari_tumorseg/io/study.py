@@ -53,6 +53,7 @@ class Study:
                 spacing=tuple(e.info["spacing"]),
                 n_files=int(e.info.get("n_files") or 0),
                 load=(lambda _progress, e=e: e.load()),
+                warnings=list(e.warnings),
             )
             for e in readers.entries(path)
         ]
