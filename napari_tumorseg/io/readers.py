@@ -18,12 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from napari_tumorseg.errors import ReadError, TumorSegError
+from napari_tumorseg.errors import ReadError, TumorSegError, first_line
 from napari_tumorseg.io import images as _images
 from napari_tumorseg.io import nifti as _nifti
 from napari_tumorseg.io.volume import Volume
 
-INFO_KEYS = ("name", "kind", "shape", "spacing", "modality", "n_files", "source")
+INFO_KEYS = ("name", "kind", "shape", "spacing", "modality", "n_files", "source", "channels")
 SUPPORTED = "DICOM, NIfTI (.nii/.nii.gz), TIFF, JPG, PNG, or a folder of them"
 _MAX_DEPTH = 2
 _DICOM_PROBE = 400  # files looked at before deciding a folder holds no DICOM
@@ -119,7 +119,7 @@ def _dicom_entries(path: Path) -> list[Entry]:
     except TumorSegError:
         raise
     except Exception as err:
-        raise ReadError(f"{path.name}: unreadable DICOM ({_first_line(err)})") from None
+        raise ReadError(f"{path.name}: unreadable DICOM ({first_line(err, 120)})") from None
     if not series:
         why = f" ({notes[0]})" if notes else ""
         raise ReadError(f"{path}: no DICOM image series found{why}")
@@ -135,16 +135,12 @@ def _dicom_entries(path: Path) -> list[Entry]:
             "modality": s.modality or "",
             "n_files": len(files),
             "source": source,
-        }
+            "_affine": dicom.series_affine(s),
         }
         entries.append(Entry(info, lambda s=s: dicom.load_dicom_series(s), list(s.warnings)))
-        entries.append(Entry(info, lambda s=s: dicom.load_dicom_series(s)))
-            "_affine": dicom.series_affine(s),
     return entries
 
 
-def _volume_info(v: Volume, n_files: int, source: str) -> dict[str, Any]:
-    return {
 def _dicom_seg_entry(path: Path) -> Entry:
     from napari_tumorseg.io.dicom_seg import read_dicom_seg_volume
 
@@ -152,6 +148,8 @@ def _dicom_seg_entry(path: Path) -> Entry:
     return Entry(_volume_info(vol, 1, str(path)), lambda: vol)
 
 
+def _volume_info(v: Volume, n_files: int, source: str) -> dict[str, Any]:
+    return {
         "name": v.name,
         "kind": v.kind,
         "shape": [int(s) for s in v.spatial_shape],
@@ -159,6 +157,7 @@ def _dicom_seg_entry(path: Path) -> Entry:
         "modality": v.modality,
         "n_files": n_files,
         "source": source,
+        "channels": len(v.channel_names) if v.has_channels else 1,
     }
 
 
@@ -181,11 +180,11 @@ def _nifti_entry(path: Path) -> Entry:
         "modality": "MR" if sequence else "",
         "n_files": 1,
         "source": str(path),
+        "channels": max(1, int(head["channels"])),
+        "_affine": _nifti.nifti_affine_to_zyx(head["image"].affine),
     }
     return Entry(info, lambda: _nifti.read_nifti(path))
 
-        "channels": max(1, int(head["channels"])),
-        "_affine": _nifti.nifti_affine_to_zyx(head["image"].affine),
 
 def _image_entries(group: _images.ImageGroup) -> list[Entry]:
     cache: dict[str, list[Volume]] = {}
@@ -258,9 +257,15 @@ def entries(path: str | Path) -> list[Entry]:
 def _displayed(entry: Entry) -> Entry:
     from napari_tumorseg.io.orientation import to_display
 
+    from napari_tumorseg.input_checks import check_geometry
+
     load = entry.load
     info = dict(entry.info)
     affine = info.pop("_affine", None)
+    info["channels"] = int(info.pop("channels", 1) or 1)  # last, as in INFO_KEYS
+    # A broken header is named here, before the display order is derived from it.
+    check_geometry(info["spacing"], affine if affine is not None else np.eye(4), info["shape"],
+                   Path(str(info.get("source", ""))).name or str(info.get("name")))
     if affine is not None:
         from napari_tumorseg.io.orientation import display_axes
 
@@ -287,11 +292,19 @@ def _entries(path: str | Path) -> list[Entry]:
         suffix = "".join(path.suffixes[-2:]) or path.name
         raise ReadError(f"{path.name}: unsupported file type '{suffix}' (open {SUPPORTED})")
     if kind == "dicom":
+        from napari_tumorseg.io import dicom_seg
+
+        if dicom_seg.is_dicom_seg(path):
+            return [_dicom_seg_entry(path)]
         return _dicom_entries(path)
     if kind == "nifti":
         return [_nifti_entry(path)]
     if kind == "image":
         return _image_entries(_images.plan_file(path))
+    if kind == "coco":
+        from napari_tumorseg.io.coco_json import read_coco_json
+
+        return [Entry(_volume_info(v, 1, str(path)), lambda v=v: v) for v in read_coco_json(path)]
     out: list[Entry] = []
     for build in _folder_plan(path, depth=0):
         out.extend(build())
@@ -300,29 +313,16 @@ def _entries(path: str | Path) -> list[Entry]:
     return out
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:120] if lines else type(err).__name__
-
-        from napari_tumorseg.io import dicom_seg
-
-        if dicom_seg.is_dicom_seg(path):
-            return [_dicom_seg_entry(path)]
-
 def _guard(func, *args):
     """Run a reader step, turning library exceptions into one-line ReadErrors."""
     try:
         return func(*args)
-    if kind == "coco":
-        from napari_tumorseg.io.coco_json import read_coco_json
-
-        return [Entry(_volume_info(v, 1, str(path)), lambda v=v: v) for v in read_coco_json(path)]
     except TumorSegError:
         raise
     except MemoryError:
         raise ReadError("not enough memory to load this volume") from None
     except Exception as err:
-        raise ReadError(f"could not read {args[0] if args else 'input'}: {_first_line(err)}") from None
+        raise ReadError(f"could not read {args[0] if args else 'input'}: {first_line(err, 120)}") from None
 
 
 # ---------------------------------------------------------------- public API
@@ -352,6 +352,13 @@ def _grid_text(v: Volume) -> str:
     return f"{shape} voxels at {spacing} mm"
 
 
+def _without_prefix(series: str, case: str) -> str:
+    """``series`` without the case name it starts with ("AX FLAIR" in case "AX" -> "FLAIR")."""
+    if case and series.startswith(case) and series != case:
+        return series[len(case):].lstrip(" _-.") or series
+    return series
+
+
 def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
     """Stack image Volumes of one study that share a grid into one (c, z, y, x) Volume.
 
@@ -379,14 +386,19 @@ def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
                 "resampling is not supported)"
             )
 
+    if name is None:
+        prefix = os.path.commonprefix([v.name for v in volumes]).rstrip(" _-.")
+        name = prefix or ref.name
     arrays, channel_names, per_channel = [], [], []
     for v in volumes:
+        # The case's name is said once by the layer ("AX FLAIR", not "AX AX FLAIR").
+        own = _without_prefix(v.name, name)
         if v.has_channels:
             arrays.extend(list(v.data))
-            channel_names.extend(f"{v.name} {c}" for c in v.channel_names)
+            channel_names.extend(f"{own} {c}".strip() for c in v.channel_names)
         else:
             arrays.append(v.data)
-            channel_names.append(v.metadata.get("sequence") or v.name)
+            channel_names.append(v.metadata.get("sequence") or own)
         per_channel.append({"name": v.name, "source": list(v.source), "modality": v.modality})
     if len(set(channel_names)) < len(channel_names):  # two FLAIRs: fall back to full names
         channel_names = [f"{n} ({i})" for i, n in enumerate(channel_names)]
@@ -394,12 +406,12 @@ def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
     data = np.stack([a.astype(dtype, copy=False) for a in arrays])
 
     metadata: dict[str, Any] = {"channels": per_channel}
+    if "orientation" in ref.metadata:
+        # Same grid, so the same reorientation: exports go back to the files' order.
+        metadata["orientation"] = ref.metadata["orientation"]
     if "dicom" in ref.metadata:
         # Later DICOM exports reference one source series; the first channel's is as good as any.
         metadata["dicom"] = ref.metadata["dicom"]
-    if name is None:
-        prefix = os.path.commonprefix([v.name for v in volumes]).rstrip(" _-.")
-        name = prefix or ref.name
     return Volume(
         data=data,
         spacing=ref.spacing,
@@ -414,8 +426,22 @@ def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
 
 
 def layer_data(volumes: list[Volume]) -> list[tuple]:
-    """napari LayerDataTuples for ``volumes``, in order."""
-    return [v.layer_data() for v in volumes]
-    if "orientation" in ref.metadata:
-        # Same grid, so the same reorientation: exports go back to the files' order.
-        metadata["orientation"] = ref.metadata["orientation"]
+    """napari LayerDataTuples for ``volumes``, in order.
+
+    Several scans opened together would hide one another (each opaque, grey, on one
+    grid): only the first image is shown, the others are listed hidden, one eye-click
+    away. Label maps always show, as outlines over whichever scan is visible.
+    """
+    out, shown = [], False
+    for v in volumes:
+        data, kwargs, layer_type = v.layer_data()
+        if layer_type == "image":
+            if shown:
+                kwargs["visible"] = False
+            elif isinstance(kwargs.get("visible"), list):
+                shown = True
+            else:
+                kwargs["visible"] = True
+                shown = True
+        out.append((data, kwargs, layer_type))
+    return out
