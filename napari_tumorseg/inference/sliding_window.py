@@ -16,7 +16,7 @@ import torch.nn as nn
 from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
-from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.errors import TumorSegError, first_line
 
 ProgressCallback = Callable[[int, int], None]
 _ACTIVATIONS = ("sigmoid", "softmax", "none")
@@ -130,8 +130,7 @@ def sliding_window_predict(
             elif activation == "softmax":
                 logits = logits.softmax(dim=1)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TumorSegError(f"sliding-window inference failed: {first}") from err
+        raise TumorSegError(f"sliding-window inference failed: {first_line(err)}") from err
     finally:
         model.train(was_training)
     logits = torch.as_tensor(logits)  # MONAI may hand back a MetaTensor

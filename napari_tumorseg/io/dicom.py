@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from napari_tumorseg.errors import ReadError
+from napari_tumorseg.errors import ReadError, first_line
 from napari_tumorseg.io.volume import Volume
 
 __all__ = [
@@ -194,7 +194,7 @@ def _dicomdir_files(path: Path) -> tuple[list[Path], list[str]]:
     try:
         fs = FileSet(pydicom.dcmread(path))
     except Exception as err:  # pydicom raises many types for a bad index
-        raise ReadError(f"cannot read DICOMDIR {path}: {_short(err)}") from err
+        raise ReadError(f"cannot read DICOMDIR {path}: {first_line(err)}") from err
     files, missing = [], []
     for inst in fs:
         p = Path(inst.path)
@@ -205,11 +205,6 @@ def _dicomdir_files(path: Path) -> tuple[list[Path], list[str]]:
             f"DICOMDIR lists {len(missing)} file(s) that are missing, e.g. {missing[0].name}"
         )
     return files, notes
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
 
 
 # ---------------------------------------------------------------------------------
@@ -436,7 +431,7 @@ def _read_header(path: Path) -> _FileInfo | str:
     try:
         return _info_from_dataset(path, ds, offset, size)
     except Exception as err:  # a header that parses but whose values are garbage
-        return f"unreadable ({_short(err)}): {path.name}"
+        return f"unreadable ({first_line(err)}): {path.name}"
 
 
 def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | str:
@@ -887,7 +882,7 @@ def _pydicom_frames(info: _FileInfo) -> np.ndarray:
         ds = pydicom.dcmread(info.path, force=not is_dicom_file(info.path))
         arr = ds.pixel_array
     except Exception as err:
-        raise ReadError(f"cannot read pixel data of {info.path.name}: {_short(err)}") from err
+        raise ReadError(f"cannot read pixel data of {info.path.name}: {first_line(err)}") from err
     if info.samples_per_pixel > 1:
         # An RGB-stored scan (secondary capture); the volume model is single-channel.
         arr = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)

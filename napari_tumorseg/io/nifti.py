@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tumorseg.errors import ReadError
+from napari_tumorseg.errors import ReadError, first_line
 from napari_tumorseg.io.volume import Volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -119,12 +119,7 @@ def _load(path: Path):
     except FileNotFoundError:
         raise ReadError(f"{path}: no such file") from None
     except Exception as err:  # nibabel raises many types for damaged files
-        raise ReadError(f"{path.name}: not a readable NIfTI file ({_reason(err)})") from None
-
-
-def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:120] if text else type(err).__name__
+        raise ReadError(f"{path.name}: not a readable NIfTI file ({first_line(err, 120)})") from None
 
 
 def nifti_affine_to_zyx(affine: np.ndarray) -> np.ndarray:
@@ -170,7 +165,7 @@ def _check_complete(path: Path, img) -> None:
             while chunk := fh.read(1 << 22):
                 total += len(chunk)
     except (OSError, EOFError, zlib.error) as err:
-        raise ReadError(f"{path.name}: damaged NIfTI file ({_reason(err)})") from None
+        raise ReadError(f"{path.name}: damaged NIfTI file ({first_line(err, 120)})") from None
     if total < expected:
         raise ReadError(f"{path.name}: truncated NIfTI file ({total} of {expected} bytes)")
 
@@ -204,7 +199,7 @@ def read_nifti(path: str | Path) -> Volume:
     try:
         data = np.asanyarray(img.dataobj)
     except Exception as err:
-        raise ReadError(f"{path.name}: damaged NIfTI data ({_reason(err)})") from None
+        raise ReadError(f"{path.name}: damaged NIfTI data ({first_line(err, 120)})") from None
     data = np.asarray(data)
     while data.ndim > 4:
         data = data[..., 0]  # trailing singleton dimensions (checked in header_info)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.errors import TumorSegError, first_line
 
 
 def _hidden(channels: int, reduction: int) -> int:
@@ -233,8 +233,7 @@ def load_state_dict_file(path: str | os.PathLike, what: str) -> dict[str, torch.
         else:
             sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable/corrupt file is a user error here
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TumorSegError(f"cannot read pretrained weights {p.name} for {what}: {msg}") from None
+        raise TumorSegError(f"cannot read pretrained weights {p.name} for {what}: {first_line(err)}") from None
     for key in ("state_dict", "model", "model_state_dict", "weights"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

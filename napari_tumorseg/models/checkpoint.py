@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.errors import TumorSegError, first_line
 from napari_tumorseg.fileio import atomic_path
 
 FORMAT = "napari-tumorseg-checkpoint"
@@ -115,11 +115,9 @@ def save_checkpoint(
 
 
 def _one_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
     # torch's weights_only refusal buries the reason under a generic preamble.
-    reason = [ln for ln in lines if ln.startswith("WeightsUnpickler error:")]
-    line = (reason or lines or [type(err).__name__])[0]
-    return line if len(line) <= 160 else line[:157] + "..."
+    reason = [ln for ln in str(err).splitlines() if ln.strip().startswith("WeightsUnpickler error:")]
+    return first_line(reason[0] if reason else err, 160)
 
 
 def _read(path: str | os.PathLike, map_location: Any) -> Any:

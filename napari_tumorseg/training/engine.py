@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.errors import TumorSegError, first_line
 from napari_tumorseg.fileio import atomic_path
 from napari_tumorseg.training import distributed as dist_utils
 from napari_tumorseg.training.augment import AugmentConfig
@@ -154,7 +154,7 @@ class TrainConfig:
 
                 values = yaml.safe_load(text)
         except Exception as err:
-            raise TumorSegError(f"{path}: not valid YAML/JSON ({str(err).splitlines()[0]})") from None
+            raise TumorSegError(f"{path}: not valid YAML/JSON ({first_line(err)})") from None
         if not isinstance(values, dict):
             raise TumorSegError(f"{path}: expected a mapping of training options")
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -828,7 +828,7 @@ def train(config: TrainConfig, cancel: Callable[[], bool] | None = None) -> Iter
                 f"{getattr(run, 'batch_size', '?')}: lower the batch size or the input size",
                 _last_good(run))
         else:
-            line = (str(err).strip().splitlines() or [""])[0][:200]
+            line = first_line(err)
             yield ErrorEvent(f"training failed: {type(err).__name__}: {line}", _last_good(run),
                              traceback.format_exc())
     finally:
