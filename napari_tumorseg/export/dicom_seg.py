@@ -12,15 +12,16 @@ value is kept as the segment's Tracking ID ``"label <value>"`` so that
 :func:`read_dicom_seg` gives back the same values. Slices without any label are not
 stored (highdicom's ``omit_empty_frames``); reading fills them with 0.
 
-Algorithm type: ``MANUAL`` unless ``algorithm`` names the model that made the labels,
+Algorithm type (:func:`segment_algorithm`, shared by the Correct dock and the CLI): ``MANUAL``
+unless ``algorithm`` names the model that made the labels,
 then ``SEMIAUTOMATIC`` (a model's output that a person may have corrected) with an
 Algorithm Identification (family: Artificial Intelligence).
-"""
 
 A Volume from the readers is in the radiological display order (io.orientation), not
 the files' order: given such a Volume as ``source``, the labels are put back in the
 files' slice order before writing, and :func:`read_dicom_seg` returns them in the
 Volume's order again.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from napari_tumorseg import __version__
-from napari_tumorseg.errors import ReadError, TumorSegError, WriteError
+from napari_tumorseg.errors import ReadError, TumorSegError, WriteError, first_line
 from napari_tumorseg.fileio import atomic_path, check_writable
 
 _TRACKING_PREFIX = "label "
@@ -46,6 +47,15 @@ _PROPERTY_BY_WORD = {
     "oedema": codes.SCT.Edema,
     "necro": codes.SCT.Necrosis,
 }
+
+
+# Type 2 attributes the SEG copies or reads from its source (Patient, General Study and
+# Image Plane modules); empty is legal for each, absent is not.
+_TYPE2_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+    "SliceThickness",
+)
 
 
 def _source_files(source: Any) -> list[Path]:
@@ -76,6 +86,11 @@ def _read_sources(files: list[Path]) -> list[pydicom.Dataset]:
         # values such as PatientSex "0000" (BRAINIX). The SEG gets an empty value there.
         if str(ds.get("PatientSex", "")).strip().upper() not in ("", "M", "F", "O"):
             ds.PatientSex = ""
+        # Type 2 attributes (present, may be empty) that highdicom copies from the source:
+        # minimal real-world series (anonymisers, research exports) leave them out entirely.
+        for keyword in _TYPE2_COPIED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
         datasets.append(ds)
     series = {ds.get("SeriesInstanceUID") for ds in datasets}
     if len(series) != 1:
@@ -84,6 +99,21 @@ def _read_sources(files: list[Path]) -> list[pydicom.Dataset]:
     if len(frames) != 1 or None in frames:
         raise TumorSegError("the source slices do not share one FrameOfReferenceUID")
     return datasets
+
+
+def _in_file_order(labels: np.ndarray, source: Any) -> np.ndarray:
+    """Labels on a reoriented Volume's grid -> the order of its source files (else as given)."""
+    if not hasattr(source, "metadata"):
+        return labels
+    from napari_tumorseg.io.orientation import to_source_order
+
+    try:
+        return to_source_order(labels, source)[0]
+    except ValueError:
+        raise TumorSegError(
+            f"labels {labels.shape} are not on the grid of {getattr(source, 'name', 'the source')} "
+            f"{tuple(getattr(source, 'spatial_shape', ()))}"
+        ) from None
 
 
 def _rgb255(color) -> tuple[float, float, float]:
@@ -101,19 +131,24 @@ def _property_type(name: str):
     return codes.SCT.Neoplasm
 
 
-def _in_file_order(labels: np.ndarray, source: Any) -> np.ndarray:
-    """Labels on a reoriented Volume's grid -> the order of its source files (else as given)."""
-    if not hasattr(source, "metadata"):
-        return labels
-    from napari_tumorseg.io.orientation import to_source_order
+def segment_algorithm(model_name: str | None, version: str = ""):
+    """``(SegmentAlgorithmType, AlgorithmIdentificationSequence or None)``: the one rule the
+    Correct dock and ``tumorseg predict`` share.
 
-    try:
-        return to_source_order(labels, source)[0]
-    except ValueError:
-        raise TumorSegError(
-            f"labels {labels.shape} are not on the grid of {getattr(source, 'name', 'the source')} "
-            f"{tuple(getattr(source, 'spatial_shape', ()))}"
-        ) from None
+    Labels a model produced are SEMIAUTOMATIC with the model named, whether or not a person
+    corrected them afterwards (the SEG cannot tell which voxels were edited); labels drawn
+    by hand, with no model behind them, are MANUAL.
+    """
+    import highdicom as hd
+
+    if not model_name:
+        return hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
+    return hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, hd.AlgorithmIdentificationSequence(
+        name=model_name,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=version or __version__,
+        source="napari-tumorseg",
+    )
 
 
 def write_dicom_seg(
@@ -146,6 +181,7 @@ def write_dicom_seg(
         raise TumorSegError(f"labels must be an integer (z, y, x) array, got {labels.dtype} {labels.shape}")
     if labels.min(initial=0) < 0:
         raise TumorSegError("labels must not be negative")
+    labels = _in_file_order(labels, source)
     files = _source_files(source)
     datasets = _read_sources(files)
     if any(int(d.get("NumberOfFrames", 1) or 1) != 1 for d in datasets):
@@ -163,16 +199,7 @@ def write_dicom_seg(
 
     names = dict(segment_names or {})
     colors = dict(segment_colors or {})
-    if algorithm:
-        algo_type = hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
-        algo_id = hd.AlgorithmIdentificationSequence(
-            name=algorithm,
-            family=codes.cid7162.ArtificialIntelligence,
-            version=algorithm_version or __version__,
-            source="napari-tumorseg",
-        )
-    else:
-        algo_type, algo_id = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
+    algo_type, algo_id = segment_algorithm(algorithm, algorithm_version)
     descriptions = []
     for number, value in enumerate(values, start=1):
         name = names.get(value) or ("tumour" if len(values) == 1 else f"label {value}")
@@ -181,7 +208,6 @@ def write_dicom_seg(
             hd.seg.SegmentDescription(
                 segment_number=number,
                 segment_label=name[:64],
-    labels = _in_file_order(labels, source)
                 segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
                 segmented_property_type=_property_type(name),
                 algorithm_type=algo_type,
@@ -215,8 +241,7 @@ def write_dicom_seg(
                 series_description=series_description[:64],
             )
     except (ValueError, TypeError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WriteError(f"cannot build a DICOM-SEG from these sources: {first}") from err
+        raise WriteError(f"cannot build a DICOM-SEG from these sources: {first_line(err)}") from err
     try:
         with atomic_path(out_path, overwrite=overwrite) as tmp:
             seg.save_as(tmp)

@@ -20,12 +20,13 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from napari_tumorseg.errors import ReadError
+from napari_tumorseg.errors import ReadError, first_line
 from napari_tumorseg.io.nifti import as_labels, is_label_name
 from napari_tumorseg.io.volume import Volume
 
@@ -106,7 +107,6 @@ def _tiff_spacing(tif) -> tuple[float, float, float] | None:
     return None
 
 
-def _to_czyx(arr: np.ndarray, axes: str, name: str) -> np.ndarray:
 def tiff_geometry(path: str | Path) -> dict:
     """``{"affine": 4x4 array, "kind": str}`` stored by export.tiff (either key may be
     missing); {} for any other file. A malformed record is ignored, never trusted."""
@@ -157,6 +157,7 @@ def _with_geometry(vol: Volume, geometry: dict) -> Volume:
     return vol
 
 
+def _to_czyx(arr: np.ndarray, axes: str, name: str) -> np.ndarray:
     """tifffile array with its axes string -> (c, z, y, x)."""
     axes = axes.upper()
     if "Y" not in axes or "X" not in axes:
@@ -208,8 +209,7 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float
     except ReadError:
         raise
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        raise ReadError(f"{path.name}: not a readable image ({reason})") from None
+        raise ReadError(f"{path.name}: not a readable image ({first_line(err, 120)})") from None
     raise ReadError(f"{path.name}: unsupported image type '{suffix}'")
 
 
@@ -223,6 +223,31 @@ def _drop_alpha(czyx: np.ndarray) -> np.ndarray:
 
 def _is_gray(czyx: np.ndarray) -> bool:
     return czyx.shape[0] == 1 or all(np.array_equal(czyx[0], czyx[i]) for i in range(1, czyx.shape[0]))
+
+
+class ImageWarning(UserWarning):
+    """Something about a folder of slices the user should know (it was still opened)."""
+
+
+def _mostly_grey_to_grey(stack: np.ndarray, group: "ImageGroup") -> tuple[np.ndarray, list[str]]:
+    """A slice folder whose slices are grey but for a few: all grey, and a note naming them.
+
+    Exported MRI slices are R = G = B; a few colour ones (an annotation burnt in, a
+    different converter) would otherwise turn the whole stack into three channels that
+    a one-channel model never sees. A stack that is mostly colour stays in colour.
+    """
+    if stack.shape[0] not in (3, 4) or group.lgg:
+        return stack, []
+    rgb = stack[:3]
+    colour = np.flatnonzero(((rgb[1] != rgb[0]) | (rgb[2] != rgb[0])).any(axis=(1, 2)))
+    if colour.size == 0 or 2 * colour.size >= stack.shape[1]:
+        return stack, []
+    names = [group.images[int(z)].name for z in colour]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    grey = np.round(rgb.astype(np.float32).mean(axis=0))[None].astype(stack.dtype)
+    note = (f"{group.name}: {len(names)} of {stack.shape[1]} slices are not grey ({shown}); "
+            "opened as grey (mean of R, G, B)")
+    return grey, [note]
 
 
 # ---------------------------------------------------------------- building Volumes
@@ -298,6 +323,8 @@ def read_group(group: ImageGroup) -> list[Volume]:
             if czyx.shape[1] != plane.shape[0]:
                 raise ReadError(f"{group.masks[0].name}: mask has {plane.shape[0]} slices, image {czyx.shape[1]}")
             vols.append(_mask_volume([plane], group, spacing))
+            if "affine" in geometry:
+                vols[-1].affine, vols[-1].spacing = vols[0].affine, vols[0].spacing
         return vols
 
     planes = []
@@ -316,18 +343,23 @@ def read_group(group: ImageGroup) -> list[Volume]:
         planes.append(czyx)
     stack = np.concatenate(planes, axis=1)
     spacing = spacing or (1.0, 1.0, 1.0)
+    stack, notes = _mostly_grey_to_grey(stack, group)
     # One decision for the whole stack: a black first slice is R=G=B even in colour data.
     geometry = tiff_geometry(group.images[0])
     vols = [_with_geometry(_image_volume(stack, group, spacing, force_channels=not _is_gray(stack)), geometry)]
+    if notes:
+        vols[0].metadata.setdefault("warnings", []).extend(notes)
+        for note in notes:
+            warnings.warn(note, ImageWarning, stacklevel=2)
     if group.masks:
         yx = tuple(stack.shape[-2:])
         mplanes = [
             _mask_plane(m, yx) if m is not None else np.zeros((1, *yx), dtype=np.uint8)
             for m in group.masks
-            if "affine" in geometry:
-                vols[-1].affine, vols[-1].spacing = vols[0].affine, vols[0].spacing
         ]
         vols.append(_mask_volume(mplanes, group, spacing))
+        if "affine" in geometry:
+            vols[-1].affine, vols[-1].spacing = vols[0].affine, vols[0].spacing
     return vols
 
 
@@ -358,8 +390,6 @@ def _page_count(path: Path) -> int:
     import tifffile
 
     try:
-        if "affine" in geometry:
-            vols[-1].affine, vols[-1].spacing = vols[0].affine, vols[0].spacing
         with tifffile.TiffFile(path) as tif:
             shape, axes = tif.series[0].shape, tif.series[0].axes
     except Exception as err:
