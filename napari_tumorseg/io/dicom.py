@@ -1032,6 +1032,11 @@ def _as_labels(data: np.ndarray) -> tuple[str, np.ndarray, list[str]]:
     return "labels", data.astype(dt, copy=False), []
 
 
+def series_affine(series: DicomSeries) -> np.ndarray:
+    """The (z, y, x) -> RAS affine a series will load with, from its headers alone."""
+    return _affine(series, series._slices)
+
+
 def _affine(series: DicomSeries, slices: list[_Slice]) -> np.ndarray:
     """4x4 from (z, y, x, 1) indices to RAS mm."""
     s0 = slices[0]
