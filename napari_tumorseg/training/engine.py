@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from napari_tumorseg.errors import TumorSegError, first_line
 from napari_tumorseg.fileio import atomic_path
+from napari_tumorseg.output_kinds import output_kind
 from napari_tumorseg.training import distributed as dist_utils
 from napari_tumorseg.training.augment import AugmentConfig
 from napari_tumorseg.training.datasets import (
@@ -68,9 +69,8 @@ from napari_tumorseg.training.events import (
 )
 from napari_tumorseg.training.losses import DeepSupervisionLoss, build_loss
 from napari_tumorseg.training.preprocessing import (
+    Preprocessing,
     adapt_channels,
-    default_preprocessing,
-    guess_region_convention,
     resolve_normalization,
 )
 
@@ -98,6 +98,7 @@ class TrainConfig:
     lr: float | None = None
     weight_decay: float | None = None
     optimizer: str | None = None  # adam | adamw | sgd
+    optimizer_params: dict | None = None  # sgd: momentum (0.9), nesterov; adam(w): betas, eps
     scheduler: str | None = None  # none | step | cosine | poly
     scheduler_params: dict | None = None
     loss: str | None = None  # see losses.LOSS_NAMES
@@ -169,6 +170,7 @@ class TrainConfig:
         missing = [n for n in ("model", "data", "out_dir") if values.get(n) in (None, "")]
         if missing:
             raise TumorSegError(f"training config lacks {', '.join(missing)}")
+        _check_ranges(values)
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -180,24 +182,6 @@ class TrainConfig:
         d["out_dir"] = str(self.out_dir)
         return _plain(d)
 
-
-def _plain(value: Any) -> Any:
-    """JSON/weights_only-safe copy (Paths -> str, tuples -> lists, numpy -> python)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        _check_ranges(values)
-        return [_plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-# ----------------------------------------------------------------------------- setup
 
 # Each option's allowed range, as a test and the words that say it.
 _RANGES = {
@@ -222,6 +206,23 @@ def _check_ranges(values: dict) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
             raise TumorSegError(f"{name} must be {words}, got {v!r}")
 
+
+def _plain(value: Any) -> Any:
+    """JSON/weights_only-safe copy (Paths -> str, tuples -> lists, numpy -> python)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+# ----------------------------------------------------------------------------- setup
 
 
 def pick_device(name: str) -> torch.device:
@@ -277,16 +278,23 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build_optimizer(name: str, params, lr: float, weight_decay: float, extra: dict):
-    name = name.lower()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay,
-                               momentum=float(extra.get("momentum", 0.9)))
-    raise TumorSegError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
+# Optimiser options a run may set (TrainConfig.optimizer_params), by optimiser.
+_OPTIMIZERS = {
+    "adam": (torch.optim.Adam, {"betas", "eps", "amsgrad"}, {}),
+    "adamw": (torch.optim.AdamW, {"betas", "eps", "amsgrad"}, {}),
+    "sgd": (torch.optim.SGD, {"momentum", "nesterov", "dampening"}, {"momentum": 0.9}),
+}
+
+
+def _build_optimizer(name: str, params, lr: float, weight_decay: float, options: dict | None = None):
+    try:
+        cls, allowed, defaults = _OPTIMIZERS[name.lower()]
+    except KeyError:
+        raise TumorSegError(f"unknown optimizer {name!r}; use adam, adamw or sgd") from None
+    unknown = sorted(set(options or {}) - allowed)
+    if unknown:
+        raise TumorSegError(f"optimizer {name!r} does not take {', '.join(unknown)}")
+    return cls(params, lr=lr, weight_decay=weight_decay, **{**defaults, **(options or {})})
 
 
 def _build_scheduler(name: str, opt, params: dict, epochs: int):
@@ -376,7 +384,8 @@ class _Run:
         self.max_minutes = cfg.max_minutes if cfg.max_minutes is not None else self.recipe.max_minutes
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise TumorSegError(f"max_minutes must be above 0, got {self.max_minutes}")
-        self.kind = info.output  # binary | regions | multiclass | classes
+        self.kind = info.output  # the output kind's name; self.output answers for it
+        self.output = output_kind(self.kind)
         self.dims = info.dims
         self.epochs = int(cfg.epochs if cfg.epochs is not None else preset.epochs)
         self.batch_size = int(cfg.batch_size if cfg.batch_size is not None else preset.batch_size)
@@ -404,9 +413,9 @@ class _Run:
         self.augment_cfg = AugmentConfig.from_value(
             self.recipe.augmentation if cfg.augmentation is None else cfg.augmentation)
         source = open_source(cfg.data)
-        if self.kind == "classes" and source.kind != "classes":
+        if not self.output.dense and source.kind != "classes":
             raise TumorSegError(f"{self.model_name} is a classifier: give one folder of images per class")
-        if self.kind != "classes" and source.kind == "classes":
+        if self.output.dense and source.kind == "classes":
             raise TumorSegError(f"{self.model_name} segments: the data has class folders but no masks")
         train_refs, val_refs, warns = split_refs(source, cfg.val_fraction, cfg.seed)
         self.warnings += warns
@@ -421,7 +430,7 @@ class _Run:
             ck = self.resume_ckpt
             self.model_config = dict(ck["config"])
             self.in_channels, self.out_channels = int(ck["in_channels"]), int(ck["out_channels"])
-            self.prep = dict(ck["preprocessing"])
+            self.prep = Preprocessing.from_dict(ck["preprocessing"])
             self.class_names = list(ck.get("class_names") or info.class_names)
             first = None
         else:
@@ -430,20 +439,21 @@ class _Run:
             if cfg.interactive:
                 from napari_tumorseg.interactive.encoding import ClickEncoding
 
-                if self.kind == "classes":
+                if not self.output.dense:
                     raise TumorSegError(f"{self.model_name} is a classifier: it cannot be click-guided")
                 self.model_config["interactive"] = ClickEncoding.from_config(cfg.click_encoding).to_config()
             first = train_refs[0].load()
             data_ch = int(first.image.shape[0])
             self.in_channels = int(cfg.in_channels or (data_ch if not info.pretrained else info.in_channels))
-            if self.kind == "classes":
+            if not self.output.dense:
                 self.class_names = list(source.class_names)
                 self.out_channels = len(self.class_names)
             else:
                 self.class_names = list(info.class_names)
                 self.out_channels = int(info.out_channels)
             self.prep = self._preprocessing(first, info)
-        self.region_names = list(info.class_names) if self.kind == "regions" else []
+        # Names of the metric channels beyond one (GLIMS: WT, TC, ET).
+        self.region_names = self.output.channel_names(info.class_names, int(info.out_channels)) or []
         self.clicks = None
         if self.model_config.get("interactive"):
             from napari_tumorseg.interactive.encoding import ClickEncoding
@@ -481,7 +491,7 @@ class _Run:
         self.loss_desc = {"loss": loss_name, "loss_params": _plain(
             {k: v for k, v in loss_params.items() if k != "variants"})}
         self.optimizer = _build_optimizer(self.optimizer_name, self.model.parameters(), self.lr,
-                                          self.weight_decay, self.scheduler_params)
+                                          self.weight_decay, cfg.optimizer_params)
         self.scheduler = _build_scheduler(self.scheduler_name, self.optimizer,
                                           self.scheduler_params, self.epochs)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
@@ -548,40 +558,30 @@ class _Run:
     def clicks_enabled(self) -> bool:
         return getattr(self, "clicks", None) is not None
 
-    def _preprocessing(self, first, info) -> dict:
+    def _preprocessing(self, first, info) -> Preprocessing:
+        """The run's preprocessing, resolved from the config and the first training case."""
         cfg = self.cfg
+        _, channel_mode = adapt_channels(first.image[:, :1, :1, :1], self.in_channels)
+        fields = dict(
+            normalize=resolve_normalization(first.image.dtype) if cfg.normalize == "auto" else cfg.normalize,
+            channel_mode=channel_mode,
+            channel_names=tuple(first.channel_names or ()),
+            class_names=tuple(self.class_names),
+            **self.output.target_settings(np.unique(first.labels), cfg.region_convention,
+                                          int(info.out_channels)),
+        )
         if self.dims == 2:
-            size = cfg.size if cfg.size is not None else list((self.recipe.input_size or info.input_size)[-2:])
-            if isinstance(size, int):
-                size = [size, size]
-            prep = default_preprocessing(2, size, self.in_channels,
-                                         target=self.kind, spatial=cfg.spatial)
-        else:
-            patch = cfg.size if cfg.size is not None else (
-                self.model_config.get("img_size") or list(info.input_size))
-            if isinstance(patch, int):
-                patch = [patch] * 3
-            prep = default_preprocessing(3, None, self.in_channels, target=self.kind)
-            prep["patch_size"] = [int(p) for p in patch]
-        prep["normalize"] = (resolve_normalization(first.image.dtype)
-                             if cfg.normalize == "auto" else cfg.normalize)
-        _, prep["channel_mode"] = adapt_channels(first.image[:, :1, :1, :1], self.in_channels)
-        if first.channel_names:
-            prep["channel_names"] = list(first.channel_names)
-        if self.kind == "regions":
-            conv = cfg.region_convention or guess_region_convention(np.unique(first.labels))
-            prep["region_convention"] = conv
-        if self.kind == "multiclass":
-            prep["num_classes"] = int(info.out_channels)
-        prep["class_names"] = list(self.class_names)
-        return prep
+            size = cfg.size if cfg.size is not None else (self.recipe.input_size or info.input_size)[-2:]
+            return Preprocessing.for_model(2, size, self.in_channels, self.kind, spatial=cfg.spatial, **fields)
+        patch = cfg.size if cfg.size is not None else (self.model_config.get("img_size") or info.input_size)
+        return Preprocessing.for_model(3, None, self.in_channels, self.kind, patch_size=patch, **fields)
 
     def _datasets(self):
         cfg = self.cfg
-        if self.kind == "classes":
+        if not self.output.dense:
             return ClassDataset(self.train_cases, self.augment_cfg), ClassDataset(self.val_cases)
         if self.dims == 3:
-            patch = self.prep["patch_size"]
+            patch = self.prep.patch_size
             return (PatchDataset(self.train_cases, patch, cfg.patches_per_volume, cfg.fg_prob,
                                  self.augment_cfg),
                     PatchDataset(self.val_cases, patch, 1))
@@ -611,6 +611,7 @@ class _Run:
         return {
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
                 "weight_decay": self.weight_decay, "optimizer": self.optimizer_name,
+                "optimizer_params": _plain(self.cfg.optimizer_params or {}),
                 "scheduler": self.scheduler_name, "scheduler_params": _plain(self.scheduler_params),
                 "grad_clip": self.grad_clip, "amp": self.amp, **self.loss_desc,
                 "augmentation": dataclasses.asdict(self.augment_cfg),
@@ -647,7 +648,7 @@ class _Run:
         save_checkpoint(
             path, self.model, model_name=self.model_name, config=self.model_config,
             in_channels=self.in_channels, out_channels=self.out_channels,
-            preprocessing=_plain(self.prep), class_names=self.class_names,
+            preprocessing=self.prep.to_dict(), class_names=self.class_names,
             history=_plain(self.history), extra=self._extra(epoch, batch), overwrite=True)
         self.saved_any = True
 
@@ -664,8 +665,9 @@ class _Run:
         if isinstance(out, (list, tuple)) and not isinstance(self.loss_fn, DeepSupervisionLoss):
             # A deep-supervised model whose preset names no weights: seed 004's 1, 1/2, 1/4, 1/8.
             self.loss_fn = DeepSupervisionLoss(self.loss_fn)
-        if isinstance(out, torch.Tensor) and self.kind != "classes":
-            spatial = y.shape[2:] if self.kind in ("binary", "regions") else y.shape[1:]
+        if isinstance(out, torch.Tensor) and self.output.dense:
+            # Sigmoid targets carry a channel axis, softmax targets are class indices.
+            spatial = y.shape[2:] if self.output.sigmoid else y.shape[1:]
             if tuple(out.shape[2:]) != tuple(spatial):
                 # SegFormer-style heads predict at a lower resolution: upsample the logits.
                 out = F.interpolate(out.float(), size=tuple(spatial),
@@ -676,15 +678,11 @@ class _Run:
     def _pred_target(self, out, y):
         """Boolean prediction and target (N, C, *sp) for metrics; classifier: class indices."""
         out = out[0] if isinstance(out, (list, tuple)) else out
-        if self.kind == "classes":
-            return out.argmax(1), y
-        if self.kind == "multiclass":
-            return (out.argmax(1) > 0)[:, None], (y > 0)[:, None]
-        return out > 0, y > 0.5
+        return self.output.metric_masks(out, y)
 
     def _accumulate(self, acc: dict, out, y) -> None:
         pred, tgt = self._pred_target(out, y)
-        if self.kind == "classes":
+        if not self.output.dense:
             acc["correct"] = acc.get("correct", 0.0) + float((pred == tgt).sum())
             acc["count"] = acc.get("count", 0.0) + float(tgt.numel())
             return
@@ -697,7 +695,7 @@ class _Run:
         acc["tn"] = acc.get("tn", 0.0) + float(pred.numel()) - tp - fp - fn
 
     def _train_metrics(self, acc: dict) -> dict:
-        if self.kind == "classes":
+        if not self.output.dense:
             return {"train_accuracy": acc.get("correct", 0.0) / max(acc.get("count", 0.0), 1.0)}
         from napari_tumorseg.metrics import metrics_from_counts
 
@@ -744,7 +742,7 @@ class _Run:
                 loss_sum += float(loss) * x.shape[0]
                 n += x.shape[0]
                 pred, tgt = self._pred_target(out, y)
-                if self.kind == "classes":
+                if not self.output.dense:
                     for p, t in zip(pred.tolist(), tgt.tolist()):
                         hits = per_class_hits.setdefault(t, [0, 0])
                         hits[0] += int(p == t)
@@ -758,7 +756,7 @@ class _Run:
                 pos += pred_np.shape[0]
         self.model.train()
         val_loss = loss_sum / max(n, 1)
-        if self.kind == "classes":
+        if not self.output.dense:
             accs = [h[0] / h[1] for h in per_class_hits.values()]
             return val_loss, {"accuracy": correct / max(count, 1),
                               "mean_accuracy": float(np.mean(accs)) if accs else math.nan}, False
@@ -783,7 +781,7 @@ class _Run:
             for i in range(len(ds)):
                 x, y = ds[i]
                 y = y.numpy()
-                tgt = (y > 0.5) if self.kind != "multiclass" else (y > 0)[None]
+                tgt = self.output.target_mask(y)
                 yield i, ds.cases[ds.items[i][0]], preds[i], tgt, ds.spacing(i)
             return
         by_case: dict[int, list[tuple[int, int]]] = {}
@@ -794,8 +792,7 @@ class _Run:
             entries.sort()
             pred = np.stack([preds[i] for _, i in entries], axis=1)  # (C, Z, y, x)
             zs = [z for z, _ in entries]
-            t = case.target[:, zs] if case.target.ndim == 4 else case.target[zs][None]
-            tgt = t > 0.5 if self.kind != "multiclass" else t > 0
+            tgt = self.output.target_mask(case.target)[:, zs]
             if pred.shape[1] == 1:  # a 2D image: 2D metrics with the in-plane spacing
                 yield ci, case, pred[:, 0], tgt[:, 0], case.spacing[1:]
             else:
@@ -856,7 +853,7 @@ def _train(run: _Run) -> Iterator[Event]:
         model=run.model_name, device=str(run.device), n_train=len(run.train_ds),
         n_val=len(run.val_ds), train_cases=run.train_ids, val_cases=run.val_ids,
         start_epoch=run.start_epoch, epochs=run.epochs,
-        config={**run.resolved(), "preprocessing": run.prep},
+        config={**run.resolved(), "preprocessing": run.prep.to_dict()},
         warnings=list(run.warnings), step_estimate_s=step_estimate)
     deadline = run.t_start + 60.0 * run.max_minutes if run.max_minutes else None
     out_of_time = False
@@ -981,7 +978,7 @@ def _train(run: _Run) -> Iterator[Event]:
 
 def _score(run: _Run, val_loss, metrics: dict, train_loss: float) -> float:
     """Higher is better: validation Dice (classifier: accuracy); no validation: -train loss."""
-    key = "accuracy" if run.kind == "classes" else "dice"
+    key = "dice" if run.output.dense else "accuracy"
     value = metrics.get(key)
     if value is not None and math.isfinite(value):
         return float(value)

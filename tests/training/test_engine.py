@@ -241,3 +241,17 @@ def test_segformer_two_logit_cross_entropy(shared_data, tmp_path):
     assert isinstance(evs[-1], DoneEvent), evs[-1]
     ep = by[EpochEvent][0]
     assert math.isfinite(ep.train_loss) and math.isfinite(ep.val_loss) and "dice" in ep.metrics
+
+
+def test_sgd_momentum_comes_from_optimizer_params_not_the_schedule():
+    from napari_tumorseg.errors import TumorSegError
+    from napari_tumorseg.training.engine import _build_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert _build_optimizer("sgd", params, 0.1, 0.0).param_groups[0]["momentum"] == 0.9
+    opt = _build_optimizer("sgd", params, 0.1, 0.0, {"momentum": 0.5, "nesterov": True})
+    assert opt.param_groups[0]["momentum"] == 0.5 and opt.param_groups[0]["nesterov"]
+    # A schedule's step_size is no optimiser option: it is refused, not silently dropped.
+    with pytest.raises(TumorSegError, match="does not take step_size"):
+        _build_optimizer("sgd", params, 0.1, 0.0, {"step_size": 10})
+    assert _build_optimizer("adam", params, 0.1, 0.0, {"betas": (0.8, 0.9)}).param_groups[0]["betas"] == (0.8, 0.9)
