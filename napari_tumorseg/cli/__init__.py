@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from napari_tumorseg.errors import TumorSegError
 
@@ -41,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # Readers warn (a slice gap, a file left out): one line each, without Python's source echo.
+        text = " ".join(str(message).split())
+        print(f"tumorseg {args.command}: warning: {text}", file=sys.stderr)
+
+    shown = warnings.showwarning
+    warnings.showwarning = one_line
     try:
         code = args.func(args)
     except TumorSegError as err:
@@ -49,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tumorseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
     return int(code or 0)
 
 

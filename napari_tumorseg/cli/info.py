@@ -22,7 +22,8 @@ def _table(rows: list[dict]) -> str:
             str(i),
             r["name"],
             r["kind"],
-            "x".join(str(s) for s in r["shape"]),
+            "x".join(str(s) for s in r["shape"])
+            + (f" x {r['channels']} channels" if r.get("channels", 1) > 1 else ""),
             " x ".join(f"{s:.4g}" for s in r["spacing"]),
             r["modality"] or "-",
             str(r["n_files"]),

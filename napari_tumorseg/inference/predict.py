@@ -282,13 +282,18 @@ def load_predictor(
 def _as_czyx(volume: Volume | np.ndarray) -> np.ndarray:
     from napari_tumorseg.training.preprocessing import as_czyx
 
+    from napari_tumorseg.input_checks import require_finite, source_name
+
     if isinstance(volume, Volume):
         if volume.kind == "labels":
             raise TumorSegError(f"{volume.name} is a labels volume: predict on an image")
+        # NaN voxels would give NaN probabilities, i.e. "no tumour": refused, never blanked.
+        require_finite(volume.data, source_name(volume))
         return as_czyx(volume.data, "czyx" if volume.has_channels else "zyx")
     arr = np.asarray(volume)
     if arr.ndim not in (2, 3, 4) or arr.size == 0:
         raise TumorSegError(f"cannot predict on an array of shape {arr.shape}: give (z, y, x) or (c, z, y, x)")
+    require_finite(arr, "the input array")
     # A 3-D array is a stack of slices here, never an RGB image: (z, y, x).
     return as_czyx(arr, {2: "yx", 3: "zyx", 4: "czyx"}[arr.ndim])
 

@@ -824,16 +824,36 @@ def scan_dicom(path: str | os.PathLike) -> tuple[list[DicomSeries], list[str]]:
         files = [path]
 
     infos: list[_FileInfo] = []
-    for res in _read_headers(files):
+    dropped: list[tuple[Path, str]] = []
+    for file, res in zip(files, _read_headers(files)):
         if isinstance(res, str):
             notes.append(res)
+            if res.startswith(_DROPPED_SLICE):
+                dropped.append((file, res))
         else:
             infos.append(res)
     notes = _summarise_notes(notes)
     if not infos:
         reason = notes[0] if notes else "no image objects"
         raise ReadError(f"no readable DICOM image series in {path}: {reason}")
-    return _group(infos), notes
+    series = _group(infos)
+    _attach_dropped(series, dropped)
+    return series, notes
+
+
+# Notes of files that look like slices of a series but could not be used: the series
+# they sit beside names them, so a slice gap comes with the file that caused it.
+_DROPPED_SLICE = ("truncated", "no pixel data", "unreadable")
+
+
+def _attach_dropped(series: list[DicomSeries], dropped: list[tuple[Path, str]]) -> None:
+    for s in series:
+        folders = {f.parent for f in s.files}
+        for file, note in dropped:
+            if file.parent in folders:
+                # The note ends with the file name only: folder paths are the user's, and
+                # no header value (names, IDs, dates) goes into a message.
+                s.warnings.append(f"left out {note}")
 
 
 # ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ its sub-folders (two levels at most, e.g. kaggle_3m/<patient>/ or brats/<split>/
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -201,10 +202,14 @@ def _image_entries(group: _images.ImageGroup) -> list[Entry]:
         return [Entry(_volume_info(v, n[i], source if i == 0 else str(group.masks[0])),
                       lambda v=v: v) for i, v in enumerate(vols)]
 
-    # A folder of slices: size and colour from the first slice, so that `info` on a folder
-    # of a thousand JPGs does not decode them all.
-    first = _images.ImageGroup(group.name, group.images[:1], group.masks[:1], stacked=True)
-    probe = _images.read_group(first)
+    # A folder of slices: size and colour from three slices (first, middle, last), so that
+    # `info` on a folder of a thousand JPGs does not decode them all.
+    idx = sorted({0, len(group.images) // 2, len(group.images) - 1})
+    sample = _images.ImageGroup(group.name, [group.images[i] for i in idx],
+                                [group.masks[i] for i in idx] if group.masks else [], stacked=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the load warns about colour slices, not the probe
+        probe = _images.read_group(sample)
     entries = []
     for i, v in enumerate(probe):
         info = _volume_info(v, len(group.images), source)

@@ -32,6 +32,10 @@ from napari_tumorseg.fileio import atomic_path
 
 FORMAT = "napari-tumorseg-checkpoint"
 FORMAT_VERSION = 1
+# A checkpoint's config rebuilds its model before any weight is read: above this many
+# parameters (4 GB in float32; the largest registry model is ~0.1 G) it is refused
+# before anything is allocated, so a hostile or mistyped config cannot exhaust memory.
+MAX_PARAMETERS = 1_000_000_000
 _PLAIN_SCALARS = (bool, int, float, str, type(None))
 
 
@@ -184,18 +188,57 @@ def load_checkpoint(
     for key in ("model_name", "config", "in_channels", "out_channels", "state_dict"):
         if key not in ckpt:
             raise TumorSegError(f"{path}: checkpoint lacks {key!r}")
+    if not isinstance(ckpt["state_dict"], dict):
+        raise TumorSegError(f"{path}: checkpoint 'state_dict' is not a dict of weights")
+    check_finite_weights(ckpt["state_dict"], str(path))
     if not build:
         return None, ckpt
     from napari_tumorseg.models.registry import create_model
 
-    model = create_model(
-        ckpt["model_name"], in_channels=ckpt["in_channels"], out_channels=ckpt["out_channels"],
-        **ckpt["config"],
-    )
+    args = (ckpt["model_name"], ckpt["in_channels"], ckpt["out_channels"], ckpt["config"])
+    probe = _shape_only_model(*args)
+    if probe is not None:
+        n = sum(p.numel() for p in probe.parameters())
+        if n > MAX_PARAMETERS:
+            raise TumorSegError(
+                f"{path}: its config builds a {ckpt['model_name']} of {n / 1e9:.1f} G parameters "
+                f"(limit {MAX_PARAMETERS / 1e9:.0f} G); refused before allocating it"
+            )
+        # Mismatched weights are found on the shape-only model, before the real one exists.
+        check_state_dict(probe, ckpt["state_dict"], str(path))
+    model = create_model(args[0], in_channels=args[1], out_channels=args[2], **args[3])
     check_state_dict(model, ckpt["state_dict"], str(path))
     model.load_state_dict(ckpt["state_dict"], strict=True)
     model.eval()
     return model, ckpt
+
+
+def _shape_only_model(name: str, in_channels: int, out_channels: int, config: dict) -> nn.Module | None:
+    """The model built on torch's meta device (shapes, no memory), or None if it cannot be.
+
+    Unknown names and options still raise their one-line TumorSegError here.
+    """
+    from napari_tumorseg.models.registry import create_model
+
+    try:
+        with torch.device("meta"):
+            return create_model(name, in_channels=in_channels, out_channels=out_channels, **config)
+    except TumorSegError:
+        raise
+    except Exception:  # noqa: BLE001 - a builder doing real arithmetic at init: build for real
+        return None
+
+
+def check_finite_weights(state: dict, source: str) -> None:
+    """Refuse weights holding NaN/Inf: such a model returns NaN, which thresholds to "no tumour"."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise TumorSegError(
+                    f"{source}: weight {key!r} holds {bad} NaN/Inf value(s) (a diverged run?); "
+                    "use an earlier checkpoint"
+                )
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -215,6 +258,7 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if state is None:
         raise TumorSegError(f"{path} holds no model weights (neither a checkpoint nor a state dict)")
     check_state_dict(model, state, f"pretrained {path}")
+    check_finite_weights(state, f"pretrained {path}")
     model.load_state_dict(state, strict=True)
     return model
 

@@ -41,7 +41,7 @@ def test_info_json_contract(shared_data, capsys):
     assert nifti == [{
         "name": "BRATS_HG0015_FLAIR", "kind": "image", "shape": [176, 216, 160], "spacing": [1.0, 1.0, 1.0],
         "modality": "MR", "n_files": 1,
-        "source": str(shared_data / "brats2012_hg0015" / "BRATS_HG0015_FLAIR.nii.gz"),
+        "source": str(shared_data / "brats2012_hg0015" / "BRATS_HG0015_FLAIR.nii.gz"), "channels": 1,
     }]
     n = len(list((shared_data / "lgg_kaggle3m" / "TCGA_DU_A5TU_19980312").glob("*_mask.tif")))
     assert [(r["kind"], r["shape"][0]) for r in lgg] == [("image", n), ("labels", n)]

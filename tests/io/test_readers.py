@@ -49,10 +49,12 @@ def test_describe_nifti_and_lgg(shared_data):
         "modality": "",
         "n_files": 1,
         "source": str(_brats12(shared_data, "truth")),
+        "channels": 1,
     }
     lgg = shared_data / "lgg_kaggle3m" / "TCGA_CS_4941_19960909"
     image, mask = describe(lgg)
     assert (image["kind"], mask["kind"]) == ("image", "labels")
+    assert (image["channels"], mask["channels"]) == (3, 1)  # pre-contrast, FLAIR, post-contrast
     assert image["shape"] == mask["shape"] == [23, 256, 256]
     assert image["n_files"] == mask["n_files"] == 23
     # the cheap description agrees with a full read
