@@ -25,6 +25,7 @@ def _warnings_of(volume) -> list[str]:
 def read_layers(path: str | list[str]) -> list[tuple]:
     """Read one path, or several (napari passes a list when many files are dropped)."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
+    _watch_current_viewer()
     layers = []
     for p in paths:
         volumes = read_path(p)
@@ -33,6 +34,21 @@ def read_layers(path: str | list[str]) -> list[tuple]:
                 warnings.warn(f"{v.name}: {message}", stacklevel=2)
         layers.extend(layer_data(volumes))
     return layers
+
+
+def _watch_current_viewer() -> None:
+    """Give the viewer its session before napari adds our layers: the session applies what a
+    layer's constructor cannot take (a reference mask's outline, ``metadata["tumorseg_display"]``)."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except ImportError:  # reading without napari (scripts): nothing to display
+        return
+    if viewer is not None:
+        from napari_tumorseg.widgets._session import session_for
+
+        session_for(viewer)
 
 
 def napari_get_reader(path: str | list[str]) -> Callable | None:

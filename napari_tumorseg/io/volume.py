@@ -74,12 +74,33 @@ class Volume:
         }
         kwargs: dict[str, Any] = {"name": self.name, **self.layer_geometry(), "metadata": meta}
         if self.kind == "labels":
+            # An opened mask is a reference (ground truth, an earlier export): drawn as an
+            # outline in its own colour, so a filled prediction under it stays readable.
+            # (Labels takes no ``contour`` argument: the viewer's session sets it on insertion.)
+            meta["tumorseg_display"] = {"contour": 2}
+            if _is_binary(self.data):
+                kwargs["colormap"] = {None: GROUND_TRUTH_COLOR, 0: (0.0, 0.0, 0.0, 0.0)}
             return self.data, kwargs, "labels"
         if self.has_channels:
             kwargs["channel_axis"] = 0
-            kwargs["name"] = [f"{self.name} {c}" for c in self.channel_names]
-            kwargs["blending"] = "additive"
+            kwargs["name"] = [c if c.startswith(self.name) else f"{self.name} {c}".strip()
+                              for c in self.channel_names]
+            # One channel on screen at a time, in grey: additive greys of several scans
+            # would add up to a washed-out picture. The others are a click away.
+            kwargs["colormap"] = "gray"
+            kwargs["visible"] = [i == 0 for i in range(len(self.channel_names))]
         return self.data, kwargs, "image"
+
+
+#: RGBA (0-1) of an opened reference mask: cyan, apart from the red/orange of predictions.
+GROUND_TRUTH_COLOR = (0.0, 0.9, 1.0, 1.0)
+
+
+def _is_binary(data) -> bool:
+    """One tumour value (0/1, 0/255): one colour. Region maps keep a colour per label."""
+    arr = np.asarray(data)
+    tumour = arr[arr != 0]
+    return tumour.size == 0 or tumour.min() == tumour.max()
 
 
 def affine_from_spacing(spacing, origin=(0.0, 0.0, 0.0)) -> np.ndarray:

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+from functools import partial
 from pathlib import Path
 
+from napari.qt.threading import thread_worker as _napari_thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QWidget
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLineEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
-__all__ = ["PathPicker", "notify_error", "worker_error_handler", "set_choices", "show_info", "show_warning"]
+from napari_tumorseg.errors import first_line
+
+__all__ = ["PathPicker", "notify_error", "worker_error_handler", "set_choices", "show_info", "show_warning",
+           "thread_worker", "scroll_body", "hint_label", "sanitise"]
+
+log = logging.getLogger("napari_tumorseg")
+
+#: napari's thread_worker, minus its default of re-raising a worker's exception on the GUI
+#: thread: that re-raise reached napari's own error display (a second pop-up, and a console
+#: traceback with every frame's local variables: DICOM headers, patient names, UIDs).
+#: A plugin worker's errors go only to :func:`worker_error_handler`.
+thread_worker = partial(_napari_thread_worker, ignore_errors=True)
+
+def sanitise(text: str, limit: int = 200) -> str:
+    """One line of an unexpected exception's text, with what could identify a patient removed."""
+    return first_line(str(text), limit)
 
 
 def notify_error(err: BaseException) -> None:
@@ -16,13 +35,75 @@ def notify_error(err: BaseException) -> None:
 
 
 def worker_error_handler(prefix: str):
-    """Slot for a thread_worker's ``errored``: our errors as they are, others prefixed."""
+    """Slot for a thread_worker's ``errored``: the ONE place a worker's failure reaches the user.
+
+    Our errors (TumorSegError) carry a message written for the user and show as they are.
+    Anything else is a bug or a library failure: the user sees its type and a sanitised
+    first line, and the log gets the same line: never a traceback, whose frames' local
+    variables would carry the DICOM headers being read.
+    """
     from napari_tumorseg.errors import TumorSegError
 
     def handle(err: BaseException) -> None:
-        notify_error(err if isinstance(err, TumorSegError) else TumorSegError(f"{prefix}: {err}"))
+        if isinstance(err, TumorSegError):
+            notify_error(err)
+            return
+        line = f"{prefix}: {type(err).__name__}: {sanitise(str(err))}".rstrip(": ")
+        log.error(line)
+        notify_error(TumorSegError(line))
 
     return handle
+
+
+def scroll_body(widget: QWidget) -> QWidget:
+    """Give a dock a scroll area and return the widget its content goes in.
+
+    napari stacks plugin docks in one column: without scrolling, their summed minimum
+    heights grow the window past the screen and push the lower buttons out of reach.
+    """
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.NoFrame)
+    body = QWidget(area)
+    area.setWidget(body)
+    outer.addWidget(area)
+    widget.scroll_area = area
+    widget._short_title = _ShortDockTitle(widget)
+    widget.installEventFilter(widget._short_title)
+    return body
+
+
+class _ShortDockTitle(QObject):
+    """Names the dock's tab "Predict", not "Predict (napari-tumorseg)".
+
+    napari titles a plugin dock "<widget> (<plugin>)"; tabified, Qt squeezes five such
+    titles into the dock's width and elides them all to "Load stu…". The title bar keeps
+    the full name.
+    """
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.ParentChange:
+            parent = obj.parentWidget()
+            while parent is not None and not isinstance(parent, QDockWidget):
+                parent = parent.parentWidget()
+            if parent is not None:
+                title = parent.windowTitle()
+                for suffix in (" (napari-tumorseg)", " (Tumour Segmentation)"):
+                    if title.endswith(suffix):
+                        parent.setWindowTitle(title[: -len(suffix)])
+        return False
+
+
+def hint_label(text: str):
+    """A short "what to do next" line at the top of a dock."""
+    from qtpy.QtWidgets import QLabel
+
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setStyleSheet("font-style: italic;")
+    return label
 
 
 def set_choices(combo, names: list[str], keep_current: bool = True) -> None:

@@ -62,6 +62,9 @@ class ViewerSession:
         self.click_engine = None
         self.events = EmitterGroup(source=self, case=None, predictor=None, prediction=None)
         viewer.layers.events.removed.connect(self._layer_removed)
+        viewer.layers.events.inserted.connect(self._layer_inserted)
+        for layer in viewer.layers:  # opened before any dock asked for the session
+            self._apply_display_hints(layer)
 
     @property
     def viewer(self):
@@ -157,6 +160,19 @@ class ViewerSession:
         if p is not None and p.labels_layer is labels_layer and p.source in self.viewer.layers:
             return p.source
         return None
+
+    def _layer_inserted(self, event) -> None:
+        self._apply_display_hints(event.value)
+
+    @staticmethod
+    def _apply_display_hints(layer) -> None:
+        """Display settings a layer's constructor does not take (a reference mask's outline),
+        asked for by the reader in ``metadata["tumorseg_display"]``."""
+        # Applied once: a user who later turns the outline off keeps it off.
+        hints = layer.metadata.pop("tumorseg_display", None) if isinstance(layer.metadata, dict) else None
+        for key, value in (hints or {}).items():
+            if hasattr(layer, key):
+                setattr(layer, key, value)
 
     def _layer_removed(self, event) -> None:
         layer = event.value

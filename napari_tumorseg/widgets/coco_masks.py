@@ -9,7 +9,6 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from napari.qt.threading import thread_worker
 from napari.utils import progress
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -27,7 +26,15 @@ from napari_tumorseg.coco.dataset import find_coco_splits, load_coco
 from napari_tumorseg.coco.from_masks import labels_to_coco, write_coco
 from napari_tumorseg.coco.to_masks import coco_to_masks, render_coco_image
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.widgets._common import PathPicker, notify_error, set_choices, show_info, worker_error_handler
+from napari_tumorseg.widgets._common import (
+    PathPicker,
+    notify_error,
+    scroll_body,
+    set_choices,
+    show_info,
+    thread_worker,
+    worker_error_handler,
+)
 
 PREVIEW_PREFIX = "COCO preview"
 
@@ -87,7 +94,7 @@ class CocoMasksWidget(QWidget):
         form2.addRow(self.json_overwrite)
         form2.addRow(self.export_button)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addWidget(box)
         layout.addWidget(box2)
         layout.addStretch(1)

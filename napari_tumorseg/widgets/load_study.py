@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import napari
-from napari.qt.threading import thread_worker
 from napari.utils import progress
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -20,10 +19,20 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.study import Study
-from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info, show_warning, worker_error_handler
+from napari_tumorseg.widgets._common import (
+    PathPicker,
+    hint_label,
+    notify_error,
+    scroll_body,
+    show_info,
+    show_warning,
+    thread_worker,
+    worker_error_handler,
+)
 from napari_tumorseg.widgets._session import session_for
 
 COLUMNS = ["Series", "Modality", "Slices", "Spacing (mm)", "Size (z, y, x)", "Kind"]
+HINT = "1. Scan a study folder → 2. tick the series → 3. Open selected"
 
 
 class LoadStudyWidget(QWidget):
@@ -52,7 +61,9 @@ class LoadStudyWidget(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.picker, 1)
         top.addWidget(self.scan_button)
-        layout = QVBoxLayout(self)
+        self.hint = hint_label(HINT)
+        layout = QVBoxLayout(scroll_body(self))
+        layout.addWidget(self.hint)
         layout.addLayout(top)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.as_channels)
@@ -68,10 +79,12 @@ class LoadStudyWidget(QWidget):
         try:
             study = Study.scan(path)
         except TumorSegError as err:
+            self._clear(f"scan failed: {err}")
             notify_error(err)
             return None
         except Exception as err:  # unexpected reader failure: still no traceback for the user
-            notify_error(TumorSegError(f"could not read {path}: {err}"))
+            worker_error_handler(f"could not read {path.name}")(err)
+            self._clear(f"scan failed: could not read {path.name}")
             return None
         self.study = study
         self.table.setRowCount(len(study.entries))
@@ -104,6 +117,12 @@ class LoadStudyWidget(QWidget):
             notify_error(TumorSegError(f"no images found in {path}"))
         return study
 
+    def _clear(self, message: str) -> None:
+        """A failed scan leaves no stale series behind: Open must not load the previous study."""
+        self.study = None
+        self.table.setRowCount(0)
+        self.status.setText(message)
+
     def checked_rows(self) -> list[int]:
         return [r for r in range(self.table.rowCount()) if self.table.item(r, 0).checkState() == Qt.Checked]
 
@@ -121,12 +140,12 @@ class LoadStudyWidget(QWidget):
         @thread_worker
         def work():
             result = None
-            for item in study.load(rows, as_channels=as_channels):
+            for item in study.load(rows):
                 if isinstance(item, list):
                     result = item
                 else:
                     yield item
-            return result
+            return _as_channels(result) if as_channels else (result, None)
 
         worker = work()
         worker.yielded.connect(lambda ev: (pbar.set_description(ev[2]), pbar.update(ev[0] - pbar.n)))
@@ -139,12 +158,17 @@ class LoadStudyWidget(QWidget):
         worker.start()
         return worker
 
-    def _add_volumes(self, volumes) -> None:
+    def _add_volumes(self, result) -> None:
+        from napari_tumorseg.io.readers import layer_data
+
+        volumes, note = result if isinstance(result, tuple) else (result, None)
+        if note:
+            show_warning(note)
         added = []
-        for vol in volumes or []:
+        volumes = volumes or []
+        for vol, (data, kwargs, layer_type) in zip(volumes, layer_data(volumes)):
             for warning in vol.metadata.get("warnings", []):
                 show_warning(f"{vol.name}: {warning}")  # gaps, missing slices: never silent
-            data, kwargs, layer_type = vol.layer_data()
             layers = getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
             layers = layers if isinstance(layers, list) else [layers]
             self.session.register(layers, vol)  # the docks share the volume, not its layers' copies
@@ -152,3 +176,22 @@ class LoadStudyWidget(QWidget):
         if added:
             self.viewer.reset_view()
             show_info(f"opened {len(added)} layer(s)")
+
+
+def _as_channels(volumes):
+    """(volumes, note): the image series as one case when they share a grid, else each alone.
+
+    Series that cannot be combined (BRAINIX: FLAIR 288² and T2 512²) are still opened —
+    separately — and the note says once why they were not combined.
+    """
+    from napari_tumorseg.io.readers import combine_channels
+
+    volumes = volumes or []
+    images = [v for v in volumes if v.kind == "image"]
+    if len(images) < 2:
+        return volumes, None
+    try:
+        case = combine_channels(images)
+    except TumorSegError as err:
+        return volumes, f"opened the series separately — {err}"
+    return [case, *[v for v in volumes if v.kind != "image"]], None
