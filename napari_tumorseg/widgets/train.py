@@ -175,7 +175,8 @@ class TrainWidget(QWidget):
         self.recipe.setToolTip("CPU quick: width, size, loss and schedule measured to learn in "
                                "minutes on a CPU; paper: the paper's preset")
         self.recipe.currentIndexChanged.connect(lambda *_: self.apply_preset(self.model_combo.currentText()))
-        self.small = QCheckBox("Small model (quick CPU trial; off = the paper's width)")
+        self.small = QCheckBox("Tiny model (a smoke test: the model's smallest width)")
+        self.small.toggled.connect(self._update_width_field)
         self.interactive = QCheckBox("Interactive (click-guided)")
         self.interactive.setToolTip(
             "extra input channels for positive / negative clicks and the previous mask; training "
@@ -320,15 +321,14 @@ class TrainWidget(QWidget):
         if recipe.augmentation > 0:
             self.strength.setValue(float(recipe.augmentation))
         width = {**info.default_config, **recipe.model_config}.get("width")
-        has_width = isinstance(width, int) and not isinstance(width, bool)
-        self.width.setVisible(has_width)
-        self.width.setEnabled(has_width)
+        self._has_width = isinstance(width, int) and not isinstance(width, bool)
+        self.width.setVisible(self._has_width)
         label = self._form.labelForField(self.width)
         if label is not None:
-            label.setVisible(has_width)
-        self.small.setVisible(not has_width)
-        if has_width:
+            label.setVisible(self._has_width)
+        if self._has_width:
             self.width.setValue(int(width))
+        self._update_width_field()
         # One short line in the dock; the recipe's full description is the tooltip.
         self.paper_label.setText(
             f"seed {info.paper[:3]} · {recipe.name} recipe · {info.dims}D {info.output} · {p.loss} · "
@@ -337,6 +337,10 @@ class TrainWidget(QWidget):
         )
         self.paper_label.setToolTip(f"{info.description}\n{recipe.note}")
         self.model_combo.setToolTip(info.description)
+
+    def _update_width_field(self, *_) -> None:
+        # The tiny model brings its own width.
+        self.width.setEnabled(getattr(self, "_has_width", False) and not self.small.isChecked())
 
     def _select_recipe(self, name: str) -> None:
         self.recipe.blockSignals(True)
@@ -398,7 +402,7 @@ class TrainWidget(QWidget):
             val_fraction=self.val_fraction.value(),
             resume=str(resume) if resume else None,
             pretrained=str(pretrained) if pretrained else None,
-            tiny=self.small.isChecked() and not self.width.isEnabled(),
+            tiny=self.small.isChecked(),
             overwrite=bool(resume) or self.overwrite.isChecked() or self._overwrite_once,
             recipe=self.recipe.currentData(),
             loss=self.loss.currentText(),
