@@ -68,6 +68,7 @@ class LearnedEngine:
         self._norm_key = None
         self._norm = None
         self._last: tuple | None = None  # (image key, prompts, mask): the previous answer
+        self._last_mask: np.ndarray | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, threshold: float = 0.5) -> "LearnedEngine":
@@ -100,11 +101,12 @@ class LearnedEngine:
             self._norm_key = key
         return self._norm
 
+    def _extends_last(self, key, prompts: Prompts) -> bool:
+        return self._last is not None and self._last[0] == key and _extends(prompts, self._last[1])
+
     def _prev_for(self, key, prompts: Prompts, prior) -> np.ndarray | None:
-        if self.encoding.with_prev_mask and self._last is not None and self._last[0] == key:
-            last_p: Prompts = self._last[1]
-            if _extends(prompts, last_p):
-                return self._last[2]
+        if self.encoding.with_prev_mask and self._extends_last(key, prompts):
+            return self._last[2]
         return None if prior is None else np.asarray(prior, bool)
 
     # -- the protocol --------------------------------------------------------------------
@@ -124,6 +126,7 @@ class LearnedEngine:
         key = self._key(image)
         norm = self._normalized(image)
         prev = self._prev_for(key, prompts, prior)
+        self._last_mask = self._last[2] if self._extends_last(key, prompts) else None
         pos, neg, box = _as_clicks(prompts, shape)
         try:
             with torch.inference_mode():
@@ -188,6 +191,9 @@ class LearnedEngine:
                 for (z, *_), m in zip(reqs, self._run_slices(norm, spacing, reqs)):
                     result[z] = m
             return result
+        last = self._last_mask  # this engine's previous answer when the prompts extend it
+        if last is not None:
+            result = last.copy()
         slices = sorted({int(p[0]) for p in pos} | {int(p[0]) for p in neg})
         reqs = []
         for z in slices:
@@ -205,19 +211,17 @@ class LearnedEngine:
         if nz > 1:
             def step(requests):
                 _check(cancel)
-                # A slice the propagation reaches gets the prior (or last answer) as its
-                # previous mask when there is one, else the neighbour's mask.
-                reqs = [(z, p, n, (prev[z] if prev is not None and prev[z].any() else pm))
-                        for z, p, n, pm in requests]
-                return self._run_slices(norm, spacing, reqs)
+                return self._run_slices(norm, spacing, requests)
 
-            reached = propagate(nz, seeds, step, spacing[1:], cancel=cancel)
+            previous = None if last is None else {z: last[z] for z in range(nz)}
+            reached = propagate(nz, seeds, step, previous=previous, cancel=cancel)
             if reached is None:
                 raise _Cancelled
         else:
             reached = seeds
         # Slices the object reaches are replaced; the others keep the prior (another lesion
-        # segmented before, or the model's prediction the clicks are correcting).
+        # segmented before, or the model's prediction the clicks are correcting) or, after a
+        # new click, the previous answer.
         for z, m in reached.items():
             result[z] = m
         return result

@@ -5,8 +5,12 @@ distance transform, with jitter so the network does not learn that clicks are al
 the exact centre), then a few rounds in which the network's own current prediction (no
 gradient) is compared with the ground truth and the next click goes to the centre of the
 largest error region: positive on a miss, negative on a false positive. A share of samples
-gets no click at all, so the network also segments automatically. Everything a sample
-draws comes from its own seed, so a resumed epoch replays the same clicks.
+gets no click at all, so the network also segments automatically, and another share
+(with a previous-mask channel) gets no click but a previous mask that is the ground truth
+shifted, grown or shrunk (a random blob on an empty sample): what slice-to-slice propagation
+feeds the network, the neighbouring slice's mask, which it must fit to this slice's object
+or drop where the object has ended. Everything a sample draws comes from its own seed, so a
+resumed epoch replays the same clicks.
 """
 
 from __future__ import annotations
@@ -81,15 +85,36 @@ def target_foreground(y: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor
     return (y > 0.5).any(1)
 
 
+def neighbour_like(mask: np.ndarray, rng: np.random.Generator, max_px: int = 3) -> np.ndarray:
+    """``mask`` as the next slice might have it: shifted by up to ``max_px`` pixels along each
+    axis, then grown or shrunk by up to ``max_px``; a random disk when ``mask`` is empty."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        centre = [int(rng.integers(0, s)) for s in mask.shape]
+        r = float(rng.uniform(3, 10))
+        grid = np.ogrid[tuple(slice(0, s) for s in mask.shape)]
+        return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= r * r
+    shift = [int(rng.integers(-max_px, max_px + 1)) for _ in mask.shape]
+    out = np.roll(mask, shift, axis=tuple(range(mask.ndim)))
+    k = int(rng.integers(-max_px, max_px + 1))
+    if k > 0:
+        out = ndimage.binary_dilation(out, iterations=k)
+    elif k < 0:
+        eroded = ndimage.binary_erosion(out, iterations=-k)
+        out = eroded if eroded.any() else out
+    return out
+
+
 class ClickSimulator:
     """Adds the prompt channels to a training batch."""
 
     def __init__(self, encoding: ClickEncoding, iterations: int = 3, no_click_fraction: float = 0.2,
-                 jitter: float = 0.3):
+                 jitter: float = 0.3, propagation_fraction: float = 0.25):
         self.encoding = encoding
         self.iterations = int(iterations)
         self.no_click_fraction = float(no_click_fraction)
         self.jitter = float(jitter)
+        self.propagation_fraction = float(propagation_fraction) if encoding.with_prev_mask else 0.0
 
     def _maps(self, shape, spacing, pos, neg, prev) -> np.ndarray:
         return self.encoding.maps(shape, spacing, pos, neg, prev)
@@ -108,8 +133,12 @@ class ClickSimulator:
         clicks: list[tuple[list, list]] = [([], []) for _ in range(n)]
         active = []
         rng_batch = np.random.default_rng(seeds[0] if train and seeds and seeds[0] is not None else 0)
+        prev = np.zeros((n, *spatial), np.float32)
         for i in range(n):
             rng = np.random.default_rng(seeds[i]) if train and seeds[i] is not None else None
+            if rng is not None and rng.random() < self.propagation_fraction:
+                prev[i] = neighbour_like(gt[i], rng)  # a propagation step: no click
+                continue
             if not gt[i].any():
                 continue
             if rng is not None and rng.random() < self.no_click_fraction:
@@ -117,7 +146,6 @@ class ClickSimulator:
             p = deep_point(gt[i], spacings[i], rng, self.jitter if rng is not None else 0.0)
             clicks[i][0].append(p)
             active.append(i)
-        prev = np.zeros((n, *spatial), np.float32)
         rounds = int(rng_batch.integers(0, self.iterations + 1)) if train and active else 0
         for _ in range(rounds):
             xin = self._stack(x, spatial, spacings, clicks, prev)

@@ -53,7 +53,7 @@ def test_simulated_clicks_lie_inside_and_outside_the_tumour(lgg_run, shared_data
     gt = y[:, 0].numpy() > 0.5
     spacings = [ds.spacing(i) for i in items]
     sim = ClickSimulator(model.encoding, iterations=3, no_click_fraction=0.25)
-    n_pos = n_neg = n_none = n_multi = 0
+    n_pos = n_neg = n_none = n_multi = n_prop = 0
     for seed in range(6):
         seeds = [seed * 100 + k for k in range(len(items))]
         xin, clicks = sim.batch_inputs(model, x, y, seeds, spacings, train=True)
@@ -72,7 +72,10 @@ def test_simulated_clicks_lie_inside_and_outside_the_tumour(lgg_run, shared_data
             n_multi += len(pos) + len(neg) > 1
             if not pos and not neg:
                 assert not xin[i, 3:5].any()
-    assert n_pos > 0 and n_none > 0 and n_multi > 0  # first clicks, no-click share, error rounds
+                # a propagation sample: the previous mask is the tumour moved / grown / shrunk
+                n_prop += bool(xin[i, 5].any())
+    # first clicks, no-click share, error rounds, propagation samples
+    assert n_pos > 0 and n_none > 0 and n_multi > 0 and n_prop > 0
     # Validation: one click, at the deepest point, every time.
     _, clicks = sim.batch_inputs(model, x, y, [None] * len(items), spacings, train=False)
     for i, (pos, neg) in enumerate(clicks):
