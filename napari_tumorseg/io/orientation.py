@@ -197,3 +197,40 @@ def layer_geometry(affine: np.ndarray) -> dict[str, Any]:
 def world_from_index(affine: np.ndarray, index) -> np.ndarray:
     """napari world coordinate (I, P, L mm) of a voxel index (z, y, x)."""
     return (WORLD_FROM_RAS @ np.asarray(affine, float) @ np.array([*index, 1.0]))[:3]
+
+
+_POSITIVE = ("R", "A", "S")
+_NEGATIVE = ("L", "P", "I")
+
+
+def _direction_letter(ras_vector: np.ndarray) -> str:
+    """The anatomical direction a vector mostly points to (its dominant RAS component)."""
+    v = np.asarray(ras_vector, float)[:3]
+    k = int(np.argmax(np.abs(v)))
+    return _POSITIVE[k] if v[k] > 0 else _NEGATIVE[k]
+
+
+def canvas_letters(
+    displayed: tuple[int, int],
+    world_to_ras: np.ndarray = WORLD_FROM_RAS,
+    orientation2d: tuple[str, str] = ("down", "right"),
+) -> dict[str, str]:
+    """Letters for the four canvas edges of a 2D view: {"top", "bottom", "left", "right"}.
+
+    ``displayed``: the (vertical, horizontal) spatial world axes on screen (napari's
+    ``dims.displayed`` less any leading non-spatial axes), each 0, 1 or 2 of the (w0, w1,
+    w2) world frame. ``world_to_ras`` maps that world frame to RAS (the package's frame is
+    fixed: :data:`WORLD_FROM_RAS`, its own inverse; for a layer, ``Volume.affine @
+    inverse(layer data-to-world)``). ``orientation2d``: napari's camera orientation, where
+    the increasing coordinate points on screen ("down"/"up", "right"/"left").
+    """
+    m = np.asarray(world_to_ras, float)
+    vertical, horizontal = (int(a) for a in displayed)
+    down = _direction_letter(m[:3, vertical])
+    right = _direction_letter(m[:3, horizontal])
+    opposite = dict(zip(_POSITIVE + _NEGATIVE, _NEGATIVE + _POSITIVE))
+    if orientation2d[0] == "up":
+        down = opposite[down]
+    if orientation2d[1] == "left":
+        right = opposite[right]
+    return {"top": opposite[down], "bottom": down, "left": opposite[right], "right": right}

@@ -122,3 +122,30 @@ def test_one_flair_in_four_storage_orders_opens_identically(shared_data, tmp_pat
         np.testing.assert_allclose(vol.affine, opened[0].affine, atol=1e-4)
         assert vol.layer_geometry()["translate"] == pytest.approx(opened[0].layer_geometry()["translate"])
     assert axis_codes(opened[0].affine) == "IPL"
+
+
+@pytest.mark.parametrize("displayed, orientation, expected", [
+    ((1, 2), ("down", "right"), ("A", "P", "R", "L")),   # axial
+    ((0, 2), ("down", "right"), ("S", "I", "R", "L")),   # coronal
+    ((0, 1), ("down", "right"), ("S", "I", "A", "P")),   # sagittal
+    ((2, 1), ("down", "right"), ("R", "L", "A", "P")),   # axial, transposed
+    ((1, 2), ("up", "right"), ("P", "A", "R", "L")),     # camera flipped vertically
+    ((1, 2), ("down", "left"), ("A", "P", "L", "R")),    # camera flipped horizontally
+])
+def test_canvas_letters_follow_the_displayed_plane(displayed, orientation, expected):
+    from napari_tumorseg.io.orientation import canvas_letters
+
+    got = canvas_letters(displayed, orientation2d=orientation)
+    assert (got["top"], got["bottom"], got["left"], got["right"]) == expected
+
+
+def test_canvas_letters_from_a_layer_of_another_frame():
+    """A layer whose world is plain RAS (x, y, z world axes): the letters still say where
+    each edge points, from the layer's data->RAS and data->world maps."""
+    from napari_tumorseg.io.orientation import canvas_letters
+
+    vol = to_display(_marked(_affine_zyx([[0, 0, 2], [0, 1, 0], [1, 0, 0]]))[0])
+    data_to_world = np.eye(4)  # a viewer showing the raw index grid
+    world_to_ras = vol.affine @ np.linalg.inv(data_to_world)
+    got = canvas_letters((1, 2), world_to_ras)
+    assert (got["top"], got["left"]) == ("A", "R")
