@@ -95,3 +95,24 @@ def test_error_click_goes_to_the_largest_error():
     point, positive = error_click(pred, gt, (1.0, 1.0))
     assert not positive and tuple(point) in {(31, 31), (31, 32), (32, 31), (32, 32)}
     assert error_click(gt, gt, (1.0, 1.0)) is None
+
+
+def test_glims_trains_click_guided_in_3d_and_answers_on_a_crop(shared_data, tmp_path):
+    from napari_tumorseg.interactive.learned import LearnedEngine
+    from napari_tumorseg.interactive.prompts import Prompts
+
+    cfg = TrainConfig(model="glims", data=str(shared_data / "brats2013_deepmedic"),
+                      out_dir=str(tmp_path), tiny=True, interactive=True, epochs=1, batch_size=1,
+                      size=32, threads=1, hd95=False, recipe="paper", patches_per_volume=1,
+                      max_train_items=1, max_val_items=1)
+    events = run_to_end(cfg)
+    assert type(events[-1]).__name__ == "DoneEvent", getattr(events[-1], "message", "")
+    engine = LearnedEngine.from_checkpoint(tmp_path / "last.pt")
+    assert engine.name == "learned: glims" and engine.model.image_channels == 2  # FLAIR, T1c
+    image = np.random.default_rng(0).standard_normal((2, 40, 64, 64)).astype(np.float32)
+    mask = engine.segment(image, (1.0, 1.0, 1.0), Prompts(positive=[[20, 10, 50]]))
+    assert mask.shape == (40, 64, 64)
+    # Only the 32^3 crop around the click (shifted inside the volume) can be labelled.
+    outside = np.ones_like(mask)
+    outside[4:36, 0:32, 32:64] = False
+    assert not mask[outside].any()
