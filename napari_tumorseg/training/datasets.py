@@ -81,6 +81,7 @@ class DataSource:
     refs: list[CaseRef]
     description: str
     class_names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. images without a mask, left out
 
     @property
     def has_split(self) -> bool:
@@ -172,6 +173,7 @@ def _pair_refs(folder: Path, split: str | None) -> list[CaseRef]:
             continue
         image = mask.with_name(mask.stem[: -len("_mask")] + mask.suffix)
         if not image.is_file():
+            _UNMATCHED.setdefault(folder, []).append(str(mask.relative_to(folder)))
             continue
         stem = image.stem
         m = re.match(r"^(.*)_(\d+)$", stem)
@@ -207,12 +209,16 @@ def _image_mask_refs(folder: Path, split: str | None) -> list[CaseRef]:
     mask_dir = next(folder / d for d in _MASK_DIRS if (folder / d).is_dir())
     masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES}
     refs = []
+    unmatched: list[str] = []
+    used: set[Path] = set()
     for ip in sorted(img_dir.iterdir(), key=lambda p: _natural_key(p.name)):
         if ip.suffix.lower() not in _IMAGE_SUFFIXES:
             continue
         mp = masks.get(ip.stem) or masks.get(ip.stem + "_mask")
         if mp is None:
+            unmatched.append(f"{img_dir.name}/{ip.name}")
             continue
+        used.add(mp)
 
         def load(ip=ip, mp=mp) -> CaseData:
             img, lab = _read_raster(ip), _mask_from_raster(mp)
@@ -220,7 +226,28 @@ def _image_mask_refs(folder: Path, split: str | None) -> list[CaseRef]:
             return CaseData(img, lab)
 
         refs.append(CaseRef(case_id_from_name(ip.stem), ip.name, load, split))
+    unmatched += [f"{mask_dir.name}/{mp.name}" for mp in sorted(masks.values()) if mp not in used]
+    _UNMATCHED.setdefault(folder, []).extend(unmatched)
     return refs
+
+
+# Files of a folder that found no partner (image without mask, mask without image), per
+# folder, collected while the refs are built and reported by open_source.
+_UNMATCHED: dict[Path, list[str]] = {}
+
+
+def _unmatched_note(files: list[str], folder: Path) -> str:
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    return f"{len(files)} file(s) in {folder.name} have no partner image/mask and were left out: {shown}"
+
+
+def check_foreground(masks, where: str) -> None:
+    """Refuse a training set whose every mask is empty: the model would learn "no tumour"."""
+    if not any(m is not None and np.any(np.asarray(m) > 0) for m in masks):
+        raise TumorSegError(
+            f"every training mask in {where} is empty: nothing to learn (wrong mask folder, "
+            "or labels stored as values the reader does not see?)"
+        )
 
 
 def _nifti_files(folder: Path) -> list[Path]:
@@ -432,6 +459,7 @@ def open_source(data: Any) -> DataSource:
     folders = list(splits.items()) if splits else [(None, path)]
     refs: list[CaseRef] = []
     kinds, class_names = set(), []
+    notes: list[str] = []
     for split, folder in folders:
         kind = detect_kind(folder)
         if kind is None:
@@ -442,15 +470,20 @@ def open_source(data: Any) -> DataSource:
         if kind == "classes" and not class_names:
             class_names = _class_folders(folder)
         kinds.add(kind)
+        _UNMATCHED.pop(folder, None)
         refs += _refs_of(kind, folder, split, class_names)
+        unmatched = _UNMATCHED.pop(folder, [])
+        if unmatched:
+            notes.append(_unmatched_note(unmatched, folder))
     if len(kinds) > 1:
         raise TumorSegError(f"{path}: train and validation folders differ in layout ({sorted(kinds)})")
     if not refs:
-        raise TumorSegError(f"no image with a mask found in {path}")
+        why = f" ({notes[0]})" if notes else ""
+        raise TumorSegError(f"no image with a mask found in {path}{why}")
     kind = kinds.pop()
     n_cases = len({r.case_id for r in refs})
     desc = f"{kind} data in {path}: {len(refs)} item(s) of {n_cases} case(s)"
-    return DataSource(kind, refs, desc, class_names)
+    return DataSource(kind, refs, desc, class_names, notes)
 
 
 def split_refs(
@@ -461,7 +494,7 @@ def split_refs(
     A source with its own train / valid folders keeps them, minus any validation case
     that also appears in training (reported in the warnings).
     """
-    warnings: list[str] = []
+    warnings: list[str] = list(source.warnings)
     if source.has_split:
         train = [r for r in source.refs if r.split == "train"]
         train_ids = {r.case_id for r in train}

@@ -54,6 +54,7 @@ from napari_tumorseg.training.datasets import (
     EpochPlan,
     PatchDataset,
     SegDataset,
+    check_foreground,
     open_source,
     prepare_case,
     split_refs,
@@ -464,6 +465,8 @@ class _Run:
 
         # Channel adaptation must be possible for the data actually given.
         self.train_cases = self._prepare_all(train_refs)
+        if self.output.dense:
+            check_foreground([c.labels for c in self.train_cases], str(cfg.data))
         self.val_cases = self._prepare_all(val_refs)
         self.train_ds, self.val_ds = self._datasets()
         if len(self.train_ds) == 0:
