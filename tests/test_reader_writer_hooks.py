@@ -38,8 +38,8 @@ def test_dicom_folder_one_layer_per_series(brainix_layers):
     assert flair[0].shape == roi[0].shape == (22, 288, 288)
     np.testing.assert_allclose(flair[1]["scale"][1:], [0.79861110448837] * 2)
     meta = roi[1]["metadata"]
-    assert meta["dicom"]["series_uid"] and meta["dicom"]["frame_of_reference_uid"]
-    assert meta["dicom"]["frame_of_reference_uid"] == flair[1]["metadata"]["dicom"]["frame_of_reference_uid"]
+    assert meta["dicom"].series_uid and meta["dicom"].frame_of_reference_uid
+    assert meta["dicom"].frame_of_reference_uid == flair[1]["metadata"]["dicom"].frame_of_reference_uid
     np.testing.assert_allclose(meta["tumorseg"]["affine"], flair[1]["metadata"]["tumorseg"]["affine"], atol=1e-3)
     assert int(roi[0].sum()) > 0
 

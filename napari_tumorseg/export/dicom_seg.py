@@ -59,10 +59,11 @@ _TYPE2_COPIED = (
 
 
 def _source_files(source: Any) -> list[Path]:
-    """File list in slice order from a path list, a Volume or its ``metadata["dicom"]``."""
+    """File list in slice order from a path list, a Volume (its ``metadata["dicom"]``, a
+    DicomReference) or a mapping with ``slice_files``."""
     if hasattr(source, "metadata") and hasattr(source, "source"):
-        meta = (source.metadata or {}).get("dicom") or {}
-        files = meta.get("slice_files") or source.source
+        ref = (source.metadata or {}).get("dicom")
+        files = getattr(ref, "slice_files", None) or source.source
     elif isinstance(source, Mapping):
         files = source.get("slice_files") or source.get("source")
     else:

@@ -31,6 +31,7 @@ from napari_tumorseg.errors import ReadError, first_line
 from napari_tumorseg.io.volume import Volume
 
 __all__ = [
+    "DicomReference",
     "DicomSeries",
     "DicomWarning",
     "scan_dicom",
@@ -69,11 +70,8 @@ _NON_IMAGE_SOP_PATTERNS = (
 # Series descriptions that mark a mask/ROI export (e.g. OsiriX "FLAIR_ROI").
 _MASK_TOKENS = {"roi", "rois", "mask", "masks", "seg", "segmentation", "label", "labels", "labelmap"}
 
-_UNCOMPRESSED = {
-    "1.2.840.10008.1.2": ("<", False),  # implicit VR little endian
-    "1.2.840.10008.1.2.1": ("<", True),  # explicit VR little endian
-    "1.2.840.10008.1.2.2": (">", True),  # explicit VR big endian (retired)
-}
+_PIXEL_DATA = 0x7FE00010
+_DEFER_BYTES = 4096  # values larger than this are not read while scanning
 
 _PARALLEL_MIN_FILES = 16
 _IO_THREADS = 4
@@ -125,22 +123,47 @@ class _FileInfo:
     slice_thickness: float | None
     mask_hint: bool
     slices: list[_Slice]
-    meta: dict[str, Any]
-    pixel_offset: int | None = None  # byte offset of the Pixel Data element header
+    pixel_offset: int | None = None  # byte offset of native Pixel Data's value in the file
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DicomReference:
+    """What an export needs to reference a loaded series (DICOM-SEG), in slice order.
+
+    Carried on the Volume and its layers as ``metadata["dicom"]``. It holds no patient
+    identifiers (no name, ID, birth date, study date): the SEG writer copies those from
+    the source files themselves. Its repr shows no UIDs or paths, so a log line or a
+    printed layer never leaks them.
+    """
+
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    sop_class_uid: str
+    sop_instance_uids: tuple[str, ...]
+    slice_files: tuple[str, ...]
+    frame_numbers: tuple[int | None, ...] | None  # 1-based, multi-frame sources only
+    modality: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+
+    def __repr__(self) -> str:
+        return f"DicomReference({self.modality or 'DICOM'}, {len(self.slice_files)} slices)"
 
 
 @dataclass
 class DicomSeries:
     """One image series (or one consistent stack of it) found by :func:`scan_dicom`."""
 
-    series_uid: str
-    study_uid: str
-    frame_of_reference_uid: str
+    # UIDs and file paths stay out of the repr: a printed series must not identify anyone.
+    series_uid: str = field(repr=False)
+    study_uid: str = field(repr=False)
+    frame_of_reference_uid: str = field(repr=False)
     description: str
     modality: str
     series_number: int | None
-    files: list[Path]
+    files: list[Path] = field(repr=False)
     n_slices: int
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
@@ -288,98 +311,18 @@ def _sop_class_name(uid: str) -> str:
         return uid
 
 
-# Tags read from every file. pydicom converts an element on each access through
-# several layers (~50 us each on this machine), which made the header scan slower
-# than a naive full read; these plain values are decoded straight from the raw bytes.
-_TAGS: dict[str, tuple[int, str]] = {
-    "SpecificCharacterSet": (0x00080005, "text"),
-    "ImageType": (0x00080008, "text"),
-    "SOPClassUID": (0x00080016, "text"),
-    "SOPInstanceUID": (0x00080018, "text"),
-    "StudyDate": (0x00080020, "text"),
-    "SeriesDate": (0x00080021, "text"),
-    "StudyTime": (0x00080030, "text"),
-    "SeriesTime": (0x00080031, "text"),
-    "AccessionNumber": (0x00080050, "text"),
-    "Modality": (0x00080060, "text"),
-    "Manufacturer": (0x00080070, "text"),
-    "ReferringPhysicianName": (0x00080090, "text"),
-    "StudyDescription": (0x00081030, "text"),
-    "SeriesDescription": (0x0008103E, "text"),
-    "ManufacturerModelName": (0x00081090, "text"),
-    "PatientName": (0x00100010, "text"),
-    "PatientID": (0x00100020, "text"),
-    "PatientBirthDate": (0x00100030, "text"),
-    "PatientSex": (0x00100040, "text"),
-    "BodyPartExamined": (0x00180015, "text"),
-    "SliceThickness": (0x00180050, "text"),
-    "EchoTime": (0x00180081, "text"),
-    "EchoNumbers": (0x00180086, "text"),
-    "MagneticFieldStrength": (0x00180087, "text"),
-    "SpacingBetweenSlices": (0x00180088, "text"),
-    "TriggerTime": (0x00181060, "text"),
-    "PatientPosition": (0x00185100, "text"),
-    "DiffusionBValue": (0x00189087, "float64"),
-    "StudyInstanceUID": (0x0020000D, "text"),
-    "SeriesInstanceUID": (0x0020000E, "text"),
-    "StudyID": (0x00200010, "text"),
-    "SeriesNumber": (0x00200011, "text"),
-    "AcquisitionNumber": (0x00200012, "text"),
-    "InstanceNumber": (0x00200013, "text"),
-    "ImagePositionPatient": (0x00200032, "text"),
-    "ImageOrientationPatient": (0x00200037, "text"),
-    "FrameOfReferenceUID": (0x00200052, "text"),
-    "TemporalPositionIdentifier": (0x00200100, "text"),
-    "SamplesPerPixel": (0x00280002, "us"),
-    "PhotometricInterpretation": (0x00280004, "text"),
-    "NumberOfFrames": (0x00280008, "text"),
-    "Rows": (0x00280010, "us"),
-    "Columns": (0x00280011, "us"),
-    "PixelSpacing": (0x00280030, "text"),
-    "BitsAllocated": (0x00280100, "us"),
-    "BitsStored": (0x00280101, "us"),
-    "PixelRepresentation": (0x00280103, "us"),
-    "RescaleIntercept": (0x00281052, "text"),
-    "RescaleSlope": (0x00281053, "text"),
-    "ImagerPixelSpacing": (0x00181164, "text"),
-}
-
-_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1",
-           "ISO_IR 192": "utf-8", "ISO_IR 101": "iso8859_2", "ISO_IR 144": "iso8859_5",
-           "ISO_IR 126": "iso8859_7", "ISO_IR 148": "iso8859_9"}
-
-
 class _Fields:
-    """Plain header values (str / int / float) from a pydicom Dataset, fast."""
+    """Header values as plain str / int / float, decoded by pydicom (character set, VR,
+    byte order); a value pydicom cannot decode reads as absent."""
 
     def __init__(self, ds) -> None:
         self.ds = ds
-        self.elems = getattr(ds, "_dict", None)
-        self.codec = "latin-1"
-        charset = self.text("SpecificCharacterSet").split("\\")
-        codec = _CODECS.get(charset[-1].strip()) if len(charset) == 1 else None
-        self.codec = codec or ""  # "" -> let pydicom decode (ISO 2022 and others)
-
-    def _elem(self, tag: int):
-        if self.elems is not None:
-            return self.elems.get(tag)
-        return self.ds.get_item(tag) if tag in self.ds else None
 
     def text(self, keyword: str) -> str:
-        tag, kind = _TAGS[keyword]
-        elem = self._elem(tag)
-        if elem is None:
+        try:
+            value = self.ds.get(keyword)
+        except Exception:  # noqa: BLE001 - one malformed value must not cost the file
             return ""
-        value = elem.value
-        if isinstance(value, bytes) and kind == "text":
-            try:
-                if not self.codec:
-                    raise UnicodeDecodeError("x", b"", 0, 1, "charset")
-                return value.decode(self.codec).strip("\x00 ")
-            except UnicodeDecodeError:
-                value = self.ds[tag].value
-        elif isinstance(value, bytes):
-            value = self.ds[tag].value  # binary VR: pydicom knows the byte order
         if value is None:
             return ""
         if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -387,18 +330,6 @@ class _Fields:
         return str(value).strip()
 
     def int(self, keyword: str) -> int | None:
-        tag, kind = _TAGS[keyword]
-        if kind == "us":
-            elem = self._elem(tag)
-            if elem is None:
-                return None
-            v = elem.value
-            if isinstance(v, bytes):
-                if len(v) < 2:
-                    return None
-                little = getattr(elem, "is_little_endian", True)
-                return int.from_bytes(v[:2], "little" if little in (True, None) else "big")
-            return _int(v)
         t = self.text(keyword)
         try:
             return int(t) if t else None
@@ -420,21 +351,22 @@ def _read_header(path: Path) -> _FileInfo | str:
 
     try:
         with open(path, "rb") as fh:
-            # force: the caller already chose this file (preamble, suffix or by name)
-            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
-            # pydicom leaves the file at the Pixel Data tag: remember it so the load
-            # reads the pixels directly instead of parsing the header again.
-            offset = fh.tell()
+            # force: the caller already chose this file (preamble, suffix or by name).
+            # Large values (the pixels) are deferred: pydicom records where they start,
+            # so the load decodes them without parsing the header again.
+            ds = pydicom.dcmread(fh, defer_size=_DEFER_BYTES, force=True)
         size = path.stat().st_size
     except Exception as err:
         return f"unreadable ({first_line(err)}): {path.name}"
     try:
-        return _info_from_dataset(path, ds, offset, size)
+        return _info_from_dataset(path, ds, size)
     except Exception as err:  # a header that parses but whose values are garbage
         return f"unreadable ({first_line(err)}): {path.name}"
 
 
-def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | str:
+def _info_from_dataset(path: Path, ds, size: int) -> _FileInfo | str:
+    from pydicom.uid import UID
+
     h = _Fields(ds)
     meta_ds = getattr(ds, "file_meta", None)
     sop_class = h.text("SOPClassUID") or _str(getattr(meta_ds, "MediaStorageSOPClassUID", None))
@@ -455,15 +387,17 @@ def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | st
 
     # A file cut off inside its pixel data: caught here so it becomes a note rather
     # than a failed load later.
-    available = size - offset
-    if ts in _UNCOMPRESSED and bits_alloc % 8 == 0:
-        head_len = 12 if _UNCOMPRESSED[ts][1] else 8
-        expected = rows * cols * n_frames * spp * bits_alloc // 8
-        if available < head_len + expected:
-            return (f"truncated ({max(available - head_len, 0)} of {expected} bytes of "
-                    f"pixel data): {path.name}")
-    elif available < 8:
+    pixels = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
+    if pixels is None:
         return f"no pixel data: {path.name}"
+    offset = getattr(pixels, "value_tell", None)
+    if UID(ts).is_deflated:
+        offset = None  # a position in the inflated stream, not in the file: pydicom reads it
+    elif offset is not None and not UID(ts).is_compressed and bits_alloc % 8 == 0:
+        expected = rows * cols * n_frames * spp * bits_alloc // 8
+        available = min(size - offset, pixels.length)
+        if available < expected:
+            return f"truncated ({max(available, 0)} of {expected} bytes of pixel data): {path.name}"
 
     description = h.text("SeriesDescription")
     modality = h.text("Modality")
@@ -482,26 +416,6 @@ def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | st
         if thick is None:
             thick = _float(_frame_attr(None, shared, "PixelMeasuresSequence", "SliceThickness"))
 
-    meta = {
-        "patient_id": h.text("PatientID"),
-        "patient_name": h.text("PatientName"),
-        "patient_birth_date": h.text("PatientBirthDate"),
-        "patient_sex": h.text("PatientSex"),
-        "study_date": h.text("StudyDate"),
-        "study_time": h.text("StudyTime"),
-        "study_id": h.text("StudyID"),
-        "study_description": h.text("StudyDescription"),
-        "accession_number": h.text("AccessionNumber"),
-        "referring_physician_name": h.text("ReferringPhysicianName"),
-        "series_date": h.text("SeriesDate"),
-        "series_time": h.text("SeriesTime"),
-        "series_description": description,
-        "manufacturer": h.text("Manufacturer"),
-        "manufacturer_model_name": h.text("ManufacturerModelName"),
-        "body_part_examined": h.text("BodyPartExamined"),
-        "patient_position": h.text("PatientPosition"),
-        "magnetic_field_strength": h.num("MagneticFieldStrength"),
-    }
     return _FileInfo(
         path=path,
         series_uid=series_uid,
@@ -524,8 +438,7 @@ def _info_from_dataset(path: Path, ds, offset: int, size: int) -> _FileInfo | st
         slice_thickness=thick,
         mask_hint=mask_hint,
         slices=slices,
-        meta=meta,
-        pixel_offset=offset,
+        pixel_offset=offset if not UID(ts).is_compressed else None,
     )
 
 
@@ -860,75 +773,30 @@ def _attach_dropped(series: list[DicomSeries], dropped: list[tuple[Path, str]]) 
 # pixel data
 
 
-def _raw_frames(info: _FileInfo) -> np.ndarray | None:
-    """All frames of an uncompressed file, read straight from the Pixel Data offset
-    found during the scan. The element header there is checked (tag, VR, length) so
-    anything unexpected falls back to pydicom."""
-    if info.transfer_syntax not in _UNCOMPRESSED or info.bits_allocated not in (8, 16, 32):
-        return None
-    if info.samples_per_pixel != 1 or info.pixel_offset is None:
-        return None
-    endian, explicit = _UNCOMPRESSED[info.transfer_syntax]
-    nbytes = info.rows * info.cols * info.n_frames * info.bits_allocated // 8
-    head_len = 12 if explicit else 8
-    tag = b"\xe0\x7f\x10\x00" if endian == "<" else b"\x7f\xe0\x00\x10"
-    kind = "i" if info.pixel_representation == 1 else "u"
-    dtype = np.dtype(f"{endian}{kind}{info.bits_allocated // 8}")
-    try:
-        with open(info.path, "rb") as fh:
-            fh.seek(info.pixel_offset)
-            head = fh.read(head_len)
-            if len(head) != head_len or head[:4] != tag:
-                return None
-            if explicit and head[4:6] not in (b"OW", b"OB"):
-                return None
-            length = int.from_bytes(head[-4:], "little" if endian == "<" else "big")
-            if length not in (nbytes, nbytes + 1):
-                return None
-            arr = np.fromfile(fh, dtype=dtype, count=nbytes // dtype.itemsize)
-    except OSError:
-        return None
-    if arr.size * arr.itemsize != nbytes:
-        return None
-    if endian == ">":
-        arr = arr.astype(dtype.newbyteorder("="))
-    return arr.reshape(info.n_frames, info.rows, info.cols)
-
-
-def _pydicom_frames(info: _FileInfo) -> np.ndarray:
+def _file_frames(info: _FileInfo) -> np.ndarray:
+    """All frames of one file, decoded by pydicom (byte order, BitsStored, any transfer
+    syntax it has a decoder for). Native pixels are decoded from the offset the scan
+    recorded, so the header is not parsed a second time."""
     import pydicom
+    from pydicom.pixels import get_decoder
 
     try:
-        ds = pydicom.dcmread(info.path, force=not is_dicom_file(info.path))
-        arr = ds.pixel_array
+        if info.pixel_offset is not None and info.samples_per_pixel == 1:
+            with open(info.path, "rb") as fh:
+                fh.seek(info.pixel_offset)
+                arr, _ = get_decoder(info.transfer_syntax).as_array(
+                    fh, rows=info.rows, columns=info.cols, number_of_frames=info.n_frames,
+                    samples_per_pixel=1, bits_allocated=info.bits_allocated,
+                    bits_stored=info.bits_stored, pixel_representation=info.pixel_representation,
+                    photometric_interpretation=info.photometric, pixel_keyword="PixelData")
+        else:
+            arr = pydicom.dcmread(info.path, force=True).pixel_array
     except Exception as err:
         raise ReadError(f"cannot read pixel data of {info.path.name}: {first_line(err)}") from err
     if info.samples_per_pixel > 1:
         # An RGB-stored scan (secondary capture); the volume model is single-channel.
         arr = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    if info.n_frames == 1 and arr.ndim == 2:
-        arr = arr[None]
     return arr.reshape(info.n_frames, info.rows, info.cols)
-
-
-def _fix_unused_bits(arr: np.ndarray, info: _FileInfo) -> np.ndarray:
-    """Clear (or sign-extend) the bits above BitsStored, which the standard says
-    carry no meaning (PS3.5 8.1.1)."""
-    if arr.dtype.kind not in "iu" or info.bits_stored >= arr.dtype.itemsize * 8:
-        return arr
-    shift = arr.dtype.itemsize * 8 - info.bits_stored
-    if not arr.flags.writeable:
-        arr = arr.copy()
-    np.left_shift(arr, shift, out=arr)
-    np.right_shift(arr, shift, out=arr)
-    return arr
-
-
-def _file_frames(info: _FileInfo) -> np.ndarray:
-    arr = _raw_frames(info)
-    if arr is None:
-        arr = _pydicom_frames(info)
-    return _fix_unused_bits(arr, info)
 
 
 def _stored_range(info: _FileInfo) -> tuple[float, float]:
@@ -1076,37 +944,21 @@ def _affine(series: DicomSeries, slices: list[_Slice]) -> np.ndarray:
     return lps_to_ras @ a
 
 
-def _dicom_metadata(series: DicomSeries, slices: list[_Slice], info: _FileInfo) -> dict[str, Any]:
-    """Everything a DICOM-SEG export referencing this series needs, in slice order."""
+def _dicom_metadata(series: DicomSeries, slices: list[_Slice], info: _FileInfo) -> "DicomReference":
     multi = any(s.frame is not None for s in slices)
-    return {
-        "study_uid": series.study_uid,
-        "series_uid": series.series_uid,
-        "frame_of_reference_uid": series.frame_of_reference_uid,
-        "sop_class_uid": info.sop_class_uid,
-        "sop_instance_uids": [s.sop_instance_uid for s in slices],
-        "slice_files": [str(s.path) for s in slices],
+    return DicomReference(
+        study_uid=series.study_uid,
+        series_uid=series.series_uid,
+        frame_of_reference_uid=series.frame_of_reference_uid,
+        sop_class_uid=info.sop_class_uid,
+        sop_instance_uids=tuple(s.sop_instance_uid for s in slices),
+        slice_files=tuple(str(s.path) for s in slices),
         # 1-based frame numbers, as DICOM's ReferencedFrameNumber wants them.
-        "frame_numbers": [None if s.frame is None else s.frame + 1 for s in slices] if multi else None,
-        "instance_numbers": [s.instance_number for s in slices],
-        "image_orientation": list(slices[0].orientation) if slices[0].orientation else None,
-        "image_positions": [list(s.position) if s.position else None for s in slices],
-        "pixel_spacing": list(slices[0].pixel_spacing) if slices[0].pixel_spacing else None,
-        "slice_thickness": info.slice_thickness,
-        "spacing_between_slices": info.spacing_between_slices,
-        "rows": info.rows,
-        "columns": info.cols,
-        "rescale_slopes": [s.slope for s in slices],
-        "rescale_intercepts": [s.intercept for s in slices],
-        "bits_stored": info.bits_stored,
-        "photometric_interpretation": info.photometric,
-        "transfer_syntax_uid": info.transfer_syntax,
-        "series_number": series.series_number,
-        "series_description": info.description,
-        "modality": series.modality,
-        "is_mask": series.is_mask,
-        **{k: v for k, v in info.meta.items() if k != "series_description"},
-    }
+        frame_numbers=tuple(None if s.frame is None else s.frame + 1 for s in slices) if multi else None,
+        modality=series.modality,
+        series_number=series.series_number,
+        series_description=info.description,
+    )
 
 
 def read_dicom(path: str | os.PathLike) -> list[Volume]:

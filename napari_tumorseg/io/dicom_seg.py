@@ -94,7 +94,7 @@ def read_dicom_seg_volume(path: str | os.PathLike) -> Volume:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the source's own load notes are not the SEG's
             ref = load_dicom_series(source)
-        files = ref.metadata["dicom"]["slice_files"]
+        files = ref.metadata["dicom"].slice_files
         labels = read_dicom_seg(path, files)
         return Volume(
             data=labels,

@@ -73,14 +73,15 @@ def test_brainix_series_geometry(brainix, name, desc, rows, pixel):
 def test_brainix_slices_sorted_along_normal_and_match_files(brainix):
     s, vol, _ = _load_one(brainix / "FLAIR")
     meta = vol.metadata["dicom"]
-    normal = _normal(meta["image_orientation"])
-    d = np.array([np.dot(p, normal) for p in meta["image_positions"]])
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in meta.slice_files]
+    normal = _normal([float(v) for v in headers[0].ImageOrientationPatient])
+    d = np.array([np.dot(np.asarray(h.ImagePositionPatient, float), normal) for h in headers])
     assert np.all(np.diff(d) > 5.9)
     # InstanceNumber 1 is the highest slice here: position order reverses it.
-    assert meta["instance_numbers"][0] == 22 and meta["instance_numbers"][-1] == 1
+    assert headers[0].InstanceNumber == 22 and headers[-1].InstanceNumber == 1
     for z in (0, 7, 21):
         ds = pydicom.dcmread(vol.source[z])
-        assert ds.SOPInstanceUID == meta["sop_instance_uids"][z]
+        assert ds.SOPInstanceUID == meta.sop_instance_uids[z]
         np.testing.assert_array_equal(vol.data[z], ds.pixel_array)
         # The affine takes the voxel (z, 0, 0) to that file's position, in RAS.
         corner = vol.affine @ np.array([z, 0, 0, 1.0])
@@ -102,23 +103,26 @@ def test_brainix_roi_is_a_mask_on_the_flair_grid(brainix):
     # the tumour lies in the bright FLAIR region
     assert flair.data[roi.data == 1].mean() > 2 * flair.data[flair.data > 0].mean()
     for key in ("frame_of_reference_uid", "study_uid"):
-        assert roi.metadata["dicom"][key] == flair.metadata["dicom"][key]
+        assert getattr(roi.metadata["dicom"], key) == getattr(flair.metadata["dicom"], key)
 
 
 def test_metadata_carries_what_a_seg_export_needs(brainix):
     _, vol, _ = _load_one(brainix / "FLAIR")
     m = vol.metadata["dicom"]
     first = pydicom.dcmread(vol.source[0], stop_before_pixels=True)
-    assert m["study_uid"] == first.StudyInstanceUID
-    assert m["series_uid"] == first.SeriesInstanceUID
-    assert m["frame_of_reference_uid"] == first.FrameOfReferenceUID
-    assert m["sop_class_uid"] == first.SOPClassUID
-    assert len(m["sop_instance_uids"]) == 22 == len(set(m["sop_instance_uids"]))
-    assert len(m["image_orientation"]) == 6 and len(m["image_positions"]) == 22
-    assert m["pixel_spacing"] == pytest.approx([0.79861110448837] * 2)
-    assert m["patient_id"] == first.PatientID and m["patient_name"] == "BRAINIX"
-    assert m["study_date"] == "20061201" and m["series_number"] == 401
-    assert m["manufacturer"] == "Philips Medical Systems" and m["modality"] == "MR"
+    assert m.study_uid == first.StudyInstanceUID
+    assert m.series_uid == first.SeriesInstanceUID
+    assert m.frame_of_reference_uid == first.FrameOfReferenceUID
+    assert m.sop_class_uid == first.SOPClassUID
+    assert len(m.sop_instance_uids) == 22 == len(set(m.sop_instance_uids)) == len(m.slice_files)
+    assert m.series_number == 401 and m.modality == "MR" and m.frame_numbers is None
+    # Nothing that identifies the patient is carried, and nothing identifying is printed.
+    assert set(vars(m)) == {"study_uid", "series_uid", "frame_of_reference_uid", "sop_class_uid",
+                            "sop_instance_uids", "slice_files", "frame_numbers", "modality",
+                            "series_number", "series_description"}
+    assert str(first.PatientName) not in {str(v) for v in vars(m).values()}
+    assert first.StudyInstanceUID not in repr(m) and "dcm" not in repr(m)
+    assert first.SeriesInstanceUID not in repr(_load_one(brainix / "FLAIR")[0])
     assert vol.metadata["warnings"] == []
 
 
@@ -133,7 +137,7 @@ def test_shuffled_random_names_load_identically(brainix, tmp_path):
     _, vol, _ = _load_one(tmp_path)
     np.testing.assert_array_equal(vol.data, ref.data)
     np.testing.assert_array_equal(vol.affine, ref.affine)
-    assert vol.metadata["dicom"]["sop_instance_uids"] == ref.metadata["dicom"]["sop_instance_uids"]
+    assert vol.metadata["dicom"].sop_instance_uids == ref.metadata["dicom"].sop_instance_uids
 
 
 def test_two_series_in_one_folder_are_never_mixed(brainix, tmp_path):
@@ -148,7 +152,7 @@ def test_two_series_in_one_folder_are_never_mixed(brainix, tmp_path):
     vols = read_dicom(tmp_path)
     assert [v.data.shape for v in vols] == [(22, 512, 512), (22, 288, 288)]
     for v, name in zip(vols, ("T2", "FLAIR")):
-        assert {uids[u] for u in v.metadata["dicom"]["sop_instance_uids"]} == {name}
+        assert {uids[u] for u in v.metadata["dicom"].sop_instance_uids} == {name}
 
 
 def test_duplicate_copies_are_one_series_not_two_stacks(brainix, tmp_path):
@@ -306,10 +310,12 @@ def test_dicomdirtests_ordering_gaps_and_splits(dicomdirtests):
         warnings.simplefilter("error", DicomWarning)  # a clean series warns nothing
         vol = load_dicom_series(ct)
     m = vol.metadata["dicom"]
-    assert m["instance_numbers"] == [10, 9, 8, 7, 6]
-    assert [p[2] for p in m["image_positions"]] == pytest.approx([-1.2375, 1.2625, 3.7625, 6.2625, 8.7625])
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in m.slice_files]
+    assert [h.InstanceNumber for h in headers] == [10, 9, 8, 7, 6]
+    assert [float(h.ImagePositionPatient[2]) for h in headers] == pytest.approx(
+        [-1.2375, 1.2625, 3.7625, 6.2625, 8.7625])
     assert ct.spacing[0] == pytest.approx(2.5)
-    for z, f in enumerate(m["slice_files"]):
+    for z, f in enumerate(m.slice_files):
         ds = pydicom.dcmread(f)
         np.testing.assert_array_equal(vol.data[z], apply_modality_lut(ds.pixel_array, ds))
     # CT2: slice 18 is 202 mm away from 180-182: loads, with a gap warning
@@ -382,5 +388,23 @@ def test_multiframe_enhanced_mr_loads_like_the_single_frame_series(brainix, tmp_
     np.testing.assert_allclose(vol.affine, ref.affine, atol=1e-4)
     assert vol.spacing == pytest.approx(ref.spacing)
     assert vol.source == [str(path)]
-    frames_used = vol.metadata["dicom"]["frame_numbers"]
+    frames_used = vol.metadata["dicom"].frame_numbers
     assert sorted(frames_used) == list(range(1, 23)) and frames_used != list(range(1, 23))
+
+
+def test_deflated_explicit_vr_series_loads_like_its_source(brainix, tmp_path):
+    """A valid Deflated Explicit VR Little Endian series (written by pydicom) loads with the
+    same pixels and geometry as the uncompressed original."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    for f in sorted((brainix / "FLAIR").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(tmp_path / f.name, enforce_file_format=True)
+    assert pydicom.dcmread(next(tmp_path.glob("*.dcm"))).file_meta.TransferSyntaxUID.is_deflated
+    (series,), notes = scan_dicom(tmp_path)
+    assert notes == [] and series.n_slices == 22
+    vol = load_dicom_series(series)
+    _, ref, _ = _load_one(brainix / "FLAIR")
+    np.testing.assert_array_equal(vol.data, ref.data)
+    np.testing.assert_allclose(vol.affine, ref.affine)

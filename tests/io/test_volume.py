@@ -34,5 +34,5 @@ def test_layer_metadata_round_trips_to_a_volume(shared_data):
     back = volume_from_layer(data, kwargs["metadata"], kwargs["scale"], kwargs["name"], kind)
     np.testing.assert_allclose(back.affine, roi.affine)
     assert back.spacing == roi.spacing and back.source == roi.source
-    assert back.metadata["dicom"]["series_uid"] == roi.metadata["dicom"]["series_uid"]
+    assert back.metadata["dicom"].series_uid == roi.metadata["dicom"].series_uid
     np.testing.assert_allclose(back.translate(), roi.translate())

@@ -114,7 +114,7 @@ def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, sha
     seg = pydicom.dcmread(out)
     assert seg.Modality == "SEG"
     refs = {r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence}
-    assert flair.metadata["dicom"]["series_uid"] in refs
+    assert flair.metadata["dicom"].series_uid in refs
     mtime = out.stat().st_mtime_ns
     assert correct.export() == []  # refused: exists and overwrite is off
     assert out.stat().st_mtime_ns == mtime
