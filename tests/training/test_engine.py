@@ -32,7 +32,8 @@ def events_of(cfg, cancel=None):
 def test_tiny_unet_overfits_eight_coco_images(shared_data, tmp_path):
     cfg = TrainConfig(model="unet", data=shared_data / "coco_ravirawal/train", out_dir=str(tmp_path),
                       epochs=20, batch_size=4, lr=3e-3, size=64, model_config={"width": 8},
-                      max_train_items=8, val_fraction=0, augmentation=False, scheduler="none")
+                      max_train_items=8, val_fraction=0, augmentation=False, scheduler="none",
+                      recipe="paper")
     evs, by = events_of(cfg)
     assert isinstance(evs[-1], DoneEvent), evs[-1]
     epochs = by[EpochEvent]
@@ -48,7 +49,7 @@ def short_run(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = TrainConfig(model="unet", data=shared_data / "coco_ravirawal", out_dir=str(out),
                       epochs=2, batch_size=4, size=48, tiny=True, max_train_items=6,
-                      max_val_items=4, seed=3)
+                      max_val_items=4, seed=3, recipe="paper")
     evs, by = events_of(cfg)
     return cfg, out, evs, by
 

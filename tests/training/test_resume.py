@@ -35,10 +35,13 @@ def test_cancel_then_resume_equals_uninterrupted(shared_data, tmp_path, uninterr
     """3: mid-epoch 1; 2: after the last step of epoch 0, i.e. during its validation;
     0: before the first step."""
     full, full_steps = uninterrupted
-    flag = {"n": 0}
+    flag = {"n": 0, "started": False}
     first = []
-    for ev in train(config(shared_data, tmp_path), cancel=lambda: flag["n"] >= cancel_after):
+    # Armed at StartEvent: a cancel while the data load ends the run before any state exists.
+    cancel = lambda: flag["started"] and flag["n"] >= cancel_after  # noqa: E731
+    for ev in train(config(shared_data, tmp_path), cancel=cancel):
         first.append(ev)
+        flag["started"] = True
         if isinstance(ev, StepEvent):
             flag["n"] += 1
     cancelled = first[-1]
