@@ -131,3 +131,28 @@ def test_anterior_is_up_and_right_is_left_in_the_data(stored):
     back, src_affine = to_source_order(vol.data, vol)
     np.testing.assert_array_equal(back, np.asarray(nib.load(stored["RAS"][0]).dataobj).T)
     assert np.allclose(WORLD_FROM_RAS @ WORLD_FROM_RAS, np.eye(4))
+
+
+def test_oblique_brainix_sits_in_its_tilted_plane(make_napari_viewer, qtbot, shared_data, screenshot_dir):
+    """BRAINIX is tilted a few degrees: the residual rotation is napari's layer affine, the
+    ROI series lands on the FLAIR, and napari's 'non-orthogonal slicing' notice stays out."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_tumorseg.widgets.grid import layers_grid_reason
+    from napari_tumorseg.widgets.orientation import install_orientation_letters
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(900, 800)
+    overlay = install_orientation_letters(viewer)
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    flair = _open(viewer, shared_data / "dicom_brainix" / "FLAIR")
+    roi = _open(viewer, shared_data / "dicom_brainix" / "ROI")
+    assert not np.allclose(flair.affine.affine_matrix, np.eye(4))  # the tilt is applied
+    assert layers_grid_reason(roi, flair) == ""
+    viewer.dims.point = tuple(_lesion_world(roi))
+    viewer.reset_view()
+    qtbot.wait(100)
+    assert overlay.text() == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    assert not [n for n in seen if "orthogonal" in str(n.message)]
+    viewer.window.screenshot(str(screenshot_dir / "brainix_oblique.png"), flash=False)
