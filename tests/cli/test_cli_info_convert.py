@@ -138,7 +138,9 @@ def bad_inputs(shared_data, tmp_path):
     src = (shared_data / "brats2012_hg0015" / "BRATS_HG0015_T1.nii.gz").read_bytes()
     garbled = tmp_path / "garbled.nii.gz"
     garbled.write_bytes(src[: len(src) // 4])
-    return [shared_data / "coco_ravirawal" / "valid" / "_annotations.coco.json", empty, garbled, text]
+    not_coco = tmp_path / "settings.json"  # JSON, but not COCO (COCO files open as labels)
+    not_coco.write_text('{"images": "none"}')
+    return [not_coco, empty, garbled, text]
 
 
 def test_bad_input_exits_with_one_line(bad_inputs, tmp_path, capsys):
