@@ -571,9 +571,11 @@ class TrainWidget(QWidget):
             if title in self.viewer.layers:
                 self.viewer.layers[title].data = plane
             else:
+                from napari_tumorseg.widgets.grid import geometry_kwargs
+
+                # On the scan's grid, oblique residual included (io.orientation).
                 self.viewer.add_image(plane, name=title, colormap="magma", opacity=0.5, blending="additive",
-                                      scale=layer.scale[-3:], translate=layer.translate[-3:],
-                                      contrast_limits=(0, 1))
+                                      contrast_limits=(0, 1), **geometry_kwargs(layer))
         except Exception as err:  # a preview must never stop training
             show_warning(f"prediction preview skipped: {err}")
 
