@@ -9,8 +9,15 @@ classifier: validation accuracy) use :func:`napari_tumorseg.models.checkpoint.sa
 and carry, in ``extra``, the optimiser, scheduler, GradScaler and RNG states and the
 position in the run, so resuming continues exactly.
 
-Cancel granularity: ``cancel()`` is polled before every optimiser step and between
-validation batches. On cancel, ``last.pt`` is rewritten with the state *at that point*
+Recipe: unset options come from the model's paper preset or, on a CPU where the model
+has one, its CPU recipe (models.registry.Recipe: width, input size, loss, schedule, a time
+limit); ``recipe="paper"`` / ``"cpu"`` chooses. ``max_minutes`` (wall time from the call,
+data preparation included) ends the run after the epoch that passes it, keeping best.pt.
+On a CPU a step is estimated before the first one runs (a timed half-size forward); one
+over ``SLOW_STEP_S`` is announced in the StartEvent's warnings.
+
+Cancel granularity: ``cancel()`` is polled before every optimiser step, between
+validation batches and between cases while the data are prepared. On cancel, ``last.pt`` is rewritten with the state *at that point*
 (weights after the last completed step, optimiser, RNG, the running training-loss sums
 and the batch index). Every sample's order, augmentation and patch position derive from
 (seed, epoch, position), so resuming from that checkpoint replays the rest of the epoch
