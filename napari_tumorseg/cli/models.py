@@ -50,4 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     if args.name:
         print(f"\n{infos[0]['description']}")
+        if infos[0].get("cpu_recipe"):
+            print(f"CPU recipe (the default without CUDA; --recipe paper for the above): "
+                  f"{infos[0]['cpu_recipe']['note']}")
     return 0

@@ -71,3 +71,14 @@ def test_cli_bad_recipe_options_are_one_line(shared_data, tmp_path, small, capsy
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and words in err, err
     assert not (tmp_path / "o" / "last.pt").exists()
+
+
+def test_cli_models_shows_the_cpu_recipe(capsys):
+    import json
+
+    assert main(["models", "unet"]) == 0
+    assert "CPU recipe (the default without CUDA" in capsys.readouterr().out
+    assert main(["models", "--json"]) == 0
+    infos = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
+    assert infos["unet"]["cpu_recipe"]["model_config"] == {"width": 16}
+    assert infos["segformer"]["cpu_recipe"] is None
