@@ -8,8 +8,9 @@ same preprocessing, batching, cancel and progress semantics:
   slices per forward. A ``"progress"`` event follows every batch with the z indices just
   finished and their probability planes, already back on the source in-plane grid, so a
   viewer can show slices as they finish.
-* 3D models (GLIMS) run through :func:`~napari_tumorseg.inference.sliding_window.sliding_window_predict`
-  (MONAI, Gaussian blending, ``overlap`` 0.8 as in the paper); progress is counted in windows.
+* 3D models (GLIMS) run through :func:`~napari_tumorseg.inference.sliding_window.sliding_window_steps`
+  (MONAI's window splitter and mergers, Gaussian blending, ``overlap`` 0.8 as in the
+  paper) on the calling thread; progress is counted in windows.
 * The last event is ``"done"`` with the full probability map, or ``"cancelled"`` (with the
   slices finished so far) when ``cancel()`` turned true; cancel is polled before every batch
   (2D) or window batch (3D).
@@ -29,8 +30,6 @@ top and bottom slices of a skull-stripped BraTS volume) cannot show a tumour: wi
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -84,10 +83,6 @@ class PredictionEvent:
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 1.0
-
-
-class _Cancelled(Exception):
-    """Raised inside the sliding-window thread to stop at the next window batch."""
 
 
 # ----------------------------------------------------------------------------- predictor
@@ -429,7 +424,7 @@ def _iter_3d(
     window_batch: int,
     cancel: CancelFn | None,
 ) -> Iterator[PredictionEvent]:
-    from napari_tumorseg.inference.sliding_window import count_windows, sliding_window_predict
+    from napari_tumorseg.inference.sliding_window import count_windows, sliding_window_steps
     from napari_tumorseg.training.preprocessing import apply_preprocessing
 
     t0 = time.perf_counter()
@@ -444,41 +439,19 @@ def _iter_3d(
     total = count_windows(slab.shape[1:], roi, overlap)
     yield PredictionEvent("start", 0, total, "windows", message=predictor.describe())
 
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    result: dict[str, Any] = {}
-
-    def progress(done: int, tot: int) -> None:
-        events.put((done, tot))
-        if stop.is_set() or (cancel is not None and cancel()):
-            raise _Cancelled
-
-    def work() -> None:
-        try:
-            # Cancel is checked before the first window as well as after each batch.
-            if cancel is not None and cancel():
-                raise _Cancelled
-            result["prob"] = sliding_window_predict(
-                predictor.model, slab, roi, overlap=overlap, sw_batch_size=window_batch,
-                device=predictor.device, progress=progress, activation="none", amp=predictor.amp,
-            )
-        except BaseException as err:  # handed to the generator's thread
-            result["error"] = err
-        finally:
-            events.put(None)
-
-    worker = threading.Thread(target=work, name="tumorseg-sliding-window", daemon=True)
-    worker.start()
-    done = 0
+    steps = sliding_window_steps(predictor.model, slab, roi, overlap=overlap, sw_batch_size=window_batch,
+                                 device=predictor.device, activation="none", amp=predictor.amp)
+    done, logits = 0, None
     try:
-        while (msg := events.get()) is not None:
-            done = msg[0]
+        # Cancel is checked before the first window batch and after each one.
+        while not (cancel is not None and cancel()):
+            done, _, logits = next(steps)
+            if logits is not None:
+                break
             yield PredictionEvent("progress", done, total, "windows", elapsed_s=time.perf_counter() - t0)
     finally:
-        stop.set()  # the consumer may close the generator early: stop the thread too
-        worker.join()
-    err = result.get("error")
-    if isinstance(err, _Cancelled):
+        steps.close()  # a cancel, or a consumer that stops early, ends the windows here
+    if logits is None:
         out = np.zeros(_map_shape(predictor, czyx.shape[1:]), np.float32)
         yield PredictionEvent("cancelled", done, total, "windows", [], None, out, time.perf_counter() - t0,
                               f"cancelled after {done} of {total} windows")
@@ -486,7 +459,7 @@ def _iter_3d(
     if err is not None:
         raise err
     # Blended logits, activated once: the same activation as the 2D path.
-    prob = predictor.kind.activate(result["prob"][None])[0].numpy()  # (K, z, y, x)
+    prob = predictor.kind.activate(logits[None])[0].numpy()  # (K, z, y, x)
     if predictor.channel_names is None:
         prob = prob[0]
     out = np.zeros(_map_shape(predictor, czyx.shape[1:]), np.float32)
