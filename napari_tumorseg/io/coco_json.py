@@ -25,9 +25,10 @@ from napari_tumorseg.io.volume import Volume
 
 # A COCO file larger than this is not parsed just to decide whether to claim it.
 MAX_JSON_BYTES = 256 * 1024 * 1024
-# Slices of one stack held in memory at most (labels + images): a 640x640 export of
-# 2000 images is ~1.6 GB; the COCO dock converts such sets to files instead.
-MAX_STACK_SLICES = 2000
+# Pixels of one stack held in memory at most (images and labels each): 600 slices of
+# 640x640 (a Roboflow split) fit; larger sets belong to the COCO dock, which streams them
+# to mask files instead of holding them.
+MAX_STACK_PIXELS = 256 * 1024 * 1024
 
 
 def _parse(path: Path) -> dict | None:
@@ -81,37 +82,60 @@ def _own_export(path: Path, info: dict) -> Volume:
                   source=[str(path)], metadata=meta)
 
 
-def _dataset_stacks(path: Path) -> list[Volume]:
+def _groups(coco) -> dict[tuple[int, int], list[dict]]:
+    """Image records by (height, width), in the file's order."""
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for rec in coco.images.values():
+        groups.setdefault((int(rec["height"]), int(rec["width"])), []).append(rec)
+    return groups
+
+
+def dataset_entries(path: Path) -> list[tuple[dict, "callable"]]:
+    """(info, load) per stack of a Roboflow/Kaggle COCO file: described from the JSON alone,
+    pixels read only when loaded. Images first, then their labels, per image size."""
     from napari_tumorseg.coco.dataset import load_coco
-    from napari_tumorseg.coco.to_masks import _read_image, mask_dtype, rasterize
 
     coco = load_coco(path)
     if not coco.images:
         raise ReadError(f"{path.name}: a COCO file without images")
-    groups: dict[tuple[int, int], list[dict]] = {}
-    for rec in coco.images.values():
-        groups.setdefault((int(rec["height"]), int(rec["width"])), []).append(rec)
-    dtype = mask_dtype(coco.max_category_id)
-    volumes: list[Volume] = []
+    groups = _groups(coco)
+    out = []
     for (h, w), records in groups.items():
-        if len(records) > MAX_STACK_SLICES:
+        if len(records) * h * w > MAX_STACK_PIXELS:
             raise ReadError(
                 f"{path.name}: {len(records)} images of {w}x{h} are too many to open as one "
                 "stack; convert them with the COCO to masks dock"
             )
-        labels = np.zeros((len(records), h, w), dtype=dtype)
-        for z, rec in enumerate(records):
-            labels[z] = rasterize(coco.anns_by_image[rec["id"]], h, w, per_category=True, dtype=dtype)
         suffix = f" {w}x{h}" if len(groups) > 1 else ""
+        name = f"{path.parent.name}{suffix}"
         files = [str(coco.image_path(r)) for r in records]
-        images = _images(files, h, w, _read_image)
-        if images is not None:
-            volumes.append(Volume(data=images, name=f"{path.parent.name}{suffix}", kind="image",
-                                  source=files, metadata={"coco": {"path": str(path)}}))
-        volumes.append(Volume(data=labels, name=f"{path.parent.name}{suffix} (COCO)", kind="labels",
-                              source=[str(path)], metadata={"coco": {"path": str(path),
-                                                                      "files": files}}))
-    return volumes
+        info = {"name": name, "shape": [len(records), h, w], "spacing": [1.0, 1.0, 1.0],
+                "modality": "", "n_files": len(files), "source": str(path)}
+        if all(Path(f).is_file() for f in files):
+            out.append(({**info, "kind": "image"}, lambda f=files, h=h, w=w, n=name: _image_stack(path, f, h, w, n)))
+        out.append(({**info, "name": f"{name} (COCO)", "kind": "labels", "n_files": 1},
+                    lambda c=coco, r=records, h=h, w=w, n=name, f=files: _label_stack(path, c, r, h, w, n, f)))
+    return out
+
+
+def _label_stack(path: Path, coco, records, h: int, w: int, name: str, files: list[str]) -> Volume:
+    from napari_tumorseg.coco.to_masks import mask_dtype, rasterize
+
+    dtype = mask_dtype(coco.max_category_id)
+    labels = np.zeros((len(records), h, w), dtype=dtype)
+    for z, rec in enumerate(records):
+        labels[z] = rasterize(coco.anns_by_image[rec["id"]], h, w, per_category=True, dtype=dtype)
+    return Volume(data=labels, name=f"{name} (COCO)", kind="labels", source=[str(path)],
+                  metadata={"coco": {"path": str(path), "files": files}})
+
+
+def _image_stack(path: Path, files: list[str], h: int, w: int, name: str) -> Volume:
+    from napari_tumorseg.coco.to_masks import _read_image
+
+    images = _images(files, h, w, _read_image)
+    if images is None:
+        raise ReadError(f"{path.name}: the images beside it are not all readable at {w}x{h}")
+    return Volume(data=images, name=name, kind="image", source=files, metadata={"coco": {"path": str(path)}})
 
 
 def _images(files: list[str], h: int, w: int, read) -> np.ndarray | None:
@@ -132,15 +156,28 @@ def _images(files: list[str], h: int, w: int, read) -> np.ndarray | None:
     return np.stack(planes)
 
 
-def read_coco_json(path: str | os.PathLike) -> list[Volume]:
-    """Volumes of a COCO file (see the module docstring)."""
+def is_own_export(data: dict) -> bool:
+    info = data.get("info") if isinstance(data.get("info"), dict) else {}
+    return isinstance(info.get("volume_shape"), list) and all(
+        isinstance(r, dict) and "slice_index" in r for r in data["images"])
+
+
+def coco_entries(path: str | os.PathLike) -> list[tuple[dict, "callable"]]:
+    """(info, load) for each volume of a COCO file, as io.readers lists them: an own export
+    is one labels volume (read now: a few polygons), a dataset is described from its JSON."""
     path = Path(path)
     data = _parse(path)
     if data is None:
         raise ReadError(f"{path.name}: not a COCO annotation file")
-    info = data.get("info") if isinstance(data.get("info"), dict) else {}
-    if isinstance(info.get("volume_shape"), list) and all(
-        isinstance(r, dict) and "slice_index" in r for r in data["images"]
-    ):
-        return [_own_export(path, info)]
-    return _dataset_stacks(path)
+    if is_own_export(data):
+        vol = _own_export(path, data["info"])
+        info = {"name": vol.name, "kind": "labels", "shape": [int(s) for s in vol.spatial_shape],
+                "spacing": [float(s) for s in vol.spacing], "modality": "", "n_files": 1,
+                "source": str(path)}
+        return [(info, lambda: vol)]
+    return dataset_entries(path)
+
+
+def read_coco_json(path: str | os.PathLike) -> list[Volume]:
+    """Volumes of a COCO file (see the module docstring)."""
+    return [load() for _, load in coco_entries(path)]

@@ -307,9 +307,9 @@ def _entries(path: str | Path) -> list[Entry]:
     if kind == "image":
         return _image_entries(_images.plan_file(path))
     if kind == "coco":
-        from napari_tumorseg.io.coco_json import read_coco_json
+        from napari_tumorseg.io.coco_json import coco_entries
 
-        return [Entry(_volume_info(v, 1, str(path)), lambda v=v: v) for v in read_coco_json(path)]
+        return [Entry(info, load) for info, load in coco_entries(path)]
     out: list[Entry] = []
     for build in _folder_plan(path, depth=0):
         out.extend(build())

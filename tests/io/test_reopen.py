@@ -41,6 +41,11 @@ def flair_ras(shared_data, tmp_path_factory):
     return path, flair, truth.data
 
 
+def _series_uid(volume) -> str:
+    ref = volume.metadata["dicom"]  # a DicomReference (or, before it, a plain dict)
+    return ref.series_uid if hasattr(ref, "series_uid") else ref["series_uid"]
+
+
 def _one(path):
     vols = read_path(path)
     assert len(vols) == 1, [v.name for v in vols]
@@ -88,7 +93,7 @@ def test_dicom_seg_opens_through_the_reader_on_the_source_grid(brainix):
     np.testing.assert_array_equal(back.data, roi)
     assert check_same_grid(back, flair) == ""
     # Found its source series, so it can be exported as DICOM-SEG again.
-    assert back.metadata["dicom"]["series_uid"] == flair.metadata["dicom"]["series_uid"]
+    assert _series_uid(back) == _series_uid(flair)
 
 
 def test_dicom_seg_alone_still_lands_in_place(brainix, tmp_path):
