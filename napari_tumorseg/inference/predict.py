@@ -456,8 +456,7 @@ def _iter_3d(
         yield PredictionEvent("cancelled", done, total, "windows", [], None, out, time.perf_counter() - t0,
                               f"cancelled after {done} of {total} windows")
         return
-    if err is not None:
-        raise err
+    yield PredictionEvent("progress", total, total, "windows", elapsed_s=time.perf_counter() - t0)
     # Blended logits, activated once: the same activation as the 2D path.
     prob = predictor.kind.activate(logits[None])[0].numpy()  # (K, z, y, x)
     if predictor.channel_names is None:
