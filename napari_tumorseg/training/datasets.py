@@ -165,27 +165,58 @@ def _coco_refs(json_path: Path, split: str | None) -> list[CaseRef]:
     return refs
 
 
+# Pair names, written and read here only. An image ``X.<ext>`` has its mask ``X_mask.<ext>``.
+# LGG slices are ``<volume>_<n>`` (one file a slice of volume <volume>); the pairs that
+# "add to training set" writes are ``<scan>_case<nnn>`` (one file a whole case).
+MASK_SUFFIX = "_mask"
+_SLICE_STEM = re.compile(r"^(?P<volume>.*)_(?P<index>\d+)$")
+_CASE_STEM = re.compile(r"^(?P<scan>.*)_case(?P<n>\d{3,})$")
+
+
+def pair_stem(scan: str, n: int) -> str:
+    """The file stem of the ``n``-th training pair added for ``scan`` (a safe file name)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", scan).strip("._") or "case"
+    return f"{safe}_case{int(n):03d}"
+
+
+def next_pair_paths(folder: Path, scan: str, suffix: str = ".tif") -> tuple[Path, Path]:
+    """(image, mask) paths for a new pair of ``scan`` in ``folder``, numbered after every
+    pair already there, so an earlier pair is never replaced."""
+    folder = Path(folder)
+    taken = {int(m.group("n")) for p in folder.glob(f"{pair_stem(scan, 0)[:-3]}*")
+             if (m := _CASE_STEM.match(p.stem.removesuffix(MASK_SUFFIX)))}
+    stem = pair_stem(scan, max(taken, default=0) + 1)
+    return folder / f"{stem}{suffix}", folder / f"{stem}{MASK_SUFFIX}{suffix}"
+
+
+def _volume_and_case(image: Path) -> tuple[str, str]:
+    """(volume key, case id) of a pair's image: added cases stand alone under their scan's
+    case id; LGG slices ``P_<n>`` join volume ``P``."""
+    stem = image.stem
+    if m := _CASE_STEM.match(stem):
+        return stem, case_id_from_name(m.group("scan"))
+    m = _SLICE_STEM.match(stem)
+    volume = m.group("volume") if m else stem
+    # LGG patient folders carry the acquisition date; the patient is TCGA_<inst>_<id>.
+    lgg = re.match(r"^(TCGA_[A-Z0-9]+_[A-Z0-9]+)", volume)
+    return volume, lgg.group(1) if lgg else case_id_from_name(volume)
+
+
 def _pair_refs(folder: Path, split: str | None) -> list[CaseRef]:
-    """``X.tif`` + ``X_mask.tif`` pairs (recursively); slices ``P_<n>`` form volume ``P``."""
-    groups: dict[tuple[Path, str], list[tuple[Path, Path]]] = {}
-    for mask in sorted(folder.rglob("*_mask.*")):
+    """``X.tif`` + ``X_mask.tif`` pairs (recursively), grouped by :func:`_volume_and_case`."""
+    groups: dict[tuple[Path, str, str], list[tuple[Path, Path]]] = {}
+    for mask in sorted(folder.rglob(f"*{MASK_SUFFIX}.*")):
         if mask.suffix.lower() not in _IMAGE_SUFFIXES:
             continue
-        image = mask.with_name(mask.stem[: -len("_mask")] + mask.suffix)
+        image = mask.with_name(mask.stem[: -len(MASK_SUFFIX)] + mask.suffix)
         if not image.is_file():
             _UNMATCHED.setdefault(folder, []).append(str(mask.relative_to(folder)))
             continue
-        stem = image.stem
-        m = re.match(r"^(.*)_(\d+)$", stem)
-        key = (image.parent, m.group(1)) if m else (image.parent, stem)
-        groups.setdefault(key, []).append((image, mask))
+        volume, case_id = _volume_and_case(image)
+        groups.setdefault((image.parent, volume, case_id), []).append((image, mask))
     refs = []
-    for key, pairs in groups.items():
+    for (_, case, case_id), pairs in groups.items():
         pairs.sort(key=lambda p: _natural_key(p[0].name))
-        case = key[1]
-        # LGG patient folders carry the acquisition date; the patient is TCGA_<inst>_<id>.
-        m = re.match(r"^(TCGA_[A-Z0-9]+_[A-Z0-9]+)", case)
-        case_id = m.group(1) if m else case_id_from_name(case)
 
         def load(pairs=pairs) -> CaseData:
             imgs, masks = [], []
@@ -214,7 +245,7 @@ def _image_mask_refs(folder: Path, split: str | None) -> list[CaseRef]:
     for ip in sorted(img_dir.iterdir(), key=lambda p: _natural_key(p.name)):
         if ip.suffix.lower() not in _IMAGE_SUFFIXES:
             continue
-        mp = masks.get(ip.stem) or masks.get(ip.stem + "_mask")
+        mp = masks.get(ip.stem) or masks.get(ip.stem + MASK_SUFFIX)
         if mp is None:
             unmatched.append(f"{img_dir.name}/{ip.name}")
             continue
@@ -359,7 +390,7 @@ def _class_folders(folder: Path) -> list[str]:
     for sub in subs:
         files = [p for p in sub.iterdir() if p.is_file()]
         imgs = [p for p in files if p.suffix.lower() in _IMAGE_SUFFIXES]
-        if imgs and not any(p.stem.lower().endswith("_mask") for p in imgs):
+        if imgs and not any(p.stem.lower().endswith(MASK_SUFFIX) for p in imgs):
             names.append(sub.name)
     return names if len(names) >= 2 and len(names) == len(subs) else []
 
@@ -370,7 +401,7 @@ def detect_kind(folder: Path) -> str | None:
         return "coco" if folder.suffix.lower() == ".json" else None
     if (folder / "_annotations.coco.json").is_file() or len(list(folder.glob("*.json"))) == 1:
         return "coco"
-    if any(folder.glob("*_mask.*")) or any(folder.glob("*/*_mask.*")):
+    if any(folder.glob(f"*{MASK_SUFFIX}.*")) or any(folder.glob(f"*/*{MASK_SUFFIX}.*")):
         return "pairs"
     names = {p.name.lower() for p in folder.iterdir() if p.is_dir()}
     if names & set(_IMAGE_DIRS) and names & set(_MASK_DIRS):

@@ -325,6 +325,7 @@ class CorrectWidget(QWidget):
     def add_to_training_set(self) -> list[Path]:
         """Save the scan and the corrected mask as a pair the trainer reads (LGG-style names)."""
         from napari_tumorseg.export.tiff import write_tiff_stack
+        from napari_tumorseg.training.datasets import next_pair_paths
 
         try:
             layer = self.labels_layer()
@@ -339,14 +340,11 @@ class CorrectWidget(QWidget):
             if data.shape[-labels.ndim:] != labels.shape:
                 raise TumorSegError(f"scan {data.shape} and labels {labels.shape} are not on one grid")
             folder.mkdir(parents=True, exist_ok=True)
-            stem = _safe(name)
-            n = 1
-            while (folder / f"{stem}_{n:03d}.tif").exists():
-                n += 1  # never replace an earlier pair
+            # The trainer reads pairs by the names this function gives them.
+            img_path, mask_path = next_pair_paths(folder, name)
             spacing = self._spacing(layer)
-            img_path = write_tiff_stack(data, folder / f"{stem}_{n:03d}.tif", spacing=spacing)
-            mask_path = write_tiff_stack(labels.astype(np.uint8), folder / f"{stem}_{n:03d}_mask.tif",
-                                         spacing=spacing)
+            img_path = write_tiff_stack(data, img_path, spacing=spacing)
+            mask_path = write_tiff_stack(labels.astype(np.uint8), mask_path, spacing=spacing)
         except TumorSegError as err:
             notify_error(err)
             return []
@@ -375,8 +373,3 @@ class CorrectWidget(QWidget):
         train_widget.out_picker.set_path(folder / "finetune_run")
         return train_widget
 
-
-def _safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"

@@ -161,3 +161,29 @@ def test_in_memory_layers_and_size_mismatch():
     bad = arrays_source([(img, lab[:, :30], None, "C")])
     with pytest.raises(TumorSegError, match="differ in size"):
         bad.refs[0].load()
+
+
+def test_added_pairs_are_whole_cases_of_their_scan(shared_data, tmp_path):
+    """The names "add to training set" writes are read back as one case per pair (never as
+    slices of one volume), under the scan's case id, beside LGG slice pairs."""
+    from napari_tumorseg.export.tiff import write_tiff_stack
+    from napari_tumorseg.training.datasets import next_pair_paths
+
+    vol = np.arange(3 * 8 * 8, dtype=np.uint16).reshape(3, 8, 8)
+    written = []
+    for k in range(2):  # as the Correct dock writes them
+        img, mask = next_pair_paths(tmp_path, "AX FLAIR/1")
+        write_tiff_stack(vol + k, img, spacing=(5.0, 1.0, 1.0))
+        write_tiff_stack((vol % 7 == k).astype(np.uint8), mask, spacing=(5.0, 1.0, 1.0))
+        written.append(img.name)
+    assert written == ["AX_FLAIR_1_case001.tif", "AX_FLAIR_1_case002.tif"]
+    src = open_source(tmp_path)
+    assert src.kind == "pairs" and sorted(r.name for r in src.refs) == ["AX_FLAIR_1_case001", "AX_FLAIR_1_case002"]
+    assert {r.case_id for r in src.refs} == {"AX_FLAIR_1"}
+    for ref, k in zip(sorted(src.refs, key=lambda r: r.name), range(2)):
+        data = ref.load()
+        assert data.image.shape == (1, 3, 8, 8)  # one case of 3 slices, not 6 slices of one
+        np.testing.assert_array_equal(data.image[0], vol + k)
+    # LGG slice pairs still join into one volume per patient.
+    lgg = open_source(shared_data / "lgg_kaggle3m")
+    assert all(r.load().image.shape[1] > 1 for r in lgg.refs[:1])
