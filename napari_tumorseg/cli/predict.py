@@ -144,7 +144,7 @@ def run(args) -> int:
         is_dicom_source,
         probability_path,
     )
-    from napari_tumorseg.fileio import check_writable
+    from napari_tumorseg.fileio import check_writable, staged_outputs
     from napari_tumorseg.inference.predict import load_predictor, predict_volume, probabilities_to_labels
 
     out = Path(args.output)
@@ -197,11 +197,15 @@ def run(args) -> int:
     prob = final.probabilities
     labels = probabilities_to_labels(prob, args.threshold, predictor.output_kind)
     image = volume.data if fmt == "coco" else None
-    written = export_labels(labels, fmt, out, volume, overwrite=args.overwrite,
-                            names=predictor.label_names(), colors=predictor.label_colors(),
-                            algorithm=predictor.model_name, image=image)
-    if prob_out is not None:
-        written.append(export_probabilities(prob, prob_out, volume, overwrite=args.overwrite))
+    # Labels and probabilities land together or not at all (a full disk between the two
+    # must not leave a labels file whose probability map is missing).
+    with staged_outputs(out, args.overwrite) as stage:
+        staged = export_labels(labels, fmt, stage / out.name, volume, overwrite=args.overwrite,
+                               names=predictor.label_names(), colors=predictor.label_colors(),
+                               algorithm=predictor.model_name, image=image)
+        if prob_out is not None:
+            staged.append(export_probabilities(prob, stage / prob_out.name, volume, overwrite=args.overwrite))
+    written = [out.parent / Path(p).relative_to(stage) for p in staged]
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     n_fg = int(np.count_nonzero(labels))
     shape = "x".join(str(s) for s in volume.spatial_shape)

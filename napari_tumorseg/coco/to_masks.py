@@ -17,6 +17,7 @@ seed's ``compare_folders``). Work runs as a generator yielding
 from __future__ import annotations
 
 import os
+import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,8 +29,8 @@ import pycocotools.mask as mask_utils
 import tifffile
 
 from napari_tumorseg.coco.dataset import CocoSet, find_coco_splits, load_coco
-from napari_tumorseg.errors import ReadError, TumorSegError
-from napari_tumorseg.fileio import atomic_path
+from napari_tumorseg.errors import ReadError, TumorSegError, WriteError
+from napari_tumorseg.fileio import atomic_path, commit_stage, make_stage
 
 
 class InvalidAnnotation(ValueError):
@@ -371,6 +372,12 @@ def coco_to_masks(
         done += 1
         return Progress(done, total, label, report)
 
+    # Masks are written into a staging folder beside out_dir and moved into place at the
+    # end: a full disk or a bad record mid-way leaves no partial set of masks. A cancel
+    # (the generator closed) keeps the masks already finished, as complete files.
+    stage = make_stage(out_dir)
+    stage_root = stage / out_dir.name
+    keep = False
     try:
         # Plain strings in this loop: pathlib costs more per image than painting a mask.
         claimed: set[str] = set()
@@ -383,6 +390,7 @@ def coco_to_masks(
                 for a in cs.orphan_annotations
             ]
             split_out = os.fspath(out_dir / split if split else out_dir)
+            stage_out = os.fspath(stage_root / split if split else stage_root)
             image_dir_str = os.fspath(cs.image_dir)
             for image_id, image in cs.images.items():
                 name = image["file_name"]
@@ -417,7 +425,7 @@ def coco_to_masks(
                         f"{true_size[1]}x{true_size[0]}; the image's size was used"
                     )
                     height, width = true_size
-                args = (anns, height, width, dest, *options)
+                args = (anns, height, width, os.path.join(stage_out, mask_name(name)), *options)
                 if pool is None:
                     yield finish((_convert_one(*args), dest, len(anns), prefix, label))
                     continue
@@ -426,9 +434,20 @@ def coco_to_masks(
                     yield finish(pending.popleft())
         while pending:
             yield finish(pending.popleft())
+        keep = True
+    except GeneratorExit:
+        keep = True
+        raise
+    except OSError as err:
+        raise WriteError(f"cannot write masks to {out_dir}: {err.strerror or err}; nothing was written") from None
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if keep:
+                commit_stage(stage, out_dir.parent, overwrite)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def convert_coco_to_masks(

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_tumorseg.errors import WriteError
-from napari_tumorseg.fileio import atomic_path, check_writable
+from napari_tumorseg.fileio import atomic_path, check_writable, staged_outputs
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
@@ -146,8 +146,10 @@ def write_tiff_slices(
     paths = slice_paths(data.shape[0], folder, stem)
     for path in paths:
         check_writable(path, overwrite)
-    written = []
-    try:
+    # All slices or none: written into a staging folder, moved into place at the end.
+    with staged_outputs(folder, overwrite) as stage:
+        staged = stage / folder.name
+        staged.mkdir()
         for k, (path, plane) in enumerate(zip(paths, data)):
             slice_affine = None
             if affine is not None:
@@ -155,15 +157,11 @@ def write_tiff_slices(
                 slice_affine[:3, 3] = slice_affine[:3, :3] @ [k, 0.0, 0.0] + slice_affine[:3, 3]
             geometry = _geometry(slice_affine, kind)
             extra = {GEOMETRY_KEY: geometry} if geometry else {}
-            with atomic_path(path, overwrite=overwrite) as tmp:
-                tifffile.imwrite(
-                    tmp,
-                    plane,
-                    resolution=_resolution(spacing),
-                    resolutionunit="NONE",
-                    metadata={"axes": "YX", "spacing": [float(s) for s in spacing], "unit": "mm", **extra},
-                )
-            written.append(path)
-    except OSError as err:
-        raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
-    return written
+            tifffile.imwrite(
+                staged / path.name,
+                plane,
+                resolution=_resolution(spacing),
+                resolutionunit="NONE",
+                metadata={"axes": "YX", "spacing": [float(s) for s in spacing], "unit": "mm", **extra},
+            )
+    return paths

@@ -44,3 +44,22 @@ def snapshot(folder) -> dict:
 @pytest.fixture
 def cli(capsys):
     return lambda *argv: run_cli(list(argv), capsys)
+
+
+@pytest.fixture(scope="session")
+def unet_checkpoint(tmp_path_factory):
+    """An untrained width-4 U-Net checkpoint: enough to reach the prediction path."""
+    import torch
+
+    from napari_tumorseg.models import create_model
+    from napari_tumorseg.models.checkpoint import save_checkpoint
+    from napari_tumorseg.training.preprocessing import default_preprocessing
+
+    torch.manual_seed(0)
+    model = create_model("unet", in_channels=1, out_channels=1, width=4).eval()
+    prep = default_preprocessing(2, [16, 16], 1, "binary")
+    prep.update(normalize="zscore", class_names=["background", "tumour"])
+    path = tmp_path_factory.mktemp("ckpt") / "unet.pt"
+    save_checkpoint(path, model, model_name="unet", config={"width": 4}, in_channels=1, out_channels=1,
+                    preprocessing=prep, class_names=["background", "tumour"], history=[])
+    return path

@@ -185,25 +185,6 @@ def test_a_colour_stack_keeps_its_channels_and_info_shows_them(tmp_path, cli, co
 # ----------------------------------------------------------------------------- NaN voxels
 
 
-@pytest.fixture(scope="module")
-def unet_checkpoint(tmp_path_factory):
-    """An untrained width-4 U-Net checkpoint: enough to reach the prediction path."""
-    import torch
-
-    from napari_tumorseg.models import create_model
-    from napari_tumorseg.models.checkpoint import save_checkpoint
-    from napari_tumorseg.training.preprocessing import default_preprocessing
-
-    torch.manual_seed(0)
-    model = create_model("unet", in_channels=1, out_channels=1, width=4).eval()
-    prep = default_preprocessing(2, [16, 16], 1, "binary")
-    prep.update(normalize="zscore", class_names=["background", "tumour"])
-    path = tmp_path_factory.mktemp("ckpt") / "unet.pt"
-    save_checkpoint(path, model, model_name="unet", config={"width": 4}, in_channels=1, out_channels=1,
-                    preprocessing=prep, class_names=["background", "tumour"], history=[])
-    return path
-
-
 def _poisoned(kind: str, where: str) -> np.ndarray:
     data = np.random.default_rng(1).random((16, 16, 6)).astype(np.float32) * 100
     value = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}[kind]
