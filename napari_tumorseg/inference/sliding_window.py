@@ -163,17 +163,12 @@ def sliding_window_predict(
     model: nn.Module,
     volume: torch.Tensor | np.ndarray,
     roi_size: int | Sequence[int],
-    overlap: float = 0.8,
-    sw_batch_size: int = 1,
-    mode: str = "gaussian",
-    device: torch.device | str | None = None,
     progress: ProgressCallback | None = None,
-    activation: str = "sigmoid",
-    amp: bool | None = None,
+    **options,
 ) -> torch.Tensor:
-    """:func:`sliding_window_steps` run to the end; ``progress(done, total)`` after each batch."""
-    for done, total, result in sliding_window_steps(model, volume, roi_size, overlap, sw_batch_size, mode,
-                                                    device, activation, amp):
+    """:func:`sliding_window_steps` (same ``options``) run to the end;
+    ``progress(done, total)`` after each batch of windows."""
+    for done, total, result in sliding_window_steps(model, volume, roi_size, **options):
         if progress is not None:
             progress(done, total)
         if result is not None:
