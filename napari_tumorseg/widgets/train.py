@@ -175,7 +175,8 @@ class TrainWidget(QWidget):
         self.recipe.setToolTip("CPU quick: width, size, loss and schedule measured to learn in "
                                "minutes on a CPU; paper: the paper's preset")
         self.recipe.currentIndexChanged.connect(lambda *_: self.apply_preset(self.model_combo.currentText()))
-        self.small = QCheckBox("Tiny model (a smoke test: the model's smallest width)")
+        self.small = QCheckBox("Tiny model (smoke test)")
+        self.small.setToolTip("the model's smallest width: checks the data and the set-up in seconds")
         self.small.toggled.connect(self._update_width_field)
         self.interactive = QCheckBox("Interactive (click-guided)")
         self.interactive.setToolTip(
@@ -218,8 +219,11 @@ class TrainWidget(QWidget):
         self.max_minutes.setSpecialValueText("no limit")
         self.max_minutes.setSuffix(" min")
         self.max_minutes.setToolTip("stop after the epoch that passes this time; best.pt is kept")
-        self.overwrite = QCheckBox("Overwrite an earlier run in the output folder without asking")
-        self.augment = QCheckBox("Augmentation (flips, rotations, blur, contrast)")
+        self.overwrite = QCheckBox("Overwrite an earlier run")
+        self.overwrite.setToolTip("replace last.pt, best.pt and history.csv in the output folder "
+                                  "without asking; unticked, Start asks to resume or start anew")
+        self.augment = QCheckBox("Augmentation")
+        self.augment.setToolTip("flips, rotations, blur, contrast")
         self.augment.setChecked(True)
         self.strength = QDoubleSpinBox()
         self.strength.setRange(0.0, 2.0)
@@ -231,7 +235,8 @@ class TrainWidget(QWidget):
         self.val_fraction.setRange(0.05, 0.9)
         self.val_fraction.setSingleStep(0.05)
         self.val_fraction.setValue(0.2)
-        self.show_prediction = QCheckBox("Show the prediction on the viewed slice after each epoch")
+        self.show_prediction = QCheckBox("Preview on the viewed slice each epoch")
+        self.show_prediction.setToolTip("predict the slice in view with each epoch's weights")
 
         # -- run ------------------------------------------------------------------------
         self.start_button = QPushButton("Start")
@@ -531,7 +536,8 @@ class TrainWidget(QWidget):
             self.status.setText(
                 f"done after {ev.epochs_run} epoch(s)"
                 + (" (time limit reached)" if ev.time_limit_reached else "")
-                + f"; history in {ev.history_csv}")
+                # The folder's name, not its path: a long path cannot wrap and widens the dock.
+                + f"; history in {Path(ev.history_csv).parent.name}/{Path(ev.history_csv).name}")
             self.resume_picker.set_path(ev.last_checkpoint)
         elif isinstance(ev, CancelledEvent):
             self.last_result = ev
