@@ -13,7 +13,9 @@ Losses:
 * ``bce``      BCEWithLogits (seed 000).
 * ``dice``     soft Dice on probabilities, ``1 - (2 sum(p y) + s) / (sum(p) + sum(y) + s)``
   (seed 001 eq. 2; ``squared=True`` uses ``sum(p^2) + sum(y^2)``, seed 004 eq. 2), computed
-  per sample and channel and averaged (``batch=True``: one Dice over the whole batch).
+  per sample and channel and averaged (``batch=True``: one Dice over the whole batch):
+  MONAI's ``DiceLoss`` is this equation, so it computes it (the tests hold it to the hand
+  values).
 * ``combo``    alpha * BCE + (1 - alpha) * Dice, alpha 0.7 or 0.5 (seed 003).
 * ``bce_dice`` BCE + lambda * Dice (seed 001).
 * ``dice_ce``  Dice + CE, equal weights (seed 004); CE is BCE for sigmoid outputs (the
@@ -57,34 +59,33 @@ def soft_dice_loss(
     smooth_nr: float | None = None,
     smooth_dr: float | None = None,
 ) -> torch.Tensor:
-    """Soft Dice loss on logits; see the module doc. ``mode`` is the model output kind.
+    """Soft Dice loss on logits (module doc's equation), computed by MONAI's ``DiceLoss``.
 
-    ``smooth_nr`` / ``smooth_dr`` (MONAI's names) set the numerator / denominator terms
-    separately; both default to ``smooth``.
+    ``mode`` is the model output kind: sigmoid kinds take a (N, C, ...) float target,
+    softmax kinds a (N, ...) class-index target (one-hot encoded by MONAI).
+    ``include_background`` only applies to softmax outputs: a sigmoid map's one channel is
+    the tumour itself. ``smooth_nr`` / ``smooth_dr`` (MONAI's names) set the numerator /
+    denominator terms separately; both default to ``smooth``.
     """
-    s_nr = smooth if smooth_nr is None else float(smooth_nr)
-    s_dr = smooth if smooth_dr is None else float(smooth_dr)
+    from monai.losses import DiceLoss
+
+    sigmoid = _sigmoid_mode(mode)
     logits = logits.float()
-    if _sigmoid_mode(mode):
-        prob = torch.sigmoid(logits)
-        onehot = target.float()
+    if sigmoid:
+        target = target.float()
+        if target.shape != logits.shape:
+            raise TumorSegError(f"target {tuple(target.shape)} does not match output {tuple(logits.shape)}")
     else:
-        prob = torch.softmax(logits, dim=1)
-        onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
-        if not include_background:
-            prob, onehot = prob[:, 1:], onehot[:, 1:]
-    if onehot.shape != prob.shape:
-        raise TumorSegError(f"target {tuple(onehot.shape)} does not match output {tuple(prob.shape)}")
-    dims = tuple(range(2, prob.ndim))
-    if batch:
-        dims = (0,) + dims
-    inter = (prob * onehot).sum(dims)
-    if squared:
-        denom = (prob * prob).sum(dims) + (onehot * onehot).sum(dims)
-    else:
-        denom = prob.sum(dims) + onehot.sum(dims)
-    dice = (2.0 * inter + s_nr) / (denom + s_dr)
-    return 1.0 - dice.mean()
+        if tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
+            raise TumorSegError(f"target {tuple(target.shape)} does not match output {tuple(logits.shape)}")
+        target = target.long()[:, None]
+    dice = DiceLoss(
+        include_background=include_background or sigmoid, to_onehot_y=not sigmoid,
+        sigmoid=sigmoid, softmax=not sigmoid, squared_pred=squared, batch=batch,
+        smooth_nr=smooth if smooth_nr is None else float(smooth_nr),
+        smooth_dr=smooth if smooth_dr is None else float(smooth_dr),
+    )
+    return dice(logits, target)
 
 
 def _ce(logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
