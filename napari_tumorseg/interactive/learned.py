@@ -9,6 +9,8 @@ answering prompts.
 * The previous-mask channel gets this engine's own last answer when the new prompts extend
   the previous ones on the same image (so a new click corrects it, as in training), else the
   ``prior`` mask, else nothing.
+* Every click gets its way under its own disk (a positive click's disk is always in the
+  mask, a negative one's never), whatever the network says.
 * Boxes and scribbles, which the network was not trained on, become clicks: a box its
   centre (and the result is kept inside the box's slice rectangle on that slice), scribbles
   a few points spread along each stroke.
@@ -173,6 +175,16 @@ class LearnedEngine:
         out = F.interpolate(out.float(), size=(h, w), mode="bilinear", align_corners=False)
         return list(self._to_mask(out).numpy())
 
+    def _honour(self, mask: np.ndarray, spacing, pos, neg) -> np.ndarray:
+        """Every click gets its way under its own disk: a network that has not learned a
+        case well could otherwise ignore a click, and the user would click the same spot
+        again and again for nothing."""
+        if len(pos):
+            mask = mask | (self.encoding.click_map(mask.shape, spacing, pos) > 0)
+        if len(neg):
+            mask = mask & ~(self.encoding.click_map(mask.shape, spacing, neg) > 0)
+        return mask
+
     def _to_mask(self, logits: torch.Tensor) -> torch.Tensor:
         """(n, *sp) bool from logits: sigmoid > threshold on channel 0 (binary, or WT of the
         regions), or a foreground class winning the softmax."""
@@ -202,6 +214,8 @@ class LearnedEngine:
             reqs.append((z, zp, zn, None if prev is None else prev[z]))
         _check(cancel)
         seeds = dict(zip(slices, self._run_slices(norm, spacing, reqs)))
+        for z, zp, zn, _ in reqs:
+            seeds[z] = self._honour(seeds[z], spacing[1:], zp, zn)
         if box is not None:
             bz, y0, x0, y1, x1 = box
             if bz in seeds:
@@ -247,7 +261,8 @@ class LearnedEngine:
         x = torch.cat([crop, torch.from_numpy(maps)[None]], dim=1)
         out = self.model(x)
         out = out[0] if isinstance(out, (list, tuple)) else out
-        result[sl] = self._to_mask(out.float())[0].numpy()
+        result[sl] = self._honour(self._to_mask(out.float())[0].numpy(), spacing, pos - start,
+                                  neg - start)
         return result
 
 

@@ -1,0 +1,35 @@
+"""Make a shippable copy of a checkpoint: fp16 weights, no optimiser / RNG / resume state.
+
+    python scripts/shrink_checkpoint.py RUN/best.pt napari_tumorseg/resources/starter_click_unet.pt
+
+The copy loads like any checkpoint (``load_checkpoint`` casts the weights back to the
+model's fp32 parameters) but cannot be resumed. It keeps the config (click encoding
+included), preprocessing, class names, history, and the training options and split.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from napari_tumorseg.fileio import atomic_path
+
+KEEP_EXTRA = ("train_config", "resolved", "split")
+
+
+def shrink(src: Path, dst: Path) -> None:
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                          for k, v in ckpt["state_dict"].items()}
+    ckpt["extra"] = {k: v for k, v in ckpt.get("extra", {}).items() if k in KEEP_EXTRA}
+    ckpt["extra"]["weights_dtype"] = "float16"
+    with atomic_path(dst, overwrite=True) as tmp:
+        torch.save(ckpt, tmp)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python scripts/shrink_checkpoint.py SRC.pt DST.pt")
+    shrink(Path(sys.argv[1]), Path(sys.argv[2]))
