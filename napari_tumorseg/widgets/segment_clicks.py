@@ -12,6 +12,7 @@ writes it into the target labels as one undo step (:func:`correct.apply_edit`).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import napari
 import numpy as np
@@ -131,6 +132,18 @@ def _segment_job(engine, image, spacing, prompts, prior, cancel):
     return np.asarray(mask, bool), time.perf_counter() - t0
 
 
+def describe_engine(engine) -> str:
+    """One line saying what answers the clicks."""
+    from napari_tumorseg.interactive.classic import ClassicEngine
+
+    if isinstance(engine, ClassicEngine):
+        return CLASSIC_TEXT
+    dims = getattr(engine, "dims", None)
+    if dims is None:
+        return str(engine.name)
+    return f"{engine.name} ({'3D crop' if dims == 3 else '2D+propagation'})"
+
+
 def _best_engine():
     """Worker-thread body: the automatic choice (it may load the starter model)."""
     from napari_tumorseg.interactive.engines import default_engine
@@ -160,7 +173,8 @@ class SegmentClicksWidget(QWidget):
         self._engines: dict[str, tuple[object, str]] = {}  # combo text -> (engine, description)
         self._auto: tuple[object, str] | None = None
         self._auto_worker = None
-        self._press = None
+        self._stroking = False
+        self._switching = False
 
         # -- what to segment, where to put it -------------------------------------------
         hint = QLabel(HINT)
@@ -190,13 +204,14 @@ class SegmentClicksWidget(QWidget):
         group = QButtonGroup(self)
         group.addButton(self.positive_radio)
         group.addButton(self.negative_radio)
-        self.positive_radio.toggled.connect(self._sign_changed)
         self.box_button = QPushButton("Box")
-        self.box_button.setToolTip("draw a rectangle around the tumour on one slice")
-        self.box_button.clicked.connect(self.start_box)
+        self.box_button.setToolTip("on: drag a rectangle around the tumour on the slice shown")
+        self.box_button.setCheckable(True)
+        self.box_button.toggled.connect(self._draw_mode_toggled)
         self.scribble_button = QPushButton("Scribble")
-        self.scribble_button.setToolTip("paint over tumour (or, with 'Not tumour', over what is not)")
-        self.scribble_button.clicked.connect(self.start_scribbles)
+        self.scribble_button.setToolTip("on: drag to paint over tumour (Ctrl or 'Not tumour': over what is not)")
+        self.scribble_button.setCheckable(True)
+        self.scribble_button.toggled.connect(self._draw_mode_toggled)
         self.undo_button = QPushButton("Undo prompt")
         self.undo_button.setToolTip("remove the last click, box or scribble (Ctrl+Z on the clicks layer)")
         self.undo_button.clicked.connect(self.undo_prompt)
@@ -268,6 +283,7 @@ class SegmentClicksWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.session.events.prediction.connect(self._follow_prediction)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self.viewer.layers.selection.events.active.connect(self._active_changed)
         self._refresh_layers()
         self._engine_changed(self.engine_combo.currentText())
 
@@ -393,47 +409,84 @@ class SegmentClicksWidget(QWidget):
             self.viewer.layers.move(i, len(self.viewer.layers))
 
     # ================================================================== prompts
-    def start_box(self) -> None:
-        """Select (or make) the box layer in rectangle mode: drag a box around the tumour."""
+    # Box and scribbles are drawn by this dock's own drag handler, not napari's shape and
+    # brush tools: those place an oblique scan's strokes by the exact 3D point, up to two
+    # slices away from the slice on screen (see clicked_voxel).
+    def _draw_mode_toggled(self, *_):
+        """Box or Scribble on: its layer becomes the active one and does not pan, so a drag draws."""
+        sender = self.sender()
+        if sender is not None and sender.isChecked():
+            other = self.scribble_button if sender is self.box_button else self.box_button
+            other.setChecked(False)
+        self._switching = True  # making the layer moves the selection: not the user's choice
         try:
-            scan = self.scan()
+            for button, ensure in ((self.box_button, self._ensure_box),
+                                   (self.scribble_button, self._ensure_scribbles)):
+                if button.isChecked() or button is sender:
+                    layer = ensure()
+                    layer.mouse_pan = not button.isChecked()
+                    if button.isChecked():
+                        self.viewer.layers.selection.active = layer
         except TumorSegError as err:
             notify_error(err)
+            self.box_button.setChecked(False)
+            self.scribble_button.setChecked(False)
+        finally:
+            self._switching = False
+
+    def _active_changed(self, *_):
+        """Choosing another layer ends drawing (its drags pan again)."""
+        if self._switching:
             return
-        if self._box is None or self._box not in self.viewer.layers:
-            self._box = self.viewer.add_shapes(
-                ndim=len(_spatial_shape(scan)), name=f"{scan.name} box", edge_color="yellow",
-                face_color=(1, 1, 0, 0.05), edge_width=1.5, metadata={_ROLE_KEY: "box"}, **_grid_kwargs(scan))
-            self._box.events.data.connect(self._box_changed)
-        self.viewer.layers.selection.active = self._box
-        self._box.mode = "add_rectangle"
+        active = self.viewer.layers.selection.active
+        for button, layer in ((self.box_button, self._box), (self.scribble_button, self._scribbles)):
+            if button.isChecked() and (layer is None or active is not layer):
+                button.setChecked(False)
+                if layer is not None:
+                    layer.mouse_pan = True
+
+    def start_box(self) -> None:
+        """Drags draw a box around the tumour on the slice shown (until toggled off)."""
+        self.box_button.setChecked(True)
 
     def start_scribbles(self) -> None:
-        """Select (or make) the scribble layer in paint mode: 1 = tumour, 2 = not tumour."""
+        """Drags paint tumour (or, with 'Not tumour' or Ctrl, what is not) on the slice shown."""
+        self.scribble_button.setChecked(True)
+
+    def _ensure_box(self):
+        if self._box is not None and self._box in self.viewer.layers:
+            return self._box
+        scan = self.scan()
+        active = self.viewer.layers.selection.active
+        self._box = self.viewer.add_shapes(
+            ndim=len(_spatial_shape(scan)), name=f"{scan.name} box", edge_color="yellow",
+            face_color="transparent", edge_width=1.5, metadata={_ROLE_KEY: "box"}, **_grid_kwargs(scan))
+        self._box.events.data.connect(self._box_changed)
+        self._box.bind_key("Control-Z", lambda _layer: self.undo_prompt(), overwrite=True)
+        self._restore_active(active)
+        return self._box
+
+    def _ensure_scribbles(self):
         from napari.utils.colormaps import DirectLabelColormap
 
-        try:
-            scan = self.scan()
-        except TumorSegError as err:
-            notify_error(err)
-            return
-        if self._scribbles is None or self._scribbles not in self.viewer.layers:
-            colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), SCRIBBLE_TUMOUR: POSITIVE_COLOR,
-                      SCRIBBLE_NOT: NEGATIVE_COLOR}
-            self._scribbles = self.viewer.add_labels(
-                np.zeros(_spatial_shape(scan), np.uint8), name=f"{scan.name} scribbles", opacity=0.8,
-                colormap=DirectLabelColormap(color_dict=colors), metadata={_ROLE_KEY: "scribbles"},
-                **_grid_kwargs(scan))
-            self._scribbles.brush_size = 5
-            self._scribbles.events.paint.connect(self._scribbles_changed)
-            self._scribbles.bind_key("Control-Z", lambda _layer: self.undo_prompt(), overwrite=True)
-        self._sign_changed()
-        self.viewer.layers.selection.active = self._scribbles
-        self._scribbles.mode = "paint"
+        if self._scribbles is not None and self._scribbles in self.viewer.layers:
+            return self._scribbles
+        scan = self.scan()
+        active = self.viewer.layers.selection.active
+        colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), SCRIBBLE_TUMOUR: POSITIVE_COLOR, SCRIBBLE_NOT: NEGATIVE_COLOR}
+        self._scribbles = self.viewer.add_labels(
+            np.zeros(_spatial_shape(scan), np.uint8), name=f"{scan.name} scribbles", opacity=0.8,
+            colormap=DirectLabelColormap(color_dict=colors), metadata={_ROLE_KEY: "scribbles"},
+            **_grid_kwargs(scan))
+        # napari's own brush on this layer (a user's choice) still counts as a scribble.
+        self._scribbles.events.paint.connect(self._scribbles_changed)
+        self._scribbles.bind_key("Control-Z", lambda _layer: self.undo_prompt(), overwrite=True)
+        self._restore_active(active)
+        return self._scribbles
 
-    def _sign_changed(self, *_):
-        if self._scribbles is not None:
-            self._scribbles.selected_label = SCRIBBLE_TUMOUR if self.positive_radio.isChecked() else SCRIBBLE_NOT
+    def _restore_active(self, active) -> None:
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
 
     def add_click(self, point, positive: bool | None = None) -> None:
         """One click at ``point`` (the scan's data coordinates); None = the dock's Tumour/Not toggle."""
@@ -451,34 +504,98 @@ class SegmentClicksWidget(QWidget):
         self._history.append("click")
         layer.data = np.vstack([layer.data, pt[None]])  # the data event re-segments
 
-    def _on_mouse(self, viewer, event):
-        """Viewer drag callback: a press released without moving is a prompt click.
+    def set_box(self, corner0, corner1) -> None:
+        """The box prompt: a rectangle on the slice of ``corner0`` (data coordinates)."""
+        layer = self._ensure_box()
+        a, b = np.asarray(corner0, float), np.asarray(corner1, float)
+        (y0, x0), (y1, x1) = a[-2:], b[-2:]
+        corners = [(y0, x0), (y0, x1), (y1, x1), (y1, x0)]
+        verts = np.array([(*a[:-2], y, x) for y, x in corners])
+        with layer.events.data.blocker():
+            if layer.nshapes:
+                layer.selected_data = set(range(layer.nshapes))
+                layer.remove_selected()
+            layer.add_rectangles(verts)
+        layer.refresh()
 
-        Only while the active layer is in pan/zoom mode, so painting, drawing the box or any
-        other napari tool is never taken for a click.
+    def paint_scribble(self, points, positive: bool = True) -> None:
+        """One scribble stroke through ``points`` (data coordinates): one undo step."""
+        layer = self._ensure_scribbles()
+        points = [np.asarray(p, float) for p in points]
+        self._stroking = True  # the paint event that closes the stroke is ours
+        try:
+            with layer.block_history():
+                for p0, p1 in zip(points[:1] + points[:-1], points):
+                    self._stamp(layer, p0, p1, SCRIBBLE_TUMOUR if positive else SCRIBBLE_NOT)
+        finally:
+            self._stroking = False
+        self._history.append("scribble")
+        self._schedule()
+
+    def _stamp(self, layer, p0, p1, value) -> None:
+        """A disk brush of ~2 mm radius along the segment p0 -> p1 on p0's slice."""
+        shape = _spatial_shape(layer)
+        spacing = np.abs(np.asarray(layer.scale, float))[-2:]
+        r = np.maximum(1.0, 2.0 / spacing)
+        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+        n = int(np.ceil(np.abs(p1[-2:] - p0[-2:]).max() * 2)) + 1
+        centres = np.linspace(p0[-2:], p1[-2:], n)
+        ry, rx = int(np.ceil(r[0])), int(np.ceil(r[1]))
+        dy, dx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+        disk = (dy / r[0]) ** 2 + (dx / r[1]) ** 2 <= 1.0
+        yx = (np.round(centres)[:, None, :] + np.stack([dy[disk], dx[disk]], axis=1)[None]).reshape(-1, 2)
+        yx = np.unique(yx.astype(int), axis=0)
+        keep = (yx[:, 0] >= 0) & (yx[:, 0] < shape[-2]) & (yx[:, 1] >= 0) & (yx[:, 1] < shape[-1])
+        yx = yx[keep]
+        lead = tuple(np.full(len(yx), int(np.round(c))) for c in p0[:-2])
+        if len(yx):
+            layer.data_setitem((*lead, yx[:, 0], yx[:, 1]), value)
+
+    def _on_mouse(self, viewer, event):
+        """Viewer drag callback: a press released without moving is a prompt click; with Box or
+        Scribble on, a drag draws that prompt.
+
+        Only while the active layer is in pan/zoom mode, so napari's own tools (the brush on
+        the target, say) are never taken for a prompt.
         """
         if event.type != "mouse_press" or event.button not in (1, 2) or self._scan is None:
             return
         active = viewer.layers.selection.active
         if active is not None and getattr(active, "mode", "pan_zoom") != "pan_zoom":
             return
-        if viewer.dims.ndisplay != 2:
+        if viewer.dims.ndisplay != 2 or self._scan not in viewer.layers:
             return
-        press_pos = np.asarray(event.pos, float)
-        world = tuple(event.position)
-        mods = set(event.modifiers)
-        button = event.button
-        moved = False
-        yield
-        while event.type == "mouse_move":
-            moved = moved or bool(np.abs(np.asarray(event.pos, float) - press_pos).max() > _CLICK_SLOP_PX)
-            yield
-        if moved or self._scan not in viewer.layers:
-            return
-        flip = bool(mods & {"Control", "Shift", "Meta"}) or button == 2
+        scan = self._scan
+        flip = bool(set(event.modifiers) & {"Control", "Shift", "Meta"}) or event.button == 2
         positive = self.positive_radio.isChecked() != flip
+        press_pos = np.asarray(event.pos, float)
+        start = clicked_voxel(scan, event.position, viewer.dims)
+        drawing = ("box" if self.box_button.isChecked() and active is self._box
+                   else "scribble" if self.scribble_button.isChecked() and active is self._scribbles else None)
+        stroke = [start]
+        moved = False
+        while True:
+            yield
+            # The release counts too: napari may drop moves that come faster than it draws.
+            moved = moved or bool(np.abs(np.asarray(event.pos, float) - press_pos).max() > _CLICK_SLOP_PX)
+            if moved and drawing is not None and scan in viewer.layers:
+                here = clicked_voxel(scan, event.position, viewer.dims)
+                here[:-2] = start[:-2]  # the stroke stays on the slice it started on
+                stroke.append(here)
+                if drawing == "box":
+                    self.set_box(start, here)
+            if event.type != "mouse_move":
+                break
+        if scan not in viewer.layers:
+            return
         try:
-            self.add_click(clicked_voxel(self._scan, world, viewer.dims), positive)
+            if drawing == "box" and moved:
+                self._history = [h for h in self._history if h != "box"] + ["box"]
+                self._schedule()
+            elif drawing == "scribble":
+                self.paint_scribble(stroke, positive)
+            elif not moved:
+                self.add_click(start, positive)
         except TumorSegError as err:
             notify_error(err)
 
@@ -509,6 +626,8 @@ class SegmentClicksWidget(QWidget):
         self._schedule()
 
     def _scribbles_changed(self, *_):
+        if self._stroking:
+            return
         self._history.append("scribble")
         self._schedule()
 
@@ -572,9 +691,8 @@ class SegmentClicksWidget(QWidget):
         self.engine_status.setText("automatic: looking for the best engine…")
         worker = create_worker(_best_engine, _start_thread=False, _ignore_errors=True)
 
-        def done(result):
-            engine, text = result
-            self._auto = (engine, f"automatic → {text}")
+        def done(choice):
+            self._auto = (choice.engine, f"automatic → {describe_engine(choice.engine)}\n({choice.reason})")
 
         def failed(err):
             from napari_tumorseg.interactive.classic import ClassicEngine
@@ -603,7 +721,8 @@ class SegmentClicksWidget(QWidget):
             if CLASSIC not in self._engines:
                 from napari_tumorseg.interactive.classic import ClassicEngine
 
-                self._engines[CLASSIC] = (ClassicEngine(), CLASSIC_TEXT)
+                engine = ClassicEngine()
+                self._engines[CLASSIC] = (engine, describe_engine(engine))
             return self._engines[CLASSIC]
         return self._engines.get(text)
 
@@ -613,24 +732,36 @@ class SegmentClicksWidget(QWidget):
         base, k = label, 2
         while label in self._engines and self._engines[label][0] is not engine:
             label, k = f"{base} ({k})", k + 1
-        self._engines[label] = (engine, description or str(engine.name))
+        self._engines[label] = (engine, description or describe_engine(engine))
         if self.engine_combo.findText(label) < 0:
             self.engine_combo.addItem(label)
         self.engine_combo.setCurrentText(label)
         self._engine_changed(label)
         return label
 
-    def load_checkpoint(self, path) -> str | None:
-        """Load a click-guided checkpoint as an engine choice; one notification on failure."""
-        try:
-            from napari_tumorseg.interactive.learned import LearnedEngine
+    def load_checkpoint(self, path):
+        """Load a click-guided checkpoint off the GUI thread; it becomes the engine choice.
 
-            engine = LearnedEngine.from_checkpoint(path)
-        except (TumorSegError, OSError, ValueError, RuntimeError, KeyError) as err:
+        Returns the worker; ``engine_ready`` is emitted when it is in the combo, and a file that
+        is not a click checkpoint is one notification.
+        """
+        from napari_tumorseg.interactive.engines import load_learned
+
+        self.engine_status.setText(f"loading {Path(path).name}…")
+        worker = create_worker(load_learned, path, _start_thread=False, _ignore_errors=True)
+
+        def loaded(engine):
+            self.set_engine(engine, describe_engine(engine))
+            self.engine_ready.emit()
+
+        def failed(err):
+            self._show_mode()
             notify_error(err if isinstance(err, TumorSegError) else TumorSegError(f"cannot load {path}: {err}"))
-            return None
-        dims = "3D crop" if engine.dims == 3 else "2D+propagation"
-        return self.set_engine(engine, f"{engine.name} ({dims})")
+
+        worker.returned.connect(loaded)
+        worker.errored.connect(failed)
+        worker.start()
+        return worker
 
     def _pick_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Click-guided checkpoint", "", "Checkpoint (*.pt)")

@@ -5,7 +5,9 @@ import time
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QPoint, Qt
+from qtpy.QtCore import QEvent, QPoint, QPointF, Qt
+from qtpy.QtGui import QMouseEvent
+from qtpy.QtWidgets import QApplication
 from scipy import ndimage
 
 from napari_tumorseg.widgets.segment_clicks import CLASSIC, NEW_LAYER, SegmentClicksWidget
@@ -75,6 +77,25 @@ def _click(viewer, qtbot, dock, layer, point, modifier=Qt.NoModifier):
     assert landed[0] == point[0]
     np.testing.assert_allclose(landed[1:], point[1:], atol=1.0)
     return bool(dock._clicks.features["positive"].iloc[-1])
+
+
+def _drag(viewer, qtbot, layer, p0, p1, modifier=Qt.NoModifier, steps=8):
+    """A real press-move-release on the canvas from voxel p0 to voxel p1 (same slice)."""
+    _show_slice(viewer, layer, int(p0[0]))
+    native = viewer.window._qt_viewer.canvas.native
+    a, b = _canvas_pos(viewer, layer, p0), _canvas_pos(viewer, layer, p1)
+    qtbot.mousePress(native, Qt.LeftButton, modifier, a)
+    for t in np.linspace(0, 1, steps)[1:]:
+        pos = QPointF(a.x() + t * (b.x() - a.x()), a.y() + t * (b.y() - a.y()))
+        QApplication.sendEvent(native, QMouseEvent(QEvent.MouseMove, pos, Qt.NoButton, Qt.LeftButton, modifier))
+        qtbot.wait(30)
+    qtbot.mouseRelease(native, Qt.LeftButton, modifier, b)
+    qtbot.waitUntil(lambda: not dock_busy(viewer), timeout=60000)
+
+
+def dock_busy(viewer) -> bool:
+    docks = [w for w in viewer.window._qt_window.findChildren(SegmentClicksWidget)]
+    return any(d.busy for d in docks)
 
 
 def _lesion_point(gt):
@@ -225,3 +246,72 @@ def test_a_newer_prompt_supersedes_the_running_one(make_napari_viewer, qtbot, sh
     assert len(landed) == 1, "only the latest result may land"
     assert landed[0][9, 150, 180] and not landed[0][9, 100, 100]
     assert dock.session.click_engine is engine
+
+
+def test_box_and_scribbles_drawn_on_the_canvas(make_napari_viewer, qtbot, shared_data):
+    """Box and scribble prompts drawn with real drags land on the slice shown and re-segment."""
+    viewer = make_napari_viewer(show=True)
+    flair, roi = _open_brainix(viewer, shared_data)
+    gt = np.asarray(roi.data) > 0
+    dock = _dock(viewer, qtbot, flair)
+    viewer.reset_view()
+    z, point = _lesion_point(gt)
+    ys, xs = np.nonzero(gt[z])
+
+    # A plain drag pans; it is no click.
+    _drag(viewer, qtbot, flair, point, (z, point[1] + 20, point[2] + 20))
+    assert dock._clicks is None or len(dock._clicks.data) == 0
+    viewer.reset_view()
+
+    # Box: a drag around the lesion on its largest slice.
+    dock.start_box()
+    assert not viewer.camera.mouse_pan  # drags draw while a drawing mode is on
+    c0, c1 = (z, ys.min() - 3, xs.min() - 3), (z, ys.max() + 3, xs.max() + 3)
+    _drag(viewer, qtbot, flair, c0, c1)
+    box = dock.prompts().box
+    assert box[0] == z
+    np.testing.assert_allclose(box[1:], (*c0[1:], *c1[1:]), atol=1.0)
+    boxed = dock.preview_mask.copy()
+    print(f"\nbox prompt: Dice {_dice(boxed, gt):.3f}, {dock.last_seconds:.2f} s")
+    assert _dice(boxed, gt) > 0.5
+    dock.undo_prompt()
+    qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
+    assert dock.prompts().box is None and dock.preview_mask is None
+
+    # Scribble: one stroke through the lesion, one undo step on the scribble layer.
+    dock.start_scribbles()
+    assert not dock.box_button.isChecked()
+    row = int(np.median(ys))
+    cols = xs[ys == row]
+    s0, s1 = (z, row, int(cols.min()) + 3), (z, row, int(cols.max()) - 3)
+    _drag(viewer, qtbot, flair, s0, s1)
+    scr = np.asarray(dock._scribbles.data)
+    assert set(np.unique(scr)) == {0, 1}
+    assert scr[z].any() and not np.delete(scr, z, axis=0).any(), "the stroke is on the slice shown"
+    assert scr[z, row, (s0[2] + s1[2]) // 2] == 1
+    scribbled = dock.preview_mask.copy()
+    print(f"scribble prompt: Dice {_dice(scribbled, gt):.3f}, {dock.last_seconds:.2f} s")
+    assert _dice(scribbled, gt) > 0.5
+    # Ctrl+drag paints 'not tumour' (2) on the stroke.
+    out = (z, int(ys.min()) - 8, int(xs.min()) - 8)
+    _drag(viewer, qtbot, flair, out, (z, out[1], out[2] + 6), Qt.ControlModifier)
+    assert (np.asarray(dock._scribbles.data) == 2).any()
+    dock.undo_prompt()
+    qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
+    assert not (np.asarray(dock._scribbles.data) == 2).any()
+    np.testing.assert_array_equal(np.asarray(dock._scribbles.data), scr)
+    dock.clear()
+    assert dock.preview_mask is None and not np.asarray(dock._scribbles.data).any()
+    dock.scribble_button.setChecked(False)
+    assert viewer.camera.mouse_pan
+
+
+def test_accept_with_nothing_is_one_message(make_napari_viewer, qtbot, shared_data, monkeypatch):
+    viewer = make_napari_viewer(show=True)
+    flair, _ = _open_brainix(viewer, shared_data)
+    dock = _dock(viewer, qtbot, flair)
+    errors = []
+    monkeypatch.setattr("napari_tumorseg.widgets._common.show_error", errors.append)
+    assert dock.accept() is None
+    assert errors == ["nothing to accept: click on the tumour first"]
+    assert len(viewer.layers) == 2  # no empty target layer was made
