@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import time
 
-import pytest
+import numpy as np
 import torch
 
-from napari_tumorseg.models import default_recipe, get_recipe
+from napari_tumorseg.models import create_model, default_recipe, get_info, get_recipe
 from napari_tumorseg.training import TrainConfig, train
 from napari_tumorseg.training import engine
+from napari_tumorseg.training.datasets import SegDataset, _Prepared
 from napari_tumorseg.training.events import (
     CancelledEvent,
     DoneEvent,
@@ -124,14 +126,9 @@ def test_a_slow_step_is_announced_before_it_starts(shared_data, tmp_path, monkey
 
 
 def test_step_estimate_is_close_to_a_real_step():
-    from napari_tumorseg.training.datasets import SegDataset, _Prepared
-    import numpy as np
-
     case = _Prepared("c", "c", np.random.default_rng(0).normal(size=(1, 4, 128, 128)).astype(np.float32),
                      np.zeros((1, 4, 128, 128), np.float32), np.zeros((4, 128, 128), np.int64), (1, 1, 1))
-    run = engine._Run.__new__(engine._Run)
-    from napari_tumorseg.models import create_model, get_info
-
+    run = engine._Run.__new__(engine._Run)  # only what estimate_step_s reads
     run.device, run.batch_size, run.info = torch.device("cpu"), 8, get_info("unet")
     run.train_ds = SegDataset([case])
     run.model = create_model("unet", 1, 1, width=16)
@@ -145,8 +142,6 @@ def test_step_estimate_is_close_to_a_real_step():
         opt.step()
 
     step()
-    import time
-
     t = time.perf_counter()
     step()
     real = time.perf_counter() - t
