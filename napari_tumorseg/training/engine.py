@@ -364,11 +364,19 @@ class _Run:
 
     # -- setup ------------------------------------------------------------------------
     def setup(self) -> None:
-        from napari_tumorseg.models import create_model, get_info
+        """Resolve the settings, build the data, build the model, restore a resumed run."""
+        _seed_everything(self.cfg.seed)  # before the model is built: its initial weights too
+        self._open_resume()
+        self._resolve_settings()
+        self._build_data()
+        self._build_model()
+        self._restore_position()
+
+    def _open_resume(self) -> None:
+        """The checkpoint to resume (checked against the config), or a folder free to write."""
         from napari_tumorseg.models.checkpoint import load_checkpoint
 
         cfg = self.cfg
-        _seed_everything(cfg.seed)  # before the model is built: its initial weights too
         self.resume_ckpt = None
         if cfg.resume:
             _, self.resume_ckpt = load_checkpoint(cfg.resume, build=False)
@@ -384,6 +392,12 @@ class _Run:
                 raise TumorSegError(
                     f"{self.out} already holds {', '.join(existing)} of another run; "
                     "resume from it, choose another folder, or pass overwrite")
+
+    def _resolve_settings(self) -> None:
+        """The recipe's values with the config's overrides; device and precision."""
+        from napari_tumorseg.models import get_info
+
+        cfg = self.cfg
         self.model_name = cfg.model
         info = get_info(self.model_name)
         self.info = info
@@ -417,7 +431,10 @@ class _Run:
         if cfg.amp and not self.amp:
             self.warnings.append(f"mixed precision is CUDA-only; training in fp32 on {self.device.type}")
 
-        # ---- data
+    def _build_data(self) -> None:
+        """Find and split the data, settle the model's inputs and outputs on it (a resumed
+        run keeps its checkpoint's), and prepare the datasets."""
+        cfg, info = self.cfg, self.info
         self.augment_cfg = AugmentConfig.from_value(
             self.recipe.augmentation if cfg.augmentation is None else cfg.augmentation)
         source = open_source(cfg.data)
@@ -481,7 +498,11 @@ class _Run:
         self.train_ids = sorted({r.case_id for r in train_refs})
         self.val_ids = sorted({r.case_id for r in val_refs})
 
-        # ---- model, loss, optimiser
+    def _build_model(self) -> None:
+        """Model (resumed weights, or pretrained ones), loss, optimiser, schedule, scaler."""
+        from napari_tumorseg.models import create_model
+
+        cfg, preset = self.cfg, self.recipe.preset
         model = create_model(self.model_name, in_channels=self.in_channels,
                              out_channels=self.out_channels,
                              pretrained=None if self.resume_ckpt is not None else cfg.pretrained,
@@ -506,7 +527,8 @@ class _Run:
                                           self.scheduler_params, self.epochs)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
 
-        # ---- position in the run
+    def _restore_position(self) -> None:
+        """Where the run starts: epoch 0, or the resumed checkpoint's exact position."""
         self.history: list[dict] = []
         self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
         self.partial: dict[str, float] = {}
