@@ -315,3 +315,50 @@ def test_accept_with_nothing_is_one_message(make_napari_viewer, qtbot, shared_da
     assert dock.accept() is None
     assert errors == ["nothing to accept: click on the tumour first"]
     assert len(viewer.layers) == 2  # no empty target layer was made
+
+
+def test_clicks_refine_a_prediction(make_napari_viewer, qtbot, shared_data):
+    """On a prediction, a click where it missed adds the region; Ctrl+click on a false positive
+    removes that component; the rest stays, and Accept replaces the labels as one undo step."""
+    from napari_tumorseg.widgets._session import Prediction, session_for
+
+    viewer = make_napari_viewer(show=True)
+    flair, roi = _open_brainix(viewer, shared_data)
+    gt = np.asarray(roi.data) > 0
+    z, point = _lesion_point(gt)
+    # A "prediction" that missed the lesion's lower half and has a false positive in the
+    # other hemisphere (a ball of normal tissue).
+    predicted = np.zeros(gt.shape, np.uint8)
+    predicted[: z - 1][gt[: z - 1]] = 1
+    zz, yy, xx = np.indices(gt.shape)
+    fp_centre = (z, point[1], flair.data.shape[2] - point[2])
+    blob = (np.abs(zz - z) <= 1) & ((yy - fp_centre[1]) ** 2 + (xx - fp_centre[2]) ** 2 <= 36)
+    assert not (blob & gt).any()
+    predicted[blob] = 1
+    labels = viewer.add_labels(predicted.copy(), name="sT2W/FLAIR tumour", **{
+        "scale": flair.scale, "translate": flair.translate, "affine": flair.affine.affine_matrix})
+    dock = _dock(viewer, qtbot, flair)
+    session = session_for(viewer)
+    session.set_prediction(Prediction(source=flair, predictor=None,
+                                      probabilities=np.zeros(gt.shape, np.float32), labels_layer=labels))
+    assert dock.target_combo.currentText() == labels.name
+    assert "refining the prediction" in dock.engine_status.text()
+    viewer.reset_view()
+
+    prior = predicted > 0
+    _click(viewer, qtbot, dock, flair, point)
+    added = dock.preview_mask.copy()
+    assert (added & prior).sum() == prior.sum(), "the prediction stays"
+    assert added[point] and (added & gt & ~prior).sum() > 0.5 * (gt & ~prior).sum()
+
+    _click(viewer, qtbot, dock, flair, fp_centre, Qt.ControlModifier)
+    removed = dock.preview_mask.copy()
+    assert not (removed & blob).any(), "the false positive goes whole"
+    np.testing.assert_array_equal(removed & ~blob, added & ~blob)
+    print(f"\nrefined prediction: Dice {_dice(prior, gt):.3f} -> {_dice(removed, gt):.3f}")
+
+    before = np.asarray(labels.data).copy()
+    assert dock.accept() is labels
+    np.testing.assert_array_equal(np.asarray(labels.data) > 0, removed)
+    labels.undo()
+    np.testing.assert_array_equal(np.asarray(labels.data), before)
