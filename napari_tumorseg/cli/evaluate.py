@@ -1,9 +1,12 @@
 """``tumorseg evaluate PRED GT [--json]``: agreement of a predicted mask with a ground truth.
 
 Both paths go through the readers (NIfTI, TIFF/PNG masks, DICOM). Every value > 0 is
-tumour for the headline Dice, IoU, precision, recall, HD95 (mm) and volumes (mL). When
-either mask holds more than one non-zero value, each value is also scored on its own
-(``pred == v`` against ``gt == v``), under "per label". Distances and volumes use the
+tumour for the headline Dice, IoU, precision, recall, HD95 (mm) and volumes (mL): for
+BraTS labels that is the whole tumour, and the report says what was compared. ``--label
+V`` compares ground-truth label V only. When the prediction itself holds more than one
+label, each value is also scored on its own (``pred == v`` against ``gt == v``), under
+"per label". A COCO export as GT (its JSON, or its folder) is scored image by image
+(see :mod:`napari_tumorseg.coco.evaluate`). Distances and volumes use the
 ground truth's voxel spacing. The two masks must lie on the same grid (shape, spacing,
 and position when both files record it); nothing is resampled. Definitions and the
 empty-mask policy are those of :mod:`napari_tumorseg.metrics`; an undefined HD95 (one
@@ -40,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which volume of PRED to use when it holds several (as in `tumorseg info`)")
     p.add_argument("--gt-series", type=int, default=None, metavar="N",
                    help="which volume of GT to use when it holds several")
+    p.add_argument("--label", type=int, action="append", default=None, metavar="V",
+                   help="compare only ground-truth label V (repeatable, e.g. --label 4 for BraTS "
+                        "enhancing tumour); default: every value > 0, i.e. the whole tumour")
     p.set_defaults(func=run)
 
 
@@ -89,23 +95,46 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _restricted(pred: np.ndarray, gt: np.ndarray, labels: list[int] | None):
+    """(pred, gt, what is compared): GT limited to ``labels``; PRED too when it holds
+    several labels itself, else its every value > 0 stands for them."""
+    gt_values = [int(v) for v in np.unique(gt) if v != 0]
+    pred_values = [int(v) for v in np.unique(pred) if v != 0]
+    if not labels:
+        names = ", ".join(map(str, gt_values)) or "none"
+        return pred, gt, f"every value > 0 on both sides (whole tumour; GT labels {names})"
+    unknown = [v for v in labels if v not in gt_values]
+    if unknown and not gt_values:
+        raise TumorSegError(f"--label {unknown[0]}: the ground truth is empty")
+    chosen = ", ".join(map(str, labels))
+    if len(pred_values) > 1:
+        return np.isin(pred, labels), np.isin(gt, labels), f"label(s) {chosen} on both sides"
+    return pred > 0, np.isin(gt, labels), f"PRED > 0 vs GT label(s) {chosen}"
+
+
 def evaluate(pred_path: str, gt_path: str, pred_series: int | None = None,
-             gt_series: int | None = None) -> dict[str, Any]:
+             gt_series: int | None = None, labels: list[int] | None = None) -> dict[str, Any]:
     """The evaluation as a dict (what ``--json`` prints, before non-finite -> null)."""
     pred_vol, pred = _load_mask(pred_path, pred_series, "PRED")
     gt_vol, gt = _load_mask(gt_path, gt_series, "GT")
     _same_grid(pred_vol, gt_vol)
     spacing = tuple(float(s) for s in gt_vol.spacing)
+    pred_full, gt_full = pred, gt
+    pred, gt, compared = _restricted(pred, gt, labels)
     result: dict[str, Any] = {
         "pred": str(pred_path),
         "gt": str(gt_path),
         "shape": list(gt.shape),
         "spacing_mm": list(spacing),
+        "compared": compared,
         **compare(pred, gt, spacing),
     }
-    values = sorted({int(v) for v in np.unique(pred)} | {int(v) for v in np.unique(gt)})
-    values = [v for v in values if v != 0]
-    if len(values) > 1:
+    pred, gt = pred_full, gt_full
+    # Label by label only when the prediction itself has labels: a binary prediction
+    # scored against GT label 1 alone would read as a poor result for a good whole tumour.
+    pred_values = {int(v) for v in np.unique(pred)} - {0}
+    values = sorted(pred_values | {int(v) for v in np.unique(gt)} - {0})
+    if len(pred_values) > 1 and not labels:
         per: dict[str, Any] = {}
         sp = spacing if gt.shape[0] > 1 else spacing[1:]
         for v in values:
@@ -124,11 +153,18 @@ def evaluate(pred_path: str, gt_path: str, pred_series: int | None = None,
 
 
 def run(args) -> int:
-    result = evaluate(args.pred, args.gt, args.pred_series, args.gt_series)
+    from napari_tumorseg.coco.evaluate import evaluate_coco, format_coco_report, is_coco_ground_truth
+
+    if is_coco_ground_truth(args.gt):
+        result = evaluate_coco(args.pred, args.gt, args.label)
+        print(json.dumps(result, indent=2) if args.json else format_coco_report(result))
+        return 0
+    result = evaluate(args.pred, args.gt, args.pred_series, args.gt_series, args.label)
     if args.json:
         print(json.dumps(_clean(result), indent=2))
         return 0
     print(format_report(result, title=f"{Path(args.pred).name} vs {Path(args.gt).name}"))
+    print(f"Compared: {result['compared']}")
     print("Grid: " + "x".join(str(s) for s in result["shape"]) + " voxels at "
           + " x ".join(f"{s:.4g}" for s in result["spacing_mm"]) + " mm (z, y, x)")
     for value, m in result.get("per_label", {}).items():
