@@ -69,6 +69,8 @@ class LearnedEngine:
         self.path: str | None = None
         self._norm_key = None
         self._norm = None
+        self._grid_key = None
+        self._gvol: torch.Tensor | None = None
         self._last: tuple | None = None  # (image key, prompts, mask): the previous answer
         self._last_mask: np.ndarray | None = None
 
@@ -148,32 +150,30 @@ class LearnedEngine:
             return int(size[0]), int(size[1])
         return int(shape_yx[0]), int(shape_yx[1])
 
-    def _run_slices(self, norm, spacing, requests) -> list[np.ndarray]:
-        """Forward a batch of (z, pos (n,2), neg (n,2), prev (y,x) or None) requests."""
-        h, w = norm.shape[-2:]
-        gh, gw = self._grid((h, w))
-        sy, sx = h / gh, w / gw
-        grid_spacing = (spacing[1] * sy, spacing[2] * sx)
-        zs = [int(r[0]) for r in requests]
-        x = torch.from_numpy(np.ascontiguousarray(norm[:, zs])).permute(1, 0, 2, 3).float()
-        if (gh, gw) != (h, w):
-            x = F.interpolate(x, size=(gh, gw), mode="bilinear", align_corners=False,
-                              antialias=gh < h or gw < w)
-        maps = []
-        for _, p, n, prev in requests:
-            # Voxel centres map as (i + 0.5) * scale - 0.5 under align_corners=False resizing.
-            gp = (np.asarray(p, float).reshape(-1, 2) + 0.5) / (sy, sx) - 0.5
-            gn = (np.asarray(n, float).reshape(-1, 2) + 0.5) / (sy, sx) - 0.5
-            pm = None
-            if prev is not None and self.encoding.with_prev_mask:
-                pm = F.interpolate(torch.from_numpy(np.asarray(prev, np.float32))[None, None],
-                                   size=(gh, gw), mode="nearest-exact")[0, 0].numpy()
-            maps.append(self.encoding.maps((gh, gw), grid_spacing, gp, gn, pm))
-        x = torch.cat([x, torch.from_numpy(np.stack(maps))], dim=1)
-        out = self.model(x)
+    def _grid_volume(self, norm: np.ndarray) -> torch.Tensor:
+        """(z, c, gh, gw): every slice brought to the model's input size once per image, so
+        a propagation step only indexes it."""
+        if self._grid_key != self._norm_key:
+            h, w = norm.shape[-2:]
+            gh, gw = self._grid((h, w))
+            t = torch.from_numpy(np.ascontiguousarray(norm)).float().permute(1, 0, 2, 3)
+            if (gh, gw) != (h, w):
+                t = F.interpolate(t, size=(gh, gw), mode="bilinear", align_corners=False,
+                                  antialias=gh < h or gw < w)
+            self._gvol, self._grid_key = t.contiguous(), self._norm_key
+        return self._gvol
+
+    def _probs(self, gvol: torch.Tensor, gspacing, requests) -> torch.Tensor:
+        """(n, gh, gw) foreground probabilities for (z, pos, neg, prev) requests on the grid."""
+        gh, gw = gvol.shape[-2:]
+        x = gvol[[int(r[0]) for r in requests]]
+        maps = np.stack([self.encoding.maps((gh, gw), gspacing, p, n, prev)
+                         for _, p, n, prev in requests])
+        out = self.model(torch.cat([x, torch.from_numpy(maps)], dim=1))
         out = out[0] if isinstance(out, (list, tuple)) else out
-        out = F.interpolate(out.float(), size=(h, w), mode="bilinear", align_corners=False)
-        return list(self._to_mask(out).numpy())
+        if tuple(out.shape[-2:]) != (gh, gw):  # SegFormer predicts at 1/4 of its input
+            out = F.interpolate(out.float(), size=(gh, gw), mode="bilinear", align_corners=False)
+        return self._to_prob(out.float())
 
     def _honour(self, mask: np.ndarray, spacing, pos, neg) -> np.ndarray:
         """Every click gets its way under its own disk: a network that has not learned a
@@ -185,58 +185,99 @@ class LearnedEngine:
             mask = mask & ~(self.encoding.click_map(mask.shape, spacing, neg) > 0)
         return mask
 
-    def _to_mask(self, logits: torch.Tensor) -> torch.Tensor:
-        """(n, *sp) bool from logits: sigmoid > threshold on channel 0 (binary, or WT of the
-        regions), or a foreground class winning the softmax."""
+    def _to_prob(self, logits: torch.Tensor) -> torch.Tensor:
+        """(n, *sp) foreground probability: sigmoid of channel 0 (binary, or WT of the
+        regions), or the softmax mass of the foreground classes."""
         if logits.shape[1] == 1 or (logits.ndim == 5 and logits.shape[1] == 3):
-            return torch.sigmoid(logits[:, 0]) > self.threshold
-        return logits.argmax(1) > 0
+            return torch.sigmoid(logits[:, 0])
+        return 1.0 - torch.softmax(logits, dim=1)[:, 0]
 
     def _segment_2d(self, norm, spacing, pos, neg, box, prev, prior, cancel) -> np.ndarray:
-        nz = norm.shape[1]
-        shape = norm.shape[1:]
-        result = prior.astype(bool).copy() if prior is not None else np.zeros(shape, bool)
+        """Seeds on the prompted slices, propagation on the model grid, and one upsampling
+        of every changed slice's probabilities to the image grid at the end."""
+        nz, h, w = norm.shape[1:]
+        gvol = self._grid_volume(norm)
+        gh, gw = gvol.shape[-2:]
+        sy, sx = h / gh, w / gw
+        gspacing = (spacing[1] * sy, spacing[2] * sx)
+        thr = self.threshold
+        result = prior.astype(bool).copy() if prior is not None else np.zeros((nz, h, w), bool)
+        empty = np.zeros((0, 2))
+        probs: dict[int, torch.Tensor] = {}
         if len(pos) == 0 and len(neg) == 0:  # automatic: every slice, no prompt
             for z0 in range(0, nz, 8):
                 _check(cancel)
-                reqs = [(z, np.zeros((0, 2)), np.zeros((0, 2)), None) for z in range(z0, min(nz, z0 + 8))]
-                for (z, *_), m in zip(reqs, self._run_slices(norm, spacing, reqs)):
-                    result[z] = m
-            return result
+                reqs = [(z, empty, empty, None) for z in range(z0, min(nz, z0 + 8))]
+                probs.update(zip(range(z0, z0 + len(reqs)), self._probs(gvol, gspacing, reqs)))
+            return self._paste(result, probs, (h, w))
         last = self._last_mask  # this engine's previous answer when the prompts extend it
         if last is not None:
             result = last.copy()
+
+        def to_grid(points):  # voxel centres: (i + 0.5) * scale - 0.5 under resizing
+            return (np.asarray(points, float).reshape(-1, 2) + 0.5) / (sy, sx) - 0.5
+
+        def grid_mask(mask):
+            t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+            return F.interpolate(t[:, None], size=(gh, gw), mode="nearest-exact")[:, 0].numpy() > 0.5
+
         slices = sorted({int(p[0]) for p in pos} | {int(p[0]) for p in neg})
-        reqs = []
+        clicks, reqs = {}, []
         for z in slices:
-            zp = pos[pos[:, 0].astype(int) == z][:, 1:] if len(pos) else np.zeros((0, 2))
-            zn = neg[neg[:, 0].astype(int) == z][:, 1:] if len(neg) else np.zeros((0, 2))
-            reqs.append((z, zp, zn, None if prev is None else prev[z]))
+            zp = pos[pos[:, 0].astype(int) == z][:, 1:] if len(pos) else empty
+            zn = neg[neg[:, 0].astype(int) == z][:, 1:] if len(neg) else empty
+            clicks[z] = (zp, zn)
+            pm = None if prev is None or not self.encoding.with_prev_mask else grid_mask(prev[z:z + 1])[0]
+            reqs.append((z, to_grid(zp), to_grid(zn), pm))
         _check(cancel)
-        seeds = dict(zip(slices, self._run_slices(norm, spacing, reqs)))
-        for z, zp, zn, _ in reqs:
-            seeds[z] = self._honour(seeds[z], spacing[1:], zp, zn)
-        if box is not None:
-            bz, y0, x0, y1, x1 = box
-            if bz in seeds:
-                keep = np.zeros(shape[1:], bool)
-                keep[y0:y1 + 1, x0:x1 + 1] = True
-                seeds[bz] &= keep
+        seeds = {}
+        for (z, gp, gn, _), pr in zip(reqs, self._probs(gvol, gspacing, reqs)):
+            probs[z] = pr
+            seeds[z] = self._honour(pr.numpy() > thr, gspacing, gp, gn)
         if nz > 1:
             def step(requests):
                 _check(cancel)
-                return self._run_slices(norm, spacing, requests)
+                out = self._probs(gvol, gspacing, requests)
+                for (z, *_), pr in zip(requests, out):
+                    probs[z] = pr
+                return [pr.numpy() > thr for pr in out]
 
-            previous = None if last is None else {z: last[z] for z in range(nz)}
+            previous = None
+            if last is not None:
+                g = grid_mask(last)
+                previous = {z: g[z] for z in range(nz)}
             reached = propagate(nz, seeds, step, previous=previous, cancel=cancel)
             if reached is None:
                 raise _Cancelled
         else:
             reached = seeds
+        # Keep, on each slice, only the parts propagation kept (components off the object
+        # are zeroed) before upsampling; slices it cleared become empty.
+        kept = {z: probs[z] * torch.from_numpy(m) if z in probs else torch.zeros((gh, gw))
+                for z, m in reached.items()}
         # Slices the object reaches are replaced; the others keep the prior (another lesion
         # segmented before, or the model's prediction the clicks are correcting) or, after a
         # new click, the previous answer.
-        for z, m in reached.items():
+        result = self._paste(result, kept, (h, w))
+        for z, (zp, zn) in clicks.items():
+            result[z] = self._honour(result[z], spacing[1:], zp, zn)
+            if box is not None and box[0] == z:
+                _, y0, x0, y1, x1 = box
+                keep = np.zeros((h, w), bool)
+                keep[y0:y1 + 1, x0:x1 + 1] = True
+                result[z] &= keep
+        return result
+
+    def _paste(self, result: np.ndarray, probs: dict, size) -> np.ndarray:
+        """Upsample grid probabilities (one batch) and threshold them into ``result``."""
+        if not probs:
+            return result
+        zs = sorted(probs)
+        stack = torch.stack([probs[z] for z in zs])[:, None]
+        if tuple(stack.shape[-2:]) != tuple(size):
+            stack = F.interpolate(stack, size=tuple(size), mode="bilinear", align_corners=False)
+        masks = (stack[:, 0] > self.threshold).numpy()
+        for z, m in zip(zs, masks):
             result[z] = m
         return result
 
@@ -261,8 +302,8 @@ class LearnedEngine:
         x = torch.cat([crop, torch.from_numpy(maps)[None]], dim=1)
         out = self.model(x)
         out = out[0] if isinstance(out, (list, tuple)) else out
-        result[sl] = self._honour(self._to_mask(out.float())[0].numpy(), spacing, pos - start,
-                                  neg - start)
+        result[sl] = self._honour(self._to_prob(out.float())[0].numpy() > self.threshold, spacing,
+                                  pos - start, neg - start)
         return result
 
 
