@@ -362,3 +362,51 @@ def test_clicks_refine_a_prediction(make_napari_viewer, qtbot, shared_data):
     np.testing.assert_array_equal(np.asarray(labels.data) > 0, removed)
     labels.undo()
     np.testing.assert_array_equal(np.asarray(labels.data), before)
+
+
+def _click_checkpoint(path, interactive=True):
+    """A small click-guided U-Net checkpoint as `tumorseg train --interactive` writes it (untrained)."""
+    import torch
+
+    from napari_tumorseg.models import create_model, get_info
+    from napari_tumorseg.models.checkpoint import save_checkpoint
+    from napari_tumorseg.training.preprocessing import default_preprocessing
+
+    torch.manual_seed(0)
+    config = dict(get_info("unet").tiny_config)
+    if interactive:
+        config["interactive"] = {"kind": "disk", "radius_mm": 5.0, "min_radius_px": 2.0, "with_prev_mask": True}
+    model = create_model("unet", in_channels=1, **config)
+    prep = default_preprocessing(2, [64, 64], 1, "binary")
+    return save_checkpoint(path, model.eval(), model_name="unet", config=config, in_channels=1, out_channels=1,
+                           preprocessing=prep, class_names=["background", "tumour"], history=[])
+
+
+def test_a_loaded_click_checkpoint_answers_the_clicks(make_napari_viewer, qtbot, shared_data, tmp_path,
+                                                      monkeypatch):
+    from napari_tumorseg.interactive.learned import LearnedEngine
+
+    viewer = make_napari_viewer(show=True)
+    flair, roi = _open_brainix(viewer, shared_data)
+    dock = _dock(viewer, qtbot, flair)
+    errors = []
+    monkeypatch.setattr("napari_tumorseg.widgets._common.show_error", errors.append)
+
+    # An automatic (non-click) checkpoint is refused in one line; the engine stays.
+    worker = dock.load_checkpoint(_click_checkpoint(tmp_path / "auto.pt", interactive=False))
+    qtbot.waitUntil(lambda: len(errors) > 0, timeout=60000)
+    qtbot.waitUntil(lambda: worker.is_running is False, timeout=5000)
+    assert len(errors) == 1 and "not a click-guided checkpoint" in errors[0]
+    assert dock.engine_combo.currentText() == CLASSIC
+
+    with qtbot.waitSignal(dock.engine_ready, timeout=60000):
+        worker = dock.load_checkpoint(_click_checkpoint(tmp_path / "click.pt"))
+    assert worker is not None
+    assert dock.engine_combo.currentText() == "learned: unet"
+    assert dock.engine_status.text() == "learned: unet (2D+propagation)"
+    _, point = _lesion_point(np.asarray(roi.data) > 0)
+    dock.add_click(point)
+    qtbot.waitUntil(lambda: not dock.busy, timeout=120000)
+    assert isinstance(dock.session.click_engine, LearnedEngine)
+    assert dock.preview_mask is not None and dock.preview_mask.shape == flair.data.shape
+    assert errors == [errors[0]]
