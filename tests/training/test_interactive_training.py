@@ -116,3 +116,26 @@ def test_glims_trains_click_guided_in_3d_and_answers_on_a_crop(shared_data, tmp_
     outside = np.ones_like(mask)
     outside[4:36, 0:32, 32:64] = False
     assert not mask[outside].any()
+
+
+def test_predict_uses_an_interactive_checkpoint_as_the_automatic_model(lgg_run, shared_data):
+    """No clicks = the automatic segmentation: Predict's output equals the LearnedEngine's
+    no-prompt answer on the same slice."""
+    from napari_tumorseg.inference.predict import Predictor, predict_array
+    from napari_tumorseg.interactive.learned import LearnedEngine
+    from napari_tumorseg.interactive.prompts import Prompts
+    from napari_tumorseg.training.datasets import open_source
+
+    _, _, out = lgg_run
+    data = open_source(shared_data / "lgg_kaggle3m").refs[0].load()
+    image = data.image[:, 10:11]
+    prob = np.asarray(predict_array(Predictor.from_checkpoint(out / "last.pt", device="cpu"), image))
+    prob = prob.reshape(-1, *image.shape[1:])[-1]
+    # A one-epoch model is unsure everywhere: cut both at the median so the comparison
+    # splits the slice in two instead of passing on all-foreground masks.
+    cut = float(np.median(prob))
+    engine = LearnedEngine.from_checkpoint(out / "last.pt", threshold=cut)
+    auto = engine.segment(image, (1.0, 1.0, 1.0), Prompts())
+    assert 0.2 < auto.mean() < 0.8
+    agree = np.mean((prob > cut) == auto)
+    assert agree > 0.98, agree
