@@ -314,7 +314,7 @@ class CorrectWidget(QWidget):
             paths = export_labels(np.asarray(layer.data), fmt, out, source=source,
                                   overwrite=self.overwrite.isChecked(),
                                   names={int(k): v for k, v in (names or {}).items()} or None,
-                                  image=image)
+                                  image=image, algorithm=self._model_behind(layer))
         except TumorSegError as err:
             notify_error(err)
             return []
@@ -372,4 +372,12 @@ class CorrectWidget(QWidget):
             train_widget.pretrained.set_path(ckpt)
         train_widget.out_picker.set_path(folder / "finetune_run")
         return train_widget
+
+    def _model_behind(self, layer) -> str | None:
+        """The model that predicted ``layer`` in this viewer, or None for hand-drawn labels:
+        passed to the export as ``tumorseg predict`` passes its model (export.dicom_seg.segment_algorithm)."""
+        p = self.session.prediction
+        if p is not None and p.labels_layer is layer and p.predictor is not None:
+            return p.predictor.model_name
+        return None
 

@@ -113,6 +113,9 @@ def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, sha
     assert correct.export() == [out]
     seg = pydicom.dcmread(out)
     assert seg.Modality == "SEG"
+    # The provenance `tumorseg predict` writes for the same model (export.dicom_seg.segment_algorithm).
+    assert {s.SegmentAlgorithmType for s in seg.SegmentSequence} == {"SEMIAUTOMATIC"}
+    assert {s.SegmentAlgorithmName for s in seg.SegmentSequence} == {widget.session.predictor.model_name}
     refs = {r.SeriesInstanceUID for r in seg.ReferencedSeriesSequence}
     assert flair.metadata["dicom"].series_uid in refs
     mtime = out.stat().st_mtime_ns
@@ -125,6 +128,12 @@ def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, sha
     back = read_path(nii)[0]
     np.testing.assert_array_equal(back.data, labels.data)
     np.testing.assert_allclose(back.affine, np.asarray(flair.metadata["tumorseg"]["affine"]), atol=1e-4)
+    # Labels no model produced (the hand-drawn ROI) are MANUAL, as in the CLI without a model.
+    correct.labels_combo.setCurrentText(roi.name)
+    correct.format_combo.setCurrentText("DICOM-SEG (.dcm)")
+    correct.export_picker.set_path(tmp_path / "roi_seg.dcm")
+    [roi_out] = correct.export()
+    assert {s.SegmentAlgorithmType for s in pydicom.dcmread(roi_out).SegmentSequence} == {"MANUAL"}
 
 
 def test_fill_holes_islands_and_undo_share_one_history(make_napari_viewer, shared_data):
