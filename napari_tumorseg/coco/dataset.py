@@ -61,6 +61,15 @@ class CocoSet:
         raise ReadError(f"no image named {name!r} in {self.path}")
 
 
+def coco_json_in(folder: Path) -> Path | None:
+    """The COCO file of a one-split folder: ``_annotations.coco.json``, else its only JSON."""
+    direct = folder / ROBOFLOW_JSON
+    if direct.is_file():
+        return direct
+    jsons = sorted(folder.glob("*.json"))
+    return jsons[0] if len(jsons) == 1 else None
+
+
 def find_coco_splits(path: str | os.PathLike) -> list[tuple[str, Path]]:
     """``[(split_name, json_path)]`` for a COCO JSON file or a Roboflow export folder.
 
@@ -83,9 +92,9 @@ def find_coco_splits(path: str | os.PathLike) -> list[tuple[str, Path]]:
     ]
     if splits:
         return splits
-    jsons = sorted(path.glob("*.json"))
-    if len(jsons) == 1:
-        return [("", jsons[0])]
+    only = coco_json_in(path)
+    if only is not None:
+        return [("", only)]
     raise ReadError(f"no {ROBOFLOW_JSON} in {path} or its sub-folders")
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from napari_tumorseg.errors import ReadError, first_line
+from napari_tumorseg.io.nifti import is_label_name
 from napari_tumorseg.io.volume import Volume
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "load_dicom_series",
     "read_dicom",
     "is_dicom_file",
+    "folder_has_dicom",
 ]
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
@@ -67,8 +69,6 @@ _NON_IMAGE_SOP_PATTERNS = (
     "Real World Value Mapping",
 )
 
-# Series descriptions that mark a mask/ROI export (e.g. OsiriX "FLAIR_ROI").
-_MASK_TOKENS = {"roi", "rois", "mask", "masks", "seg", "segmentation", "label", "labels", "labelmap"}
 
 _PIXEL_DATA = 0x7FE00010
 _DEFER_BYTES = 4096  # values larger than this are not read while scanning
@@ -189,6 +189,34 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def folder_has_dicom(folder: str | os.PathLike, probe: int = 400) -> bool:
+    """True when a DICOM file lies in ``folder`` or below (cheap: names first).
+
+    A ``.dcm`` / ``.ima`` / DICOMDIR name decides at once; NIfTI and image files are passed
+    over; at most ``probe`` other files have their preamble read before giving up.
+    """
+    from napari_tumorseg.io.images import is_image_path
+    from napari_tumorseg.io.nifti import is_nifti_path
+
+    looked = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            p = Path(root) / name
+            if name.upper() == "DICOMDIR" or p.suffix.lower() in DICOM_SUFFIXES:
+                return is_dicom_file(p)
+            if is_nifti_path(p) or is_image_path(p):
+                continue
+            if is_dicom_file(p):
+                return True
+            looked += 1
+            if looked >= probe:
+                return False
+    return False
 
 
 def _candidate_files(root: Path) -> tuple[list[Path], list[str]]:
@@ -402,9 +430,8 @@ def _info_from_dataset(path: Path, ds, size: int) -> _FileInfo | str:
     description = h.text("SeriesDescription")
     modality = h.text("Modality")
     series_number = h.int("SeriesNumber")
-    image_type = [t.strip().lower() for t in h.text("ImageType").split("\\")]
-    tokens = set(re.split(r"[^a-z0-9]+", description.lower())) | set(image_type)
-    mask_hint = bool(tokens & _MASK_TOKENS)
+    # A mask/ROI export says so in its description (OsiriX "FLAIR_ROI") or ImageType.
+    mask_hint = is_label_name(description) or is_label_name(h.text("ImageType"))
 
     slices = _slices_of(path, ds, h, n_frames)
     sbs = h.num("SpacingBetweenSlices")

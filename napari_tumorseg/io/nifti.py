@@ -28,7 +28,13 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # Columns of a nibabel affine (i, j, k, translation) reordered to (k, j, i, translation).
 _PERMUTE = [2, 1, 0, 3]
 
-LABEL_NAME = re.compile(r"seg|truth|label|mask|otmulticlass|annot|roi|gt\b|_gt", re.IGNORECASE)
+# Words that name a label map in a file, folder or series name (BraTS "_seg", "truth",
+# "OTMultiClass", OsiriX "FLAIR_ROI", LGG "_mask", "brainmask", "_gt"). Matched on whole
+# words, word starts ("segmentation", "labelmap") or the "mask" ending, so words that only
+# contain the letters ("regions", "T2 TSE") are not labels.
+_LABEL_WORDS = {"seg", "truth", "gt", "roi", "rois", "otmulticlass"}
+_LABEL_PREFIXES = ("segment", "label", "annot", "groundtruth")
+_LABEL_SUFFIXES = ("mask", "masks")
 # Above this many distinct values an integer array is an image, whatever its name.
 MAX_LABEL_VALUES = 64
 
@@ -62,7 +68,13 @@ def guess_sequence(name: str) -> str:
 
 
 def is_label_name(name: str) -> bool:
-    return bool(LABEL_NAME.search(name))
+    """True when a file, folder or series name says it holds a label map (a mask)."""
+    # Words split at separators, and again at lower-to-upper case changes ("tumourSeg").
+    name = str(name)
+    camel = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    words = set(re.split(r"[^a-z0-9]+", name.lower())) | set(re.split(r"[^a-z0-9]+", camel.lower()))
+    return any(w in _LABEL_WORDS or w.startswith(_LABEL_PREFIXES) or w.endswith(_LABEL_SUFFIXES)
+               for w in words if w)
 
 
 def as_labels(data: np.ndarray) -> np.ndarray | None:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from napari_tumorseg.errors import ReadError, TumorSegError, first_line
+from napari_tumorseg.io import dicom as _dicom
 from napari_tumorseg.io import images as _images
 from napari_tumorseg.io import nifti as _nifti
 from napari_tumorseg.io.volume import Volume
@@ -43,37 +44,6 @@ class Entry:
 # ---------------------------------------------------------------- detection
 
 
-def _is_dicom_file(path: Path) -> bool:
-    if path.name.upper() == "DICOMDIR":
-        return True
-    try:
-        from napari_tumorseg.io.dicom import is_dicom_file
-
-        return bool(is_dicom_file(path))
-    except Exception:
-        return False
-
-
-def _folder_has_dicom(folder: Path) -> bool:
-    looked = 0
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            p = Path(root) / name
-            if name.upper() == "DICOMDIR" or p.suffix.lower() in (".dcm", ".ima"):
-                return _is_dicom_file(p)
-            if _nifti.is_nifti_path(p) or _images.is_image_path(p):
-                continue
-            if _is_dicom_file(p):
-                return True
-            looked += 1
-            if looked >= _DICOM_PROBE:
-                return False
-    return False
-
-
 def kind_of_path(path: str | Path) -> str | None:
     """'dicom', 'nifti', 'image', 'coco' or 'folder' for a path we can open, else None
     (cheap, except that a .json file is parsed to tell COCO from any other JSON)."""
@@ -92,7 +62,7 @@ def kind_of_path(path: str | Path) -> str | None:
         return "coco" if is_coco_json(path) else None
     if path.suffix.lower() in (".txt", ".csv", ".md", ".py", ".zip", ".mha", ".mhd"):
         return None
-    if _is_dicom_file(path):
+    if _dicom.is_dicom_file(path):
         return "dicom"
     return None
 
@@ -222,7 +192,7 @@ def _image_entries(group: _images.ImageGroup) -> list[Entry]:
 
 def _folder_plan(folder: Path, depth: int, probe_only: bool = False) -> list[Callable[[], list[Entry]]]:
     """Deferred entry builders for a folder (see the module docstring)."""
-    if _folder_has_dicom(folder):
+    if _dicom.folder_has_dicom(folder, _DICOM_PROBE):
         return [lambda: _dicom_entries(folder)]
     try:
         children = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),

@@ -160,7 +160,9 @@ def create_model(
         if interactive not in (None, False):
             from napari_tumorseg.interactive.encoding import ClickEncoding, build_click_guided
 
-            if info.output == "classes":
+            from napari_tumorseg.output_kinds import output_kind
+
+            if not output_kind(info.output).dense:
                 raise TumorSegError(f"{name} is a classifier: it cannot be click-guided")
             return build_click_guided(entry.builder, in_ch, ClickEncoding.from_config(interactive),
                                       out_channels=out_ch, pretrained=pretrained, **cfg)

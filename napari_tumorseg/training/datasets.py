@@ -35,7 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_tumorseg.coco.dataset import coco_json_in
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.io.dicom import folder_has_dicom
+from napari_tumorseg.io.images import natural_key
+from napari_tumorseg.io.nifti import is_label_name
 from napari_tumorseg.output_kinds import output_kind
 from napari_tumorseg.training.augment import AugmentConfig, augment
 from napari_tumorseg.training.preprocessing import (
@@ -49,8 +53,6 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
                "validation": "val", "test": None}
 _MASK_DIRS = ("masks", "mask", "labels", "label", "annotations_masks")
 _IMAGE_DIRS = ("images", "image", "imgs")
-_DICOM_MASK = re.compile(r"roi|mask|seg|label", re.IGNORECASE)
-_NIFTI_LABEL = re.compile(r"seg|truth|label|otmulticlass|(?<!brain)mask|annot|_gt\b", re.IGNORECASE)
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
 
 
@@ -95,10 +97,6 @@ def case_id_from_name(stem: str) -> str:
     """Roboflow exports name augmented copies ``<orig>_<ext>.rf.<hash>``: one case."""
     base = stem.split(".rf.")[0]
     return re.sub(r"_(jpg|jpeg|png|tif|tiff)$", "", base, flags=re.IGNORECASE)
-
-
-def _natural_key(name: str) -> list:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name.lower())]
 
 
 def _read_raster(path: Path) -> np.ndarray:
@@ -216,7 +214,7 @@ def _pair_refs(folder: Path, split: str | None) -> list[CaseRef]:
         groups.setdefault((image.parent, volume, case_id), []).append((image, mask))
     refs = []
     for (_, case, case_id), pairs in groups.items():
-        pairs.sort(key=lambda p: _natural_key(p[0].name))
+        pairs.sort(key=lambda p: natural_key(p[0]))
 
         def load(pairs=pairs) -> CaseData:
             imgs, masks = [], []
@@ -242,7 +240,7 @@ def _image_mask_refs(folder: Path, split: str | None) -> list[CaseRef]:
     refs = []
     unmatched: list[str] = []
     used: set[Path] = set()
-    for ip in sorted(img_dir.iterdir(), key=lambda p: _natural_key(p.name)):
+    for ip in sorted(img_dir.iterdir(), key=natural_key):
         if ip.suffix.lower() not in _IMAGE_SUFFIXES:
             continue
         mp = masks.get(ip.stem) or masks.get(ip.stem + MASK_SUFFIX)
@@ -287,8 +285,10 @@ def _nifti_files(folder: Path) -> list[Path]:
 
 def _nifti_case(folder: Path, split: str | None) -> CaseRef | None:
     files = _nifti_files(folder)
-    labels = [p for p in files if _NIFTI_LABEL.search(p.name)]
-    images = [p for p in files if p not in labels and "brainmask" not in p.name.lower()]
+    # A skull mask beside the scans is neither the tumour's labels nor an input sequence.
+    skull = [p for p in files if "brainmask" in p.name.lower()]
+    labels = [p for p in files if is_label_name(p.name) and p not in skull]
+    images = [p for p in files if p not in labels and p not in skull]
     if not labels or not images:
         return None
 
@@ -321,18 +321,9 @@ def _nifti_refs(folder: Path, split: str | None) -> list[CaseRef]:
     return refs
 
 
-def _has_dicom(folder: Path) -> bool:
-    from napari_tumorseg.io.dicom import is_dicom_file
-
-    for p in list(folder.iterdir())[:20]:
-        if p.is_file() and (p.suffix.lower() in (".dcm", ".ima") or is_dicom_file(p)):
-            return True
-    return False
-
-
 def _dicom_case(folder: Path, split: str | None) -> CaseRef | None:
-    subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and _has_dicom(p)]
-    masks = [p for p in subs if _DICOM_MASK.search(p.name)]
+    subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and folder_has_dicom(p)]
+    masks = [p for p in subs if is_label_name(p.name)]
     images = [p for p in subs if p not in masks]
     if not masks or not images:
         return None
@@ -373,7 +364,7 @@ def _class_refs(folder: Path, split: str | None, class_names: list[str]) -> list
         sub = folder / name
         if not sub.is_dir():
             continue
-        for ip in sorted(sub.iterdir(), key=lambda p: _natural_key(p.name)):
+        for ip in sorted(sub.iterdir(), key=natural_key):
             if ip.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
 
@@ -399,7 +390,7 @@ def detect_kind(folder: Path) -> str | None:
     """The layout of one (unsplit) data folder, or None."""
     if folder.is_file():
         return "coco" if folder.suffix.lower() == ".json" else None
-    if (folder / "_annotations.coco.json").is_file() or len(list(folder.glob("*.json"))) == 1:
+    if coco_json_in(folder) is not None:
         return "coco"
     if any(folder.glob(f"*{MASK_SUFFIX}.*")) or any(folder.glob(f"*/*{MASK_SUFFIX}.*")):
         return "pairs"
@@ -408,10 +399,7 @@ def detect_kind(folder: Path) -> str | None:
         return "image_mask"
     if _nifti_files(folder) or any(_nifti_files(p) for p in folder.iterdir() if p.is_dir()):
         return "nifti"
-    subs = [p for p in folder.iterdir() if p.is_dir()]
-    if any(_has_dicom(p) for p in subs) or any(
-        _has_dicom(q) for p in subs for q in p.iterdir() if q.is_dir()
-    ):
+    if any(folder_has_dicom(p) for p in folder.iterdir() if p.is_dir()):
         return "dicom"
     if _class_folders(folder):
         return "classes"
