@@ -7,6 +7,7 @@ import sys
 
 from napari_tumorseg.cli._args import positive_int
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.progress import progress_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +67,8 @@ def run_coco2mask(args) -> int:
     ):
         report = progress.report
         if show and (progress.done % 50 == 0 or progress.done == progress.total):
-            print(f"\r{progress.done}/{progress.total}", end="", file=sys.stderr, flush=True)
+            print("\r" + progress_text("masks", progress.done, progress.total, "images"), end="",
+                  file=sys.stderr, flush=True)
     if show and report is not None:
         print(file=sys.stderr)
     if report is None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from napari_tumorseg.cli._args import positive_int, probability
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.progress import progress_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,10 +96,11 @@ class _Progress:
         if self.quiet or ev.kind != "progress" or not ev.total:
             return
         pct = int(100 * ev.done / ev.total)
+        line = progress_text("predicting", ev.done, ev.total, ev.unit)
         if self.tty:
-            print(f"\rpredicting: {ev.done}/{ev.total} {ev.unit} ({pct}%)", end="", file=sys.stderr, flush=True)
+            print("\r" + line, end="", file=sys.stderr, flush=True)
         elif pct // 25 > self.last // 25 or ev.done == ev.total:
-            print(f"predicting: {ev.done}/{ev.total} {ev.unit}", file=sys.stderr)
+            print(line, file=sys.stderr)
         self.last = pct
 
     def end(self) -> None:

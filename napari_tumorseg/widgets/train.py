@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models import default_recipe, get_info, get_recipe, list_models
+from napari_tumorseg.progress import progress_text
 from napari_tumorseg.training.engine import LAST, TrainConfig, pick_device, train
 from napari_tumorseg.training.losses import LOSS_NAMES
 from napari_tumorseg.training.events import (
@@ -515,8 +516,8 @@ class TrainWidget(QWidget):
                 self._pbar.update(1)
                 self._pbar.set_description(f"epoch {ev.epoch + 1} loss {ev.loss:.4f}")
             self.status.setText(
-                f"epoch {ev.epoch + 1}, batch {ev.batch + 1}/{ev.n_batches}, loss {ev.loss:.4f}, "
-                f"ETA {_fmt_eta(ev.eta_s)}"
+                progress_text(f"epoch {ev.epoch + 1}, loss {ev.loss:.4f}, batch", ev.batch + 1,
+                              ev.n_batches, eta_s=ev.eta_s)
             )
         elif isinstance(ev, EpochEvent):
             self.plot.show_history(history, image)
@@ -603,10 +604,4 @@ def ask_start_or_resume(parent: QWidget, folder: Path, summary: str) -> str | No
     return "resume" if clicked is resume else "anew" if clicked is anew else None
 
 
-def _fmt_eta(seconds: float) -> str:
-    if not np.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+

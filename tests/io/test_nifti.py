@@ -156,3 +156,14 @@ def test_damaged_files_give_one_line_errors(brats12, tmp_path):
 )
 def test_sequence_names(name, expected):
     assert guess_sequence(name) == expected
+
+
+def test_one_label_name_rule_for_files_folders_and_series(shared_data):
+    from napari_tumorseg.io.nifti import is_label_name
+
+    found = {p.name: is_label_name(p.name) for p in shared_data.rglob("*.nii*")}
+    assert {n for n, lab in found.items() if lab} == {"BRATS_HG0015_truth.nii.gz", "OTMultiClass.nii.gz",
+                                                      "brainmask.nii.gz"}
+    assert all(is_label_name(n) for n in ("BraTS2021_00000_seg.nii.gz", "FLAIR_ROI", "tumourSeg.nii",
+                                          "case_gt.nii", "Segmentation", "annotations_masks", "x_1_mask.tif"))
+    assert not any(is_label_name(n) for n in ("t2_Regions.nii", "T2 TSE", "AX FLAIR", "imgs", "BRATS_HG0015_T1C"))
