@@ -410,3 +410,60 @@ def test_a_loaded_click_checkpoint_answers_the_clicks(make_napari_viewer, qtbot,
     assert isinstance(dock.session.click_engine, LearnedEngine)
     assert dock.preview_mask is not None and dock.preview_mask.shape == flair.data.shape
     assert errors == [errors[0]]
+
+
+class _Spy:
+    """The classic engine, recording what the dock hands it."""
+
+    def __init__(self):
+        from napari_tumorseg.interactive.classic import ClassicEngine
+
+        self.inner, self.name, self.images = ClassicEngine(), "classic (spy)", []
+
+    def segment(self, image, spacing, prompts, prior=None, cancel=None):
+        self.images.append((image.shape, tuple(spacing)))
+        return self.inner.segment(image, spacing, prompts, prior=prior, cancel=cancel)
+
+
+def test_a_multichannel_case_segments_on_all_its_channels(make_napari_viewer, qtbot, shared_data):
+    """FLAIR + T1c opened as one case: the engine sees both channels, wherever the user clicks."""
+    from napari_tumorseg.io.readers import read_path
+    from tests.widgets.test_session import _load_case
+
+    viewer = make_napari_viewer(show=True)
+    case = shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"
+    _load_case(viewer, qtbot, case, ("flair", "t1c"), as_channels=True)
+    images = [l for l in viewer.layers if type(l).__name__ == "Image"]
+    assert len(images) == 2
+    dock = _dock(viewer, qtbot, images[1])  # the T1c layer: still the whole case
+    spy = _Spy()
+    dock.set_engine(spy)
+    truth = read_path(case / "OTMultiClass.nii.gz")[0].data > 0
+    _, point = _lesion_point(truth)
+    dock.add_click(point)
+    qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
+    assert spy.images[-1][0] == (2, *truth.shape)
+    print(f"\nBraTS 2013 pat0003, FLAIR+T1c, one click: Dice {_dice(dock.preview_mask, truth):.3f} "
+          f"in {dock.last_seconds:.2f} s")
+    assert (dock.preview_mask & truth).sum() > 0.5 * dock.preview_mask.sum()  # mostly tumour
+
+
+def test_a_2d_image_is_one_slice(make_napari_viewer, qtbot, shared_data):
+    """A 2D layer: clicks are (y, x), the preview and the new labels layer are 2D."""
+    viewer = make_napari_viewer(show=True)
+    name = "y500_jpg.rf.522229bbfea1ab9cdc96ec0d2d94a265.jpg"
+    viewer.open(str(shared_data / "coco_ravirawal" / "valid" / name), plugin="napari-tumorseg")
+    picture = np.asarray(viewer.layers[0].data)[0]
+    viewer.layers.clear()
+    image = viewer.add_image(picture, name="slice")
+    dock = _dock(viewer, qtbot, image)
+    h, w = picture.shape
+    dock.add_click((h // 2, w // 2))
+    qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
+    assert dock._clicks.data.shape == (1, 2)
+    assert dock.preview_mask.shape == (1, h, w) and dock.preview_mask[0, h // 2, w // 2]
+    assert dock._preview.data.shape == (h, w)
+    target = dock.accept()
+    assert target.data.shape == (h, w) and target.data[h // 2, w // 2] == 1
+    target.undo()
+    assert not np.asarray(target.data).any()
