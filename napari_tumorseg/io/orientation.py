@@ -170,11 +170,19 @@ def from_source_order(array: np.ndarray, volume_or_metadata: Any) -> np.ndarray:
     return _apply(arr, forward)
 
 
-def layer_geometry(affine: np.ndarray) -> dict[str, Any]:
+def layer_geometry(affine: np.ndarray, shape=None, exact: bool = False) -> dict[str, Any]:
     """napari ``scale``, ``translate`` and (only when oblique) ``affine`` for a voxel->RAS affine.
 
-    world = R @ (scale * index + translate), with R the residual rotation left after
-    reorientation (identity for an axis-aligned volume, a few degrees for a tilted one).
+    napari draws world = R @ (scale * index + translate). R is the rotation left after
+    reorientation: the identity for an axis-aligned volume, a few degrees for a tilted
+    acquisition (BRAINIX). Of that tilt, only the turn within the slice plane is given to
+    napari: napari cannot show a slice that is not flat in its world (it draws each
+    acquired slice flat anyway), and its brush, eraser and fill would land on neighbouring
+    slices across the image, by up to tilt x field of view (1-2 slices on BRAINIX). So each
+    acquired slice sits flat at its true depth, turned as acquired, exact at the volume's
+    centre (``shape``; voxel 0 without it) and within the tilt elsewhere; series of one
+    acquisition share the tilt and overlay exactly. ``Volume.affine``, the exports and the
+    grid checks keep the exact geometry. ``exact=True`` gives napari the whole rotation.
     """
     m = WORLD_FROM_RAS @ np.asarray(affine, float)
     linear = m[:3, :3]
@@ -182,7 +190,17 @@ def layer_geometry(affine: np.ndarray) -> dict[str, Any]:
     if not np.all(scale > 0) or not np.all(np.isfinite(m)):
         return {"scale": (1.0, 1.0, 1.0), "translate": (0.0, 0.0, 0.0)}
     residual = linear / scale
-    translate = np.linalg.solve(residual, m[:3, 3])
+    if not exact:
+        # The nearest rotation within the (y, x) plane (polar decomposition of that block).
+        u, _, vt = np.linalg.svd(residual[1:, 1:])
+        in_plane = u @ vt
+        if np.linalg.det(in_plane) < 0:  # a mirror is never a tilt: keep it out
+            in_plane = np.eye(2)
+        residual = np.eye(3)
+        residual[1:, 1:] = in_plane
+    centre = (np.asarray(shape, float)[-3:] - 1.0) / 2.0 if shape is not None else np.zeros(3)
+    anchor = m[:3, :3] @ centre + m[:3, 3]  # exact world position of the anchor voxel
+    translate = residual.T @ anchor - scale * centre
     out: dict[str, Any] = {
         "scale": tuple(float(v) for v in scale),
         "translate": tuple(float(v) for v in translate),
@@ -191,6 +209,16 @@ def layer_geometry(affine: np.ndarray) -> dict[str, Any]:
         rot = np.eye(4)
         rot[:3, :3] = residual
         out["affine"] = rot
+    return out
+
+
+def displayed_world_affine(affine: np.ndarray, shape=None) -> np.ndarray:
+    """4x4 index (z, y, x) -> napari world, as :func:`layer_geometry` places the layer."""
+    geo = layer_geometry(affine, shape)
+    rot = geo.get("affine", np.eye(4))[:3, :3]
+    out = np.eye(4)
+    out[:3, :3] = rot @ np.diag(geo["scale"])
+    out[:3, 3] = rot @ np.asarray(geo["translate"])
     return out
 
 

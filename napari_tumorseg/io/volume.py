@@ -57,10 +57,11 @@ class Volume:
 
     def layer_geometry(self) -> dict[str, Any]:
         """napari ``scale``, ``translate`` and, for an oblique volume, ``affine``: the layer
-        sits at its scanner position in napari's world frame (I, P, L mm)."""
+        sits at its scanner position in napari's world frame (I, P, L mm), each slice flat
+        (io.orientation.layer_geometry says why and how close)."""
         from napari_tumorseg.io.orientation import layer_geometry
 
-        return layer_geometry(self.affine)
+        return layer_geometry(self.affine, self.spatial_shape)
 
     def layer_data(self) -> tuple[np.ndarray, dict, str]:
         """napari LayerDataTuple: (data, kwargs, layer_type)."""

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from napari_tumorseg.io.grid import DEFAULT_TOL_MM, check_same_grid
-from napari_tumorseg.io.orientation import WORLD_FROM_RAS
+from napari_tumorseg.io.orientation import WORLD_FROM_RAS, displayed_world_affine
 from napari_tumorseg.io.volume import Volume
 
 _WATCHED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
@@ -55,9 +55,24 @@ def layer_world_affine(layer) -> np.ndarray:
     return a
 
 
+def _header_affine(layer) -> np.ndarray | None:
+    """The exact voxel -> RAS affine the reader stored, if the layer still sits where that
+    affine puts it (napari draws an oblique slice stack flat: io.orientation.layer_geometry)."""
+    stored = ((layer.metadata or {}).get("tumorseg") or {}).get("affine")
+    if stored is None or layer.ndim < 3:
+        return None
+    affine = np.asarray(stored, dtype=float)
+    if affine.shape != (4, 4):
+        return None
+    expected = displayed_world_affine(affine, _spatial_shape(layer))
+    return affine if np.allclose(layer_world_affine(layer), expected, atol=1e-3) else None
+
+
 def layer_grid_volume(layer) -> Volume:
-    """A data-less stand-in Volume with the layer's shape and on-screen (RAS) geometry."""
-    ras = WORLD_FROM_RAS @ layer_world_affine(layer)
+    """A data-less stand-in Volume with the layer's shape and its geometry: the header's,
+    exact, while the layer sits where the header puts it; else where it is drawn."""
+    header = _header_affine(layer)
+    ras = header if header is not None else WORLD_FROM_RAS @ layer_world_affine(layer)
     spacing = tuple(float(v) for v in np.linalg.norm(ras[:3, :3], axis=0))
     shape = _spatial_shape(layer)
     return Volume(np.broadcast_to(np.zeros((), np.uint8), shape), spacing, ras, name=layer.name,

@@ -73,18 +73,31 @@ def test_oblique_keeps_the_exact_affine_and_a_residual_rotation():
     rot = _rotation(0, 12.0) @ _rotation(2, -7.0)
     a = _affine_zyx([[0, 0, 1.5], [0, 0.8, 0], [0.8, 0, 0]])  # RAS order, tilted below
     a[:3, :3] = rot @ a[:3, :3]
-    vol, marker_ras = _marked(a)
+    vol, marker_ras = _marked(a, shape=(9, 40, 50))
     shown = to_display(vol)
     idx = np.argwhere(shown.data == 9)[0]
-    np.testing.assert_allclose(shown.affine @ [*idx, 1], marker_ras)
-    geo = layer_geometry(shown.affine)
-    assert "affine" in geo  # the tilt napari has to apply
-    residual = geo["affine"][:3, :3]
-    assert np.allclose(residual @ residual.T, np.eye(3)) and np.degrees(np.arccos((np.trace(residual) - 1) / 2)) < 15
-    # napari: world = residual @ (scale * index + translate) must equal our world position.
-    world = residual @ (np.array(geo["scale"]) * idx + np.array(geo["translate"]))
-    np.testing.assert_allclose(world, world_from_index(shown.affine, idx))
+    np.testing.assert_allclose(shown.affine @ [*idx, 1], marker_ras)  # the exact geometry stays
+
+    # napari is given the whole tilt only on request ...
+    full = layer_geometry(shown.affine, shown.spatial_shape, exact=True)
+    r = full["affine"][:3, :3]
+    world = r @ (np.array(full["scale"]) * idx + np.array(full["translate"]))
     np.testing.assert_allclose(world, (WORLD_FROM_RAS @ marker_ras)[:3])
+
+    # ... by default the turn within the slice plane: every slice flat (napari's brush
+    # paints the slice on screen), exact at the centre, within the tilt elsewhere.
+    geo = layer_geometry(shown.affine, shown.spatial_shape)
+    r = geo["affine"][:3, :3]
+    assert np.allclose(r[0], [1, 0, 0]) and np.allclose(r[:, 0], [1, 0, 0])
+    assert not np.allclose(r, np.eye(3))  # the in-plane turn (7 degrees) is applied
+    place = lambda i: r @ (np.array(geo["scale"]) * np.asarray(i, float) + np.array(geo["translate"]))  # noqa: E731
+    assert place((3, 0, 0))[0] == pytest.approx(place((3, 39, 49))[0])  # one depth per slice
+    centre = (np.array(shown.spatial_shape) - 1) / 2
+    np.testing.assert_allclose(place(centre), world_from_index(shown.affine, centre), atol=1e-9)
+    corner = np.array(shown.spatial_shape) - 1
+    off = np.linalg.norm(place(corner) - world_from_index(shown.affine, corner))
+    radius = np.linalg.norm((corner - centre) * np.array(shown.spacing))
+    assert off <= radius * np.sin(np.radians(12.5))
 
 
 def test_axis_aligned_layers_need_no_napari_affine():

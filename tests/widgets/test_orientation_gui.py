@@ -155,4 +155,12 @@ def test_oblique_brainix_sits_in_its_tilted_plane(make_napari_viewer, qtbot, sha
     qtbot.wait(100)
     assert overlay.text() == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
     assert not [n for n in seen if "orthogonal" in str(n.message)]
+    # napari's brush maps the cursor through world_to_data: anywhere on the slice shown,
+    # even at the edges of the field of view, it must hit that one slice.
+    point = np.asarray(viewer.dims.point, float)
+    z_shown = roi.world_to_data(point)[0]
+    lo, hi = np.asarray(roi.extent.world)
+    for y in (lo[1], hi[1]):
+        for x in (lo[2], hi[2]):
+            assert roi.world_to_data((point[0], y, x))[0] == pytest.approx(z_shown, abs=1e-6)
     viewer.window.screenshot(str(screenshot_dir / "brainix_oblique.png"), flash=False)
