@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
-from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.errors import TumorSegError, first_line
 
 # Order is the order shown in --help.
 SUBCOMMAND_MODULES = [
@@ -22,6 +23,7 @@ SUBCOMMAND_MODULES = [
     "train",
     "predict",
     "evaluate",
+    "evaluate_clicks",
     "view",
 ]
 
@@ -53,11 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except TumorSegError as err:
-        print(f"tumorseg {args.command}: error: {err}", file=sys.stderr)
+        text = " ".join(str(err).split())  # one line, whatever a message carried
+        print(f"tumorseg {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tumorseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug: one masked line, the traceback on request
+        if os.environ.get("TUMORSEG_DEBUG"):
+            raise
+        # A library's text may quote a header value (a name, a UID, a date): first_line masks them.
+        print(f"tumorseg {args.command}: internal error: {type(err).__name__}: {first_line(err)} "
+              "(set TUMORSEG_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1
     finally:
         warnings.showwarning = shown
     return int(code or 0)

@@ -32,7 +32,7 @@ import pycocotools.mask as mask_utils
 from scipy import ndimage
 from skimage import measure
 
-from napari_tumorseg.errors import ReadError, TumorSegError, WriteError
+from napari_tumorseg.errors import ReadError, TumorSegError, WriteError, first_line
 from napari_tumorseg.fileio import atomic_path, check_writable
 
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
@@ -260,7 +260,7 @@ def read_mask(path: Path) -> np.ndarray:
             with Image.open(path) as im:
                 data = np.asarray(im)
     except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file for the user
-        raise ReadError(f"cannot read mask {path.name}: {err}") from err
+        raise ReadError(f"cannot read mask {path.name}: {first_line(err)}") from err
     if data.ndim == 3 and data.shape[-1] in (3, 4):
         if not (data[..., :3] == data[..., :1]).all():
             raise ReadError(f"{path.name}: colour mask; expected one label value per pixel")
@@ -284,7 +284,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.height, im.width
     except Exception as err:  # noqa: BLE001
-        raise ReadError(f"cannot read image {path.name}: {err}") from err
+        raise ReadError(f"cannot read image {path.name}: {first_line(err)}") from err
 
 
 def _mask_files(masks_dir: Path) -> list[tuple[Path, str]]:

@@ -29,7 +29,7 @@ import pycocotools.mask as mask_utils
 import tifffile
 
 from napari_tumorseg.coco.dataset import CocoSet, find_coco_splits, load_coco
-from napari_tumorseg.errors import ReadError, TumorSegError, WriteError
+from napari_tumorseg.errors import ReadError, TumorSegError, WriteError, first_line
 from napari_tumorseg.fileio import atomic_path, commit_stage, make_stage
 
 
@@ -524,4 +524,4 @@ def _read_image(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im)
     except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file for the user
-        raise ReadError(f"cannot read image {path.name}: {err}") from err
+        raise ReadError(f"cannot read image {path.name}: {first_line(err)}") from err

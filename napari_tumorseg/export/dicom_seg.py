@@ -82,7 +82,7 @@ def _read_sources(files: list[Path]) -> list[pydicom.Dataset]:
             # Pixel data is not needed: highdicom copies geometry and identifiers only.
             ds = pydicom.dcmread(f, stop_before_pixels=True)
         except (OSError, pydicom.errors.InvalidDicomError) as err:
-            raise ReadError(f"cannot read source DICOM {f}: {err}") from err
+            raise ReadError(f"cannot read source DICOM {f}: {first_line(err)}") from err
         # highdicom copies the patient module and validates it; real scanners write
         # values such as PatientSex "0000" (BRAINIX). The SEG gets an empty value there.
         if str(ds.get("PatientSex", "")).strip().upper() not in ("", "M", "F", "O"):
@@ -285,7 +285,7 @@ def _segread(path):
     try:
         return hd.seg.segread(path)
     except (OSError, ValueError, AttributeError, pydicom.errors.InvalidDicomError) as err:
-        raise ReadError(f"{path} is not a readable DICOM-SEG: {err}") from err
+        raise ReadError(f"{path} is not a readable DICOM-SEG: {first_line(err)}") from err
 
 
 def read_dicom_seg(
