@@ -85,6 +85,32 @@ def keep_component_at(labels, point, slice_only: bool = False) -> EditResult:
     return _result(out, was_2d, msg, removed > 0)
 
 
+def remove_component_at(labels, point, slice_only: bool = False) -> EditResult:
+    """Remove the tumour component under ``point`` (z, y, x): a false positive, in one step.
+
+    The inverse of :func:`keep_component_at`, with the same connectivity, so a component
+    removed here is exactly one of those the measurements count. ``slice_only`` removes
+    its part in slice z only. Clicking background changes nothing.
+    """
+    vol, was_2d = _as_volume(labels)
+    z, y, x = _point(point, vol.shape, was_2d)
+    if vol[z, y, x] == 0:
+        return _result(vol.copy(), was_2d, "clicked background: nothing removed", False)
+    out = vol.copy()
+    if slice_only:
+        comp, _ = ndimage.label(vol[z] > 0, structure=np.ones((3, 3), bool))
+        drop = comp == comp[y, x]
+        out[z][drop] = 0
+        where = f"slice {z}"
+    else:
+        comp, _ = ndimage.label(vol > 0, structure=_structure(False))
+        drop = comp == comp[z, y, x]
+        out[drop] = 0
+        where = "the volume"
+    removed = int(np.count_nonzero(drop))
+    return _result(out, was_2d, f"removed the component at {(z, y, x)} from {where}: {removed} voxels", True)
+
+
 def fill_holes(labels, slice_only: bool = False, z: int | None = None) -> EditResult:
     """Fill background holes enclosed by one label value, for every value.
 

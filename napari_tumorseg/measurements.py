@@ -149,6 +149,7 @@ def measure(labels, spacing, label_names: dict[int, str] | None = None) -> dict[
         "volume_ml": np.count_nonzero(vol) * vv / 1000.0,
         "largest_axial_diameter_mm": diam["diameter_mm"],
         "diameter_slice": diam["slice"],
+        "diameter_endpoints": diam["endpoints"],  # two (z, y, x) voxel positions, or None
         "n_components": len(comps),
         "component_volumes_ml": comps,
     }

@@ -6,15 +6,27 @@ import logging
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from napari.qt.threading import thread_worker as _napari_thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject
-from qtpy.QtWidgets import QDockWidget, QFileDialog, QFrame, QHBoxLayout, QLineEdit, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QTabBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_tumorseg.errors import first_line
 
 __all__ = ["PathPicker", "notify_error", "worker_error_handler", "set_choices", "show_info", "show_warning",
-           "thread_worker", "scroll_body", "hint_label", "sanitise"]
+           "thread_worker", "scroll_body", "hint_label", "sanitise", "show_slice"]
 
 log = logging.getLogger("napari_tumorseg")
 
@@ -23,6 +35,7 @@ log = logging.getLogger("napari_tumorseg")
 #: traceback with every frame's local variables: DICOM headers, patient names, UIDs).
 #: A plugin worker's errors go only to :func:`worker_error_handler`.
 thread_worker = partial(_napari_thread_worker, ignore_errors=True)
+
 
 def sanitise(text: str, limit: int = 200) -> str:
     """One line of an unexpected exception's text, with what could identify a patient removed."""
@@ -93,7 +106,39 @@ class _ShortDockTitle(QObject):
                 for suffix in (" (napari-tumorseg)", " (Tumour Segmentation)"):
                     if title.endswith(suffix):
                         parent.setWindowTitle(title[: -len(suffix)])
+        if event.type() in (QEvent.ParentChange, QEvent.Show):
+            # napari tabifies after the dock is built: look at the tab bars once it has.
+            QTimer.singleShot(0, lambda w=obj: _readable_tabs(w))
         return False
+
+
+def _readable_tabs(widget) -> None:
+    """Whole titles on the main window's dock tabs, with scroll arrows when they do not fit
+    (Qt's default elides six titles in one dock's width to "Lo…", "CO…")."""
+    try:
+        window = widget.window()
+    except RuntimeError:  # the dock was closed before the timer fired
+        return
+    for bar in window.findChildren(QTabBar):
+        if bar.parentWidget() is window:  # the dock-area tab bars, not a widget's own tabs
+            bar.setElideMode(Qt.ElideNone)
+            bar.setUsesScrollButtons(True)
+
+
+def show_slice(viewer, layer, z: float) -> None:
+    """Scroll the viewer so that ``layer`` shows its own slice ``z``.
+
+    napari slices a layer at the data position of the whole dims point, so with an oblique
+    layer (an affine with an in-plane tilt) the slice depends on the in-plane coordinates
+    too, and dims steps are not the layer's indices: solve for the world position instead.
+    """
+    point = np.asarray(viewer.dims.point, float)
+    d0 = float(layer.world_to_data(point)[-3])
+    ahead = point.copy()
+    ahead[-3] += 1.0
+    per_mm = float(layer.world_to_data(ahead)[-3]) - d0
+    if per_mm != 0:
+        viewer.dims.set_point(viewer.dims.ndim - 3, float(point[-3] + (z - d0) / per_mm))
 
 
 def hint_label(text: str):

@@ -19,16 +19,18 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QAbstractItemView,
     QLabel,
-    QPlainTextEdit,
     QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import volume_from_layer
-from napari_tumorseg.widgets._common import PathPicker, notify_error, show_info
+from napari_tumorseg.widgets._common import PathPicker, notify_error, scroll_body, show_info, show_slice
 from napari_tumorseg.widgets._session import session_for
 
 EXPORT_FORMATS = {
@@ -64,6 +66,8 @@ class CorrectWidget(QWidget):
         self.session = session_for(napari_viewer)
         self._click_layer = None
         self.last_report = ""
+        self.last_measure: dict = {}
+        self.diameter_layer = None
 
         self.labels_combo = QComboBox()
         self.image_combo = QComboBox()
@@ -72,6 +76,8 @@ class CorrectWidget(QWidget):
         # -- editing ----------------------------------------------------------------------
         self.click_keep = QCheckBox("Click-to-keep: click a tumour, only its component stays")
         self.click_keep.toggled.connect(self._toggle_click_keep)
+        self.click_remove = QCheckBox("Click-to-remove: click a false positive, its component goes")
+        self.click_remove.toggled.connect(self._toggle_click_remove)
         self.slice_only = QCheckBox("This slice only (else 3D)")
         self.fill_button = QPushButton("Fill holes")
         self.fill_button.clicked.connect(self.fill_holes)
@@ -88,10 +94,14 @@ class CorrectWidget(QWidget):
         self.measure_button = QPushButton("Measure")
         self.measure_button.clicked.connect(self.measure)
         self.copy_button = QPushButton("Copy")
-        self.copy_button.clicked.connect(lambda: QApplication.clipboard().setText(self.report.toPlainText()))
-        self.report = QPlainTextEdit()
-        self.report.setReadOnly(True)
-        self.report.setMinimumHeight(140)
+        self.copy_button.setToolTip("copy the table (tab-separated) to paste into a report or a spreadsheet")
+        self.copy_button.clicked.connect(lambda: QApplication.clipboard().setText(self.table_text()))
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["Measure", "Value"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setMinimumHeight(120)
 
         # -- export -----------------------------------------------------------------------
         self.format_combo = QComboBox()
@@ -119,6 +129,7 @@ class CorrectWidget(QWidget):
         hint.setWordWrap(True)
         ef.addWidget(hint)
         ef.addWidget(self.click_keep)
+        ef.addWidget(self.click_remove)
         ef.addWidget(self.slice_only)
         row = QHBoxLayout()
         row.addWidget(self.fill_button)
@@ -134,7 +145,7 @@ class CorrectWidget(QWidget):
         row.addWidget(self.measure_button)
         row.addWidget(self.copy_button)
         mf.addLayout(row)
-        mf.addWidget(self.report)
+        mf.addWidget(self.table)
         x_box = QGroupBox("Export")
         xf = QFormLayout(x_box)
         xf.addRow("Format", self.format_combo)
@@ -148,7 +159,7 @@ class CorrectWidget(QWidget):
         row.addWidget(self.add_button)
         row.addWidget(self.finetune_button)
         hf.addRow(row)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         for w in (layers_box, edit_box, m_box, x_box, h_box):
             layout.addWidget(w)
         layout.addStretch(1)
@@ -156,6 +167,7 @@ class CorrectWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.session.events.prediction.connect(self._follow_prediction)
+        self.viewer.dims.events.current_step.connect(self._diameter_visibility)
         self._refresh_layers()
 
     def _follow_prediction(self, *_):
@@ -201,6 +213,17 @@ class CorrectWidget(QWidget):
 
     # -- edits --------------------------------------------------------------------------
     def _toggle_click_keep(self, on: bool) -> None:
+        self._toggle_click(on, self.click_keep, self.click_remove)
+
+    def _toggle_click_remove(self, on: bool) -> None:
+        self._toggle_click(on, self.click_remove, self.click_keep)
+
+    def _toggle_click(self, on: bool, box, other) -> None:
+        """One click tool at a time: ticking keep unticks remove and the reverse."""
+        if on and other.isChecked():
+            other.blockSignals(True)
+            other.setChecked(False)
+            other.blockSignals(False)
         if self._click_layer is not None and self._on_click in self._click_layer.mouse_drag_callbacks:
             self._click_layer.mouse_drag_callbacks.remove(self._on_click)
             self._click_layer = None
@@ -209,7 +232,9 @@ class CorrectWidget(QWidget):
                 layer = self.labels_layer()
             except TumorSegError as err:
                 notify_error(err)
-                self.click_keep.setChecked(False)
+                box.blockSignals(True)
+                box.setChecked(False)
+                box.blockSignals(False)
                 return
             layer.mode = "pan_zoom"  # clicks must not paint while this tool is on
             layer.mouse_drag_callbacks.append(self._on_click)
@@ -219,7 +244,10 @@ class CorrectWidget(QWidget):
         if event.type != "mouse_press":
             return
         point = layer.world_to_data(event.position)
-        self.keep_at(point)
+        if self.click_remove.isChecked():
+            self.remove_at(point)
+        else:
+            self.keep_at(point)
 
     def _edit(self, operation) -> int:
         """Run ``operation(layer, labels) -> EditResult`` and apply it as one undo step."""
@@ -240,11 +268,22 @@ class CorrectWidget(QWidget):
         return self._edit(lambda layer, labels: keep_component_at(
             labels, pt, slice_only=self.slice_only.isChecked()))
 
+    def remove_at(self, point) -> int:
+        """Remove the connected component under ``point`` (data coordinates): one undo step."""
+        from napari_tumorseg.editing import remove_component_at
+
+        pt = tuple(int(round(p)) for p in point)[-3:]
+        return self._edit(lambda layer, labels: remove_component_at(
+            labels, pt, slice_only=self.slice_only.isChecked()))
+
     def fill_holes(self) -> int:
         from napari_tumorseg.editing import fill_holes
 
+        # The viewed slice matters only when "This slice only" is ticked: passing it
+        # unticked made fill_holes work on that slice alone instead of in 3D.
+        slice_only = self.slice_only.isChecked()
         return self._edit(lambda layer, labels: fill_holes(
-            labels, slice_only=self.slice_only.isChecked(), z=self._z(layer)))
+            labels, slice_only=slice_only, z=self._z(layer) if slice_only else None))
 
     def remove_islands(self) -> int:
         from napari_tumorseg.editing import remove_islands
@@ -270,18 +309,96 @@ class CorrectWidget(QWidget):
         spacing = self._spacing(layer)
         labels = np.asarray(layer.data)
         names = layer.metadata.get("label_names") if isinstance(layer.metadata, dict) else None
-        parts = [format_report(measure(labels, spacing, names), title=f"{layer.name}")]
+        m = measure(labels, spacing, names)
+        parts = [format_report(m, title=f"{layer.name}")]
+        c = None
         gt_name = self.gt_combo.currentText()
         if gt_name and gt_name != "(none)" and gt_name != layer.name:
-            gt = np.asarray(self.viewer.layers[gt_name].data)
-            if gt.shape != labels.shape:
-                notify_error(TumorSegError(f"ground truth {gt.shape} is not on the grid of {layer.name} {labels.shape}"))
+            from napari_tumorseg.widgets.grid import layers_grid_reason
+
+            gt_layer = self.viewer.layers[gt_name]
+            gt = np.asarray(gt_layer.data)
+            # The check `tumorseg evaluate` makes: same size is not enough, the two must
+            # sit in the same place, or the Dice would describe a picture nobody sees.
+            reason = layers_grid_reason(layer, gt_layer)
+            if reason:
+                notify_error(TumorSegError(f"'{gt_name}' is not on the grid of '{layer.name}': {reason}"))
             else:
-                parts.append(format_report(compare(labels, gt, spacing), title=f"{layer.name} vs {gt_name}"))
+                c = compare(labels, gt, spacing)
+                parts.append(format_report(c, title=f"{layer.name} vs {gt_name}"))
         text = "\n\n".join(parts)
-        self.report.setPlainText(text)
-        self.last_report = text
+        self._fill_table(measurement_rows(m, c))
+        self._draw_diameter(layer, m)
+        self.last_report, self.last_measure = text, m
         return text
+
+    def _fill_table(self, rows: list[tuple[str, str]]) -> None:
+        self.table.setRowCount(len(rows))
+        for r, (name, value) in enumerate(rows):
+            self.table.setItem(r, 0, QTableWidgetItem(name))
+            self.table.setItem(r, 1, QTableWidgetItem(value))
+        self.table.resizeColumnToContents(0)
+        height = self.table.horizontalHeader().height() + sum(self.table.rowHeight(r) for r in range(len(rows)))
+        self.table.setMinimumHeight(min(height + 4, 320))
+
+    def table_text(self) -> str:
+        """The measurements table as tab-separated lines (pastes as a table)."""
+        rows = [(self.table.item(r, 0).text(), self.table.item(r, 1).text()) for r in range(self.table.rowCount())]
+        return "\n".join(f"{a}\t{b}" for a, b in rows)
+
+    def _draw_diameter(self, layer, m: dict) -> None:
+        """The largest axial diameter as a line on its slice, as a radiologist draws it."""
+        ends = m.get("diameter_endpoints")
+        if self.diameter_layer is not None and self.diameter_layer not in self.viewer.layers:
+            self.diameter_layer = None
+        if not ends or m["largest_axial_diameter_mm"] <= 0:
+            if self.diameter_layer is not None:
+                self.diameter_layer.data = []
+            return
+        line = np.asarray(ends, float)
+        label = f"{m['largest_axial_diameter_mm']:.1f} mm"
+        if layer.ndim == 2:
+            line, geometry = line[:, 1:], {"scale": layer.scale, "translate": layer.translate,
+                                           "affine": layer.affine}
+            self._diameter_slice = None
+        else:
+            # napari shows a 3D line only where the layer's slice position equals its z
+            # exactly, and an oblique layer's slice position is fractional (the dims point
+            # snaps to the viewer's steps, not to this layer's slices). So the line is 2D,
+            # its ends in world mm, and it is shown while the viewer shows slice z.
+            show_slice(self.viewer, layer, float(line[0, 0]))
+            line = np.array([layer.data_to_world(p) for p in line], float)[:, -2:]
+            geometry = {"scale": (1.0, 1.0), "translate": (0.0, 0.0)}
+            self._diameter_slice = (layer, int(round(float(ends[0][0]))))
+        width = max(1.0, 0.004 * max(layer.data.shape[-2:]))  # pixels of the scan
+        if layer.ndim >= 3:
+            width *= float(min(np.abs(layer.scale[-2:])))  # the line's units are mm there
+        if self.diameter_layer is None:
+            self.diameter_layer = self.viewer.add_shapes(
+                [line], shape_type="line", name=f"{layer.name} diameter", edge_color="yellow",
+                edge_width=width, features={"label": [label]},
+                text={"string": "{label}", "color": "yellow", "size": 10, "anchor": "upper_left"},
+                metadata={"tumorseg_output": "diameter"}, **geometry)
+        else:
+            for key, value in geometry.items():
+                setattr(self.diameter_layer, key, value)
+            self.diameter_layer.data = [line]
+            self.diameter_layer.shape_type = ["line"]
+            self.diameter_layer.edge_width = width
+            self.diameter_layer.features = {"label": [label]}
+        self._diameter_visibility()
+
+    def _diameter_visibility(self, *_):
+        """The diameter line shows on its own slice only."""
+        line, where = self.diameter_layer, getattr(self, "_diameter_slice", None)
+        if line is None or line not in self.viewer.layers or len(line.data) == 0:
+            return
+        if where is None:  # a 2D mask: one slice, always shown
+            line.shown = np.ones(len(line.data), bool)
+            return
+        layer, z = where
+        on = layer in self.viewer.layers and round(float(layer.world_to_data(self.viewer.dims.point)[-3])) == z
+        line.shown = np.full(len(line.data), on)
 
     # -- export -------------------------------------------------------------------------
     def _source_volume(self, labels_layer):
@@ -296,6 +413,14 @@ class CorrectWidget(QWidget):
                 return vol
         return volume_from_layer(labels_layer.data, labels_layer.metadata, labels_layer.scale, labels_layer.name,
                                  kind="labels")
+
+    def _model_behind(self, layer) -> str | None:
+        """The model that predicted ``layer`` in this viewer, or None for hand-drawn labels:
+        passed to the export as ``tumorseg predict`` passes its model (export.dicom_seg.segment_algorithm)."""
+        p = self.session.prediction
+        if p is not None and p.labels_layer is layer and p.predictor is not None:
+            return p.predictor.model_name
+        return None
 
     def export(self) -> list[Path]:
         from napari_tumorseg.export import export_labels
@@ -373,11 +498,35 @@ class CorrectWidget(QWidget):
         train_widget.out_picker.set_path(folder / "finetune_run")
         return train_widget
 
-    def _model_behind(self, layer) -> str | None:
-        """The model that predicted ``layer`` in this viewer, or None for hand-drawn labels:
-        passed to the export as ``tumorseg predict`` passes its model (export.dicom_seg.segment_algorithm)."""
-        p = self.session.prediction
-        if p is not None and p.labels_layer is layer and p.predictor is not None:
-            return p.predictor.model_name
-        return None
+
+def measurement_rows(m: dict, c: dict | None) -> list[tuple[str, str]]:
+    """(name, value) rows: what a report quotes first — volume, diameter, Dice — then the rest."""
+    import math
+
+    def num(v, fmt):
+        if v is None:
+            return "n/a"
+        if isinstance(v, float) and not math.isfinite(v):
+            return "undefined (one mask is empty)" if math.isinf(v) else "n/a"
+        return fmt.format(v)
+
+    rows = [("Volume", num(m["volume_ml"], "{:.2f} mL")),
+            ("Largest axial diameter", num(m["largest_axial_diameter_mm"], "{:.1f} mm"))]
+    if c is not None:
+        rows.append(("Dice", num(c["dice"], "{:.3f}")))
+    if m.get("diameter_slice") is not None:
+        rows.append(("Diameter on slice", str(m["diameter_slice"])))
+    rows.append(("Components", str(m["n_components"])))
+    if c is not None:
+        rows += [("IoU", num(c["iou"], "{:.3f}")), ("Precision", num(c["precision"], "{:.3f}")),
+                 ("Recall", num(c["recall"], "{:.3f}")), ("HD95", num(c["hd95_mm"], "{:.1f} mm")),
+                 ("Ground-truth volume", num(c["gt_volume_ml"], "{:.2f} mL")),
+                 ("Volume difference", num(c["volume_difference_ml"], "{:+.2f} mL"))]
+    for name, v in (m.get("label_volumes_ml") or {}).items():
+        rows.append((f"  {name}", num(v, "{:.2f} mL")))
+    if len(m.get("component_volumes_ml") or []) > 1:
+        rows.append(("Component volumes", ", ".join(f"{v:.2f}" for v in m["component_volumes_ml"]) + " mL"))
+    rows.append(("Voxels", str(m["voxel_count"])))
+    rows.append(("Voxel size", " × ".join(f"{s:.3g}" for s in m["spacing_mm"]) + " mm"))
+    return rows
 

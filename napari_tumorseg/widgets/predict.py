@@ -11,7 +11,6 @@ import threading
 
 import napari
 import numpy as np
-from napari.qt.threading import thread_worker
 from napari.utils import progress
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
@@ -31,11 +30,39 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.widgets._common import PathPicker, notify_error, set_choices, worker_error_handler
+from napari_tumorseg.widgets._common import (
+    PathPicker,
+    hint_label,
+    notify_error,
+    scroll_body,
+    set_choices,
+    show_warning,
+    thread_worker,
+    worker_error_handler,
+)
 from napari_tumorseg.widgets._session import Prediction, session_for
 
 
 FROM_CHECKPOINT = "checkpoint (from training)"
+NO_MODEL_HINT = ("Load a checkpoint (.pt from the Train dock), or use Segment by clicks "
+                 "without a model.")
+#: Probabilities below this are not drawn: the scan shows through untinted.
+PROBABILITY_FLOOR = 0.05
+#: RGBA (0-1) of a predicted binary tumour, apart from the cyan outline of a ground truth.
+PREDICTION_COLOR = (1.0, 0.35, 0.1, 1.0)
+#: Share of the predicted voxels above which a result is "the whole volume".
+WHOLE_FRACTION = 0.9
+
+
+def probability_colormap(floor: float = PROBABILITY_FLOOR):
+    """inferno from ``floor`` to 1, fully transparent below ``floor``."""
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    inferno = ensure_colormap("inferno")
+    controls = np.concatenate([[0.0, floor], np.linspace(floor + 1e-4, 1.0, 16)])
+    colors = np.concatenate([np.zeros((2, 4)), inferno.map(np.linspace(floor, 1.0, 16))])
+    colors[2:, 3] = 1.0
+    return Colormap(colors=colors, controls=controls, name=f"tumorseg probability (> {floor:g})")
 
 
 def label_layer_name(image_name: str) -> str:
@@ -72,6 +99,7 @@ class PredictWidget(QWidget):
         self.load_button.clicked.connect(self.load_model)
         self.model_label = QLabel("no model loaded")
         self.model_label.setWordWrap(True)
+        self.hint = hint_label(NO_MODEL_HINT)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda"])
 
@@ -109,6 +137,8 @@ class PredictWidget(QWidget):
         self.threshold.setValue(50)
         self.threshold_label = QLabel("0.50")
         self.threshold.valueChanged.connect(self._threshold_changed)
+        self.volume_label = QLabel("")
+        self.volume_label.setToolTip("volume of the labels at this threshold, from the cached probabilities")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.class_label = QLabel("")
@@ -146,11 +176,13 @@ class PredictWidget(QWidget):
         thr.addWidget(self.threshold, 1)
         thr.addWidget(self.threshold_label)
         of.addRow("Threshold", thr)
+        of.addRow("Result", self.volume_label)
         of.addRow(self.class_label)
         buttons = QHBoxLayout()
         buttons.addWidget(self.predict_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
+        layout.addWidget(self.hint)
         layout.addWidget(model_box)
         layout.addWidget(in_box)
         layout.addLayout(buttons)
@@ -161,7 +193,12 @@ class PredictWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._update_slice_class)
+        self.session.events.predictor.connect(self._show_hint)
         self._refresh_layers()
+        self._show_hint()
+
+    def _show_hint(self, *_):
+        self.hint.setVisible(self.predictor is None)
 
     # The model and the probability cache live in the viewer's session, shared by every dock.
     @property
@@ -279,6 +316,7 @@ class PredictWidget(QWidget):
                     f"{ev.kind}: {len(ev.slices)} slice(s) in {ev.elapsed_s:.1f} s" if ev.kind == "done"
                     else f"cancelled; {len(ev.slices)} slice(s) kept"
                 )
+                self._check_result(ev.slices, notify=True)
 
         worker = self._run(work(), on_event)
         worker.finished.connect(pbar.close)
@@ -313,29 +351,39 @@ class PredictWidget(QWidget):
         if layer.ndim == 2:
             prob_view = prob_view[0]
             scale, translate = scale[1:], translate[1:]
+        # An oblique scan's residual rotation (io.orientation) travels too, or the outputs
+        # would sit a few degrees off the scan they were computed on.
+        n = len(scale)
+        full = np.asarray(layer.affine.affine_matrix, dtype=float)
+        affine = np.eye(n + 1)
+        affine[:n, :n] = full[-n - 1:-1, -n - 1:-1]
+        affine[:n, n] = full[-n - 1:-1, -1]
         if pred.prob_layer is not None and pred.prob_layer in self.viewer.layers:
             pred.prob_layer.data = prob_view
         else:
             pred.prob_layer = self.viewer.add_image(
-                prob_view, name=prob_layer_name(layer.name), colormap="inferno", opacity=0.45,
-                blending="additive", contrast_limits=(0.0, 1.0), scale=scale, translate=translate,
-                metadata={**meta, "tumorseg_output": "probability"},
+                prob_view, name=prob_layer_name(layer.name), colormap=probability_colormap(), opacity=0.5,
+                blending="translucent", contrast_limits=(0.0, 1.0), scale=scale, translate=translate,
+                affine=affine, metadata={**meta, "tumorseg_output": "probability"},
             )
         labels = np.zeros(spatial if layer.ndim >= 3 else spatial[1:], np.uint8)
         if pred.labels_layer is not None and pred.labels_layer in self.viewer.layers:
             if not keep_labels:  # corrections on other slices survive a partial re-run
                 pred.labels_layer.data = labels
         else:
+            from napari.utils.colormaps import DirectLabelColormap
+
             kwargs = {}
             if self.predictor.output_kind == "regions":
-                from napari.utils.colormaps import DirectLabelColormap
-
                 from napari_tumorseg.brats import REGION_COLORS
 
                 kwargs["colormap"] = DirectLabelColormap(color_dict=REGION_COLORS)
+            elif self.predictor.output_kind == "binary" or pred.probabilities.ndim == 3:
+                kwargs["colormap"] = DirectLabelColormap(
+                    color_dict={None: PREDICTION_COLOR, 0: (0.0, 0.0, 0.0, 0.0)})
             pred.labels_layer = self.viewer.add_labels(
                 labels, name=label_layer_name(layer.name), opacity=0.6, scale=scale, translate=translate,
-                metadata={**meta, "label_names": self.label_names()}, **kwargs)
+                affine=affine, metadata={**meta, "label_names": self.label_names()}, **kwargs)
         self.session.events.prediction()
 
     def label_names(self) -> dict[int, str]:
@@ -371,6 +419,46 @@ class PredictWidget(QWidget):
         self.threshold_label.setText(f"{value / 100:.2f}")
         if self._worker is None:
             self._refresh_outputs(None)  # from the cache: no model call
+            self._check_result(None, notify=False)
+
+    def _check_result(self, slices, notify: bool) -> str:
+        """Show the result's size; say so when it is empty or the whole volume.
+
+        Counted on the labels the threshold just made (one pass over a uint8 array, a few ms
+        for a 155×240² volume), so the figure follows the slider as it moves.
+        """
+        pred = self.session.prediction
+        if pred is None or pred.labels_layer is None or pred.labels_layer not in self.viewer.layers:
+            self.volume_label.setText("")
+            return ""
+        labels = np.asarray(pred.labels_layer.data)
+        n = int(np.count_nonzero(labels))
+        sp = [float(s) for s in pred.labels_layer.scale]
+        if labels.ndim >= 3 and labels.shape[-3] > 1:
+            size = f"{n * sp[-3] * sp[-2] * sp[-1] / 1000.0:.2f} mL"
+        else:
+            size = f"{n * sp[-2] * sp[-1] / 100.0:.2f} cm²"
+        t = self.threshold.value() / 100.0
+        if slices is None:
+            slices = getattr(self, "_predicted_slices", None)
+        else:
+            self._predicted_slices = list(slices)
+        plane = int(np.prod(labels.shape[-2:]))
+        predicted = plane * (len(slices) if slices is not None and labels.ndim >= 3 else
+                             (labels.shape[-3] if labels.ndim >= 3 else 1))
+        problem = ""
+        if n == 0:
+            top = float(np.max(pred.probabilities)) if pred.probabilities.size else 0.0
+            problem = (f"no tumour above threshold {t:.2f} (highest probability {top:.2f}): "
+                       "try a lower threshold")
+        elif predicted and n >= WHOLE_FRACTION * predicted:
+            problem = (f"{n / predicted:.0%} of the predicted voxels are tumour at threshold {t:.2f}: "
+                       "try a higher threshold, or check that the model suits this scan")
+        text = f"{size} ({n} voxels)" + (f" — {problem}" if problem else "")
+        self.volume_label.setText(text)
+        if problem and notify:
+            show_warning(f"{pred.labels_layer.name}: {problem}")
+        return text
 
     # -- classifier ---------------------------------------------------------------------
     def _classify(self, layer, data, slices):

@@ -5,7 +5,6 @@ import logging
 import numpy as np
 import pydicom
 import pytest
-from qtpy.QtCore import Qt
 
 from napari_tumorseg.widgets._common import thread_worker, worker_error_handler
 from napari_tumorseg.widgets.load_study import LoadStudyWidget
