@@ -878,9 +878,11 @@ def _train(run: _Run) -> Iterator[Event]:
         run.out.mkdir(parents=True, exist_ok=True)
     step_estimate = run.estimate_step_s()
     if step_estimate is not None and step_estimate > SLOW_STEP_S:
+        other = run.info.cpu_recipe is not None and run.recipe.name != "cpu"
         run.warnings.append(
             f"each step will take about {step_estimate:.0f} s on this CPU (batch {run.batch_size}): "
-            "the CPU recipe, or a smaller width, input size or batch, trains faster")
+            + ("the CPU recipe, or " if other else "")
+            + "a smaller width, input size or batch trains faster")
     yield StartEvent(
         model=run.model_name, device=str(run.device), n_train=len(run.train_ds),
         n_val=len(run.val_ds), train_cases=run.train_ids, val_cases=run.val_ids,
