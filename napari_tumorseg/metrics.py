@@ -293,18 +293,11 @@ def per_sample_metrics(
     return rows
 
 
-def batch_metrics(
-    output,
-    target,
-    threshold: float = 0.5,
-    spacing=None,
-    activation: str = "auto",
-    names: Sequence[str] | None = None,
-    hd: bool = True,
-) -> dict[str, float]:
-    """Per-sample means of :func:`per_sample_metrics` over the batch (hd95 over finite values)."""
+def batch_metrics(output, target, **options) -> dict[str, float]:
+    """Per-sample means of :func:`per_sample_metrics` (same ``options``) over the batch
+    (hd95 over finite values)."""
     avg = MetricAverager()
-    avg.extend(per_sample_metrics(output, target, threshold, spacing, activation, names, hd))
+    avg.extend(per_sample_metrics(output, target, **options))
     return avg.compute()
 
 

@@ -450,20 +450,10 @@ def coco_to_masks(
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def convert_coco_to_masks(
-    coco_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    per_category: bool = False,
-    overwrite: bool = False,
-    image_dir: str | os.PathLike | None = None,
-    compression: str = "none",
-    workers: int = 1,
-) -> Report:
-    """Run :func:`coco_to_masks` to the end and return its report."""
+def convert_coco_to_masks(coco_path: str | os.PathLike, out_dir: str | os.PathLike, **options) -> Report:
+    """Run :func:`coco_to_masks` (same ``options``) to the end and return its report."""
     report = Report(out_dir=Path(out_dir))
-    for progress in coco_to_masks(
-        coco_path, out_dir, per_category, overwrite, image_dir, compression, workers
-    ):
+    for progress in coco_to_masks(coco_path, out_dir, **options):
         report = progress.report
     if not report.splits:  # empty COCO: the generator never yielded
         report.splits = [s for s, _ in find_coco_splits(coco_path)]
