@@ -169,8 +169,9 @@ class ClassicEngine:
                  seed_mm: float = 2.0, alpha: float = 0.5, core_alpha: float = 0.5,
                  beta: float = 130.0, grow: float = 1.6, max_grow: int = 3, tol: float = 1e-2,
                  far: float | None = None, grow_on_result: bool = False, neg_means: bool = True,
-                 trust_air: bool = True, open_core: bool = False):
+                 trust_air: bool = True, open_core: bool = False, same_as_ref: float = 0.1):
         self.neg_means = neg_means
+        self.same_as_ref = same_as_ref
         self.trust_air = trust_air
         self.open_core = open_core
         self.far = far
@@ -198,7 +199,11 @@ class ClassicEngine:
             from napari_tumorseg.interactive.refine import refine_with_prompts
 
             return refine_with_prompts(prior, image, spacing, prompts, self, cancel=cancel)
-        return self.segment_prompts(image, spacing, prompts, cancel=cancel)
+        try:
+            return self.segment_prompts(image, spacing, prompts, cancel=cancel)
+        except Cancelled:
+            # A newer prompt took over: the caller drops this answer, so any mask will do.
+            return np.zeros(image.shape[1:], bool)
 
     def segment_prompts(self, image, spacing, prompts: Prompts, cancel=None) -> np.ndarray:
         image = _as_cyzx(image)
@@ -295,6 +300,10 @@ class ClassicEngine:
             tissue, air = refs[0], refs[1]
             kept = [m for m in fg_means if np.linalg.norm(m - air) >= np.linalg.norm(m - tissue)]
             fg_means = kept or fg_means
+        # A reference the user clicked on is no background: in a photo-like 2D image whose
+        # "head" Otsu finds is the lesion itself, or a lesion the size of the field of view.
+        refs = [r for r in refs if min(np.linalg.norm(m - r) for m in fg_means) > self.same_as_ref] \
+            if fg_means else list(refs)
         bg_means = list(refs) + ([ball_mean(p) for p in bg_lr] if self.neg_means else [])
         fg_scr = bg_scr = None
         if seeds["fg_mask"] is not None:
@@ -313,14 +322,22 @@ class ClassicEngine:
             d = ((feats[:, :, None] - m[:, None, :]) ** 2).sum(axis=0)
             return np.sqrt(d.min(axis=1)).reshape(lshape)
 
-        d_fg, d_bg = nearest(fg_means), nearest(bg_means)
+        d_fg = nearest(fg_means)
+        # No background model left (every reference was clicked on): the seeds and the
+        # crop border alone decide, with no region-growing core.
+        d_bg = nearest(bg_means) if bg_means else np.zeros(lshape, np.float32)
         labels = np.zeros(lshape, np.int8)
-        labels[d_bg < self.alpha * d_fg] = 2
+        if bg_means:
+            labels[d_bg < self.alpha * d_fg] = 2
         if self.far is not None:
-            # Farther from every tumour mean than the tumour is from normal tissue: a
-            # different tissue (scalp fat brighter than the lesion, CSF darker), not tumour.
-            gap = min(float(np.linalg.norm(m - r)) for m in fg_means for r in refs)
-            labels[d_fg > self.far * gap] = 2
+            # Farther from each tumour mean than that mean is from normal tissue: another
+            # tissue (scalp fat brighter than the lesion, CSF darker), not tumour. Per click,
+            # so a click on a faint part does not shrink what a bright click allows.
+            far = np.ones(lshape, bool)
+            for m in fg_means:
+                gap = min((float(np.linalg.norm(m - r)) for r in refs), default=np.inf)
+                far &= np.sqrt(((feats - m[:, None]) ** 2).sum(axis=0)).reshape(lshape) > self.far * gap
+            labels[far] = 2
         core = d_fg < self.core_alpha * d_bg
         fg_seed = np.zeros(lshape, bool)
         for p in fg_lr:

@@ -1,0 +1,135 @@
+"""``tumorseg evaluate-clicks IMAGE GT``: the click robot on a real case.
+
+A simulated user clicks at the centre of the largest error region (positive on a miss,
+negative on a false positive; the first click at the deepest point of the ground truth) and
+the command reports Dice after 1, 3, 5 and 10 clicks, NoC@80/85/90 and seconds per click.
+The protocol and the NoC cap (a threshold never reached counts as ``--max-clicks``) are
+those of :mod:`napari_tumorseg.interactive.robot`.
+
+IMAGE is anything the readers open; when it holds several image volumes on one grid (a
+BraTS case folder: FLAIR and T1c) they are the channels of one case, in the readers' order.
+GT is binarised (every value > 0 is tumour: the whole tumour for BraTS labels). IMAGE and
+GT must lie on the same grid; nothing is resampled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from napari_tumorseg.errors import TumorSegError
+
+REPORT_AT = (1, 3, 5, 10)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate-clicks",
+        help="simulate a user clicking on a case: Dice per click, NoC@80/85/90, seconds per click",
+    )
+    p.add_argument("image", help="the scan: NIfTI, DICOM folder, TIFF, JPG/PNG, or a case folder")
+    p.add_argument("gt", help="ground-truth mask on the same grid (every value > 0 is tumour)")
+    p.add_argument("--engine", default=None, metavar="classic|CKPT",
+                   help="'classic', or a click-guided checkpoint; default: the automatic choice "
+                        "(the shipped starter model, else classic)")
+    p.add_argument("--max-clicks", type=int, default=10, metavar="N")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--image-series", type=int, default=None, metavar="N",
+                   help="which volume of IMAGE to use when it holds several (as in `tumorseg info`)")
+    p.add_argument("--gt-series", type=int, default=None, metavar="N",
+                   help="which volume of GT to use when it holds several")
+    p.set_defaults(func=run)
+
+
+def load_image(path: str, series: int | None):
+    """(volume-like reference, (c, z, y, x) float32, channel names) of IMAGE."""
+    from napari_tumorseg.io.readers import read_path
+
+    volumes = [v for v in read_path(path, series) if v.kind == "image"]
+    if not volumes:
+        raise TumorSegError(f"IMAGE {path} holds no image (only masks)")
+    ref = volumes[0]
+    same = [v for v in volumes if v.spatial_shape == ref.spatial_shape
+            and np.allclose(v.spacing, ref.spacing, rtol=1e-3, atol=1e-4)]
+    if len(same) != len(volumes):
+        raise TumorSegError(f"IMAGE {path} holds {len(volumes)} volumes on different grids; "
+                            "pick one with --image-series N")
+    chans, names = [], []
+    for v in volumes:
+        data = np.asarray(v.data, dtype=np.float32)
+        if v.has_channels:
+            chans.extend(data)
+            names.extend(f"{v.name} {c}" for c in v.channel_names)
+        else:
+            chans.append(data)
+            names.append(v.name)
+    return ref, np.stack(chans), names
+
+
+def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, max_clicks: int = 10,
+                    image_series: int | None = None, gt_series: int | None = None,
+                    progress=None) -> dict:
+    from napari_tumorseg.cli.evaluate import _load_mask, _same_grid
+    from napari_tumorseg.interactive.engines import engine_from_name
+    from napari_tumorseg.interactive.robot import RobotProgress, iter_clicks
+
+    if max_clicks < 1:
+        raise TumorSegError("--max-clicks must be at least 1")
+    ref, image, names = load_image(image_path, image_series)
+    gt_vol, gt = _load_mask(gt_path, gt_series, "GT")
+    _same_grid(ref, gt_vol)
+    gt = gt > 0
+    if not gt.any():
+        raise TumorSegError(f"GT {gt_path} is empty: there is nothing to click on")
+    choice = engine_from_name(engine)
+    spacing = tuple(float(s) for s in ref.spacing)
+    result = None
+    for event in iter_clicks(choice.engine, image, spacing, gt, max_clicks=max_clicks):
+        if isinstance(event, RobotProgress):
+            if progress is not None:
+                progress(event)
+        else:
+            result = event
+    out = result.as_dict()
+    out["engine"] = choice.engine.name
+    out["engine_reason"] = choice.reason
+    out.update({
+        "image": str(image_path),
+        "gt": str(gt_path),
+        "gt_rule": "every GT value > 0 is tumour (BraTS labels: whole tumour)",
+        "channels": names,
+        "shape": list(gt.shape),
+        "spacing_mm": list(spacing),
+        "dice_at": {str(k): result.dice_at(k) for k in REPORT_AT if k <= max_clicks},
+        "median_seconds_per_click": float(np.median(result.seconds_per_click))
+        if result.seconds_per_click else None,
+    })
+    return out
+
+
+def run(args) -> int:
+    def show(event) -> None:
+        sign = "+" if event.positive else "-"
+        print(f"click {event.click:>2}/{event.max_clicks} {sign} at z,y,x "
+              f"{','.join(map(str, event.point))}: Dice {event.dice:.4f} ({event.seconds:.2f} s)",
+              flush=True)
+
+    result = evaluate_clicks(args.image, args.gt, args.engine, args.max_clicks, args.image_series,
+                             args.gt_series, progress=None if args.json else show)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"Engine: {result['engine_reason']}")
+    print(f"Channels: {', '.join(result['channels'])}; GT: {result['gt_rule']}")
+    print("Dice after " + ", ".join(f"{k} click{'s' if k != '1' else ''}: {d:.4f}"
+                                    for k, d in result["dice_at"].items()))
+    noc = result["noc"]
+    reached = result["noc_reached"]
+    print("NoC@80/85/90: " + " / ".join(f"{noc[k]}{'' if reached[k] else '*'}" for k in ("80", "85", "90"))
+          + f"  (* never reached: capped at --max-clicks {result['max_clicks']})")
+    if result["median_seconds_per_click"] is not None:
+        print(f"Seconds per click: median {result['median_seconds_per_click']:.3f}, "
+              f"max {max(result['seconds_per_click']):.3f}")
+    return 0

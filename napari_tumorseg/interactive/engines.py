@@ -1,0 +1,70 @@
+"""Which click engine to use when the user did not say: the shipped starter model, else classic.
+
+The Segment-by-clicks dock and ``tumorseg evaluate-clicks`` share this choice, and both say
+which engine it made (``EngineChoice.reason``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from napari_tumorseg.errors import TumorSegError
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+STARTER_GLOB = "starter_click*.pt"
+
+
+@dataclass
+class EngineChoice:
+    engine: object
+    reason: str
+
+
+def starter_checkpoint(resources: Path = RESOURCES) -> Path | None:
+    """The shipped click-guided starter checkpoint, when the package has one (first by name)."""
+    found = sorted(p for p in Path(resources).glob(STARTER_GLOB) if p.is_file())
+    return found[0] if found else None
+
+
+def load_learned(path) -> object:
+    """A learned engine from a checkpoint; a one-line error when that cannot be done."""
+    try:
+        from napari_tumorseg.interactive.learned import LearnedEngine
+    except ImportError as err:
+        raise TumorSegError(f"the learned click engine is not available ({err})") from None
+    path = Path(path)
+    if not path.is_file():
+        raise TumorSegError(f"no checkpoint at {path}")
+    try:
+        return LearnedEngine.from_checkpoint(path)
+    except TumorSegError:
+        raise
+    except Exception as err:  # a corrupt or foreign file: say so in one line
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TumorSegError(f"{path.name} is not a usable click checkpoint ({msg})") from None
+
+
+def default_engine(resources: Path = RESOURCES) -> EngineChoice:
+    """The starter model when one ships and loads, else :class:`ClassicEngine`; with the reason."""
+    from napari_tumorseg.interactive.classic import ClassicEngine
+
+    ckpt = starter_checkpoint(resources)
+    if ckpt is None:
+        return EngineChoice(ClassicEngine(), "classic engine (no starter click model ships with this install)")
+    try:
+        engine = load_learned(ckpt)
+    except TumorSegError as err:
+        return EngineChoice(ClassicEngine(), f"classic engine (starter model {ckpt.name} unusable: {err})")
+    return EngineChoice(engine, f"starter click model {ckpt.name}")
+
+
+def engine_from_name(name: str | None) -> EngineChoice:
+    """'classic', a checkpoint path, or None/'auto' for :func:`default_engine`."""
+    from napari_tumorseg.interactive.classic import ClassicEngine
+
+    if name is None or name == "auto":
+        return default_engine()
+    if name == "classic":
+        return EngineChoice(ClassicEngine(), "classic engine (asked for)")
+    return EngineChoice(load_learned(name), f"learned click model {Path(name).name}")

@@ -1,0 +1,77 @@
+"""``tumorseg evaluate-clicks``: the robot on real BRAINIX, 2D images, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_tumorseg.cli import main
+from napari_tumorseg.interactive import engines
+
+
+def test_json_on_brainix_with_the_classic_engine(shared_data, capsys):
+    code = main(["evaluate-clicks", str(shared_data / "dicom_brainix" / "FLAIR"),
+                 str(shared_data / "dicom_brainix" / "ROI"), "--engine", "classic",
+                 "--max-clicks", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["engine"] == "classic"
+    assert len(out["dice_per_click"]) == 2 and len(out["seconds_per_click"]) == 2
+    assert set(out["noc"]) == {"80", "85", "90"}
+    assert all(1 <= n <= 2 for n in out["noc"].values())
+    assert out["dice_per_click"][0] > 0.7  # as in tests/interactive/test_classic.py
+    assert out["dice_at"]["1"] == out["dice_per_click"][0]
+    assert "whole tumour" in out["gt_rule"]
+    assert out["shape"] == [22, 288, 288]
+
+
+def _png(path, array):
+    Image.fromarray(array.astype(np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def disc_2d(tmp_path):
+    yy, xx = np.mgrid[:96, :96]
+    disc = (yy - 40) ** 2 + (xx - 50) ** 2 <= 15 ** 2
+    rng = np.random.default_rng(0)
+    image = np.clip(90 + 100 * disc + rng.normal(0, 8, disc.shape), 0, 255)
+    return _png(tmp_path / "scan.png", image), _png(tmp_path / "mask.png", disc * 255), tmp_path
+
+
+def test_text_report_on_a_2d_png(disc_2d, capsys, monkeypatch):
+    image, mask, _ = disc_2d
+    # The automatic choice: classic when no starter model ships (an empty resources dir here).
+    monkeypatch.setattr(engines, "RESOURCES", disc_2d[2])
+    monkeypatch.setattr(engines.default_engine, "__defaults__", (disc_2d[2],))
+    assert main(["evaluate-clicks", image, mask, "--max-clicks", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Engine: classic engine (no starter click model" in out
+    assert "Dice after 1 click:" in out and "NoC@80/85/90:" in out
+    dice1 = float(out.split("Dice after 1 click: ")[1].split(",")[0])
+    assert dice1 > 0.9
+
+
+@pytest.mark.parametrize("case", ["grid", "missing", "empty_gt", "bad_engine", "zero_clicks"])
+def test_bad_input_is_one_line_and_non_zero(disc_2d, capsys, case):
+    image, mask, tmp = disc_2d
+    args = [image, mask]
+    if case == "grid":
+        args = [image, _png(tmp / "small.png", np.zeros((50, 50)) + 255)]
+    elif case == "missing":
+        args = [str(tmp / "nothing.nii.gz"), mask]
+    elif case == "empty_gt":
+        args = [image, _png(tmp / "empty.png", np.zeros((96, 96)))]
+    elif case == "bad_engine":
+        (tmp / "junk.pt").write_bytes(b"not a checkpoint")
+        args += ["--engine", str(tmp / "junk.pt")]
+    elif case == "zero_clicks":
+        args += ["--max-clicks", "0"]
+    code = main(["evaluate-clicks", *args])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("tumorseg evaluate-clicks: error:")
