@@ -9,6 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TUMORSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+# The paper texts sit beside the data (../shared/seeds), so a moved data folder moves them too;
+# TUMORSEG_SHARED_SEEDS points elsewhere when they do not.
+SHARED_SEEDS = Path(os.environ.get("TUMORSEG_SHARED_SEEDS", SHARED_DATA.parent / "seeds"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -27,6 +30,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real test data not found at {SHARED_DATA} (set TUMORSEG_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_seeds() -> Path:
+    if not SHARED_SEEDS.is_dir():
+        pytest.fail(f"paper texts not found at {SHARED_SEEDS} (set TUMORSEG_SHARED_DATA or TUMORSEG_SHARED_SEEDS)")
+    return SHARED_SEEDS
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models import create_model, list_models, model_info
 
-SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
 SEVEN = {"unet", "lintunet", "hybrid_unet", "segformer", "convnextv2", "setr", "glims"}
 PAPER_OF = {
     "unet": "000_", "lintunet": "000_", "hybrid_unet": "001_", "segformer": "002_",
@@ -24,14 +22,14 @@ def test_all_seven_models_registered():
 
 
 @pytest.mark.parametrize("name", sorted(SEVEN))
-def test_entry_carries_paper_and_preset(name):
+def test_entry_carries_paper_and_preset(name, shared_seeds):
     if name not in list_models():
         pytest.fail(f"{name} is not registered yet")
     info = model_info(name)
     json.dumps(info)  # plain data: the CLI and checkpoints serialise it
     assert info["name"] == name
     assert info["paper"].startswith(PAPER_OF[name])
-    assert (SEEDS / info["paper"]).is_file()
+    assert (shared_seeds / info["paper"]).is_file()
     assert info["dims"] in (2, 3) and len(info["input_size"]) == info["dims"]
     assert all(s % info["input_multiple"] == 0 for s in info["input_size"])
     assert info["in_channels"] >= 1 and info["out_channels"] >= 1

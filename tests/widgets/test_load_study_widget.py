@@ -45,8 +45,16 @@ def test_channels_of_one_case(make_napari_viewer, qtbot, shared_data):
     with qtbot.waitSignal(worker.finished, timeout=120000):
         pass
     images = [l for l in viewer.layers if type(l).__name__ == "Image"]
-    # FLAIR and T1C (NIfTI, plus the FLAIR .mha if the reader lists it) share one grid.
-    assert len(images) >= 2
+    # As channels: ONE case volume (c, z, y, x) behind both layers. Opened separately they
+    # would be two volumes of one shape, which is what this must tell apart.
+    from napari_tumorseg.widgets._session import session_for
+
+    assert len(images) == 2
+    cases = {id(session_for(viewer).volume_of(l)) for l in images}
+    assert len(cases) == 1
+    case = session_for(viewer).volume_of(images[0])
+    assert case.has_channels and case.data.shape[0] == 2
+    assert sorted(n.lower()[:2] for n in case.channel_names) == ["fl", "t1"]
     assert len({l.data.shape for l in images}) == 1
 
 
