@@ -327,10 +327,23 @@ def _grid_text(v: Volume) -> str:
     return f"{shape} voxels at {spacing} mm"
 
 
+_SEPARATORS = " _-./"
+
+
+def _common_words(names: list[str]) -> str:
+    """The whole words the names start with ("AX" of "AX FLAIR", "AX T2"; not "BRATS_T" of
+    "BRATS_T1", "BRATS_T2"), without trailing separators."""
+    prefix = os.path.commonprefix(names)
+    if any(len(n) > len(prefix) and n[len(prefix)] not in _SEPARATORS for n in names):
+        cut = max(prefix.rfind(c) for c in _SEPARATORS)
+        prefix = prefix[: cut + 1] if cut >= 0 else ""
+    return prefix.rstrip(_SEPARATORS)
+
+
 def _without_prefix(series: str, case: str) -> str:
     """``series`` without the case name it starts with ("AX FLAIR" in case "AX" -> "FLAIR")."""
     if case and series.startswith(case) and series != case:
-        return series[len(case):].lstrip(" _-.") or series
+        return series[len(case):].lstrip(_SEPARATORS) or series
     return series
 
 
@@ -362,8 +375,7 @@ def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
             )
 
     if name is None:
-        prefix = os.path.commonprefix([v.name for v in volumes]).rstrip(" _-.")
-        name = prefix or ref.name
+        name = _common_words([v.name for v in volumes]) or ref.name
     arrays, channel_names, per_channel = [], [], []
     for v in volumes:
         # The case's name is said once by the layer ("AX FLAIR", not "AX AX FLAIR").
@@ -373,7 +385,7 @@ def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
             channel_names.extend(f"{own} {c}".strip() for c in v.channel_names)
         else:
             arrays.append(v.data)
-            channel_names.append(v.metadata.get("sequence") or own)
+            channel_names.append(v.metadata.get("sequence") or _nifti.guess_sequence(own) or own)
         per_channel.append({"name": v.name, "source": list(v.source), "modality": v.modality})
     if len(set(channel_names)) < len(channel_names):  # two FLAIRs: fall back to full names
         channel_names = [f"{n} ({i})" for i, n in enumerate(channel_names)]
