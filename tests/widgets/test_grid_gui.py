@@ -85,3 +85,30 @@ def test_layer_check_agrees_with_the_cli_check(make_napari_viewer, shared_data, 
     (v_truth,) = read_path(moved_truth)
     assert layers_grid_reason(truth, image) == check_same_grid(layer_vol := v_truth, v_image) != ""
     assert layer_vol.kind == "labels"
+
+
+def test_correct_dock_refuses_dice_across_grids(make_napari_viewer, shared_data, moved_truth):
+    """The Correct dock scores a mask against a ground truth only on one grid: the check
+    `tumorseg evaluate` makes, not a comparison of array shapes."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_tumorseg.widgets.correct import CorrectWidget
+
+    viewer = make_napari_viewer()
+    folder = shared_data / "brats2012_hg0015"
+    _open(viewer, folder / "BRATS_HG0015_FLAIR.nii.gz")
+    truth = _open(viewer, folder / "BRATS_HG0015_truth.nii.gz")
+    moved = _open(viewer, moved_truth)
+    widget = CorrectWidget(viewer)
+    widget.labels_combo.setCurrentText(truth.name)
+    widget.gt_combo.setCurrentText(moved.name)
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    text = widget.measure()
+    assert "Dice" not in text  # no score for a picture nobody sees
+    assert any("not on the grid" in str(n.message) and "different place" in str(n.message) for n in seen)
+    widget.gt_combo.setCurrentText(truth.name)
+    widget.labels_combo.setCurrentText(truth.name)
+    same = _open(viewer, folder / "BRATS_HG0015_truth.nii.gz")
+    widget.gt_combo.setCurrentText(same.name)
+    assert "Dice" in widget.measure()  # the same mask on the same grid is scored
