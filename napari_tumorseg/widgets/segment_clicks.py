@@ -1,12 +1,11 @@
 """Dock widget: segment a tumour from clicks, a box or scribbles; preview it; accept it.
 
-A thin driver of :mod:`napari_tumorseg.interactive`. The prompts live in three napari
-layers on the scan's grid (clicks, a box, scribbles), so napari's own tools can edit them
-and the dock reads them back; every change re-segments on a worker thread. One job runs at
-a time (the engines are not re-entrant, and the CPU has two cores): a newer prompt bumps a
-generation counter that the running job's ``cancel`` polls, and the latest prompts run as
-soon as it stops, so only the latest result lands. The result is a preview layer; Accept
-writes it into the target labels as one undo step (:func:`correct.apply_edit`).
+A thin driver of :mod:`napari_tumorseg.interactive`. The prompts live in napari layers on
+the scan's grid (:mod:`._click_prompts`); every change re-segments on a worker thread. One
+job runs at a time (the engines are not re-entrant, and the CPU has two cores): a newer
+prompt bumps a generation counter that the running job's ``cancel`` polls, and the latest
+prompts run as soon as it stops, so only the latest result lands. The result is a preview
+layer; Accept writes it into the target labels as one undo step (:func:`correct.apply_edit`).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import napari
 import numpy as np
-import pandas as pd
 from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
@@ -36,7 +34,15 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.interactive.prompts import Prompts
+from napari_tumorseg.widgets._click_prompts import (
+    ROLE_KEY,
+    PromptLayers,
+    as_volume,
+    clicked_voxel,
+    from_volume,
+    grid_kwargs,
+    spatial_shape,
+)
 from napari_tumorseg.widgets._common import notify_error, set_choices, show_info
 from napari_tumorseg.widgets._session import session_for
 from napari_tumorseg.widgets.correct import apply_edit
@@ -46,65 +52,9 @@ NEW_LAYER = "new labels layer"
 AUTO = "automatic (best available)"
 CLASSIC = "classic (no model)"
 CLASSIC_TEXT = "classic: seeded 3D region (no model)"
-POSITIVE_COLOR = (0.1, 0.95, 0.2, 1.0)
-NEGATIVE_COLOR = (1.0, 0.15, 0.15, 1.0)
 PREVIEW_COLOR = (1.0, 0.85, 0.0, 1.0)
-SCRIBBLE_TUMOUR, SCRIBBLE_NOT = 1, 2
 # A press that moves more than this many screen pixels is a pan, not a click.
 _CLICK_SLOP_PX = 4
-# Our own layers are marked so the scan/target pickers never offer them.
-_ROLE_KEY = "tumorseg_click_role"
-
-
-def _grid_kwargs(scan) -> dict:
-    """Geometry that puts a layer's data coordinates on the scan's voxel grid."""
-    return {"scale": tuple(scan.scale), "translate": tuple(scan.translate), "rotate": scan.rotate,
-            "shear": scan.shear, "affine": scan.affine.affine_matrix}
-
-
-def _spatial_shape(scan) -> tuple[int, ...]:
-    """The scan's spatial shape as napari shows it (an RGB layer loses its colour axis)."""
-    shape = tuple(np.shape(scan.data))
-    return shape[:-1] if getattr(scan, "rgb", False) else shape
-
-
-def _to_zyx(coords, ndim: int) -> np.ndarray:
-    """Layer data coordinates (n, ndim) -> (n, 3) (z, y, x); a 2D image is one slice."""
-    arr = np.asarray(coords, float).reshape(-1, ndim)
-    if ndim == 2:
-        return np.column_stack([np.zeros(len(arr)), arr])
-    return arr[:, -3:]
-
-
-def _as_volume(mask: np.ndarray, ndim: int) -> np.ndarray:
-    return mask[None] if ndim == 2 else mask
-
-
-def _from_volume(mask: np.ndarray, ndim: int) -> np.ndarray:
-    return mask[0] if ndim == 2 else mask
-
-
-def clicked_voxel(layer, world, dims) -> np.ndarray:
-    """Data coordinates of a 2D-view click on ``layer``, as napari draws it.
-
-    napari shows the data slices of an oblique scan (BRAINIX is tilted by 4 degrees) flat,
-    dropping the out-of-plane rotation, so the exact ``layer.world_to_data`` of a click can
-    lie a slice or two away from the slice on screen. What the user pointed at is the
-    displayed slice, at the in-plane position of napari's own 2D transform.
-    """
-    world = np.asarray(world, float)[-layer.ndim:]
-    point = np.asarray(layer.world_to_data(world), float)  # exact for axis-aligned layers
-    offset = dims.ndim - layer.ndim
-    displayed = [d - offset for d in dims.displayed if d >= offset]
-    hidden = [d for d in range(layer.ndim) if d not in displayed]
-    try:
-        plane = layer._data_to_world.set_slice(displayed)
-        on_screen = np.asarray(layer._data_slice.point, float)
-    except AttributeError:  # napari moved its slicing internals: keep the exact 3D point
-        return point
-    point[displayed] = plane.inverse(world[displayed])
-    point[hidden] = np.round(on_screen[hidden])
-    return point
 
 
 def _label_names(layer) -> dict[int, str]:
@@ -164,16 +114,16 @@ class SegmentClicksWidget(QWidget):
         self.preview_mask: np.ndarray | None = None  # (z, y, x) bool on the scan grid
         self.last_seconds: float | None = None
         self.jobs_started = 0
-        self._scan = None  # the scan the prompt layers belong to
-        self._clicks = self._box = self._scribbles = self._preview = None
-        self._history: list[str] = []  # "click" | "box" | "scribble", newest last
+        self._scan = None  # the scan the prompts belong to
+        self.prompt_layers: PromptLayers | None = None
+        self._preview = None
+        self._preview_refines = False
         self._generation = 0
         self._worker = None
         self._pending = False
         self._engines: dict[str, tuple[object, str]] = {}  # combo text -> (engine, description)
         self._auto: tuple[object, str] | None = None
         self._auto_worker = None
-        self._stroking = False
         self._switching = False
 
         # -- what to segment, where to put it -------------------------------------------
@@ -289,7 +239,7 @@ class SegmentClicksWidget(QWidget):
 
     # ================================================================== layers
     def _is_ours(self, layer) -> bool:
-        return isinstance(layer.metadata, dict) and _ROLE_KEY in layer.metadata
+        return isinstance(layer.metadata, dict) and ROLE_KEY in layer.metadata
 
     def _scan_layers(self) -> list:
         return [l for l in self.session.image_layers() if not self._is_ours(l)]
@@ -324,9 +274,22 @@ class SegmentClicksWidget(QWidget):
         if layer is self._scan:
             return
         # The prompts were on the previous scan's grid: they do not carry over.
-        self._drop_prompt_layers()
+        self._drop_scan()
         self._scan = layer
+        if layer is not None:
+            self.prompt_layers = PromptLayers(self.viewer, layer, self._schedule, self.undo_prompt)
         self._follow_prediction()
+
+    def _drop_scan(self) -> None:
+        self._generation += 1  # whatever runs is now stale
+        if self.prompt_layers is not None:
+            self.prompt_layers.remove()
+            self.prompt_layers = None
+        preview, self._preview = self._preview, None
+        if preview is not None and preview in self.viewer.layers:
+            self.viewer.layers.remove(preview)
+        self._set_preview(None)
+        self._scan = None
 
     def _target_changed(self, *_):
         self._show_value_name()
@@ -350,96 +313,62 @@ class SegmentClicksWidget(QWidget):
     def _layer_removed(self, event) -> None:
         layer = event.value
         if layer is self._scan:
-            self._drop_prompt_layers()
-            self._scan = None
-        for attr in ("_clicks", "_box", "_scribbles", "_preview"):
-            if getattr(self, attr) is layer:
-                setattr(self, attr, None)
-                if attr != "_preview":
-                    self._history = [h for h in self._history if h != attr[1:].rstrip("s")]
-                    self._schedule()
-
-    def _drop_prompt_layers(self) -> None:
-        self._generation += 1  # whatever runs is now stale
-        for attr in ("_clicks", "_box", "_scribbles", "_preview"):
-            layer = getattr(self, attr)
-            setattr(self, attr, None)
-            if layer is not None and layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        self._history.clear()
-        self._set_preview(None)
-
-    def _ensure_clicks(self):
-        if self._clicks is not None and self._clicks in self.viewer.layers:
-            return self._clicks
-        scan = self.scan()
-        ndim = len(_spatial_shape(scan))
-        layer = napari.layers.Points(
-            np.zeros((0, ndim)), ndim=ndim, name=f"{scan.name} clicks",
-            features=pd.DataFrame({"positive": pd.Series([], dtype=bool)}),
-            face_color="positive", face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
-            border_color="white", border_width=0.1, size=7, metadata={_ROLE_KEY: "clicks"},
-            **_grid_kwargs(scan))
-        layer.feature_defaults = {"positive": True}
-        self._clicks = self.viewer.add_layer(layer)
-        layer.events.data.connect(self._clicks_changed)
-        layer.bind_key("Control-Z", lambda _layer: self.undo_prompt(), overwrite=True)
-        return layer
+            self._drop_scan()
+        elif layer is self._preview:
+            self._preview = None
+        elif self.prompt_layers is not None and self.prompt_layers.forget(layer):
+            self._schedule()
 
     def _ensure_preview(self):
         if self._preview is not None and self._preview in self.viewer.layers:
             return self._preview
         from napari.utils.colormaps import DirectLabelColormap
 
-        scan = self.scan()
+        scan = self._scan
         active = self.viewer.layers.selection.active
         self._preview = self.viewer.add_labels(
-            np.zeros(_spatial_shape(scan), np.uint8), name=f"{scan.name} click preview", opacity=0.5,
+            np.zeros(spatial_shape(scan), np.uint8), name=f"{scan.name} click preview", opacity=0.5,
             colormap=DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: PREVIEW_COLOR}),
-            metadata={_ROLE_KEY: "preview"}, **_grid_kwargs(scan))
+            metadata={ROLE_KEY: "preview"}, **grid_kwargs(scan))
         self._preview.editable = False
-        self._keep_prompts_on_top()
+        clicks = self.prompt_layers.clicks if self.prompt_layers is not None else None
+        if clicks is not None and clicks in self.viewer.layers:  # the clicks stay on top
+            self.viewer.layers.move(self.viewer.layers.index(clicks), len(self.viewer.layers))
         if active is not None and active in self.viewer.layers:
             self.viewer.layers.selection.active = active  # Ctrl+Z stays with the clicks
         return self._preview
 
-    def _keep_prompts_on_top(self) -> None:
-        if self._clicks is not None and self._clicks in self.viewer.layers:
-            i = self.viewer.layers.index(self._clicks)
-            self.viewer.layers.move(i, len(self.viewer.layers))
-
     # ================================================================== prompts
-    # Box and scribbles are drawn by this dock's own drag handler, not napari's shape and
-    # brush tools: those place an oblique scan's strokes by the exact 3D point, up to two
-    # slices away from the slice on screen (see clicked_voxel).
     def _draw_mode_toggled(self, *_):
         """Box or Scribble on: its layer becomes the active one and does not pan, so a drag draws."""
         sender = self.sender()
         if sender is not None and sender.isChecked():
             other = self.scribble_button if sender is self.box_button else self.box_button
             other.setChecked(False)
+        if self.prompt_layers is None:
+            if sender is not None and sender.isChecked():
+                notify_error(TumorSegError("open a scan to segment"))
+                sender.setChecked(False)
+            return
         self._switching = True  # making the layer moves the selection: not the user's choice
         try:
-            for button, ensure in ((self.box_button, self._ensure_box),
-                                   (self.scribble_button, self._ensure_scribbles)):
+            for button, ensure in ((self.box_button, self.prompt_layers.ensure_box),
+                                   (self.scribble_button, self.prompt_layers.ensure_scribbles)):
                 if button.isChecked() or button is sender:
                     layer = ensure()
                     layer.mouse_pan = not button.isChecked()
                     if button.isChecked():
                         self.viewer.layers.selection.active = layer
-        except TumorSegError as err:
-            notify_error(err)
-            self.box_button.setChecked(False)
-            self.scribble_button.setChecked(False)
         finally:
             self._switching = False
 
     def _active_changed(self, *_):
         """Choosing another layer ends drawing (its drags pan again)."""
-        if self._switching:
+        if self._switching or self.prompt_layers is None:
             return
         active = self.viewer.layers.selection.active
-        for button, layer in ((self.box_button, self._box), (self.scribble_button, self._scribbles)):
+        for button, layer in ((self.box_button, self.prompt_layers.box),
+                              (self.scribble_button, self.prompt_layers.scribbles)):
             if button.isChecked() and (layer is None or active is not layer):
                 button.setChecked(False)
                 if layer is not None:
@@ -453,103 +382,13 @@ class SegmentClicksWidget(QWidget):
         """Drags paint tumour (or, with 'Not tumour' or Ctrl, what is not) on the slice shown."""
         self.scribble_button.setChecked(True)
 
-    def _ensure_box(self):
-        if self._box is not None and self._box in self.viewer.layers:
-            return self._box
-        scan = self.scan()
-        active = self.viewer.layers.selection.active
-        self._box = self.viewer.add_shapes(
-            ndim=len(_spatial_shape(scan)), name=f"{scan.name} box", edge_color="yellow",
-            face_color="transparent", edge_width=1.5, metadata={_ROLE_KEY: "box"}, **_grid_kwargs(scan))
-        self._box.events.data.connect(self._box_changed)
-        self._box.bind_key("Control-Z", lambda _layer: self.undo_prompt(), overwrite=True)
-        self._restore_active(active)
-        return self._box
-
-    def _ensure_scribbles(self):
-        from napari.utils.colormaps import DirectLabelColormap
-
-        if self._scribbles is not None and self._scribbles in self.viewer.layers:
-            return self._scribbles
-        scan = self.scan()
-        active = self.viewer.layers.selection.active
-        colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), SCRIBBLE_TUMOUR: POSITIVE_COLOR, SCRIBBLE_NOT: NEGATIVE_COLOR}
-        self._scribbles = self.viewer.add_labels(
-            np.zeros(_spatial_shape(scan), np.uint8), name=f"{scan.name} scribbles", opacity=0.8,
-            colormap=DirectLabelColormap(color_dict=colors), metadata={_ROLE_KEY: "scribbles"},
-            **_grid_kwargs(scan))
-        # napari's own brush on this layer (a user's choice) still counts as a scribble.
-        self._scribbles.events.paint.connect(self._scribbles_changed)
-        self._scribbles.bind_key("Control-Z", lambda _layer: self.undo_prompt(), overwrite=True)
-        self._restore_active(active)
-        return self._scribbles
-
-    def _restore_active(self, active) -> None:
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
-
     def add_click(self, point, positive: bool | None = None) -> None:
         """One click at ``point`` (the scan's data coordinates); None = the dock's Tumour/Not toggle."""
-        scan = self.scan()
-        shape = _spatial_shape(scan)
-        pt = np.asarray(point, float)[-len(shape):]
-        if not all(-0.5 <= p < s - 0.5 for p, s in zip(pt, shape)):
+        self.scan()
+        if self.prompt_layers is None or not self.prompt_layers.inside(point):
             self.result_label.setText("that click is outside the scan")
             return
-        if positive is None:
-            positive = self.positive_radio.isChecked()
-        layer = self._ensure_clicks()
-        layer.selected_data = set()
-        layer.feature_defaults = {"positive": bool(positive)}
-        self._history.append("click")
-        layer.data = np.vstack([layer.data, pt[None]])  # the data event re-segments
-
-    def set_box(self, corner0, corner1) -> None:
-        """The box prompt: a rectangle on the slice of ``corner0`` (data coordinates)."""
-        layer = self._ensure_box()
-        a, b = np.asarray(corner0, float), np.asarray(corner1, float)
-        (y0, x0), (y1, x1) = a[-2:], b[-2:]
-        corners = [(y0, x0), (y0, x1), (y1, x1), (y1, x0)]
-        verts = np.array([(*a[:-2], y, x) for y, x in corners])
-        with layer.events.data.blocker():
-            if layer.nshapes:
-                layer.selected_data = set(range(layer.nshapes))
-                layer.remove_selected()
-            layer.add_rectangles(verts)
-        layer.refresh()
-
-    def paint_scribble(self, points, positive: bool = True) -> None:
-        """One scribble stroke through ``points`` (data coordinates): one undo step."""
-        layer = self._ensure_scribbles()
-        points = [np.asarray(p, float) for p in points]
-        self._stroking = True  # the paint event that closes the stroke is ours
-        try:
-            with layer.block_history():
-                for p0, p1 in zip(points[:1] + points[:-1], points):
-                    self._stamp(layer, p0, p1, SCRIBBLE_TUMOUR if positive else SCRIBBLE_NOT)
-        finally:
-            self._stroking = False
-        self._history.append("scribble")
-        self._schedule()
-
-    def _stamp(self, layer, p0, p1, value) -> None:
-        """A disk brush of ~2 mm radius along the segment p0 -> p1 on p0's slice."""
-        shape = _spatial_shape(layer)
-        spacing = np.abs(np.asarray(layer.scale, float))[-2:]
-        r = np.maximum(1.0, 2.0 / spacing)
-        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-        n = int(np.ceil(np.abs(p1[-2:] - p0[-2:]).max() * 2)) + 1
-        centres = np.linspace(p0[-2:], p1[-2:], n)
-        ry, rx = int(np.ceil(r[0])), int(np.ceil(r[1]))
-        dy, dx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
-        disk = (dy / r[0]) ** 2 + (dx / r[1]) ** 2 <= 1.0
-        yx = (np.round(centres)[:, None, :] + np.stack([dy[disk], dx[disk]], axis=1)[None]).reshape(-1, 2)
-        yx = np.unique(yx.astype(int), axis=0)
-        keep = (yx[:, 0] >= 0) & (yx[:, 0] < shape[-2]) & (yx[:, 1] >= 0) & (yx[:, 1] < shape[-1])
-        yx = yx[keep]
-        lead = tuple(np.full(len(yx), int(np.round(c))) for c in p0[:-2])
-        if len(yx):
-            layer.data_setitem((*lead, yx[:, 0], yx[:, 1]), value)
+        self.prompt_layers.add_click(point, self.positive_radio.isChecked() if positive is None else positive)
 
     def _on_mouse(self, viewer, event):
         """Viewer drag callback: a press released without moving is a prompt click; with Box or
@@ -558,20 +397,21 @@ class SegmentClicksWidget(QWidget):
         Only while the active layer is in pan/zoom mode, so napari's own tools (the brush on
         the target, say) are never taken for a prompt.
         """
-        if event.type != "mouse_press" or event.button not in (1, 2) or self._scan is None:
+        layers = self.prompt_layers
+        if event.type != "mouse_press" or event.button not in (1, 2) or layers is None:
             return
         active = viewer.layers.selection.active
         if active is not None and getattr(active, "mode", "pan_zoom") != "pan_zoom":
             return
-        if viewer.dims.ndisplay != 2 or self._scan not in viewer.layers:
-            return
         scan = self._scan
+        if viewer.dims.ndisplay != 2 or scan not in viewer.layers:
+            return
         flip = bool(set(event.modifiers) & {"Control", "Shift", "Meta"}) or event.button == 2
         positive = self.positive_radio.isChecked() != flip
         press_pos = np.asarray(event.pos, float)
         start = clicked_voxel(scan, event.position, viewer.dims)
-        drawing = ("box" if self.box_button.isChecked() and active is self._box
-                   else "scribble" if self.scribble_button.isChecked() and active is self._scribbles else None)
+        drawing = ("box" if self.box_button.isChecked() and active is layers.box
+                   else "scribble" if self.scribble_button.isChecked() and active is layers.scribbles else None)
         stroke = [start]
         moved = False
         while True:
@@ -583,98 +423,31 @@ class SegmentClicksWidget(QWidget):
                 here[:-2] = start[:-2]  # the stroke stays on the slice it started on
                 stroke.append(here)
                 if drawing == "box":
-                    self.set_box(start, here)
+                    layers.set_box(start, here)
             if event.type != "mouse_move":
                 break
-        if scan not in viewer.layers:
+        if scan not in viewer.layers or layers is not self.prompt_layers:
             return
-        try:
-            if drawing == "box" and moved:
-                self._history = [h for h in self._history if h != "box"] + ["box"]
-                self._schedule()
-            elif drawing == "scribble":
-                self.paint_scribble(stroke, positive)
-            elif not moved:
-                self.add_click(start, positive)
-        except TumorSegError as err:
-            notify_error(err)
-
-    def _clicks_changed(self, event=None) -> None:
-        action = getattr(event, "action", None)
-        if action is not None and str(action).split(".")[-1].lower() not in ("added", "removed", "changed"):
-            return
-        n = 0 if self._clicks is None else len(self._clicks.data)
-        clicks_in_history = self._history.count("click")
-        if n < clicks_in_history:  # removed with napari's own tools
-            for _ in range(clicks_in_history - n):
-                i = len(self._history) - 1 - self._history[::-1].index("click")
-                del self._history[i]
-        elif n > clicks_in_history:  # added with napari's point tool
-            self._history.extend(["click"] * (n - clicks_in_history))
-        self._schedule()
-
-    def _box_changed(self, event=None) -> None:
-        action = getattr(event, "action", None)
-        if action is not None and str(action).split(".")[-1].lower() not in ("added", "removed", "changed"):
-            return
-        n = 0 if self._box is None else len(self._box.data)
-        if n > self._history.count("box"):
-            self._history.append("box")
-        while self._history.count("box") > n:
-            i = len(self._history) - 1 - self._history[::-1].index("box")
-            del self._history[i]
-        self._schedule()
-
-    def _scribbles_changed(self, *_):
-        if self._stroking:
-            return
-        self._history.append("scribble")
-        self._schedule()
+        if drawing == "box" and moved:
+            layers.box_done()
+        elif drawing == "scribble":
+            layers.paint_scribble(stroke, positive)
+        elif not moved:
+            self.add_click(start, positive)
 
     def undo_prompt(self) -> None:
         """Remove the newest prompt (click, box or scribble stroke) and re-segment."""
-        if not self._history:
+        if self.prompt_layers is None or not self.prompt_layers.undo():
             self.result_label.setText("no prompt to undo")
-            return
-        kind = self._history.pop()
-        if kind == "click" and self._clicks is not None and len(self._clicks.data):
-            self._history.append("click")  # _clicks_changed pops it again when the data shrinks
-            self._clicks.data = self._clicks.data[:-1]
-            return
-        if kind == "box" and self._box is not None and len(self._box.data):
-            self._history.append("box")  # _box_changed pops it again when the shape goes
-            self._box.selected_data = {len(self._box.data) - 1}
-            self._box.remove_selected()
-            return
-        if kind == "scribble" and self._scribbles is not None:
-            self._scribbles.undo()
-        self._schedule()
 
-    def prompts(self) -> Prompts:
-        """The prompts now on screen, in the scan's (z, y, x) voxel coordinates."""
-        scan = self._scan
-        ndim = len(_spatial_shape(scan)) if scan is not None else 3
-        pos = neg = np.zeros((0, 3))
-        if self._clicks is not None and len(self._clicks.data):
-            pts = _to_zyx(self._clicks.data, ndim)
-            sign = self._clicks.features["positive"].to_numpy(bool)
-            pos, neg = pts[sign], pts[~sign]
-        box = None
-        if self._box is not None and len(self._box.data):
-            verts = _to_zyx(self._box.data[-1], ndim)
-            lo, hi = verts.min(axis=0), verts.max(axis=0)
-            box = (float(np.round(verts[0, 0])), lo[1], lo[2], hi[1], hi[2])
-        scribbles = None
-        if self._scribbles is not None:
-            data = np.asarray(self._scribbles.data)
-            if data.any():
-                scribbles = _as_volume(data, ndim)
-        return Prompts(pos, neg, box, scribbles)
+    def prompts(self):
+        """The prompts on screen, in the scan's (z, y, x) voxel coordinates."""
+        from napari_tumorseg.interactive.prompts import Prompts
+
+        return self.prompt_layers.prompts() if self.prompt_layers is not None else Prompts()
 
     def _has_prompts(self) -> bool:
-        p = self.prompts() if self._scan is not None else None
-        return p is not None and (not p.empty or len(p.negative) > 0
-                                  or (p.scribbles is not None and p.scribbles.any()))
+        return self.prompt_layers is not None and self.prompt_layers.any()
 
     # ================================================================== engines
     def _engine_changed(self, text: str) -> None:
@@ -821,7 +594,7 @@ class SegmentClicksWidget(QWidget):
             spacing = tuple(vol.spacing)[-3:]
             prior = None
             if refine is not None:
-                prior = _as_volume(np.asarray(refine.labels_layer.data) > 0, refine.labels_layer.ndim)
+                prior = as_volume(np.asarray(refine.labels_layer.data) > 0, refine.labels_layer.ndim)
         except TumorSegError as err:
             notify_error(err)
             return
@@ -840,8 +613,8 @@ class SegmentClicksWidget(QWidget):
         if gen != self._generation:
             return  # a newer prompt came in: this answer is for prompts no longer on screen
         mask, seconds = result
-        if self._scan is None or mask.shape != _as_volume(np.zeros(_spatial_shape(self._scan), bool),
-                                                          len(_spatial_shape(self._scan))).shape:
+        if self._scan is None or mask.shape != as_volume(np.empty(spatial_shape(self._scan), bool),
+                                                         len(spatial_shape(self._scan))).shape:
             return
         self.last_seconds = seconds
         self._set_preview(mask, refining)
@@ -858,6 +631,10 @@ class SegmentClicksWidget(QWidget):
             self.resegment()
 
     @property
+    def preview_layer(self):
+        return self._preview
+
+    @property
     def busy(self) -> bool:
         return self._worker is not None or self._pending or self._resegment_timer.isActive()
 
@@ -870,7 +647,7 @@ class SegmentClicksWidget(QWidget):
             self.result_label.setText("no preview")
         else:
             layer = self._ensure_preview()
-            layer.data = _from_volume(mask, layer.ndim).astype(np.uint8)
+            layer.data = from_volume(mask, layer.ndim).astype(np.uint8)
             n = int(mask.sum())
             spacing = self.session.volume_of(self._scan).spacing
             ml = n * float(np.prod(spacing)) / 1000.0
@@ -889,12 +666,12 @@ class SegmentClicksWidget(QWidget):
         value = int(self.value_spin.value())
         if target is None:
             target = self.viewer.add_labels(
-                np.zeros(_spatial_shape(scan), np.uint8), name=f"{scan.name} segmentation",
-                metadata={k: v for k, v in scan.metadata.items() if k != _ROLE_KEY}, **_grid_kwargs(scan))
+                np.zeros(spatial_shape(scan), np.uint8), name=f"{scan.name} segmentation",
+                metadata=dict(scan.metadata), **grid_kwargs(scan))
             self._refresh_layers()
             self.target_combo.setCurrentText(target.name)
         data = np.asarray(target.data)
-        mask = _from_volume(self.preview_mask, target.ndim)
+        mask = from_volume(self.preview_mask, target.ndim)
         if mask.shape != data.shape:
             notify_error(TumorSegError(f"'{target.name}' {data.shape} is not on the scan's grid {mask.shape}"))
             return None
@@ -918,17 +695,8 @@ class SegmentClicksWidget(QWidget):
     def clear(self) -> None:
         """Drop every prompt and the preview (the prompt layers stay, empty)."""
         self._generation += 1
-        self._history.clear()
-        if self._clicks is not None:
-            with self._clicks.events.data.blocker():
-                self._clicks.data = np.zeros((0, self._clicks.ndim))
-            self._clicks.refresh()
-        if self._box is not None and len(self._box.data):
-            with self._box.events.data.blocker():
-                self._box.data = []
-            self._box.refresh()
-        if self._scribbles is not None:
-            self._scribbles.data = np.zeros_like(self._scribbles.data)
+        if self.prompt_layers is not None:
+            self.prompt_layers.clear()
         self._set_preview(None)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt)

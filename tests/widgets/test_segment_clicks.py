@@ -67,16 +67,16 @@ def _canvas_pos(viewer, layer, point) -> QPoint:
 def _click(viewer, qtbot, dock, layer, point, modifier=Qt.NoModifier):
     """A real mouse click on the canvas at a voxel of ``layer``; waits for the re-segmentation."""
     _show_slice(viewer, layer, int(point[0]))
-    n = 0 if dock._clicks is None else len(dock._clicks.data)
+    n = 0 if dock.prompt_layers.clicks is None else len(dock.prompt_layers.clicks.data)
     qtbot.mouseClick(viewer.window._qt_viewer.canvas.native, Qt.LeftButton, modifier,
                      _canvas_pos(viewer, layer, point))
-    qtbot.waitUntil(lambda: dock._clicks is not None and len(dock._clicks.data) == n + 1, timeout=5000)
+    qtbot.waitUntil(lambda: dock.prompt_layers.clicks is not None and len(dock.prompt_layers.clicks.data) == n + 1, timeout=5000)
     qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
-    landed = dock._clicks.data[-1]
+    landed = dock.prompt_layers.clicks.data[-1]
     # The click landed where we aimed: on the slice shown, within a voxel in-plane.
     assert landed[0] == point[0]
     np.testing.assert_allclose(landed[1:], point[1:], atol=1.0)
-    return bool(dock._clicks.features["positive"].iloc[-1])
+    return bool(dock.prompt_layers.clicks.features["positive"].iloc[-1])
 
 
 def _drag(viewer, qtbot, layer, p0, p1, modifier=Qt.NoModifier, steps=8):
@@ -123,7 +123,7 @@ def test_clicks_on_the_canvas_segment_brainix(make_napari_viewer, qtbot, shared_
           f"({int(mask.sum())} voxels, ROI {int(gt.sum())}); {dock.last_seconds:.2f} s")
     assert dice > DICE_ONE_CLICK
     assert mask[:z].any() or mask[z + 1:].any(), "the mask must be 3D, not one slice"
-    np.testing.assert_array_equal(np.asarray(dock._preview.data) > 0, mask)
+    np.testing.assert_array_equal(np.asarray(dock.preview_layer.data) > 0, mask)
     assert "voxels" in dock.result_label.text() and "mL" in dock.result_label.text()
     assert "s ·" in dock.result_label.text()
 
@@ -147,9 +147,9 @@ def test_clicks_on_the_canvas_segment_brainix(make_napari_viewer, qtbot, shared_
     imsave("/tmp/segment_clicks.png", img, check_contrast=False)
 
     # Ctrl+Z on the clicks layer takes the negative click back: the first mask returns.
-    viewer.layers.selection.active = dock._clicks
+    viewer.layers.selection.active = dock.prompt_layers.clicks
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key_Z, Qt.ControlModifier)
-    qtbot.waitUntil(lambda: len(dock._clicks.data) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: len(dock.prompt_layers.clicks.data) == 1, timeout=5000)
     qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
     np.testing.assert_array_equal(dock.preview_mask, mask)
 
@@ -160,7 +160,7 @@ def test_clicks_on_the_canvas_segment_brainix(make_napari_viewer, qtbot, shared_
     np.testing.assert_allclose(target.scale, flair.scale)
     np.testing.assert_allclose(target.translate, flair.translate)
     np.testing.assert_array_equal(target.data == 1, mask)
-    assert dock.preview_mask is None and len(dock._clicks.data) == 0  # ready for the next lesion
+    assert dock.preview_mask is None and len(dock.prompt_layers.clicks.data) == 0  # ready for the next lesion
     target.undo()
     assert not np.asarray(target.data).any()
     target.redo()
@@ -260,7 +260,7 @@ def test_box_and_scribbles_drawn_on_the_canvas(make_napari_viewer, qtbot, shared
 
     # A plain drag pans; it is no click.
     _drag(viewer, qtbot, flair, point, (z, point[1] + 20, point[2] + 20))
-    assert dock._clicks is None or len(dock._clicks.data) == 0
+    assert dock.prompt_layers.clicks is None or len(dock.prompt_layers.clicks.data) == 0
     viewer.reset_view()
 
     # Box: a drag around the lesion on its largest slice.
@@ -285,7 +285,7 @@ def test_box_and_scribbles_drawn_on_the_canvas(make_napari_viewer, qtbot, shared
     cols = xs[ys == row]
     s0, s1 = (z, row, int(cols.min()) + 3), (z, row, int(cols.max()) - 3)
     _drag(viewer, qtbot, flair, s0, s1)
-    scr = np.asarray(dock._scribbles.data)
+    scr = np.asarray(dock.prompt_layers.scribbles.data)
     assert set(np.unique(scr)) == {0, 1}
     assert scr[z].any() and not np.delete(scr, z, axis=0).any(), "the stroke is on the slice shown"
     assert scr[z, row, (s0[2] + s1[2]) // 2] == 1
@@ -295,13 +295,13 @@ def test_box_and_scribbles_drawn_on_the_canvas(make_napari_viewer, qtbot, shared
     # Ctrl+drag paints 'not tumour' (2) on the stroke.
     out = (z, int(ys.min()) - 8, int(xs.min()) - 8)
     _drag(viewer, qtbot, flair, out, (z, out[1], out[2] + 6), Qt.ControlModifier)
-    assert (np.asarray(dock._scribbles.data) == 2).any()
+    assert (np.asarray(dock.prompt_layers.scribbles.data) == 2).any()
     dock.undo_prompt()
     qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
-    assert not (np.asarray(dock._scribbles.data) == 2).any()
-    np.testing.assert_array_equal(np.asarray(dock._scribbles.data), scr)
+    assert not (np.asarray(dock.prompt_layers.scribbles.data) == 2).any()
+    np.testing.assert_array_equal(np.asarray(dock.prompt_layers.scribbles.data), scr)
     dock.clear()
-    assert dock.preview_mask is None and not np.asarray(dock._scribbles.data).any()
+    assert dock.preview_mask is None and not np.asarray(dock.prompt_layers.scribbles.data).any()
     dock.scribble_button.setChecked(False)
     assert viewer.camera.mouse_pan
 
@@ -460,9 +460,9 @@ def test_a_2d_image_is_one_slice(make_napari_viewer, qtbot, shared_data):
     h, w = picture.shape
     dock.add_click((h // 2, w // 2))
     qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
-    assert dock._clicks.data.shape == (1, 2)
+    assert dock.prompt_layers.clicks.data.shape == (1, 2)
     assert dock.preview_mask.shape == (1, h, w) and dock.preview_mask[0, h // 2, w // 2]
-    assert dock._preview.data.shape == (h, w)
+    assert dock.preview_layer.data.shape == (h, w)
     target = dock.accept()
     assert target.data.shape == (h, w) and target.data[h // 2, w // 2] == 1
     target.undo()

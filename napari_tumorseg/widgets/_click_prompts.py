@@ -1,0 +1,316 @@
+"""The prompts of one scan as napari layers on its grid: clicks, a box and scribbles.
+
+The layers are the truth: napari's own tools may delete or move a click, erase a scribble
+or delete the box, and :meth:`PromptLayers.prompts` reads whatever is on screen. The box and
+scribbles are drawn through :meth:`PromptLayers.set_box` / :meth:`PromptLayers.paint_scribble`
+by the dock's drag handler rather than by napari's shape and brush tools: those place an
+oblique scan's strokes by the exact 3D point, up to two slices away from the slice on screen
+(see :func:`clicked_voxel`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import napari
+import numpy as np
+import pandas as pd
+
+from napari_tumorseg.interactive.prompts import Prompts
+
+POSITIVE_COLOR = (0.1, 0.95, 0.2, 1.0)
+NEGATIVE_COLOR = (1.0, 0.15, 0.15, 1.0)
+SCRIBBLE_TUMOUR, SCRIBBLE_NOT = 1, 2
+# The dock's own layers carry this metadata key, so its pickers never offer them.
+ROLE_KEY = "tumorseg_click_role"
+_KINDS = ("click", "box", "scribble")
+
+
+def grid_kwargs(scan) -> dict:
+    """Geometry that puts a layer's data coordinates on the scan's voxel grid."""
+    return {"scale": tuple(scan.scale), "translate": tuple(scan.translate), "rotate": scan.rotate,
+            "shear": scan.shear, "affine": scan.affine.affine_matrix}
+
+
+def spatial_shape(layer) -> tuple[int, ...]:
+    """A layer's spatial shape as napari shows it (an RGB layer loses its colour axis)."""
+    shape = tuple(np.shape(layer.data))
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def as_volume(mask: np.ndarray, ndim: int) -> np.ndarray:
+    """A 2D layer's array as a one-slice volume (the engines' grid)."""
+    return mask[None] if ndim == 2 else mask
+
+
+def from_volume(mask: np.ndarray, ndim: int) -> np.ndarray:
+    return mask[0] if ndim == 2 else mask
+
+
+def _to_zyx(coords, ndim: int) -> np.ndarray:
+    """Layer data coordinates (n, ndim) -> (n, 3) (z, y, x); a 2D image is one slice."""
+    arr = np.asarray(coords, float).reshape(-1, ndim)
+    if ndim == 2:
+        return np.column_stack([np.zeros(len(arr)), arr])
+    return arr[:, -3:]
+
+
+def clicked_voxel(layer, world, dims) -> np.ndarray:
+    """Data coordinates of a 2D-view click on ``layer``, as napari draws it.
+
+    napari shows the data slices of an oblique scan (BRAINIX is tilted by 4 degrees) flat,
+    dropping the out-of-plane rotation, so the exact ``layer.world_to_data`` of a click can
+    lie a slice or two away from the slice on screen. What the user pointed at is the
+    displayed slice, at the in-plane position of napari's own 2D transform.
+    """
+    world = np.asarray(world, float)[-layer.ndim:]
+    point = np.asarray(layer.world_to_data(world), float)  # exact for axis-aligned layers
+    offset = dims.ndim - layer.ndim
+    displayed = [d - offset for d in dims.displayed if d >= offset]
+    hidden = [d for d in range(layer.ndim) if d not in displayed]
+    try:
+        plane = layer._data_to_world.set_slice(displayed)
+        on_screen = np.asarray(layer._data_slice.point, float)
+    except AttributeError:  # napari moved its slicing internals: keep the exact 3D point
+        return point
+    point[displayed] = plane.inverse(world[displayed])
+    point[hidden] = np.round(on_screen[hidden])
+    return point
+
+
+def _last_index(items: list, value) -> int:
+    return len(items) - 1 - items[::-1].index(value)
+
+
+class PromptLayers:
+    """Clicks (Points), a box (Shapes) and scribbles (Labels, 1 = tumour, 2 = not) on one scan.
+
+    ``changed`` is called after every prompt change; ``undo`` is bound to Ctrl+Z on each layer.
+    """
+
+    def __init__(self, viewer, scan, changed: Callable[[], None], undo: Callable[[], None]):
+        self.viewer = viewer
+        self.scan = scan
+        self._changed = changed
+        self._undo_key = undo
+        self.clicks = self.box = self.scribbles = None
+        self.history: list[str] = []  # "click" | "box" | "scribble", newest last
+        self._stroking = False
+
+    @property
+    def ndim(self) -> int:
+        return len(spatial_shape(self.scan))
+
+    # -- the layers ---------------------------------------------------------------------
+    def _add(self, layer):
+        """Add a prompt layer without taking the selection from the user's layer."""
+        active = self.viewer.layers.selection.active
+        self.viewer.add_layer(layer)
+        layer.bind_key("Control-Z", lambda _layer: self._undo_key(), overwrite=True)
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active
+        return layer
+
+    def _alive(self, layer) -> bool:
+        return layer is not None and layer in self.viewer.layers
+
+    def ensure_clicks(self):
+        if not self._alive(self.clicks):
+            scan, ndim = self.scan, self.ndim
+            self.clicks = self._add(napari.layers.Points(
+                np.zeros((0, ndim)), ndim=ndim, name=f"{scan.name} clicks",
+                features=pd.DataFrame({"positive": pd.Series([], dtype=bool)}),
+                face_color="positive", face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
+                border_color="white", border_width=0.1, size=7, metadata={ROLE_KEY: "clicks"},
+                **grid_kwargs(scan)))
+            self.clicks.events.data.connect(self._clicks_changed)
+        return self.clicks
+
+    def ensure_box(self):
+        if not self._alive(self.box):
+            self.box = self._add(napari.layers.Shapes(
+                ndim=self.ndim, name=f"{self.scan.name} box", edge_color="yellow", face_color="transparent",
+                edge_width=1.5, metadata={ROLE_KEY: "box"}, **grid_kwargs(self.scan)))
+            self.box.events.data.connect(self._box_changed)
+        return self.box
+
+    def ensure_scribbles(self):
+        from napari.utils.colormaps import DirectLabelColormap
+
+        if not self._alive(self.scribbles):
+            colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), SCRIBBLE_TUMOUR: POSITIVE_COLOR,
+                      SCRIBBLE_NOT: NEGATIVE_COLOR}
+            self.scribbles = self._add(napari.layers.Labels(
+                np.zeros(spatial_shape(self.scan), np.uint8), name=f"{self.scan.name} scribbles", opacity=0.8,
+                colormap=DirectLabelColormap(color_dict=colors), metadata={ROLE_KEY: "scribbles"},
+                **grid_kwargs(self.scan)))
+            # napari's own brush on this layer (the user's choice) still counts as a scribble.
+            self.scribbles.events.paint.connect(self._scribbles_changed)
+        return self.scribbles
+
+    def forget(self, layer) -> bool:
+        """``layer`` was removed from the viewer; True when it held prompts."""
+        for attr, kind in (("clicks", "click"), ("box", "box"), ("scribbles", "scribble")):
+            if getattr(self, attr) is layer:
+                setattr(self, attr, None)
+                self.history = [h for h in self.history if h != kind]
+                return True
+        return False
+
+    def remove(self) -> None:
+        """Take the prompt layers out of the viewer (the scan changed or went)."""
+        layers = (self.clicks, self.box, self.scribbles)
+        self.clicks = self.box = self.scribbles = None
+        self.history.clear()
+        for layer in layers:
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+
+    # -- adding prompts -----------------------------------------------------------------
+    def inside(self, point) -> bool:
+        shape = spatial_shape(self.scan)
+        pt = np.asarray(point, float)[-len(shape):]
+        return all(-0.5 <= p < s - 0.5 for p, s in zip(pt, shape))
+
+    def add_click(self, point, positive: bool) -> None:
+        layer = self.ensure_clicks()
+        pt = np.asarray(point, float)[-self.ndim:]
+        layer.selected_data = set()
+        layer.feature_defaults = {"positive": bool(positive)}
+        self.history.append("click")
+        layer.data = np.vstack([layer.data, pt[None]])  # the data event reports the change
+
+    def set_box(self, corner0, corner1) -> None:
+        """The (only) box: a rectangle on the slice of ``corner0`` (data coordinates), no event."""
+        layer = self.ensure_box()
+        a, b = np.asarray(corner0, float), np.asarray(corner1, float)
+        (y0, x0), (y1, x1) = a[-2:], b[-2:]
+        verts = np.array([(*a[:-2], y, x) for y, x in ((y0, x0), (y0, x1), (y1, x1), (y1, x0))])
+        with layer.events.data.blocker():
+            if layer.nshapes:
+                layer.selected_data = set(range(layer.nshapes))
+                layer.remove_selected()
+            layer.add_rectangles(verts)
+        layer.refresh()
+
+    def box_done(self) -> None:
+        """A box drawn by :meth:`set_box` is final: it becomes the newest prompt."""
+        self.history = [h for h in self.history if h != "box"] + ["box"]
+        self._changed()
+
+    def paint_scribble(self, points, positive: bool) -> None:
+        """One stroke through ``points`` (data coordinates, one slice): one undo step."""
+        layer = self.ensure_scribbles()
+        points = [np.asarray(p, float) for p in points]
+        value = SCRIBBLE_TUMOUR if positive else SCRIBBLE_NOT
+        self._stroking = True  # the paint event that closes the stroke is ours
+        try:
+            with layer.block_history():
+                for p0, p1 in zip(points[:1] + points[:-1], points):
+                    self._stamp(layer, p0, p1, value)
+        finally:
+            self._stroking = False
+        self.history.append("scribble")
+        self._changed()
+
+    @staticmethod
+    def _stamp(layer, p0, p1, value) -> None:
+        """A disk brush of ~2 mm radius along the segment p0 -> p1 on p0's slice."""
+        shape = spatial_shape(layer)
+        r = np.maximum(1.0, 2.0 / np.abs(np.asarray(layer.scale, float))[-2:])
+        n = int(np.ceil(np.abs(p1[-2:] - p0[-2:]).max() * 2)) + 1
+        centres = np.round(np.linspace(p0[-2:], p1[-2:], n))
+        ry, rx = int(np.ceil(r[0])), int(np.ceil(r[1]))
+        dy, dx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
+        disk = (dy / r[0]) ** 2 + (dx / r[1]) ** 2 <= 1.0
+        yx = (centres[:, None, :] + np.stack([dy[disk], dx[disk]], axis=1)[None]).reshape(-1, 2)
+        yx = np.unique(yx.astype(int), axis=0)
+        yx = yx[(yx[:, 0] >= 0) & (yx[:, 0] < shape[-2]) & (yx[:, 1] >= 0) & (yx[:, 1] < shape[-1])]
+        if len(yx):
+            lead = tuple(np.full(len(yx), int(np.round(c))) for c in p0[:-2])
+            layer.data_setitem((*lead, yx[:, 0], yx[:, 1]), value)
+
+    # -- napari's own edits -------------------------------------------------------------
+    @staticmethod
+    def _settled(event) -> bool:
+        """Only the 'added/removed/changed' half of napari's paired data events."""
+        action = getattr(event, "action", None)
+        return action is None or str(action).split(".")[-1].lower() in ("added", "removed", "changed")
+
+    def _sync(self, kind: str, n: int) -> None:
+        """Keep ``n`` entries of ``kind`` in the history (napari's tools add or delete some)."""
+        while self.history.count(kind) > n:
+            del self.history[_last_index(self.history, kind)]
+        self.history.extend([kind] * (n - self.history.count(kind)))
+
+    def _clicks_changed(self, event=None) -> None:
+        if self._settled(event):
+            self._sync("click", 0 if self.clicks is None else len(self.clicks.data))
+            self._changed()
+
+    def _box_changed(self, event=None) -> None:
+        if self._settled(event):
+            self._sync("box", 0 if self.box is None else min(1, len(self.box.data)))
+            self._changed()
+
+    def _scribbles_changed(self, *_):
+        if not self._stroking:
+            self.history.append("scribble")
+            self._changed()
+
+    # -- reading, undoing, clearing -----------------------------------------------------
+    def undo(self) -> bool:
+        """Remove the newest prompt; False when there is none."""
+        if not self.history:
+            return False
+        kind = self.history[-1]
+        if kind == "click" and self.clicks is not None and len(self.clicks.data):
+            self.clicks.data = self.clicks.data[:-1]  # the data event drops it from the history
+        elif kind == "box" and self.box is not None and len(self.box.data):
+            self.box.selected_data = {len(self.box.data) - 1}
+            self.box.remove_selected()
+        else:
+            self.history.pop()
+            if kind == "scribble" and self.scribbles is not None:
+                self.scribbles.undo()
+            self._changed()
+        return True
+
+    def prompts(self) -> Prompts:
+        """The prompts on screen, in the scan's (z, y, x) voxel coordinates."""
+        ndim = self.ndim
+        pos = neg = np.zeros((0, 3))
+        if self.clicks is not None and len(self.clicks.data):
+            pts = _to_zyx(self.clicks.data, ndim)
+            sign = self.clicks.features["positive"].to_numpy(bool)
+            pos, neg = pts[sign], pts[~sign]
+        box = None
+        if self.box is not None and len(self.box.data):
+            verts = _to_zyx(self.box.data[-1], ndim)
+            lo, hi = verts.min(axis=0), verts.max(axis=0)
+            box = (float(np.round(verts[0, 0])), lo[1], lo[2], hi[1], hi[2])
+        scribbles = None
+        if self.scribbles is not None:
+            data = np.asarray(self.scribbles.data)
+            if data.any():
+                scribbles = as_volume(data, ndim)
+        return Prompts(pos, neg, box, scribbles)
+
+    def any(self) -> bool:
+        """Anything said at all, negative clicks included (they refine a prediction)."""
+        p = self.prompts()
+        return not p.empty or len(p.negative) > 0 or p.scribbles is not None
+
+    def clear(self) -> None:
+        """Empty every prompt layer (they stay, for the next lesion); no change event."""
+        self.history.clear()
+        if self.clicks is not None:
+            with self.clicks.events.data.blocker():
+                self.clicks.data = np.zeros((0, self.clicks.ndim))
+            self.clicks.refresh()
+        if self.box is not None and len(self.box.data):
+            with self.box.events.data.blocker():
+                self.box.data = []
+            self.box.refresh()
+        if self.scribbles is not None:
+            self.scribbles.data = np.zeros_like(self.scribbles.data)
