@@ -38,6 +38,7 @@ from scipy import ndimage
 
 from napari_tumorseg.brats import REGION_NAMES
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.output_kinds import output_kind
 
 METRIC_NAMES = (
     "dice",
@@ -227,12 +228,11 @@ def _binarise(output, threshold: float, activation: str):
             return output
         lo, hi = float(output.min()), float(output.max())
         activation = "sigmoid" if (lo < 0.0 or hi > 1.0) else "none"
-    if activation == "softmax":
-        # Class logits (SegFormer, CE): foreground = any class other than 0.
-        return (output.argmax(dim=1) > 0).unsqueeze(1)
+    if activation == "softmax":  # class logits (SegFormer, CE)
+        return output_kind("multiclass").predicted_mask(output)
     if activation == "sigmoid":
-        output = torch.sigmoid(output.float())
-    elif activation != "none":
+        return output_kind("binary").predicted_mask(output.float(), threshold)
+    if activation != "none":
         raise TumorSegError(f"unknown activation {activation!r}")
     return output > threshold
 

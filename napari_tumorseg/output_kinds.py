@@ -56,10 +56,14 @@ class OutputKind:
         """(C, ...) bool foreground of a target made by :meth:`target` (metrics)."""
         return np.asarray(target) > 0.5
 
+    def predicted_mask(self, logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """(N, C, ...) bool foreground of a batch's logits."""
+        # A sigmoid above 0.5 is a logit above 0: no activation needed.
+        return logits > 0 if threshold == 0.5 else logits.sigmoid() > threshold
+
     def metric_masks(self, logits: torch.Tensor, target: torch.Tensor):
         """Boolean prediction and target (N, C, ...) from a batch's logits (training metrics)."""
-        # A sigmoid above 0.5 is a logit above 0: no activation needed.
-        return logits > 0, target > 0.5
+        return self.predicted_mask(logits), target > 0.5
 
     # -- inference
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
@@ -143,8 +147,12 @@ class _Multiclass(OutputKind):
     def target_mask(self, target):
         return (np.asarray(target) > 0)[None]
 
+    def predicted_mask(self, logits, threshold=0.5):
+        # Foreground is any class but background, whatever the threshold.
+        return (logits.argmax(1) > 0)[:, None]
+
     def metric_masks(self, logits, target):
-        return (logits.argmax(1) > 0)[:, None], (target > 0)[:, None]
+        return self.predicted_mask(logits), (target > 0)[:, None]
 
     def activate(self, logits):
         p = logits.softmax(dim=1)
