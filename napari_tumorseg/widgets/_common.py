@@ -88,6 +88,9 @@ def scroll_body(widget: QWidget) -> QWidget:
     return body
 
 
+_PLUGIN_SUFFIXES = (" (napari-tumorseg)", " (Tumour Segmentation)")
+
+
 class _ShortDockTitle(QObject):
     """Names the dock's tab "Predict", not "Predict (napari-tumorseg)".
 
@@ -103,7 +106,7 @@ class _ShortDockTitle(QObject):
                 parent = parent.parentWidget()
             if parent is not None:
                 title = parent.windowTitle()
-                for suffix in (" (napari-tumorseg)", " (Tumour Segmentation)"):
+                for suffix in _PLUGIN_SUFFIXES:
                     if title.endswith(suffix):
                         parent.setWindowTitle(title[: -len(suffix)])
         if event.type() in (QEvent.ParentChange, QEvent.Show):
@@ -119,6 +122,11 @@ def _readable_tabs(widget) -> None:
         window = widget.window()
     except RuntimeError:  # the dock was closed before the timer fired
         return
+    for dock in window.findChildren(QDockWidget):  # every dock of the plugin, scrolling or not
+        title = dock.windowTitle()
+        for suffix in _PLUGIN_SUFFIXES:
+            if title.endswith(suffix):
+                dock.setWindowTitle(title[: -len(suffix)])
     for bar in window.findChildren(QTabBar):
         if bar.parentWidget() is window:  # the dock-area tab bars, not a widget's own tabs
             bar.setElideMode(Qt.ElideNone)
