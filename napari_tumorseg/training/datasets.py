@@ -294,12 +294,15 @@ def _nifti_case(folder: Path, split: str | None) -> CaseRef | None:
 
     def load(images=images, label=labels[0]) -> CaseData:
         from napari_tumorseg.io.nifti import read_nifti
+        from napari_tumorseg.io.orientation import to_display
 
-        vols = [read_nifti(p) for p in images]
-        lab = read_nifti(label)
+        # The viewer's display order, so a model learns the orientation it will be shown.
+        vols = [to_display(read_nifti(p)) for p in images]
+        lab = to_display(read_nifti(label))
         shapes = {v.data.shape[-3:] for v in vols}
         if len(shapes) > 1:
             raise TumorSegError(f"{folder.name}: modalities differ in size {sorted(shapes)}")
+        _check_world_grid(lab, vols[0], folder.name)
         data = np.stack([v.data.astype(np.float32) for v in vols])
         labels_arr = np.round(np.asarray(lab.data, dtype=np.float32)).astype(np.int64)
         _check_same_grid(data, labels_arr, folder.name)
@@ -307,6 +310,16 @@ def _nifti_case(folder: Path, split: str | None) -> CaseRef | None:
                         channel_names=[p.name.split(".")[0] for p in images])
 
     return CaseRef(folder.name, folder.name, load, split)
+
+
+def _check_world_grid(labels, image, case: str) -> None:
+    """The check `tumorseg evaluate` and the docks make: a label map of the scan's size but
+    somewhere else would teach the model the wrong voxels."""
+    from napari_tumorseg.io.grid import check_same_grid
+
+    reason = check_same_grid(labels, image)
+    if reason:
+        raise TumorSegError(f"{case}: the label map is not on the grid of the scans: {reason}")
 
 
 def _nifti_refs(folder: Path, split: str | None) -> list[CaseRef]:
@@ -330,13 +343,15 @@ def _dicom_case(folder: Path, split: str | None) -> CaseRef | None:
 
     def load(images=images, mask=masks[0]) -> CaseData:
         from napari_tumorseg.io.dicom import read_dicom
+        from napari_tumorseg.io.orientation import to_display
 
-        mvol = read_dicom(mask)[0]
+        mvol = to_display(read_dicom(mask)[0])
         labels_arr = (np.asarray(mvol.data) > 0).astype(np.int64)
         chans, names, spacing = [], [], mvol.spacing
         for p in images:
-            vol = read_dicom(p)[0]
+            vol = to_display(read_dicom(p)[0])
             if tuple(vol.data.shape[-3:]) == tuple(labels_arr.shape):
+                _check_world_grid(mvol, vol, folder.name)
                 chans.append(np.asarray(vol.data, dtype=np.float32))
                 names.append(p.name)
                 spacing = vol.spacing
