@@ -42,6 +42,18 @@ def is_dicom_seg(path: str | os.PathLike) -> bool:
     return str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE
 
 
+def find_dicom_segs(folder: str | os.PathLike) -> list[Path]:
+    """DICOM-SEG files under ``folder`` (bounded walk, headers only), in path order."""
+    found = []
+    for root, dirs, files in _limited_walk(Path(folder)):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            if not name.startswith(".") and is_dicom_seg(path):
+                found.append(path)
+    return found
+
+
 def _referenced_series(seg) -> set[str]:
     return {str(s.SeriesInstanceUID) for s in getattr(seg, "ReferencedSeriesSequence", [])}
 

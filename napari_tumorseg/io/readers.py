@@ -91,7 +91,13 @@ def _dicom_entries(path: Path) -> list[Entry]:
         raise
     except Exception as err:
         raise ReadError(f"{path.name}: unreadable DICOM ({first_line(err, 120)})") from None
-    if not series:
+    segs = []
+    if path.is_dir() and any("(Segmentation Storage)" in n for n in notes):
+        # A SEG saved into the study folder opens with it, on its series' grid.
+        from napari_tumorseg.io.dicom_seg import find_dicom_segs
+
+        segs = find_dicom_segs(path)
+    if not series and not segs:
         why = f" ({notes[0]})" if notes else ""
         raise ReadError(f"{path}: no DICOM image series found{why}")
     entries = []
@@ -109,7 +115,7 @@ def _dicom_entries(path: Path) -> list[Entry]:
             "_affine": dicom.series_affine(s),
         }
         entries.append(Entry(info, lambda s=s: dicom.load_dicom_series(s), list(s.warnings)))
-    return entries
+    return entries + [_dicom_seg_entry(p) for p in segs]
 
 
 def _dicom_seg_entry(path: Path) -> Entry:

@@ -141,3 +141,14 @@ def test_a_roboflow_coco_file_opens_as_images_and_labels(shared_data):
 def test_other_json_is_not_claimed(tmp_path):
     (tmp_path / "config.json").write_text('{"images": [], "note": "no annotations list"}')
     assert napari_get_reader(str(tmp_path / "config.json")) is None
+
+
+def test_a_seg_saved_into_the_study_folder_opens_with_it(brainix):
+    root, flair, roi = brainix
+    out = root / "seg" / "roi_seg.dcm"
+    if not out.exists():
+        export_labels(roi, "dicom-seg", out, source=flair)
+    vols = read_path(root)
+    assert [v.kind for v in vols] == ["image", "labels"]
+    np.testing.assert_array_equal(vols[1].data, roi)
+    assert check_same_grid(vols[1], vols[0]) == ""
