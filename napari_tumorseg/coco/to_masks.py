@@ -306,13 +306,26 @@ def _exists(path: str, listings: dict[str, set[str]]) -> bool:
 
 
 def _convert_one(
-    anns: list[dict], height: int, width: int, dest: str, per_category: bool,
+    anns: list[dict], image_path: str, height: int, width: int, dest: str, per_category: bool,
     dtype: np.dtype | None, overwrite: bool, compression: str,
-) -> list[str]:
+) -> tuple[list[str], list[str], bool]:
+    """(notes about the image, invalid annotations, written?) for one image's mask.
+
+    The size comes from the image file's header (in the worker threads, where the reads
+    overlap): when the JSON disagrees the pixels win, since a mask must fit its image.
+    """
+    size = _true_size(image_path, height, width)
+    if size is None:
+        return ["unreadable image file; no mask written"], [], False
+    notes = []
+    if size != (height, width):
+        notes.append(f"the JSON says {width}x{height}, the image is {size[1]}x{size[0]}; "
+                     "the image's size was used")
+        height, width = size
     invalid: list[str] = []
     mask = rasterize(anns, height, width, per_category, dtype, invalid)
     write_mask(dest, mask, overwrite=overwrite, compression=compression)
-    return invalid
+    return notes, invalid, True
 
 
 def coco_to_masks(
@@ -363,12 +376,13 @@ def coco_to_masks(
     def finish(job) -> Progress:
         nonlocal done
         result, dest, n_anns, prefix, label = job
-        invalid = result.result() if isinstance(result, Future) else result
-        report.invalid.extend(f"{label}: {line}" for line in invalid)
-        dest = Path(dest)
-        report.written.append(dest)
-        if n_anns == len(invalid):
-            report.empty.append(dest)
+        notes, invalid, written = result.result() if isinstance(result, Future) else result
+        report.invalid.extend(f"{label}: {line}" for line in notes + invalid)
+        if written:
+            dest = Path(dest)
+            report.written.append(dest)
+            if n_anns == len(invalid):
+                report.empty.append(dest)
         done += 1
         return Progress(done, total, label, report)
 
@@ -411,21 +425,8 @@ def coco_to_masks(
                     yield Progress(done, total, label, report)
                     continue
                 anns = cs.anns_by_image[image_id]
-                height, width = image["height"], image["width"]
-                true_size = _true_size(os.path.join(image_dir_str, name), height, width)
-                if true_size is None:
-                    report.invalid.append(f"{label}: unreadable image file; no mask written")
-                    done += 1
-                    yield Progress(done, total, label, report)
-                    continue
-                if true_size != (height, width):
-                    # The pixels are the truth: a mask of the JSON's size would not fit them.
-                    report.invalid.append(
-                        f"{label}: the JSON says {width}x{height}, the image is "
-                        f"{true_size[1]}x{true_size[0]}; the image's size was used"
-                    )
-                    height, width = true_size
-                args = (anns, height, width, os.path.join(stage_out, mask_name(name)), *options)
+                args = (anns, os.path.join(image_dir_str, name), image["height"], image["width"],
+                        os.path.join(stage_out, mask_name(name)), *options)
                 if pool is None:
                     yield finish((_convert_one(*args), dest, len(anns), prefix, label))
                     continue
