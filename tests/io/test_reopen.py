@@ -13,7 +13,6 @@ import pytest
 from napari_tumorseg._reader import napari_get_reader
 from napari_tumorseg.export import export_labels
 from napari_tumorseg.io.grid import check_same_grid
-from napari_tumorseg.io.orientation import axis_codes
 from napari_tumorseg.io.readers import read_path
 
 
