@@ -3,9 +3,9 @@
 The layers are the truth: napari's own tools may delete or move a click, erase a scribble
 or delete the box, and :meth:`PromptLayers.prompts` reads whatever is on screen. The box and
 scribbles are drawn through :meth:`PromptLayers.set_box` / :meth:`PromptLayers.paint_scribble`
-by the dock's drag handler rather than by napari's shape and brush tools: those place an
-oblique scan's strokes by the exact 3D point, up to two slices away from the slice on screen
-(see :func:`clicked_voxel`).
+by the dock's drag handler rather than by napari's shape and brush tools, so the user never
+switches napari modes, and every stroke lands on the slice on screen whatever the layer's
+transform (see :func:`clicked_voxel`).
 """
 
 from __future__ import annotations
@@ -58,10 +58,11 @@ def _to_zyx(coords, ndim: int) -> np.ndarray:
 def clicked_voxel(layer, world, dims) -> np.ndarray:
     """Data coordinates of a 2D-view click on ``layer``, as napari draws it.
 
-    napari shows the data slices of an oblique scan (BRAINIX is tilted by 4 degrees) flat,
-    dropping the out-of-plane rotation, so the exact ``layer.world_to_data`` of a click can
-    lie a slice or two away from the slice on screen. What the user pointed at is the
-    displayed slice, at the in-plane position of napari's own 2D transform.
+    napari draws a layer whose transform tilts the slice plane (an affine with an
+    out-of-plane rotation) flat, dropping that rotation, so there the exact
+    ``layer.world_to_data`` of a click can lie a slice or more away from the slice on screen.
+    What the user pointed at is the displayed slice, at the in-plane position of napari's own
+    2D transform; for an axis-aligned layer both agree.
     """
     world = np.asarray(world, float)[-layer.ndim:]
     point = np.asarray(layer.world_to_data(world), float)  # exact for axis-aligned layers

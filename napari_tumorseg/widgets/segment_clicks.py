@@ -22,12 +22,10 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QRadioButton,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -43,7 +41,15 @@ from napari_tumorseg.widgets._click_prompts import (
     grid_kwargs,
     spatial_shape,
 )
-from napari_tumorseg.widgets._common import notify_error, set_choices, show_info
+from napari_tumorseg.widgets._common import (
+    hint_label,
+    notify_error,
+    sanitise,
+    scroll_body,
+    set_choices,
+    show_info,
+    worker_error_handler,
+)
 from napari_tumorseg.widgets._session import session_for
 from napari_tumorseg.widgets.correct import apply_edit
 
@@ -127,9 +133,7 @@ class SegmentClicksWidget(QWidget):
         self._switching = False
 
         # -- what to segment, where to put it -------------------------------------------
-        hint = QLabel(HINT)
-        hint.setWordWrap(True)
-        hint.setStyleSheet("font-weight: bold;")
+        self.hint = hint_label(HINT)
         self.scan_combo = QComboBox()
         self.scan_combo.setToolTip("the scan to segment; a multi-channel case uses all its channels")
         self.target_combo = QComboBox()
@@ -174,7 +178,8 @@ class SegmentClicksWidget(QWidget):
         self.result_label = QLabel("no preview")
         self.result_label.setWordWrap(True)
 
-        inner = QWidget()
+        # Compact on a 1366x768 screen beside other docks: scroll rather than grow.
+        inner = scroll_body(self)
         form = QFormLayout()
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Scan", self.scan_combo)
@@ -201,24 +206,16 @@ class SegmentClicksWidget(QWidget):
         buttons.addWidget(self.accept_button)
         lay = QVBoxLayout(inner)
         lay.setContentsMargins(4, 4, 4, 4)
-        lay.addWidget(hint)
+        lay.addWidget(self.hint)
         lay.addLayout(form)
         lay.addLayout(buttons)
         lay.addWidget(self.result_label)
         lay.addStretch(1)
-        # Compact on a 1366x768 screen beside other docks: scroll rather than grow.
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         for combo in (self.scan_combo, self.target_combo, self.engine_combo):
             # Long layer names must not widen the dock past a small screen.
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
 
         self._resegment_timer = QTimer(self)
         self._resegment_timer.setSingleShot(True)
@@ -470,7 +467,7 @@ class SegmentClicksWidget(QWidget):
         def failed(err):
             from napari_tumorseg.interactive.classic import ClassicEngine
 
-            self._auto = (ClassicEngine(), f"automatic → {CLASSIC_TEXT} (the starter model failed: {err})")
+            self._auto = (ClassicEngine(), f"automatic → {CLASSIC_TEXT}\n(the starter model failed: {sanitise(err)})")
 
         def finished():
             self._auto_worker = None
@@ -529,7 +526,7 @@ class SegmentClicksWidget(QWidget):
 
         def failed(err):
             self._show_mode()
-            notify_error(err if isinstance(err, TumorSegError) else TumorSegError(f"cannot load {path}: {err}"))
+            worker_error_handler(f"cannot load {Path(path).name}")(err)
 
         worker.returned.connect(loaded)
         worker.errored.connect(failed)
@@ -623,7 +620,7 @@ class SegmentClicksWidget(QWidget):
         if gen != self._generation:
             return  # a superseded job may stop by raising; that is not the user's problem
         self.result_label.setText("segmentation failed")
-        notify_error(err if isinstance(err, TumorSegError) else TumorSegError(f"segmentation failed: {err}"))
+        worker_error_handler("segmentation failed")(err)
 
     def _job_finished(self) -> None:
         self._worker = None
