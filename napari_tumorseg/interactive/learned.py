@@ -31,7 +31,7 @@ from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.interactive.encoding import ClickGuided
 from napari_tumorseg.interactive.prompts import Prompts
 from napari_tumorseg.interactive.propagate import propagate
-from napari_tumorseg.training.preprocessing import normalize_intensity
+from napari_tumorseg.training.preprocessing import Preprocessing, normalize_intensity
 
 _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
 
@@ -61,9 +61,10 @@ class LearnedEngine:
             raise TumorSegError("this checkpoint is not click-guided (train it with --interactive)")
         self.model = model.eval()
         self.ckpt_info = {k: ckpt.get(k) for k in ("model_name", "in_channels", "out_channels")}
-        self.prep = dict(ckpt.get("preprocessing") or {})
+        # The checkpoint's preprocessing with the one set of defaults (training's).
+        self.prep = Preprocessing.from_dict(ckpt.get("preprocessing") or {})
         self.encoding = model.encoding
-        self.dims = int(self.prep.get("dims", 2))
+        self.dims = self.prep.dims
         self.name = f"learned: {ckpt.get('model_name')}"
         self.threshold = float(threshold)
         self.path: str | None = None
