@@ -101,6 +101,20 @@ def test_broken_nifti_geometry(tmp_path, cli, command, case):
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize("command", ["info", "convert"])
+@pytest.mark.parametrize("spacing", [[0, 0, 0], [float("nan"), 1, 1], [-1, 1, 1], [1, float("inf"), 1]],
+                         ids=["zero", "nan", "negative", "inf"])
+def test_broken_tiff_voxel_size(tmp_path, cli, command, spacing):
+    import tifffile
+
+    path = tmp_path / "stack_7.tif"
+    tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint8), metadata={"axes": "ZYX", "spacing": spacing, "unit": "mm"})
+    argv = [command, path] + (["-o", tmp_path / "out.nii.gz"] if command == "convert" else [])
+    code, _, err = cli(*argv)
+    assert_one_line_error(code, err, "stack_7.tif", "voxel size")
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_zero_pixdim_without_affine_never_gives_scale_zero(tmp_path, cli):
     """Without an sform/qform nibabel falls back to pixdim; 0 there must not become a 0 mm voxel."""
     from napari_tumorseg.io.readers import read_path
