@@ -401,7 +401,10 @@ class SegmentClicksWidget(QWidget):
         if active is not None and getattr(active, "mode", "pan_zoom") != "pan_zoom":
             return
         scan = self._scan
-        if viewer.dims.ndisplay != 2 or scan not in viewer.layers:
+        if scan not in viewer.layers:
+            return
+        if viewer.dims.ndisplay != 2:
+            self.result_label.setText("prompts are placed in the 2D view")
             return
         flip = bool(set(event.modifiers) & {"Control", "Shift", "Meta"}) or event.button == 2
         positive = self.positive_radio.isChecked() != flip
@@ -431,6 +434,8 @@ class SegmentClicksWidget(QWidget):
             layers.paint_scribble(stroke, positive)
         elif not moved:
             self.add_click(start, positive)
+            if layers.clicks is not None:
+                viewer.layers.selection.active = layers.clicks  # so Ctrl+Z takes the click back
 
     def undo_prompt(self) -> None:
         """Remove the newest prompt (click, box or scribble stroke) and re-segment."""
@@ -683,6 +688,7 @@ class SegmentClicksWidget(QWidget):
         else:
             new[mask] = value
         changed = apply_edit(target, new)
+        self.viewer.layers.selection.active = target  # so Ctrl+Z takes the Accept back
         name = _label_names(target).get(value)
         show_info(f"accepted: {int(mask.sum()):,} voxels as {value}{f' ({name})' if name else ''} "
                   f"in '{target.name}' ({changed:,} changed)")

@@ -146,8 +146,8 @@ def test_clicks_on_the_canvas_segment_brainix(make_napari_viewer, qtbot, shared_
 
     imsave("/tmp/segment_clicks.png", img, check_contrast=False)
 
-    # Ctrl+Z on the clicks layer takes the negative click back: the first mask returns.
-    viewer.layers.selection.active = dock.prompt_layers.clicks
+    # Ctrl+Z takes the negative click back (a click makes the clicks layer the active one).
+    assert viewer.layers.selection.active is dock.prompt_layers.clicks
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key_Z, Qt.ControlModifier)
     qtbot.waitUntil(lambda: len(dock.prompt_layers.clicks.data) == 1, timeout=5000)
     qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
@@ -192,8 +192,8 @@ def test_accept_keeps_other_values_and_ctrl_z_restores(make_napari_viewer, qtbot
     np.testing.assert_array_equal(after[~mask], before[~mask])
     assert (after == 3).sum() == 100
 
-    # Ctrl+Z on the canvas with the target active: one key press undoes the whole Accept.
-    viewer.layers.selection.active = target
+    # Ctrl+Z on the canvas (Accept made the target active): one key press undoes the whole Accept.
+    assert viewer.layers.selection.active is target
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key_Z, Qt.ControlModifier)
     np.testing.assert_array_equal(np.asarray(target.data), before)
 
