@@ -504,6 +504,8 @@ class SegmentClicksWidget(QWidget):
     def set_engine(self, engine, description: str | None = None) -> str:
         """Offer ``engine`` (anything with the ClickEngine protocol) in the combo and choose it."""
         label = f"learned: {engine.name}" if not str(engine.name).startswith("learned") else str(engine.name)
+        if getattr(engine, "path", None):
+            label += f" ({Path(engine.path).name})"  # two checkpoints of one model stay apart
         base, k = label, 2
         while label in self._engines and self._engines[label][0] is not engine:
             label, k = f"{base} ({k})", k + 1

@@ -402,7 +402,7 @@ def test_a_loaded_click_checkpoint_answers_the_clicks(make_napari_viewer, qtbot,
     with qtbot.waitSignal(dock.engine_ready, timeout=60000):
         worker = dock.load_checkpoint(_click_checkpoint(tmp_path / "click.pt"))
     assert worker is not None
-    assert dock.engine_combo.currentText() == "learned: unet"
+    assert dock.engine_combo.currentText() == "learned: unet (click.pt)"
     assert dock.engine_status.text() == "learned: unet (2D+propagation)"
     _, point = _lesion_point(np.asarray(roi.data) > 0)
     dock.add_click(point)
