@@ -493,7 +493,14 @@ def render_coco_image(
         if isinstance(seg, list) and seg:
             for poly in seg:
                 if isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0:
-                    polygons.append(np.asarray(poly, dtype=float).reshape(-1, 2)[:, ::-1])
+                    try:
+                        arr = np.asarray(poly, dtype=float)
+                        if not np.isfinite(arr).all():
+                            continue
+                        _check_reach(arr, h, w)  # a vertex at 3e9 would hang the Shapes layer
+                    except (TypeError, ValueError, InvalidAnnotation):
+                        continue
+                    polygons.append(arr.reshape(-1, 2)[:, ::-1])
         elif isinstance(seg, dict):
             try:
                 m = mask_utils.decode(annotation_rle(ann, h, w))
@@ -501,7 +508,11 @@ def render_coco_image(
                 continue
             polygons += mask_polygons(m.astype(bool))
         elif ann.get("bbox"):
-            x, y, bw, bh = (float(v) for v in ann["bbox"])
+            try:
+                x, y, bw, bh = (float(v) for v in ann["bbox"])
+                _check_reach(np.array([x, y, x + bw, y + bh]), h, w)
+            except (TypeError, ValueError, InvalidAnnotation):
+                continue
             polygons.append(np.array([[y, x], [y, x + bw], [y + bh, x + bw], [y + bh, x]]))
     return pixels, mask, [p - 0.5 for p in polygons]
 

@@ -32,6 +32,7 @@ from napari_tumorseg.widgets._common import (
     scroll_body,
     set_choices,
     show_info,
+    show_warning,
     thread_worker,
     worker_error_handler,
 )
@@ -208,6 +209,10 @@ class CocoMasksWidget(QWidget):
             self.status.setText("nothing to convert")
             return
         self.status.setText(report.summary(max_lines=5))
+        if report.invalid:  # as the CLI: the masks are written, the bad records named once
+            show_warning(f"wrote {len(report.written)} masks; {len(report.invalid)} invalid record(s) "
+                         f"skipped, first: {report.invalid[0]}")
+            return
         show_info(f"wrote {len(report.written)} masks to {report.out_dir}; kept {len(report.skipped_existing)} existing")
 
     # -- labels -> COCO -----------------------------------------------------------------
