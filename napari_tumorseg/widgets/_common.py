@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 from napari_tumorseg.errors import first_line
 
 __all__ = ["PathPicker", "notify_error", "worker_error_handler", "set_choices", "show_info", "show_warning",
-           "thread_worker", "scroll_body", "hint_label", "sanitise", "show_slice"]
+           "thread_worker", "scroll_body", "hint_label", "sanitise", "show_slice", "guarded"]
 
 log = logging.getLogger("napari_tumorseg")
 
@@ -66,6 +66,39 @@ def worker_error_handler(prefix: str):
         notify_error(TumorSegError(line))
 
     return handle
+
+
+def guarded(what: str):
+    """Decorator for a dock's action (a button's slot, a mouse callback): an error it did not
+    expect reaches the user as :func:`worker_error_handler`'s one sanitised line.
+
+    Left alone, it would reach napari's exception hook, whose traceback viewer lists every
+    frame's local variables: the DICOM headers, names and UIDs being handled. Qt passes a
+    slot its signal's arguments (``clicked`` sends ``checked``); only those the action
+    takes are passed on.
+    """
+    import functools
+    import inspect
+
+    from napari_tumorseg.errors import TumorSegError
+
+    def decorate(action):
+        params = list(inspect.signature(action).parameters.values())[1:]  # after self
+        takes = len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+
+        @functools.wraps(action)
+        def run(self, *args):
+            try:
+                return action(self, *args[:takes])
+            except TumorSegError as err:
+                notify_error(err)
+            except Exception as err:  # noqa: BLE001 - the user gets one line, never a traceback
+                worker_error_handler(what)(err)
+            return None
+
+        return run
+
+    return decorate
 
 
 def scroll_body(widget: QWidget) -> QWidget:

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import volume_from_layer
-from napari_tumorseg.widgets._common import PathPicker, notify_error, scroll_body, show_info, show_slice
+from napari_tumorseg.widgets._common import PathPicker, guarded, notify_error, scroll_body, show_info, show_slice
 from napari_tumorseg.widgets._session import session_for
 
 EXPORT_FORMATS = {
@@ -218,6 +218,7 @@ class CorrectWidget(QWidget):
     def _toggle_click_remove(self, on: bool) -> None:
         self._toggle_click(on, self.click_remove, self.click_keep)
 
+    @guarded("click tool failed")
     def _toggle_click(self, on: bool, box, other) -> None:
         """One click tool at a time: ticking keep unticks remove and the reverse."""
         if on and other.isChecked():
@@ -240,6 +241,7 @@ class CorrectWidget(QWidget):
             layer.mouse_drag_callbacks.append(self._on_click)
             self._click_layer = layer
 
+    @guarded("edit failed")
     def _on_click(self, layer, event):
         if event.type != "mouse_press":
             return
@@ -276,6 +278,7 @@ class CorrectWidget(QWidget):
         return self._edit(lambda layer, labels: remove_component_at(
             labels, pt, slice_only=self.slice_only.isChecked()))
 
+    @guarded("fill holes failed")
     def fill_holes(self) -> int:
         from napari_tumorseg.editing import fill_holes
 
@@ -285,12 +288,14 @@ class CorrectWidget(QWidget):
         return self._edit(lambda layer, labels: fill_holes(
             labels, slice_only=slice_only, z=self._z(layer) if slice_only else None))
 
+    @guarded("remove islands failed")
     def remove_islands(self) -> int:
         from napari_tumorseg.editing import remove_islands
 
         return self._edit(lambda layer, labels: remove_islands(
             labels, self.island_mm3.value(), self._spacing(layer), slice_only=self.slice_only.isChecked()))
 
+    @guarded("undo failed")
     def undo(self) -> None:
         try:
             self.labels_layer().undo()
@@ -298,6 +303,7 @@ class CorrectWidget(QWidget):
             notify_error(err)
 
     # -- measurements -------------------------------------------------------------------
+    @guarded("measuring failed")
     def measure(self) -> str:
         from napari_tumorseg.measurements import compare, format_report, measure
 
@@ -422,6 +428,7 @@ class CorrectWidget(QWidget):
             return p.predictor.model_name
         return None
 
+    @guarded("export failed")
     def export(self) -> list[Path]:
         from napari_tumorseg.export import export_labels
 
@@ -447,6 +454,7 @@ class CorrectWidget(QWidget):
         return paths
 
     # -- human in the loop --------------------------------------------------------------
+    @guarded("adding to the training set failed")
     def add_to_training_set(self) -> list[Path]:
         """Save the scan and the corrected mask as a pair the trainer reads (LGG-style names)."""
         from napari_tumorseg.export.tiff import write_tiff_stack
@@ -476,6 +484,7 @@ class CorrectWidget(QWidget):
         show_info(f"added {img_path.name} + {mask_path.name} to {folder}")
         return [img_path, mask_path]
 
+    @guarded("opening the Train dock failed")
     def fine_tune(self):
         """Open the Train dock on the corrections folder, starting from the loaded checkpoint."""
         folder = self.dataset_picker.path()

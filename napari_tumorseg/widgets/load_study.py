@@ -21,6 +21,7 @@ from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.study import Study
 from napari_tumorseg.widgets._common import (
     PathPicker,
+    guarded,
     hint_label,
     notify_error,
     scroll_body,
@@ -71,6 +72,7 @@ class LoadStudyWidget(QWidget):
         layout.addWidget(self.status)
 
     # -- scanning ---------------------------------------------------------------------
+    @guarded("scan failed")
     def scan(self) -> Study | None:
         path = self.picker.path()
         if path is None:
@@ -127,6 +129,7 @@ class LoadStudyWidget(QWidget):
         return [r for r in range(self.table.rowCount()) if self.table.item(r, 0).checkState() == Qt.Checked]
 
     # -- loading ----------------------------------------------------------------------
+    @guarded("opening failed")
     def open_selected(self):
         if self.study is None and self.scan() is None:
             return None
@@ -158,6 +161,7 @@ class LoadStudyWidget(QWidget):
         worker.start()
         return worker
 
+    @guarded("opening failed")
     def _add_volumes(self, result) -> None:
         from napari_tumorseg.io.readers import layer_data
 

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.widgets._common import (
     PathPicker,
+    guarded,
     hint_label,
     notify_error,
     scroll_body,
@@ -211,6 +212,7 @@ class PredictWidget(QWidget):
         return None if p is None else p.probabilities
 
     # -- model --------------------------------------------------------------------------
+    @guarded("loading the model failed")
     def load_model(self):
         path = self.ckpt_picker.path()
         if path is None:
@@ -260,6 +262,7 @@ class PredictWidget(QWidget):
         return None
 
     # -- prediction ---------------------------------------------------------------------
+    @guarded("prediction failed")
     def predict(self):
         if self._worker is not None:
             notify_error(TumorSegError("a prediction is already running"))
@@ -415,6 +418,7 @@ class PredictWidget(QWidget):
             labels_layer.data[:] = probabilities_to_labels(pred.probabilities, t, kind)[0]
             labels_layer.refresh()
 
+    @guarded("threshold failed")
     def _threshold_changed(self, value: int) -> None:
         self.threshold_label.setText(f"{value / 100:.2f}")
         if self._worker is None:

@@ -99,3 +99,31 @@ def test_unexpected_worker_error_is_one_sanitised_line(make_napari_viewer, qtbot
     for secret in (uid, name, date, "Doe", "Jane"):
         assert secret not in everything
     assert "Traceback" not in everything
+
+
+def test_unexpected_error_in_a_button_is_one_sanitised_line(make_napari_viewer, shared_data, monkeypatch, capfd,
+                                                            caplog, notifications):
+    """A bug behind a button reaches the user as one line, not napari's traceback with locals."""
+    import napari_tumorseg.measurements as measurements
+    from napari_tumorseg.widgets.correct import CorrectWidget
+    from tests.widgets.test_predict_correct_widgets import _open_brainix
+
+    viewer = make_napari_viewer()
+    _, roi = _open_brainix(viewer, shared_data)
+    widget = CorrectWidget(viewer)
+    widget.labels_combo.setCurrentText(roi.name)
+    uid = _identifiers(shared_data / "dicom_brainix" / "ROI")[-2]  # its SeriesInstanceUID
+    caplog.set_level(logging.DEBUG)
+
+    def broken(labels, spacing, names=None):
+        secret = {"SeriesInstanceUID": uid, "PatientName": "BRAINIX^Test"}  # a local a traceback shows
+        raise KeyError(f"{secret['SeriesInstanceUID']} / {secret['PatientName']}")
+
+    monkeypatch.setattr(measurements, "measure", broken)
+    start = len(notifications())
+    widget.measure_button.click()
+    said = notifications()[start:]
+    assert len(said) == 1 and said[0].startswith("measuring failed: KeyError"), said
+    out, err = capfd.readouterr()
+    everything = "\n".join([out, err, caplog.text, *said])
+    assert uid not in everything and "BRAINIX" not in everything and "Traceback" not in everything
