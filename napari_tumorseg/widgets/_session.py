@@ -36,6 +36,13 @@ def session_for(viewer) -> "ViewerSession":
     if session is None:
         session = ViewerSession(viewer)
         _SESSIONS[viewer] = session
+        # What every dock of a viewer needs once: orientation letters at the canvas edges and
+        # the watch that announces a labels layer sitting on another grid than its scan.
+        from napari_tumorseg.widgets.grid import install_grid_watch
+        from napari_tumorseg.widgets.orientation import install_orientation_letters
+
+        install_orientation_letters(viewer)
+        install_grid_watch(viewer)
     return session
 
 

@@ -128,3 +128,16 @@ def test_train_dock_trains_on_every_channel_of_the_session_case(make_napari_view
     (item,) = train._layer_data()
     assert item["image"].shape == (2, *labels.data.shape)
     assert [n.lower() for n in item["channel_names"]] == ["flair", "t1c"]
+
+
+def test_the_session_puts_orientation_letters_on_the_canvas(make_napari_viewer, shared_data):
+    from napari_tumorseg.widgets import orientation
+
+    viewer = make_napari_viewer()
+    assert viewer not in orientation._INSTALLED
+    CorrectWidget(viewer)  # any dock creates the session, and the session installs the letters
+    overlay = orientation._INSTALLED.get(viewer)
+    assert overlay is not None and overlay is orientation.install_orientation_letters(viewer)
+    viewer.open(str(shared_data / "dicom_brainix" / "FLAIR"), plugin="napari-tumorseg")
+    letters = orientation.letters_for_viewer(viewer)
+    assert letters is not None and {letters[k] for k in letters} >= {"A", "P", "R", "L"}
