@@ -32,6 +32,14 @@ def grid_kwargs(scan) -> dict:
             "shear": scan.shear, "affine": scan.affine.affine_matrix}
 
 
+def on_scan_grid(scan, role: str) -> dict:
+    """Layer keywords for one of the dock's layers: the scan's geometry and header metadata
+    (so the grid check reads the same header), marked with its role."""
+    meta = dict(scan.metadata) if isinstance(scan.metadata, dict) else {}
+    meta.pop("tumorseg_output", None)
+    return {**grid_kwargs(scan), "metadata": {**meta, ROLE_KEY: role}}
+
+
 def spatial_shape(layer) -> tuple[int, ...]:
     """A layer's spatial shape as napari shows it (an RGB layer loses its colour axis)."""
     shape = tuple(np.shape(layer.data))
@@ -122,8 +130,7 @@ class PromptLayers:
                 np.zeros((0, ndim)), ndim=ndim, name=f"{scan.name} clicks",
                 features=pd.DataFrame({"positive": pd.Series([], dtype=bool)}),
                 face_color="positive", face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
-                border_color="white", border_width=0.1, size=7, metadata={ROLE_KEY: "clicks"},
-                **grid_kwargs(scan)))
+                border_color="white", border_width=0.1, size=7, **on_scan_grid(scan, "clicks")))
             self.clicks.events.data.connect(self._clicks_changed)
         return self.clicks
 
@@ -131,7 +138,7 @@ class PromptLayers:
         if not self._alive(self.box):
             self.box = self._add(napari.layers.Shapes(
                 ndim=self.ndim, name=f"{self.scan.name} box", edge_color="yellow", face_color="transparent",
-                edge_width=1.5, metadata={ROLE_KEY: "box"}, **grid_kwargs(self.scan)))
+                edge_width=1.5, **on_scan_grid(self.scan, "box")))
             self.box.events.data.connect(self._box_changed)
         return self.box
 
@@ -143,8 +150,7 @@ class PromptLayers:
                       SCRIBBLE_NOT: NEGATIVE_COLOR}
             self.scribbles = self._add(napari.layers.Labels(
                 np.zeros(spatial_shape(self.scan), np.uint8), name=f"{self.scan.name} scribbles", opacity=0.8,
-                colormap=DirectLabelColormap(color_dict=colors), metadata={ROLE_KEY: "scribbles"},
-                **grid_kwargs(self.scan)))
+                colormap=DirectLabelColormap(color_dict=colors), **on_scan_grid(self.scan, "scribbles")))
             # napari's own brush on this layer (the user's choice) still counts as a scribble.
             self.scribbles.events.paint.connect(self._scribbles_changed)
         return self.scribbles

@@ -39,6 +39,7 @@ from napari_tumorseg.widgets._click_prompts import (
     clicked_voxel,
     from_volume,
     grid_kwargs,
+    on_scan_grid,
     spatial_shape,
 )
 from napari_tumorseg.widgets._common import (
@@ -326,7 +327,7 @@ class SegmentClicksWidget(QWidget):
         self._preview = self.viewer.add_labels(
             np.zeros(spatial_shape(scan), np.uint8), name=f"{scan.name} click preview", opacity=0.5,
             colormap=DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: PREVIEW_COLOR}),
-            metadata={ROLE_KEY: "preview"}, **grid_kwargs(scan))
+            **on_scan_grid(scan, "preview"))
         self._preview.editable = False
         clicks = self.prompt_layers.clicks if self.prompt_layers is not None else None
         if clicks is not None and clicks in self.viewer.layers:  # the clicks stay on top

@@ -176,7 +176,8 @@ def test_accept_keeps_other_values_and_ctrl_z_restores(make_napari_viewer, qtbot
     other[2, 10:20, 10:20] = 3  # another lesion, value 3, far from this one
     other[gt] = 2  # and an older value under the lesion, overwritten only where the new mask is
     target = viewer.add_labels(other.copy(), name="lesions", scale=flair.scale, translate=flair.translate,
-                               metadata={"label_names": {1: "oedema", 2: "core", 3: "enhancing"}})
+                               affine=flair.affine.affine_matrix, metadata={
+                                   **flair.metadata, "label_names": {1: "oedema", 2: "core", 3: "enhancing"}})
     dock = _dock(viewer, qtbot, flair)
     dock.target_combo.setCurrentText("lesions")
     dock.value_spin.setValue(1)
@@ -335,8 +336,9 @@ def test_clicks_refine_a_prediction(make_napari_viewer, qtbot, shared_data):
     blob = (np.abs(zz - z) <= 1) & ((yy - fp_centre[1]) ** 2 + (xx - fp_centre[2]) ** 2 <= 36)
     assert not (blob & gt).any()
     predicted[blob] = 1
-    labels = viewer.add_labels(predicted.copy(), name="sT2W/FLAIR tumour", **{
-        "scale": flair.scale, "translate": flair.translate, "affine": flair.affine.affine_matrix})
+    labels = viewer.add_labels(predicted.copy(), name="sT2W/FLAIR tumour", scale=flair.scale,
+                               translate=flair.translate, affine=flair.affine.affine_matrix,
+                               metadata=dict(flair.metadata))
     dock = _dock(viewer, qtbot, flair)
     session = session_for(viewer)
     session.set_prediction(Prediction(source=flair, predictor=None,
@@ -467,3 +469,25 @@ def test_a_2d_image_is_one_slice(make_napari_viewer, qtbot, shared_data):
     assert target.data.shape == (h, w) and target.data[h // 2, w // 2] == 1
     target.undo()
     assert not np.asarray(target.data).any()
+
+
+def test_automatic_engine_is_the_default_choice_and_says_which(make_napari_viewer, qtbot, shared_data):
+    """'automatic' is interactive.engines.default_engine(): the status line names what it chose."""
+    from napari_tumorseg.interactive.engines import default_engine
+    from napari_tumorseg.widgets.segment_clicks import AUTO, describe_engine
+
+    viewer = make_napari_viewer(show=True)
+    flair, roi = _open_brainix(viewer, shared_data)
+    dock = _dock(viewer, qtbot, flair, engine=None)
+    assert dock.engine_combo.currentText() == AUTO
+    expected = default_engine()
+    status = dock.engine_status.text()
+    assert status.startswith(f"automatic → {describe_engine(expected.engine)}") and expected.reason in status
+    assert type(dock.engine()[0]) is type(expected.engine)
+    _, point = _lesion_point(np.asarray(roi.data) > 0)
+    dock.add_click(point)
+    qtbot.waitUntil(lambda: not dock.busy, timeout=120000)
+    assert dock.session.click_engine is dock.engine()[0]
+    assert dock.preview_mask is not None and dock.preview_mask.shape == flair.data.shape
+    print(f"\nautomatic engine on BRAINIX, one click: {status.splitlines()[0]}; "
+          f"Dice {_dice(dock.preview_mask, np.asarray(roi.data) > 0):.3f} in {dock.last_seconds:.2f} s")
