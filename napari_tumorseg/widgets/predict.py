@@ -55,14 +55,16 @@ PREDICTION_COLOR = (1.0, 0.35, 0.1, 1.0)
 WHOLE_FRACTION = 0.9
 
 
-def probability_colormap(floor: float = PROBABILITY_FLOOR):
-    """inferno from ``floor`` to 1, fully transparent below ``floor``."""
+def probability_colormap(floor: float = PROBABILITY_FLOOR, opaque_at: float = 0.5):
+    """inferno from ``floor`` to 1: fully transparent below ``floor``, then fading in until
+    ``opaque_at``, so a model's low background probabilities do not veil the scan."""
     from napari.utils.colormaps import Colormap, ensure_colormap
 
     inferno = ensure_colormap("inferno")
-    controls = np.concatenate([[0.0, floor], np.linspace(floor + 1e-4, 1.0, 16)])
-    colors = np.concatenate([np.zeros((2, 4)), inferno.map(np.linspace(floor, 1.0, 16))])
-    colors[2:, 3] = 1.0
+    values = np.linspace(floor, 1.0, 20)
+    controls = np.concatenate([[0.0, floor], values[1:]])
+    colors = np.concatenate([np.zeros((2, 4)), inferno.map(values[1:])])
+    colors[2:, 3] = np.clip((values[1:] - floor) / (opaque_at - floor), 0.0, 1.0)
     return Colormap(colors=colors, controls=controls, name=f"tumorseg probability (> {floor:g})")
 
 
@@ -285,7 +287,8 @@ class PredictWidget(QWidget):
         self.model_calls += 1
         batch, overlap, cancel = self.batch.value(), self.overlap.value(), self._cancel.is_set
         vol = data
-        shape = (3, *spatial) if predictor.output_kind == "regions" else tuple(spatial)
+        names = predictor.channel_names  # the map's leading channels (regions, classes), or None
+        shape = (len(names), *spatial) if names else tuple(spatial)
         # Predicting more slices of the same scan adds to the map; a new scan starts afresh.
         old = self.session.prediction
         same = (old is not None and old.source is layer and old.probabilities.shape == shape
@@ -377,17 +380,24 @@ class PredictWidget(QWidget):
             from napari.utils.colormaps import DirectLabelColormap
 
             kwargs = {}
-            if self.predictor.output_kind == "regions":
-                from napari_tumorseg.brats import REGION_COLORS
-
-                kwargs["colormap"] = DirectLabelColormap(color_dict=REGION_COLORS)
-            elif self.predictor.output_kind == "binary" or pred.probabilities.ndim == 3:
+            colors = self.predictor.label_colors()
+            if colors:
+                kwargs["colormap"] = DirectLabelColormap(
+                    color_dict={None: PREDICTION_COLOR, 0: (0.0, 0.0, 0.0, 0.0), **colors})
+            elif pred.probabilities.ndim == 3:
                 kwargs["colormap"] = DirectLabelColormap(
                     color_dict={None: PREDICTION_COLOR, 0: (0.0, 0.0, 0.0, 0.0)})
             pred.labels_layer = self.viewer.add_labels(
                 labels, name=label_layer_name(layer.name), opacity=0.6, scale=scale, translate=translate,
                 affine=affine, metadata={**meta, "label_names": self.label_names()}, **kwargs)
+        self._references_on_top()
         self.session.events.prediction()
+
+    def _references_on_top(self) -> None:
+        """Outlined masks (a ground truth) stay above the filled prediction and its map."""
+        layers = self.viewer.layers
+        for layer in [l for l in layers if isinstance(l, napari.layers.Labels) and getattr(l, "contour", 0) > 0]:
+            layers.move(layers.index(layer), len(layers))
 
     def label_names(self) -> dict[int, str]:
         if self.predictor is None:

@@ -42,6 +42,7 @@ def test_prediction_reads_apart_from_truth(make_napari_viewer, qtbot, shared_dat
     pred_colour = labels.colormap.map(np.array([1]))[0]
     assert np.abs(truth_colour[:3] - pred_colour[:3]).sum() > 0.5  # not the same red
     assert labels.contour == 0  # the prediction is filled, the truth outlined
+    assert viewer.layers.index(roi) > viewer.layers.index(labels)  # ... and drawn on top of it
 
     # Probabilities under the floor are fully transparent; above it they show.
     rgba = prob.colormap.map(np.array([0.0, PROBABILITY_FLOOR * 0.9, 0.5, 1.0]))
