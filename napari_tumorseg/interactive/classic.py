@@ -160,6 +160,24 @@ def _round_points(points, shape) -> list[tuple[int, int, int]]:
     return out
 
 
+def _image_key(image: np.ndarray, spacing) -> tuple:
+    flat = image.reshape(-1)
+    probe = flat[:: max(1, flat.size // 4096)]
+    return (id(image), image.shape, tuple(spacing), float(np.asarray(probe, np.float64).sum()))
+
+
+def _extends(new: Prompts, old: Prompts) -> bool:
+    """``new`` is ``old`` plus clicks appended (box and scribbles unchanged)."""
+    if new.box != old.box or (new.scribbles is None) != (old.scribbles is None):
+        return False
+    if new.scribbles is not None and not np.array_equal(new.scribbles, old.scribbles):
+        return False
+    for a, b in ((new.positive, old.positive), (new.negative, old.negative)):
+        if len(a) < len(b) or not np.array_equal(a[:len(b)], b):
+            return False
+    return (len(new.positive), len(new.negative)) != (len(old.positive), len(old.negative))
+
+
 class ClassicEngine:
     """Random walker on intensity-model seeds, on a crop around the prompts (see module doc)."""
 
@@ -167,25 +185,22 @@ class ClassicEngine:
 
     def __init__(self, margin_mm: float = 40.0, max_voxels: int = 80_000, sample_mm: float = 3.0,
                  seed_mm: float = 2.0, alpha: float = 0.5, core_alpha: float = 0.5,
-                 beta: float = 130.0, grow: float = 1.6, max_grow: int = 3, tol: float = 1e-2,
-                 far: float | None = None, grow_on_result: bool = False, neg_means: bool = True,
-                 trust_air: bool = True, open_core: bool = False, same_as_ref: float = 0.1):
-        self.neg_means = neg_means
-        self.same_as_ref = same_as_ref
-        self.trust_air = trust_air
-        self.open_core = open_core
-        self.far = far
-        self.grow_on_result = grow_on_result
-        self.margin_mm = margin_mm
-        self.max_voxels = max_voxels
-        self.sample_mm = sample_mm
-        self.seed_mm = seed_mm
-        self.alpha = alpha
-        self.core_alpha = core_alpha
+                 far: float = 1.0, same_as_ref: float = 0.1, beta: float = 130.0,
+                 grow: float = 1.6, max_grow: int = 3, tol: float = 1e-2, incremental: bool = True):
+        self.margin_mm = margin_mm  # crop half-size around the foreground seeds
+        self.max_voxels = max_voxels  # the solver's budget: ~0.3 s for cg_j on this CPU
+        self.sample_mm = sample_mm  # radius of the ball whose mean is a click's intensity
+        self.seed_mm = seed_mm  # radius of the hard seed around a click
+        self.alpha = alpha  # background seed: at most alpha x as far from bg as from tumour
+        self.core_alpha = core_alpha  # region-growing core: the converse
+        self.far = far  # background seed: farther from a click's mean than far x its contrast
+        self.same_as_ref = same_as_ref  # a reference this close to a click is not background
         self.beta = beta
         self.grow = grow
         self.max_grow = max_grow
         self.tol = tol
+        self.incremental = incremental
+        self._last: tuple | None = None  # (image key, prompts, mask): the previous answer
 
     def __repr__(self) -> str:
         return f"ClassicEngine(margin_mm={self.margin_mm}, max_voxels={self.max_voxels})"
@@ -199,13 +214,43 @@ class ClassicEngine:
             from napari_tumorseg.interactive.refine import refine_with_prompts
 
             return refine_with_prompts(prior, image, spacing, prompts, self, cancel=cancel)
+        key = _image_key(image, spacing)
+        last = self._last
         try:
-            return self.segment_prompts(image, spacing, prompts, cancel=cancel)
+            if self.incremental and last is not None and last[0] == key and _extends(prompts, last[1]):
+                mask = self._fold(image, spacing, prompts, last[1], last[2], cancel)
+            else:
+                mask = self.segment_prompts(image, spacing, prompts, cancel=cancel)
         except Cancelled:
-            # A newer prompt took over: the caller drops this answer, so any mask will do.
+            mask = None
+        if mask is None or (cancel is not None and cancel()):
+            # A newer prompt took over: the caller drops this answer, so any mask will do,
+            # and it must not become the base of the next update.
             return np.zeros(image.shape[1:], bool)
+        self._last = (key, prompts, mask)
+        return mask.copy()
+
+    def _fold(self, image, spacing, prompts: Prompts, old: Prompts, mask, cancel) -> np.ndarray:
+        """The last answer edited by the clicks added since, one at a time (as refine does).
+
+        A user corrects what is on screen: a new positive click adds the region under it, a
+        new negative click removes the region under it, and the rest of the answer stays.
+        Re-solving every click jointly would let one click move the whole boundary (measured:
+        Dice going down after a correcting click); this way each update is one engine call.
+        """
+        from napari_tumorseg.interactive.refine import refine_with_prompts
+
+        n_pos, n_neg = len(old.positive), len(old.negative)
+        for p in prompts.positive[n_pos:]:
+            ctx = Prompts(positive=p[None], negative=prompts.negative)
+            mask = refine_with_prompts(mask, image, spacing, ctx, self, cancel=cancel)
+        for q in prompts.negative[n_neg:]:
+            ctx = Prompts(positive=prompts.positive, negative=q[None])
+            mask = refine_with_prompts(mask, image, spacing, ctx, self, cancel=cancel)
+        return mask
 
     def segment_prompts(self, image, spacing, prompts: Prompts, cancel=None) -> np.ndarray:
+        """The prompts solved jointly from scratch, with no memory of earlier answers."""
         image = _as_cyzx(image)
         shape = image.shape[1:]
         spacing = tuple(float(s) for s in spacing)
@@ -265,6 +310,33 @@ class ClassicEngine:
         return [(int(arr[:, k].min()), int(arr[:, k].max())) for k in range(3)]
 
     # ------------------------------------------------------------------ one crop
+    def _cavity(self, lr, lshape, f, cshape, start, crop, full_shape, fg_lr, seed_r, tissue, air):
+        """Clicks on air-like voxels: the enclosed air-like pocket under them, else the click.
+
+        A pocket that reaches an inner crop face (or the image border) is the outside of the
+        head, so only the clicks' own balls are returned.
+        """
+        feats = lr.reshape(lr.shape[0], -1)
+        d_air = np.sqrt(((feats - air[:, None]) ** 2).sum(axis=0)).reshape(lshape)
+        d_tis = np.sqrt(((feats - tissue[:, None]) ** 2).sum(axis=0)).reshape(lshape)
+        seed = np.zeros(lshape, bool)
+        for p in fg_lr:
+            seed[_ball_index(p, lshape, seed_r)] = True
+        lab, _ = ndimage.label((d_air < d_tis) | seed)
+        keep = np.unique(lab[seed])
+        pocket = np.isin(lab, keep[keep > 0])
+        edge = np.zeros(lshape, bool)
+        for ax in range(3):
+            if lshape[ax] > 1:
+                sl = [slice(None)] * 3
+                sl[ax] = 0
+                edge[tuple(sl)] = True
+                sl[ax] = -1
+                edge[tuple(sl)] = True
+        out_lr = seed if (pocket & edge).any() else pocket
+        full = np.repeat(np.repeat(np.repeat(out_lr, f[0], 0), f[1], 1), f[2], 2)
+        return full[:cshape[0], :cshape[1], :cshape[2]]
+
     def _segment_crop(self, image, spacing, crop, seeds, lo, hi, refs, cancel):
         from skimage.segmentation import random_walker
 
@@ -293,25 +365,31 @@ class ClassicEngine:
             return lr[(slice(None),) + idx].mean(axis=1)
 
         fg_means = [ball_mean(p) for p in fg_lr]
-        if self.trust_air is False and len(refs) > 1:
+        if len(refs) > 1 and fg_means:
             # A click whose surroundings look like the air around the head (a cavity, or a
             # scan's constant background inside the lesion) seeds by place only: as an
             # intensity model it would flood the outside of the head.
             tissue, air = refs[0], refs[1]
-            kept = [m for m in fg_means if np.linalg.norm(m - air) >= np.linalg.norm(m - tissue)]
-            fg_means = kept or fg_means
+            trusted = [m for m in fg_means if np.linalg.norm(m - air) >= np.linalg.norm(m - tissue)]
+            if not trusted and seeds["fg_mask"] is None:
+                return self._cavity(lr, lshape, f, cshape, start, crop, image.shape[1:], fg_lr,
+                                    seed_r, tissue, air), False
+            fg_means = trusted or fg_means
         # A reference the user clicked on is no background: in a photo-like 2D image whose
         # "head" Otsu finds is the lesion itself, or a lesion the size of the field of view.
         refs = [r for r in refs if min(np.linalg.norm(m - r) for m in fg_means) > self.same_as_ref] \
             if fg_means else list(refs)
-        bg_means = list(refs) + ([ball_mean(p) for p in bg_lr] if self.neg_means else [])
+        # Negative clicks act by place only (seeds): as intensity means they turned tumour
+        # that looks like the clicked false positive into background all over the crop.
+        bg_means = list(refs)
         fg_scr = bg_scr = None
         if seeds["fg_mask"] is not None:
-            fg_scr = _block_mean(seeds["fg_mask"][crop].astype(np.float32), f) > 0.5
+            # Any stroke pixel marks its block: a one-pixel scribble must survive downsampling.
+            fg_scr = _block_mean(seeds["fg_mask"][crop].astype(np.float32), f) > 0
             if fg_scr.any():
                 fg_means.append(lr[:, fg_scr].mean(axis=1))
         if seeds["bg_mask"] is not None:
-            bg_scr = _block_mean(seeds["bg_mask"][crop].astype(np.float32), f) > 0.5
+            bg_scr = _block_mean(seeds["bg_mask"][crop].astype(np.float32), f) > 0
             if bg_scr.any():
                 bg_means.append(lr[:, bg_scr].mean(axis=1))
         if not fg_means:
@@ -329,7 +407,7 @@ class ClassicEngine:
         labels = np.zeros(lshape, np.int8)
         if bg_means:
             labels[d_bg < self.alpha * d_fg] = 2
-        if self.far is not None:
+        if self.far:
             # Farther from each tumour mean than that mean is from normal tissue: another
             # tissue (scalp fat brighter than the lesion, CSF darker), not tumour. Per click,
             # so a click on a faint part does not shrink what a bright click allows.
@@ -359,10 +437,6 @@ class ClassicEngine:
                 bg_seed[zl] |= _block_mean(outside[None].astype(np.float32), f)[0] > 0.5
         # Region-growing core: tumour-like voxels connected to a positive seed, and nearer
         # to it than to any negative click, so a negative click can cut a leak.
-        if self.open_core and lshape[0] > 1:
-            core = ndimage.binary_opening(core, structure=ndimage.generate_binary_structure(3, 1))
-        elif self.open_core:
-            core[0] = ndimage.binary_opening(core[0], structure=ndimage.generate_binary_structure(2, 1))
         core |= fg_seed
         core &= ~bg_seed
         lab, _ = ndimage.label(core)
@@ -399,26 +473,21 @@ class ClassicEngine:
             squeeze = lshape[0] == 1
             # The loose tolerance lets probabilities overshoot [0, 1] by ~1e-2, which
             # scikit-image warns about; only the 0.5 crossing matters here.
-            warnings.filterwarnings("ignore", message="The probability range is outside")
-            if squeeze:
-                prob = random_walker(data[0], labels[0], beta=self.beta, mode="cg_j", tol=self.tol,
-                                     return_full_prob=True, channel_axis=-1,
-                                     spacing=tuple(sp_lr[1:]))[0][None]
-            else:
-                prob = random_walker(data, labels, beta=self.beta, mode="cg_j", tol=self.tol,
-                                     return_full_prob=True, channel_axis=-1,
-                                     spacing=tuple(sp_lr))[0]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The probability range is outside")
+                if squeeze:
+                    prob = random_walker(data[0], labels[0], beta=self.beta, mode="cg_j",
+                                         tol=self.tol, return_full_prob=True, channel_axis=-1,
+                                         spacing=tuple(sp_lr[1:]))[0][None]
+                else:
+                    prob = random_walker(data, labels, beta=self.beta, mode="cg_j", tol=self.tol,
+                                         return_full_prob=True, channel_axis=-1,
+                                         spacing=tuple(sp_lr))[0]
         else:
             prob = (labels == 1).astype(np.float32)
         _check_cancel(cancel)
-        mask_lr = prob > 0.5
-        # Touching means a fg voxel next to an inner crop face: the crop cut the tumour.
-        if self.grow_on_result:
-            near_face = ndimage.binary_dilation(face, iterations=1) if face.any() else face
-            touches = touches or bool((mask_lr & near_face).any())
-
         if tuple(f) == (1, 1, 1):
-            mask = mask_lr
+            mask = prob > 0.5
         else:
             scale = 1.0 / f
             offset = (0.5 / f) - 0.5

@@ -37,9 +37,39 @@ def _hits(mask: np.ndarray, points) -> list[tuple[int, int, int]]:
     return out
 
 
+def _depth(comp, q, spacing) -> float:
+    """Distance (mm) from q to the outside of ``comp``, on its bounding box; axes of length 1
+    (the z of a 2D image) are no border."""
+    box = ndimage.find_objects(comp.astype(np.uint8))[0]
+    keep = [k for k in range(3) if comp.shape[k] > 1]
+    sub = comp[box].reshape([comp[box].shape[k] for k in keep])
+    d = ndimage.distance_transform_edt(np.pad(sub, 1), sampling=[spacing[k] for k in keep])
+    return float(d[tuple(q[k] - box[k].start + 1 for k in keep)])
+
+
+def _clear_near(result, comp, part, q, spacing) -> None:
+    """Clear ``part`` within 2 x (depth of q inside ``comp``) + one voxel of q."""
+    r = 2.0 * _depth(comp, q, spacing) + max(spacing)
+    win = tuple(slice(max(0, c - int(np.ceil(r / sp))), min(n, c + int(np.ceil(r / sp)) + 1))
+                for c, sp, n in zip(q, spacing, result.shape))
+    grids = np.ogrid[win]
+    ball = sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, q, spacing)) <= r * r
+    result[win] &= ~(part[win] & ball)
+
+
+def _fresh(engine):
+    """The engine's stateless entry point: refine's own calls must not look like the user's
+    next prompt to an engine that remembers its last answer."""
+    return getattr(engine, "segment_prompts", None) or (
+        lambda image, spacing, prompts, cancel=None: engine.segment(image, spacing, prompts,
+                                                                    prior=None, cancel=cancel))
+
+
 def refine_with_prompts(prior, image, spacing, prompts: Prompts, engine, cancel=None,
                         whole_fraction: float = 0.5) -> np.ndarray:
     """The prior mask edited by the prompts (bool, same grid); the prior itself is not changed."""
+    from napari_tumorseg.interactive.classic import Cancelled
+
     image = np.asarray(image)
     if image.ndim == 3:
         image = image[None]
@@ -49,7 +79,16 @@ def refine_with_prompts(prior, image, spacing, prompts: Prompts, engine, cancel=
         raise ValueError(f"the prior mask {prior.shape} is not on the image grid {image.shape[1:]}")
     result = prior.astype(bool).reshape(image.shape[1:]).copy()
     spacing = tuple(float(s) for s in spacing)
+    try:
+        _edit(result, image, spacing, prompts, engine, cancel, whole_fraction)
+    except Cancelled:
+        # Superseded by a newer prompt: the caller drops this answer; the prior is intact.
+        return np.asarray(prior).astype(bool).reshape(image.shape[1:]).copy()
+    return result
 
+
+def _edit(result, image, spacing, prompts, engine, cancel, whole_fraction) -> None:
+    """``result`` (the prior's copy) edited in place by the prompts."""
     outside = [p for p in prompts.positive if not _hits(result, [p])]
     scr_fg = None
     scr_bg = None
@@ -62,7 +101,7 @@ def refine_with_prompts(prior, image, spacing, prompts: Prompts, engine, cancel=
     if outside or prompts.box is not None or scr_fg is not None:
         add = Prompts(positive=np.asarray(outside).reshape(-1, 3), negative=prompts.negative,
                       box=prompts.box, scribbles=scr_fg)
-        result |= np.asarray(engine.segment(image, spacing, add, prior=None, cancel=cancel), bool)
+        result |= np.asarray(_fresh(engine)(image, spacing, add, cancel=cancel), bool)
 
     hits = _hits(result, prompts.negative)
     if hits:
@@ -71,7 +110,7 @@ def refine_with_prompts(prior, image, spacing, prompts: Prompts, engine, cancel=
         # The object under the negative clicks, as the engine sees it; positives are its
         # background so it does not run into the tumour the user marked.
         local = Prompts(positive=np.asarray(hits, float), negative=prompts.positive)
-        region = np.asarray(engine.segment(image, spacing, local, prior=None, cancel=cancel), bool)
+        region = np.asarray(_fresh(engine)(image, spacing, local, cancel=cancel), bool)
         positives = {int(labels[q]) for q in _hits(result, prompts.positive)}
         for lab in sorted({int(labels[q]) for q in hits}):
             comp = labels == lab
@@ -81,8 +120,13 @@ def refine_with_prompts(prior, image, spacing, prompts: Prompts, engine, cancel=
                     part[q] = True
             if lab not in positives and part.sum() >= whole_fraction * comp.sum():
                 result[comp] = False
-            else:
-                result[part] = False
+                continue
+            # The component also holds tumour the user marked: the engine's region there is
+            # tumour-like on both sides, so only its part near the click goes - a ball twice
+            # as deep as the click lies inside the mask (a rim's thickness, a leak's width).
+            for q in hits:
+                if labels[q] == lab:
+                    _clear_near(result, comp, part, q, spacing)
+
     if scr_bg is not None:
         result[scr_bg] = False
-    return result

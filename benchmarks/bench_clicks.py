@@ -1,0 +1,213 @@
+"""The click robot on every case of shared/data with a ground truth, for each click engine.
+
+    nice -n 10 python benchmarks/bench_clicks.py [--engines classic,starter,auto0]
+        [--max-clicks 10] [--coco-images 30] [--out benchmarks/RESULTS_clicks.md]
+
+Cases: BRAINIX FLAIR vs its ROI series; the two LGG patients (FLAIR = channel 1 of the RGB
+TIFFs, slices stacked by number by the readers); the four BraTS 2013 cases, whole tumour
+(labels > 0) on FLAIR, and on FLAIR + T1c as two channels; BraTS 2012 HG0015 FLAIR vs
+truth > 0; the first ``--coco-images`` images (by id) of coco_ravirawal valid that have a
+tumour (2D).
+
+Engines: ``classic`` (:class:`ClassicEngine`); ``starter`` (the shipped starter click model,
+:func:`starter_checkpoint`; skipped with a note when none ships); ``auto0``: the starter
+model with no click at all (its automatic segmentation, Dice at 0 clicks only).
+
+The robot is :mod:`napari_tumorseg.interactive.robot` (largest error region's centre, NoC
+capped at ``--max-clicks``). Seconds per click are wall-clock on whatever else the machine is
+running; the load average is written beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("TUMORSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+from napari_tumorseg.interactive.prompts import Prompts  # noqa: E402
+from napari_tumorseg.interactive.robot import dice, simulate_clicks  # noqa: E402
+from napari_tumorseg.io.readers import read_path  # noqa: E402
+
+
+def _one(path, kind="image"):
+    vols = [v for v in read_path(path) if v.kind == kind]
+    return vols[0]
+
+
+def cases_3d():
+    """(group, name, image (c,z,y,x) float32, spacing, gt bool)."""
+    img = _one(SHARED / "dicom_brainix" / "FLAIR")
+    roi = _one(SHARED / "dicom_brainix" / "ROI", "labels")
+    yield "BRAINIX", "brainix", img.data[None].astype(np.float32), img.spacing, roi.data > 0
+    for k, folder in enumerate(sorted((SHARED / "lgg_kaggle3m").glob("TCGA_*")), start=1):
+        vols = read_path(folder)
+        im = next(v for v in vols if v.kind == "image")
+        gt = next(v for v in vols if v.kind == "labels")
+        # Anonymous case number: the folder names carry TCGA patient IDs.
+        yield "LGG FLAIR", f"lgg{k}", im.data[1:2].astype(np.float32), im.spacing, gt.data > 0
+    brats = sorted((SHARED / "brats2013_deepmedic").glob("*/brats_2013_pat*"))
+    for variant in ("FLAIR", "FLAIR+T1c"):
+        for case in brats:
+            vols = {v.name: v for v in read_path(case)}
+            chans = [vols["Flair_subtrMeanDivStd"].data]
+            if variant != "FLAIR":
+                chans.append(vols["T1c_subtrMeanDivStd"].data)
+            yield (f"BraTS 2013 WT {variant}", case.name.replace("brats_2013_", ""),
+                   np.stack(chans).astype(np.float32), vols["Flair_subtrMeanDivStd"].spacing,
+                   vols["OTMultiClass"].data > 0)
+    d = SHARED / "brats2012_hg0015"
+    img = _one(d / "BRATS_HG0015_FLAIR.nii.gz")
+    gt = read_path(d / "BRATS_HG0015_truth.nii.gz")[0]
+    yield "BraTS 2012 HG0015", "hg0015", img.data[None].astype(np.float32), img.spacing, gt.data > 0
+
+
+def cases_2d(n: int):
+    from napari_tumorseg.coco.dataset import load_coco
+    from napari_tumorseg.coco.to_masks import render_coco_image
+
+    cs = load_coco(SHARED / "coco_ravirawal" / "valid")
+    taken = 0
+    for image_id in sorted(cs.images):
+        if taken >= n:
+            break
+        if not cs.anns_by_image.get(image_id):
+            continue
+        pixels, mask, _ = render_coco_image(cs, image_id)
+        if not mask.any():
+            continue
+        grey = pixels.astype(np.float32)
+        if grey.ndim == 3:
+            grey = grey[..., :3].mean(axis=-1)
+        taken += 1
+        yield "coco_ravirawal valid (2D)", str(image_id), grey[None, None], (1.0, 1.0, 1.0), mask[None] > 0
+
+
+def engines(names):
+    from napari_tumorseg.interactive.classic import ClassicEngine
+    from napari_tumorseg.interactive.engines import load_learned, starter_checkpoint
+
+    out, notes = {}, []
+    for name in names:
+        if name == "classic":
+            out[name] = ClassicEngine()
+        elif name in ("starter", "auto0"):
+            ckpt = starter_checkpoint()
+            if ckpt is None:
+                notes.append(f"{name}: no starter click model ships (napari_tumorseg/resources/starter_click*.pt); column not run")
+                continue
+            out[name] = load_learned(ckpt)
+        else:
+            out[name] = load_learned(name)
+    return out, notes
+
+
+def run_case(engine_name, engine, image, spacing, gt, max_clicks):
+    if engine_name == "auto0":
+        t0 = time.perf_counter()
+        mask = engine.segment(image, spacing, Prompts())
+        return {"dice0": dice(mask, gt), "seconds": [time.perf_counter() - t0]}
+    r = simulate_clicks(engine, image, spacing, gt, max_clicks=max_clicks)
+    d = r.as_dict()
+    d["dice_at"] = {k: r.dice_at(k) for k in (1, 3, 5, 10) if k <= max_clicks}
+    return d
+
+
+def summarise(rows, max_clicks):
+    """One table row per (engine, group): means over the group's cases."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["engine"], r["group"]), []).append(r)
+    lines = ["| engine | cases | n | Dice@1 | Dice@3 | Dice@5 | Dice@10 | NoC@80 | NoC@85 | NoC@90 | not reached 85 | median s/click |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (eng, group), rs in groups.items():
+        if eng == "auto0":
+            lines.append(f"| {eng} | {group} | {len(rs)} | Dice@0 = {np.mean([r['dice0'] for r in rs]):.3f} | | | | | | | | "
+                         f"{np.median([s for r in rs for s in r['seconds']]):.2f} |")
+            continue
+        def m(k):
+            return np.mean([r["dice_at"][k] for r in rs]) if k <= max_clicks else float("nan")
+        noc = {t: np.mean([r["noc"][t] for r in rs]) for t in ("80", "85", "90")}
+        miss = sum(not r["noc_reached"]["85"] for r in rs)
+        secs = np.median([s for r in rs for s in r["seconds_per_click"]])
+        lines.append(f"| {eng} | {group} | {len(rs)} | {m(1):.3f} | {m(3):.3f} | {m(5):.3f} | {m(10):.3f} | "
+                     f"{noc['80']:.1f} | {noc['85']:.1f} | {noc['90']:.1f} | {miss}/{len(rs)} | {secs:.2f} |")
+    return "\n".join(lines)
+
+
+def per_case_table(rows):
+    lines = ["| engine | group | case | Dice per click (1..N) | NoC@80/85/90 | median / max s |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["engine"] == "auto0":
+            lines.append(f"| auto0 | {r['group']} | {r['case']} | Dice@0 {r['dice0']:.3f} | | {r['seconds'][0]:.2f} |")
+            continue
+        dpc = " ".join(f"{d:.2f}" for d in r["dice_per_click"])
+        noc = "/".join(f"{r['noc'][t]}{'' if r['noc_reached'][t] else '*'}" for t in ("80", "85", "90"))
+        s = r["seconds_per_click"]
+        lines.append(f"| {r['engine']} | {r['group']} | {r['case']} | {dpc} | {noc} | {np.median(s):.2f} / {max(s):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", default="classic,starter,auto0")
+    ap.add_argument("--max-clicks", type=int, default=10)
+    ap.add_argument("--coco-images", type=int, default=30)
+    ap.add_argument("--only", default=None, help="run the groups whose name contains this")
+    ap.add_argument("--json", default=None, help="also write every row here")
+    ap.add_argument("--out", default=None, help="write the markdown tables here")
+    args = ap.parse_args(argv)
+    engs, notes = engines(args.engines.split(","))
+    rows = []
+    load0 = os.getloadavg()
+    started = time.time()
+    all_cases = list(cases_3d()) + list(cases_2d(args.coco_images))
+    for group, name, image, spacing, gt in all_cases:
+        if args.only and args.only not in group:
+            continue
+        for eng_name, engine in engs.items():
+            r = run_case(eng_name, engine, image, spacing, gt, args.max_clicks)
+            r.update(engine=eng_name, group=group, case=name, dims="2D" if gt.shape[0] == 1 else "3D",
+                     shape=list(gt.shape))
+            rows.append(r)
+            brief = (f"Dice@0 {r['dice0']:.3f}" if eng_name == "auto0" else
+                     " ".join(f"{d:.2f}" for d in r["dice_per_click"]))
+            print(f"{eng_name:8s} {group:28s} {name:10s} {brief}", flush=True)
+        # Tables after every case, so a long run cut short still leaves its numbers.
+        _write(rows, args, notes, load0, started)
+
+
+def _write(rows, args, notes, load0, started):
+    load1 = os.getloadavg()
+    secs = {dims: [s for r in rows if r["dims"] == dims and r["engine"] == "classic"
+                   for s in r.get("seconds_per_click", [])] for dims in ("2D", "3D")}
+    text = [
+        summarise(rows, args.max_clicks), "",
+        "Median seconds per click, classic engine: "
+        + ", ".join(f"{dims} {np.median(v):.2f} s (90th percentile {np.percentile(v, 90):.2f} s, n = {len(v)})"
+                    for dims, v in secs.items() if v),
+        f"Load average (1 min) at start / end: {load0[0]:.1f} / {load1[0]:.1f} on {os.cpu_count()} cores; "
+        f"run took {(time.time() - started) / 60:.1f} min.",
+        *(f"Note: {n}" for n in notes), "",
+        "Per case (* = threshold never reached, NoC capped at max clicks):", "",
+        per_case_table(rows),
+    ]
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=float))
+    if args.out:
+        Path(args.out).write_text("\n".join(text) + "\n")
+    return text
+
+
+if __name__ == "__main__":
+    main()
+    print("done")
