@@ -80,7 +80,9 @@ def fit_channels(czyx: np.ndarray, plan: ChannelPlan, where: str = "the image") 
     if plan.channels == 1 and c in (3, 4):
         # RGB(A) exports of grey scans: training averaged them the same way.
         return czyx[:3].astype(np.float32).mean(axis=0, keepdims=True)
-    if c == 1 and plan.mode == "repeat":
+    if c == 1 and (plan.mode == "repeat" or (plan.channels == 3 and not plan.names)):
+        # Trained with a grey scan repeated, or an RGB model (unnamed channels: pictures of grey
+        # scans, R = G = B): a grey picture is the same input. Named MR channels never are.
         return np.repeat(czyx, plan.channels, axis=0)
     raise TumorSegError(
         f"the model needs {plan.channels} input channels ({plan.describe()}) but {where} has {c}; "
@@ -104,7 +106,7 @@ def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> 
         return _reordered(primary, plan)
     if have >= plan.channels or (plan.channels == 1):
         return primary
-    if have == 1 and plan.mode == "repeat":
+    if have == 1 and (plan.mode == "repeat" or (plan.channels == 3 and not plan.names)):
         return primary
     pool = [primary] + [v for v in others if v is not primary and v.kind == "image" and not v.has_channels]
     if plan.names:
