@@ -291,12 +291,17 @@ def test_brainix_prediction_to_dicom_seg_on_the_roi_grid(predictor, brainix, bra
     np.testing.assert_allclose(np.array(shared.PixelMeasuresSequence[0].PixelSpacing, float), spacing, atol=1e-4)
     np.testing.assert_allclose(np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float),
                                np.array(roi_ds[0].ImageOrientationPatient, float), atol=1e-4)
+    # Frames are in the files' pixel order; the labels are in the display order the readers
+    # reorient to, so compare against the labels taken back to the source's voxel order.
+    from napari_tumorseg.io.orientation import to_source_order
+
+    file_labels, _ = to_source_order(labels, flair)
     frames = seg.pixel_array.reshape(-1, 288, 288)
     assert len(frames) == int(np.count_nonzero(labels.reshape(22, -1).any(axis=1)))
     for frame, group in zip(frames, seg.PerFrameFunctionalGroupsSequence):
         pos = np.array(group.PlanePositionSequence[0].ImagePositionPatient, float)
         z = roi_index[tuple(np.round(pos, 2))]
-        np.testing.assert_array_equal(frame > 0, labels[z] > 0)
+        np.testing.assert_array_equal(frame > 0, file_labels[z] > 0)
     np.testing.assert_array_equal(read_dicom_seg(out, source=flair), labels)
     with pytest.raises(TumorSegError, match="exists"):
         export_labels(labels, "dicom-seg", out, flair)
