@@ -1,30 +1,38 @@
 """The classic click engine: a seeded 3D segmentation with no trained model.
 
-Pipeline, per prompt update (each stage polls ``cancel``):
+Per prompt update (each stage polls ``cancel``):
 
-1. **Seeds** from the prompts: positive clicks, the centre of a box and tumour scribbles are
-   foreground; negative clicks, "not tumour" scribbles and a ring just outside the box (on
-   its slice) are background.
-2. **Crop** around the foreground seeds, ``margin_mm`` on every side, clipped to the image.
-3. **Downsample** the crop by block means (integer factors, finest axis first) until it holds
-   at most ``max_voxels`` voxels: the solver's cost grows with the voxel count, and tumour
-   boundaries are smooth on the scale of two voxels.
-4. **Intensity model** over all channels, robustly normalised: one mean per positive click
-   (a ball of ``sample_mm``) and per negative click, plus the normal-tissue mode of the whole
-   image. A voxel clearly closer to a background mean than to every tumour mean becomes a
-   background seed; a voxel very close to a tumour mean and connected to its click through
-   such voxels becomes a foreground seed (region growing). The crop border is background.
-5. **Random walker** (Grady 2006; scikit-image, conjugate gradient with Jacobi
+1. **Seeds** from the prompts: positive clicks, the centre of a box and "tumour" scribbles
+   are foreground; negative clicks, "not tumour" scribbles and everything outside the box on
+   its slice are background.
+2. **Crop** around the foreground seeds, ``margin_mm`` on every side, clipped to the image;
+   it grows by ``grow`` (at most ``max_grow`` times) while the region-growing core of step 4
+   reaches a crop face that is not the image border.
+3. **Downsample** the crop by block means (integer factors, finest axis first) to at most
+   ``max_voxels`` voxels: the solver's cost grows with the voxel count, and a tumour
+   boundary is smooth on the scale of two voxels.
+4. **Intensity model** over every channel (each scaled by its 1st-99th percentiles): one
+   mean per positive click (a ball of ``sample_mm``), against two references found on the
+   whole image, normal tissue (the histogram mode inside the head, Otsu) and the air around
+   it. A voxel much nearer a reference than every click mean, or farther from every click
+   mean than that mean is from the references (scalp fat, CSF), is a background seed; a
+   voxel much nearer a click mean, connected to its click, is a foreground seed (region
+   growing). Crop faces inside the image are background. Negative clicks act by place
+   only. Clicks on air-like voxels (a cavity) give the enclosed pocket under them.
+5. **Random walker** (Grady 2006; scikit-image, conjugate gradient with a Jacobi
    preconditioner) on the multichannel crop decides the voxels the seeds leave open; its
-   probability is upsampled linearly to the crop's full resolution and cut at 0.5.
-6. Only the components holding a positive seed are kept, negative click voxels are cleared.
-   If the result touches a crop face that is not the image border, the crop grows by
-   ``grow`` and the update runs again (at most ``max_grow`` times).
+   probability is upsampled linearly to the crop's full resolution and cut at 0.5; only
+   components holding a positive seed are kept.
 
-Why this combination: measured on BRAINIX, BraTS 2013/2012 and the LGG FLAIR channel
-(benchmarks/RESULTS_clicks.md), pure region growing leaks into bright cortex and pure random
-walker from a single click underestimates (the small-seed bias of RW); intensity seeds fix
-the second, RW's edge weights the first.
+**Clicks that extend the previous prompts** (the dock's and the robot's case) edit the
+previous answer, one click at a time, with :func:`refine_with_prompts`: a positive click adds
+the object under it, a negative click removes the object under it (or its part near the
+click); the rest stays. Solving every click jointly from scratch let one correcting click
+move the whole boundary (measured on BraTS: Dice going down after a click); this way an
+update is also one solver run, however many clicks came before. Other prompt changes (a
+click removed, a box, scribbles) are solved jointly from scratch.
+
+Measured results and the targets missed are in benchmarks/RESULTS_clicks.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@
   component of the mask that the click hits. When that component holds no positive click
   and the engine's region covers at least ``whole_fraction`` of it, the component is a false
   positive and goes whole; otherwise (it also holds positives, or it is much larger than
-  the thing clicked) only the engine's region goes - "the part around the click".
+  the thing clicked) only the engine's region near the click goes - "the part around the
+  click": within twice the click's depth inside the mask (plus a voxel) of it, so a click
+  on a rim or a leak takes that rim or leak and not the tumour it hangs on.
   Negative clicks off the mask change nothing. "Not tumour" scribbles are cleared.
 
 At most two engine calls per update (one for every addition, one for every removal), so an
