@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLineEdit,
+    QMainWindow,
     QPushButton,
     QScrollArea,
     QTabBar,
@@ -149,12 +150,27 @@ class _ShortDockTitle(QObject):
 
 
 def _readable_tabs(widget) -> None:
-    """Whole titles on the main window's dock tabs, with scroll arrows when they do not fit
-    (Qt's default elides six titles in one dock's width to "Lo…", "CO…")."""
+    """The plugin's docks as tabs of one group, with whole titles.
+
+    Opened one by one from the Plugins menu, napari stacks docks in a column: six of them
+    leave each ~100 px on a 768 px screen. Tabbed, each gets the full height. Tab titles
+    are whole, with scroll arrows when they do not fit (Qt's default elides six titles in
+    one dock's width to "Lo…", "CO…").
+    """
     try:
         window = widget.window()
     except RuntimeError:  # the dock was closed before the timer fired
         return
+    if not isinstance(window, QMainWindow):
+        return
+    ours = [d for d in window.findChildren(QDockWidget)
+            if str(getattr(d, "name", "")).endswith(_PLUGIN_SUFFIXES) and not d.isFloating() and d.isVisible()]
+    for area in {window.dockWidgetArea(d) for d in ours}:
+        group = [d for d in ours if window.dockWidgetArea(d) == area]
+        for dock in group[1:]:
+            if dock not in window.tabifiedDockWidgets(group[0]):
+                window.tabifyDockWidget(group[0], dock)
+                dock.raise_()  # the dock just opened is the one in front
     for dock in window.findChildren(QDockWidget):  # every dock of the plugin, scrolling or not
         title = dock.windowTitle()
         for suffix in _PLUGIN_SUFFIXES:

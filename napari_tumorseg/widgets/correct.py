@@ -74,9 +74,11 @@ class CorrectWidget(QWidget):
         self.gt_combo = QComboBox()
 
         # -- editing ----------------------------------------------------------------------
-        self.click_keep = QCheckBox("Click-to-keep: click a tumour, only its component stays")
+        self.click_keep = QCheckBox("Click to keep a component")
+        self.click_keep.setToolTip("click a tumour: only its connected component stays (one undo step)")
         self.click_keep.toggled.connect(self._toggle_click_keep)
-        self.click_remove = QCheckBox("Click-to-remove: click a false positive, its component goes")
+        self.click_remove = QCheckBox("Click to remove a component")
+        self.click_remove.setToolTip("click a false positive: its connected component goes (one undo step)")
         self.click_remove.toggled.connect(self._toggle_click_remove)
         self.slice_only = QCheckBox("This slice only (else 3D)")
         self.fill_button = QPushButton("Fill holes")
