@@ -275,6 +275,11 @@ class PredictWidget(QWidget):
             layer, data = self._source()
             spatial = data.shape[-3:]
             slices = self._slices(spatial[0])
+            # Refused here, before any layer is made: a blank map beside the message would
+            # still read as "no tumour".
+            from napari_tumorseg.input_checks import require_finite, source_name
+
+            require_finite(data, source_name(self.session.volume_of(layer)))
         except TumorSegError as err:
             notify_error(err)
             return None
