@@ -11,7 +11,10 @@ from pathlib import Path
 
 import napari
 import numpy as np
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QApplication,
     QCheckBox,
     QComboBox,
@@ -19,7 +22,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QAbstractItemView,
     QLabel,
     QPushButton,
     QTableWidget,
@@ -104,6 +106,9 @@ class CorrectWidget(QWidget):
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setMinimumHeight(120)
+        # Ctrl+C on the table copies all of it, as the Copy button does (the view itself
+        # would copy the current cell alone).
+        self._copy_filter = _CopyKey(self.table, lambda: QApplication.clipboard().setText(self.table_text()))
 
         # -- export -----------------------------------------------------------------------
         self.format_combo = QComboBox()
@@ -508,6 +513,23 @@ class CorrectWidget(QWidget):
             train_widget.pretrained.set_path(ckpt)
         train_widget.out_picker.set_path(folder / "finetune_run")
         return train_widget
+
+
+class _CopyKey(QObject):
+    """Runs ``copy`` for the platform's Copy key on ``widget``, instead of the widget's own."""
+
+    def __init__(self, widget, copy):
+        super().__init__(widget)
+        self._copy = copy
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event):
+        if event.type() in (QEvent.KeyPress, QEvent.ShortcutOverride) and event.matches(QKeySequence.Copy):
+            if event.type() == QEvent.KeyPress:
+                self._copy()
+            event.accept()
+            return True
+        return False
 
 
 def measurement_rows(m: dict, c: dict | None) -> list[tuple[str, str]]:

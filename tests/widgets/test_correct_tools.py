@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication
 from scipy import ndimage
 
 from napari_tumorseg.widgets.correct import CorrectWidget, apply_edit
@@ -43,7 +45,7 @@ def test_fill_holes_in_3d_unless_this_slice_only(make_napari_viewer, shared_data
     assert not roi.data[z - 1][cube[1:]].any() and not roi.data[z + 1][cube[1:]].any()
 
 
-def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, shared_data, screenshot_dir):
+def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, qtbot, shared_data, screenshot_dir):
     viewer = make_napari_viewer(show=True)
     flair, roi = _open_brainix(viewer, shared_data)
     widget = CorrectWidget(viewer)
@@ -84,6 +86,10 @@ def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, shared_d
     assert widget.table.item(0, 1).text() == f"{np.count_nonzero(original) * voxel_ml:.2f} mL"
     text = widget.table_text()
     assert text.splitlines()[0].startswith("Volume\t") and len(text.splitlines()) == widget.table.rowCount()
+    QApplication.clipboard().setText("")
+    widget.table.setFocus()
+    qtbot.keyClick(widget.table, Qt.Key_C, Qt.ControlModifier)
+    assert QApplication.clipboard().text() == text  # Ctrl+C copies the whole table
 
     # The largest axial diameter is drawn as a line on its slice, as long as the table says.
     line_layer = widget.diameter_layer
