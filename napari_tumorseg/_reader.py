@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from napari_tumorseg.errors import ReadError, TumorSegError, first_line
 from napari_tumorseg.io.readers import can_read, layer_data, read_path
 
 
@@ -28,12 +29,28 @@ def read_layers(path: str | list[str]) -> list[tuple]:
     _watch_current_viewer()
     layers = []
     for p in paths:
-        volumes = read_path(p)
+        volumes = _read_without_locals(p)
         for v in volumes:
             for message in _warnings_of(v):
                 warnings.warn(f"{v.name}: {message}", stacklevel=2)
         layers.extend(layer_data(volumes))
     return layers
+
+
+def _read_without_locals(path) -> list:
+    """read_path, whose failure napari reports with only this frame behind it.
+
+    napari's error display offers the traceback with every frame's local variables; below
+    this frame those are the DICOM headers being parsed (names, IDs, UIDs, dates). So the
+    error is raised afresh here, as one line, without the frames it came from.
+    """
+    try:
+        return read_path(path)
+    except TumorSegError as err:
+        failure = type(err)(str(err))
+    except Exception as err:  # noqa: BLE001 - a library failure: one sanitised line
+        failure = ReadError(f"{Path(str(path)).name}: {type(err).__name__}: {first_line(err)}")
+    raise failure from None
 
 
 def _watch_current_viewer() -> None:

@@ -127,3 +127,26 @@ def test_unexpected_error_in_a_button_is_one_sanitised_line(make_napari_viewer, 
     out, err = capfd.readouterr()
     everything = "\n".join([out, err, caplog.text, *said])
     assert uid not in everything and "BRAINIX" not in everything and "Traceback" not in everything
+
+
+def test_reader_failure_carries_no_header_frames(tmp_path, monkeypatch):
+    """File → Open: napari shows a reader's error with its traceback's local variables, so
+    the error the plugin raises has no frame below the reader hook."""
+    import napari_tumorseg._reader as hook
+    from napari_tumorseg.errors import ReadError
+
+    def parse(path):
+        header = {"PatientName": "Doe^Jane", "StudyDate": "20061201"}  # a header being parsed
+        raise ValueError(f"bad tag in {header['PatientName']}")
+
+    monkeypatch.setattr(hook, "read_path", parse)
+    with pytest.raises(ReadError) as info:
+        hook.read_layers(str(tmp_path / "IM-0001.dcm"))
+    err = info.value
+    assert "Doe" not in str(err) and "IM-0001.dcm" in str(err)
+    assert err.__cause__ is None and err.__suppress_context__
+    frames, tb = [], err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    assert frames and all("Doe" not in repr(v) for f in frames for v in f.f_locals.values())
