@@ -28,6 +28,8 @@ from napari_tumorseg.interactive.prompts import Prompts
 
 # 26/8-connectivity: a component the user sees as one blob is one, even through corners.
 _FULL = np.ones((3, 3, 3), bool)
+_FULL_2D = np.zeros((3, 3, 3), bool)
+_FULL_2D[1] = True
 
 
 def _hits(mask: np.ndarray, points) -> list[tuple[int, int, int]]:
@@ -107,7 +109,7 @@ def _edit(result, image, spacing, prompts, engine, cancel, whole_fraction) -> No
 
     hits = _hits(result, prompts.negative)
     if hits:
-        structure = _FULL if result.shape[0] > 1 else _FULL[1:2]
+        structure = _FULL if result.shape[0] > 1 else _FULL_2D
         labels, _ = ndimage.label(result, structure=structure)
         # The object under the negative clicks, as the engine sees it; positives are its
         # background so it does not run into the tumour the user marked.
@@ -132,3 +134,7 @@ def _edit(result, image, spacing, prompts, engine, cancel, whole_fraction) -> No
 
     if scr_bg is not None:
         result[scr_bg] = False
+    # A positive click is the user's word: no removal takes its voxel, so the component it
+    # is in keeps counting as marked tumour for the clicks that follow.
+    for q in _hits(np.ones(result.shape, bool), prompts.positive):
+        result[q] = True

@@ -79,3 +79,15 @@ def test_prior_on_another_grid_is_an_error(bad_shape):
     image, spacing, _, _ = _phantom()
     with pytest.raises(ValueError):
         refine_with_prompts(np.zeros(bad_shape, bool), image, spacing, Prompts(), ClassicEngine())
+
+
+def test_two_dimensional_prior_and_a_positive_click_survives_removals():
+    image, spacing, tumour, second = _phantom()
+    img2d, t2d, s2d = image[:, 12:13], tumour[12:13], second[12:13]
+    prior = t2d | s2d
+    out = refine_with_prompts(prior, img2d, spacing, Prompts(negative=[(0, 44, 44)]), ClassicEngine())
+    assert np.array_equal(out, t2d)
+    # A negative click right beside a positive one never takes the positive click's pixel.
+    out = refine_with_prompts(t2d, img2d, spacing,
+                              Prompts(positive=[(0, 20, 20)], negative=[(0, 20, 21)]), ClassicEngine())
+    assert out[0, 20, 20] and not out[0, 20, 21]
