@@ -168,9 +168,12 @@ def _readable_tabs(widget) -> None:
     for area in {window.dockWidgetArea(d) for d in ours}:
         group = [d for d in ours if window.dockWidgetArea(d) == area]
         for dock in group[1:]:
-            if dock not in window.tabifiedDockWidgets(group[0]):
+            # Once per dock: one the user has dragged out of the group stays where they put it.
+            if not getattr(dock, "_tumorseg_grouped", False) and dock not in window.tabifiedDockWidgets(group[0]):
                 window.tabifyDockWidget(group[0], dock)
                 dock.raise_()  # the dock just opened is the one in front
+        for dock in group:
+            dock._tumorseg_grouped = True
     for dock in window.findChildren(QDockWidget):  # every dock of the plugin, scrolling or not
         title = dock.windowTitle()
         for suffix in _PLUGIN_SUFFIXES:
