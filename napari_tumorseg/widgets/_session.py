@@ -26,8 +26,9 @@ from napari.utils.events import EmitterGroup
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import Volume, volume_from_layer
+from napari_tumorseg.widgets._per_viewer import PerViewer
 
-_SESSIONS: "weakref.WeakKeyDictionary[Any, ViewerSession]" = weakref.WeakKeyDictionary()
+_SESSIONS: "PerViewer[ViewerSession]" = PerViewer()
 
 
 def session_for(viewer) -> "ViewerSession":
@@ -35,7 +36,7 @@ def session_for(viewer) -> "ViewerSession":
     session = _SESSIONS.get(viewer)
     if session is None:
         session = ViewerSession(viewer)
-        _SESSIONS[viewer] = session
+        _SESSIONS.set(viewer, session)
         # What every dock of a viewer needs once: orientation letters at the canvas edges and
         # the watch that announces a labels layer sitting on another grid than its scan.
         from napari_tumorseg.widgets.grid import install_grid_watch

@@ -21,8 +21,9 @@ import numpy as np
 from napari_tumorseg.io.grid import DEFAULT_TOL_MM, check_same_grid
 from napari_tumorseg.io.orientation import WORLD_FROM_RAS, displayed_world_affine
 from napari_tumorseg.io.volume import Volume
+from napari_tumorseg.widgets._per_viewer import PerViewer
 
-_WATCHED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+_WATCHED: "PerViewer[bool]" = PerViewer()
 
 
 def _spatial_shape(layer) -> tuple[int, ...]:
@@ -160,7 +161,7 @@ def install_grid_watch(viewer) -> None:
     """Check every labels layer added to ``viewer`` against the images (once per viewer)."""
     if _WATCHED.get(viewer):
         return
-    _WATCHED[viewer] = True
+    _WATCHED.set(viewer, True)
 
     def on_inserted(event) -> None:
         layer = event.value

@@ -20,8 +20,9 @@ from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QLabel
 
 from napari_tumorseg.io.orientation import canvas_letters
+from napari_tumorseg.widgets._per_viewer import PerViewer
 
-_INSTALLED: "weakref.WeakKeyDictionary[Any, OrientationLetters]" = weakref.WeakKeyDictionary()
+_INSTALLED: "PerViewer[OrientationLetters]" = PerViewer()
 _MARGIN = 6
 _STYLE = (
     "QLabel { color: #ffd84d; background: transparent; font-weight: bold; font-size: 15px; }"
@@ -131,5 +132,5 @@ def install_orientation_letters(viewer) -> OrientationLetters | None:
     # notice is about napari internals, not the patient: kept out of the user's way.
     warnings.filterwarnings("ignore", message="Non-orthogonal slicing is being requested")
     overlay = OrientationLetters(viewer)
-    _INSTALLED[viewer] = overlay
+    _INSTALLED.set(viewer, overlay)
     return overlay
