@@ -14,6 +14,9 @@ answering prompts.
 * Boxes and scribbles, which the network was not trained on, become clicks: a box its
   centre (and the result is kept inside the box's slice rectangle on that slice), scribbles
   a few points spread along each stroke.
+* ``preprocessing["normalize_scope"] == "slice"`` (a model trained on single 2D images,
+  such as the shipped starter) normalises each slice of a volume on its own, as in training;
+  otherwise the whole volume is normalised at once, as training on volumes does.
 * No prompt at all: the network segments automatically (what it learned on its no-click
   samples) on every slice, or on the whole volume for a 3D model.
 """
@@ -63,6 +66,8 @@ class LearnedEngine:
         self.ckpt_info = {k: ckpt.get(k) for k in ("model_name", "in_channels", "out_channels")}
         # The checkpoint's preprocessing with the one set of defaults (training's).
         self.prep = Preprocessing.from_dict(ckpt.get("preprocessing") or {})
+        # Not (yet) a Preprocessing field: set on the shipped starter by scripts/shrink_checkpoint.py.
+        self.normalize_scope = dict(ckpt.get("preprocessing") or {}).get("normalize_scope", "volume")
         self.encoding = model.encoding
         self.dims = self.prep.dims
         self.name = f"learned: {ckpt.get('model_name')}"
@@ -102,7 +107,14 @@ class LearnedEngine:
             method = self.prep.get("normalize", "zscore")
             if method == "auto":
                 method = "scale255" if img.dtype == np.uint8 else "zscore"
-            self._norm = normalize_intensity(img, method, bool(self.prep.get("zscore_nonzero", True)))
+            nonzero = bool(self.prep.get("zscore_nonzero", True))
+            if self.normalize_scope == "slice":
+                # A model trained on single images (JPG/PNG slices) saw each one normalised
+                # on its own: a volume's slices must be too, or their contrast differs.
+                self._norm = np.concatenate([normalize_intensity(img[:, z:z + 1], method, nonzero)
+                                             for z in range(img.shape[1])], axis=1)
+            else:
+                self._norm = normalize_intensity(img, method, nonzero)
             self._norm_key = key
         return self._norm
 
