@@ -107,7 +107,9 @@ def reference_means(image: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray]:
     air = np.empty(len(v), np.float32)
     for i, ch in enumerate(v):
         inside = ch[head]
-        inside = inside[(inside > np.percentile(inside, 1)) & (inside < np.percentile(inside, 99))]
+        # The brightest tenth is left out: a large lesion (saturated in an 8-bit export) can
+        # outnumber any single normal tissue there, and it must not become "normal".
+        inside = inside[(inside > np.percentile(inside, 5)) & (inside < np.percentile(inside, 90))]
         if inside.size < 16:
             inside = ch[head]
         hist, edges = np.histogram(inside, bins=50)

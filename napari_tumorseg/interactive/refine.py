@@ -4,7 +4,8 @@
 
 * **Positive clicks outside the prior** (and a box, and "tumour" scribbles): the engine
   segments the object under them, with the negative clicks as background, and the result is
-  added (union). Positive clicks already inside the prior add nothing.
+  added (union), within a ball around each click as large as the prior (its equivalent
+  radius, at least 10 mm). Positive clicks already inside the prior add nothing.
 * **Negative clicks on the mask**: the engine segments the object *under the negative click*
   (the click as its seed, the positive clicks as background), restricted to the connected
   component of the mask that the click hits. When that component holds no positive click
@@ -61,6 +62,27 @@ def _clear_near(result, comp, part, q, spacing) -> None:
     result[win] &= ~(part[win] & ball)
 
 
+def _reach(mask, clicks, spacing, floor_mm: float = 10.0) -> np.ndarray:
+    """Balls around the clicks, as large as the mask so far (its equivalent radius, at least
+    ``floor_mm``): what a click on a missed part may add. A faint click's region can leak
+    through the whole crop (measured on BraTS: one click took Dice from 0.90 to 0.35); the
+    part of a lesion a click misses is not larger than what was found already."""
+    n = int(mask.sum())
+    if mask.shape[0] > 1:
+        r = (3.0 * n * float(np.prod(spacing)) / (4.0 * np.pi)) ** (1.0 / 3.0)
+    else:
+        r = (n * float(spacing[1] * spacing[2]) / np.pi) ** 0.5
+    r = max(r, floor_mm)
+    out = np.zeros(mask.shape, bool)
+    for p in clicks:
+        q = [int(np.floor(v + 0.5)) for v in p]
+        win = tuple(slice(max(0, c - int(np.ceil(r / sp))), min(n_, c + int(np.ceil(r / sp)) + 1))
+                    for c, sp, n_ in zip(q, spacing, mask.shape))
+        grids = np.ogrid[win]
+        out[win] |= sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, q, spacing)) <= r * r
+    return out
+
+
 def _fresh(engine):
     """The engine's stateless entry point: refine's own calls must not look like the user's
     next prompt to an engine that remembers its last answer."""
@@ -105,7 +127,10 @@ def _edit(result, image, spacing, prompts, engine, cancel, whole_fraction) -> No
     if outside or prompts.box is not None or scr_fg is not None:
         add = Prompts(positive=np.asarray(outside).reshape(-1, 3), negative=prompts.negative,
                       box=prompts.box, scribbles=scr_fg)
-        result |= np.asarray(_fresh(engine)(image, spacing, add, cancel=cancel), bool)
+        region = np.asarray(_fresh(engine)(image, spacing, add, cancel=cancel), bool)
+        if result.any() and outside and prompts.box is None and scr_fg is None:
+            region &= _reach(result, outside, spacing)
+        result |= region
 
     hits = _hits(result, prompts.negative)
     if hits:
