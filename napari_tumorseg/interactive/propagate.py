@@ -42,7 +42,7 @@ def _agree(a: np.ndarray, b: np.ndarray, iou: float = 0.97) -> bool:
 
 def propagate(n_slices: int, seeds: dict[int, np.ndarray], segment_slices: SliceFn,
               previous: dict[int, np.ndarray] | None = None, min_area_px: int = 4,
-              max_growth: float = 4.0, settle: int = 3,
+              max_growth: float = 4.0, max_seed_ratio: float = 1.5, settle: int = 3,
               cancel: Callable[[], bool] | None = None) -> dict[int, np.ndarray] | None:
     """Extend the seed masks (slice index -> bool (y, x)) up and down the volume.
 
@@ -55,10 +55,16 @@ def propagate(n_slices: int, seeds: dict[int, np.ndarray], segment_slices: Slice
     on ``settle`` slices in a row, as the slices beyond would come out the same (one slice is
     not enough: near the click a too-long object still agrees with the new one); where a
     front finds the object ended, the previous answer's run of slices beyond is cleared.
+
+    A front also ends where its mask outgrows ``max_seed_ratio`` times the largest seed
+    (the clicked slices): a network that has not learned the case spreads over the brain
+    slice after slice, while a lesion's cross-section seldom exceeds the one the user
+    clicked by much (the first click goes to the deepest, widest part).
     """
     previous = previous or {}
     out = {int(z): np.asarray(m, bool) for z, m in seeds.items()}
     fronts = [(z, d, 0) for z, m in out.items() if m.any() for d in (-1, 1)]
+    seed_area = max((int(m.sum()) for m in out.values()), default=0)
     ended = []
     while fronts:
         if cancel is not None and cancel():
@@ -76,7 +82,8 @@ def propagate(n_slices: int, seeds: dict[int, np.ndarray], segment_slices: Slice
         for (nz, d, prev, agreed), m in zip(todo, masks):
             m = connected_to(np.asarray(m, bool), prev)
             area, prev_area = int(m.sum()), int(prev.sum())
-            if area < min_area_px or area > max_growth * prev_area + 100:
+            if (area < min_area_px or area > max_growth * prev_area + 100
+                    or area > max_seed_ratio * seed_area + 10):
                 ended.append((nz, d))
                 continue
             if nz in out:  # two fronts met on this slice in the same step
