@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_tumorseg.interactive.encoding import ClickEncoding, ClickGuided
-from napari_tumorseg.interactive.simulate import ClickSimulator, deep_point, error_click
+from napari_tumorseg.interactive.simulate import ClickSimulator, deep_point
 from napari_tumorseg.models.checkpoint import load_checkpoint
 from napari_tumorseg.training.engine import TrainConfig, run_to_end
 
@@ -81,20 +81,6 @@ def test_simulated_clicks_lie_inside_and_outside_the_tumour(lgg_run, shared_data
     for i, (pos, neg) in enumerate(clicks):
         assert not neg and len(pos) == 1
         assert np.array_equal(pos[0], deep_point(gt[i], spacings[i]))
-
-
-def test_error_click_goes_to_the_largest_error():
-    gt = np.zeros((40, 40), bool)
-    gt[5:25, 5:25] = True
-    pred = np.zeros_like(gt)
-    pred[5:25, 5:15] = True  # misses a 20x10 strip
-    pred[30:34, 30:34] = True  # a 4x4 false positive
-    point, positive = error_click(pred, gt, (1.0, 1.0))
-    assert positive and gt[tuple(point)] and not pred[tuple(point)]
-    pred[5:25, 5:25] = True
-    point, positive = error_click(pred, gt, (1.0, 1.0))
-    assert not positive and tuple(point) in {(31, 31), (31, 32), (32, 31), (32, 32)}
-    assert error_click(gt, gt, (1.0, 1.0)) is None
 
 
 def test_glims_trains_click_guided_in_3d_and_answers_on_a_crop(shared_data, tmp_path):

@@ -1,0 +1,46 @@
+"""The simulated user's geometry: deep first clicks, error clicks, neighbour-like masks."""
+
+import numpy as np
+
+from napari_tumorseg.interactive.simulate import deep_point, error_click, neighbour_like
+
+
+def test_deep_point_is_the_distance_maximum_in_mm_and_jitter_stays_deep():
+    mask = np.zeros((1, 30, 60), bool)
+    mask[0, 5:25, 5:55] = True
+    assert tuple(deep_point(mask[0], (1.0, 1.0))) in {(14, x) for x in range(14, 46)} | {(15, x) for x in range(14, 46)}
+    # With 3 mm columns the object is 150 mm wide and 20 mm tall: still deepest mid-height.
+    p = deep_point(mask[0], (1.0, 3.0))
+    assert p[0] in (14, 15)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        q = deep_point(mask[0], (1.0, 1.0), rng, jitter=0.3)
+        assert mask[0][tuple(q)] and 5 + 6 <= q[0] <= 24 - 6  # at least 70 % of the depth
+    assert deep_point(np.zeros((5, 5), bool), (1, 1)) is None
+
+
+def test_error_click_goes_to_the_largest_error():
+    gt = np.zeros((40, 40), bool)
+    gt[5:25, 5:25] = True
+    pred = np.zeros_like(gt)
+    pred[5:25, 5:15] = True  # misses a 20x10 strip
+    pred[30:34, 30:34] = True  # a 4x4 false positive
+    point, positive = error_click(pred, gt, (1.0, 1.0))
+    assert positive and gt[tuple(point)] and not pred[tuple(point)]
+    pred[5:25, 5:25] = True
+    point, positive = error_click(pred, gt, (1.0, 1.0))
+    assert not positive and tuple(point) in {(31, 31), (31, 32), (32, 31), (32, 32)}
+    assert error_click(gt, gt, (1.0, 1.0)) is None
+
+
+def test_neighbour_like_masks_move_and_change_size_a_little():
+    rng = np.random.default_rng(1)
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 20:40] = True
+    for _ in range(10):
+        m = neighbour_like(mask, rng)
+        assert m.any()
+        inter = (m & mask).sum()
+        assert inter > 0.3 * mask.sum()  # shifted at most 3 px, grown or shrunk by 3 px
+    blob = neighbour_like(np.zeros((64, 64), bool), rng)
+    assert 20 <= blob.sum() <= 400  # an empty slice gets a disk of radius 3-10
