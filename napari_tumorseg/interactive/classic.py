@@ -27,9 +27,9 @@ Per prompt update (each stage polls ``cancel``):
 **Clicks that extend the previous prompts** (the dock's and the robot's case) edit the
 previous answer, one click at a time, with :func:`refine_with_prompts`: a positive click adds
 the object under it, a negative click removes the object under it (or its part near the
-click); the rest stays. Solving every click jointly from scratch let one correcting click
-move the whole boundary (measured on BraTS: Dice going down after a click); this way an
-update is also one solver run, however many clicks came before. Other prompt changes (a
+click); the rest stays, as a user expects of a correction, and an update is one solver run
+however many clicks came before. (Solving every click jointly scored about the same on the
+benchmark and cost more per click; neither is monotone, see benchmarks/RESULTS_clicks.md.) Other prompt changes (a
 click removed, a box, scribbles) are solved jointly from scratch.
 
 Measured results and the targets missed are in benchmarks/RESULTS_clicks.md.
@@ -244,9 +244,8 @@ class ClassicEngine:
         """The last answer edited by the clicks added since, one at a time (as refine does).
 
         A user corrects what is on screen: a new positive click adds the region under it, a
-        new negative click removes the region under it, and the rest of the answer stays.
-        Re-solving every click jointly would let one click move the whole boundary (measured:
-        Dice going down after a correcting click); this way each update is one engine call.
+        new negative click removes the region under it, and the rest of the answer stays;
+        each update is one engine call.
         """
         from napari_tumorseg.interactive.refine import refine_with_prompts
 
