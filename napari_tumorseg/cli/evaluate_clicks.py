@@ -83,7 +83,7 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
     gt = gt > 0
     if not gt.any():
         raise TumorSegError(f"GT {gt_path} is empty: there is nothing to click on")
-    choice = engine_from_name(engine)
+    choice = engine_from_name(engine, volume=gt.ndim == 3 and gt.shape[0] > 1)
     spacing = tuple(float(s) for s in ref.spacing)
     result = None
     for event in iter_clicks(choice.engine, image, spacing, gt, max_clicks=max_clicks):

@@ -101,11 +101,11 @@ def describe_engine(engine) -> str:
     return f"{engine.name} ({'3D crop' if dims == 3 else '2D+propagation'})"
 
 
-def _best_engine():
-    """Worker-thread body: the automatic choice (it may load the starter model)."""
+def _best_engine(volume: bool = False):
+    """Worker-thread body: the automatic choice for a volume or an image (it may load the starter)."""
     from napari_tumorseg.interactive.engines import default_engine
 
-    return default_engine()
+    return default_engine(volume=volume)
 
 
 class SegmentClicksWidget(QWidget):
@@ -130,6 +130,7 @@ class SegmentClicksWidget(QWidget):
         self._pending = False
         self._engines: dict[str, tuple[object, str]] = {}  # combo text -> (engine, description)
         self._auto: tuple[object, str] | None = None
+        self._auto_volume = False  # whether the automatic choice was made for a volume
         self._auto_worker = None
         self._switching = False
 
@@ -276,7 +277,16 @@ class SegmentClicksWidget(QWidget):
         self._scan = layer
         if layer is not None:
             self.prompt_layers = PromptLayers(self.viewer, layer, self._schedule, self.undo_prompt)
+        if self._auto is not None and self._auto_volume != self._scan_is_volume():
+            # The best engine differs between a volume and a single image: choose again.
+            self._auto = None
+            if self.engine_combo.currentText() == AUTO:
+                self._load_auto_engine()
         self._follow_prediction()
+
+    def _scan_is_volume(self) -> bool:
+        layer = self._scan
+        return layer is not None and layer.ndim >= 3 and int(np.shape(layer.data)[-3]) > 1
 
     def _drop_scan(self) -> None:
         self._generation += 1  # whatever runs is now stale
@@ -465,9 +475,11 @@ class SegmentClicksWidget(QWidget):
         if self._auto_worker is not None:
             return
         self.engine_status.setText("automatic: looking for the best engine…")
-        worker = create_worker(_best_engine, _start_thread=False, _ignore_errors=True)
+        volume = self._scan_is_volume()
+        worker = create_worker(_best_engine, volume, _start_thread=False, _ignore_errors=True)
 
         def done(choice):
+            self._auto_volume = volume
             self._auto = (choice.engine, f"automatic → {describe_engine(choice.engine)}\n({choice.reason})")
 
         def failed(err):
@@ -477,6 +489,10 @@ class SegmentClicksWidget(QWidget):
 
         def finished():
             self._auto_worker = None
+            if self._auto is not None and self._auto_volume != self._scan_is_volume():
+                self._auto = None  # the scan changed kind while the choice loaded
+                self._load_auto_engine()
+                return
             self._show_mode()
             self.engine_ready.emit()
             if self._has_prompts():

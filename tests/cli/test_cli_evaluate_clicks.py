@@ -46,7 +46,7 @@ def test_text_report_on_a_2d_png(disc_2d, capsys, monkeypatch):
     image, mask, _ = disc_2d
     # The automatic choice: classic when no starter model ships (an empty resources dir here).
     monkeypatch.setattr(engines, "RESOURCES", disc_2d[2])
-    monkeypatch.setattr(engines.default_engine, "__defaults__", (disc_2d[2],))
+    monkeypatch.setattr(engines.default_engine, "__defaults__", (disc_2d[2], False))
     assert main(["evaluate-clicks", image, mask, "--max-clicks", "3"]) == 0
     out = capsys.readouterr().out
     assert "Engine: classic engine (no starter click model" in out

@@ -36,3 +36,13 @@ def test_engine_from_name():
     assert isinstance(engines.engine_from_name("classic").engine, ClassicEngine)
     with pytest.raises(TumorSegError, match="no checkpoint"):
         engines.engine_from_name("/nonexistent/model.pt")
+
+
+def test_a_volume_gets_the_classic_engine_when_the_starter_is_2d():
+    ckpt = engines.starter_checkpoint()
+    if ckpt is None:
+        pytest.skip("no starter click model ships in this checkout")
+    image = engines.default_engine()
+    volume = engines.default_engine(volume=True)
+    assert getattr(image.engine, "dims", 2) == 2 and not isinstance(image.engine, ClassicEngine)
+    assert isinstance(volume.engine, ClassicEngine) and volume.reason == engines.VOLUME_REASON

@@ -480,7 +480,7 @@ def test_automatic_engine_is_the_default_choice_and_says_which(make_napari_viewe
     flair, roi = _open_brainix(viewer, shared_data)
     dock = _dock(viewer, qtbot, flair, engine=None)
     assert dock.engine_combo.currentText() == AUTO
-    expected = default_engine()
+    expected = default_engine(volume=True)  # BRAINIX is a volume
     status = dock.engine_status.text()
     assert status.startswith(f"automatic → {describe_engine(expected.engine)}") and expected.reason in status
     assert type(dock.engine()[0]) is type(expected.engine)
