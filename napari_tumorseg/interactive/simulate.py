@@ -48,20 +48,18 @@ def deep_point(mask: np.ndarray, spacing, rng: np.random.Generator | None = None
 
 
 def error_click(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[np.ndarray, bool] | None:
-    """(point, positive) at the centre of the largest error region, or None when none."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
-    best = None
-    for err, positive in ((gt & ~pred, True), (pred & ~gt, False)):
-        if not err.any():
-            continue
-        lab, n = ndimage.label(err)
-        sizes = np.bincount(lab.ravel())[1:]
-        k = int(np.argmax(sizes))
-        if best is None or sizes[k] > best[0]:
-            best = (int(sizes[k]), lab == k + 1, positive)
-    if best is None:
+    """(point, positive) at the centre of the largest error region, or None when none.
+
+    The training-time user is the click robot's user (one definition of "the next click"),
+    so the model learns from the clicks it will be measured with.
+    """
+    from napari_tumorseg.interactive.robot import next_click
+
+    pred = np.asarray(pred, bool)
+    hit = next_click(pred, gt, [float(s) for s in spacing][-pred.ndim:])
+    if hit is None:
         return None
-    return deep_point(best[1], spacing), best[2]
+    return np.asarray(hit[0]), hit[1]
 
 
 def foreground(out, y_shape: tuple[int, ...]) -> torch.Tensor:
