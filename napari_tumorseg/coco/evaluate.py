@@ -85,6 +85,19 @@ def _stem(file_name: str) -> str:
     return Path(file_name.replace("\\", "/")).stem
 
 
+def _match_images(truth: _Truth, find, load) -> tuple[dict[int, np.ndarray], list[str]]:
+    """Each ground-truth image's prediction: ``find(stem)`` locates it, ``load(found, image_id)``
+    reads it; returns the masks and the file names with no prediction."""
+    out, missing = {}, []
+    for image_id, image in truth.coco.images.items():
+        found = find(_stem(image["file_name"]))
+        if found is None:
+            missing.append(image["file_name"])
+        else:
+            out[image_id] = load(found, image_id)
+    return out, missing
+
+
 def _pred_from_folder(folder: Path, truth: _Truth) -> dict[int, np.ndarray]:
     from napari_tumorseg.coco.from_masks import read_mask
 
@@ -92,14 +105,8 @@ def _pred_from_folder(folder: Path, truth: _Truth) -> dict[int, np.ndarray]:
     for p in folder.iterdir():
         if p.is_file() and p.suffix.lower() in _MASK_SUFFIXES:
             files.setdefault(p.stem, p)
-    out, missing = {}, []
-    for image_id, image in truth.coco.images.items():
-        stem = _stem(image["file_name"])
-        path = files.get(stem) or files.get(f"{stem}_mask")
-        if path is None:
-            missing.append(image["file_name"])
-            continue
-        out[image_id] = read_mask(path)
+    out, missing = _match_images(truth, lambda stem: files.get(stem) or files.get(f"{stem}_mask"),
+                                 lambda path, _id: read_mask(path))
     if missing:
         raise TumorSegError(
             f"{folder.name}: no predicted mask for {len(missing)} of {len(truth.coco.images)} images "
@@ -113,15 +120,13 @@ def _pred_from_coco(path: Path, truth: _Truth) -> dict[int, np.ndarray]:
 
     pred = load_coco(_one_split(path))
     by_name = {_stem(im["file_name"]): im for im in pred.images.values()}
-    out, missing = {}, []
-    for image_id, image in truth.coco.images.items():
-        record = by_name.get(_stem(image["file_name"]))
-        if record is None:
-            missing.append(image["file_name"])
-            continue
+
+    def load(record, image_id):
         h, w = truth.sizes[image_id]
-        out[image_id] = rasterize(pred.anns_by_image[record["id"]], h, w, per_category=True,
-                                  dtype=mask_dtype(pred.max_category_id))
+        return rasterize(pred.anns_by_image[record["id"]], h, w, per_category=True,
+                         dtype=mask_dtype(pred.max_category_id))
+
+    out, missing = _match_images(truth, by_name.get, load)
     if missing:
         raise TumorSegError(
             f"{path.name}: {len(missing)} of {len(truth.coco.images)} images have no record "
