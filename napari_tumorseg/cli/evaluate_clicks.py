@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("gt", help="ground-truth mask on the same grid (every value > 0 is tumour)")
     p.add_argument("--engine", default=None, metavar="classic|CKPT",
                    help="'classic', or a click-guided checkpoint; default: the automatic choice "
-                        "(the shipped starter model, else classic)")
+                        "(the shipped starter model for a single image, the classic engine for a volume)")
     p.add_argument("--max-clicks", type=int, default=10, metavar="N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--image-series", type=int, default=None, metavar="N",

@@ -169,7 +169,10 @@ def _binary_pred(mask: np.ndarray, labels: list[int] | None) -> np.ndarray:
 
 
 def _dice(tp: int, p: int, g: int) -> float:
-    return 1.0 if p + g == 0 else 2.0 * tp / (p + g)
+    """Dice from the counts, with the metrics module's empty-mask policy (both empty: 1)."""
+    from napari_tumorseg.metrics import metrics_from_counts
+
+    return float(metrics_from_counts(tp, p - tp, g - tp, 0)["dice"])
 
 
 def evaluate_coco(pred_path: str | os.PathLike, gt_path: str | os.PathLike,

@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from napari_tumorseg.widgets.segment_clicks import CLASSIC, NEW_LAYER, SegmentClicksWidget
 from tests.widgets.conftest import save_screenshot
+from tests.widgets.test_predict_correct_widgets import _open_brainix
 
 pytestmark = pytest.mark.gui
 
@@ -22,14 +23,6 @@ DICE_ONE_CLICK = 0.70
 
 def _dice(a, b) -> float:
     return 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
-
-
-def _open_brainix(viewer, shared_data):
-    viewer.open(str(shared_data / "dicom_brainix" / "FLAIR"), plugin="napari-tumorseg")
-    viewer.open(str(shared_data / "dicom_brainix" / "ROI"), plugin="napari-tumorseg")
-    flair = next(l for l in viewer.layers if type(l).__name__ == "Image")
-    roi = next(l for l in viewer.layers if type(l).__name__ == "Labels")
-    return flair, roi
 
 
 def _dock(viewer, qtbot, flair, engine=CLASSIC):
