@@ -136,14 +136,15 @@ class LinTUNet(UNet):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 64,
                  dropout: float = 0.0, depth: int = 1, heads: int = 8, proj_rows: int = 64,
                  keep: int = 32, ref_size: int = 256, ffn_mult: int = 4,
-                 attn_dropout: float = 0.0):
+                 attn_dropout: float = 0.0, norm: str = "batch"):
         if ref_size < MULTIPLE or ref_size % MULTIPLE:
             raise TumorSegError(f"lintunet: ref_size must be a multiple of {MULTIPLE}, got {ref_size}")
         grid = (ref_size // MULTIPLE,) * 2
         attention = SparseLinformerBottleneck(
             8 * width, depth, heads, proj_rows, keep, grid, ffn_mult, attn_dropout
         )
-        super().__init__(in_channels, out_channels, width, dropout, bottleneck_attention=attention)
+        super().__init__(in_channels, out_channels, width, dropout, bottleneck_attention=attention,
+                         norm=norm)
 
 
 @register_model(

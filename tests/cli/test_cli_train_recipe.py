@@ -36,8 +36,9 @@ def test_cli_defaults_to_the_cpu_recipe_without_cuda(shared_data, tmp_path, smal
     text = capsys.readouterr().out
     assert "(cpu recipe)" in text and "or 10 min, whichever comes first" in text
     resolved, config = _resolved(out)
-    assert resolved["recipe"] == "cpu" and resolved["loss"] == "bce_dice" and resolved["lr"] == 0.003
+    assert resolved["recipe"] == "cpu" and resolved["loss"] == "bce_dice" and resolved["lr"] == 0.001
     assert config["width"] == 4  # --width wins over the recipe's 16
+    assert config["norm"] == "instance"  # the rest of the recipe's model config stays
 
 
 def test_cli_recipe_paper_switches(shared_data, tmp_path, small, capsys):
@@ -80,5 +81,5 @@ def test_cli_models_shows_the_cpu_recipe(capsys):
     assert "CPU recipe (the default without CUDA" in capsys.readouterr().out
     assert main(["models", "--json"]) == 0
     infos = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
-    assert infos["unet"]["cpu_recipe"]["model_config"] == {"width": 16}
+    assert infos["unet"]["cpu_recipe"]["model_config"] == {"width": 16, "norm": "instance"}
     assert infos["segformer"]["cpu_recipe"] is None

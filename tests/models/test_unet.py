@@ -57,6 +57,21 @@ def test_preset_is_seed_000_with_seed_003_variants():
     assert combos["combo_0.5"]["loss_params"]["alpha"] == 0.5
 
 
+def test_instance_norm_option_keeps_paper_batchnorm_default():
+    paper = create_model("unet", width=4)
+    assert all(isinstance(d.conv.norm, torch.nn.BatchNorm2d) for d in paper.downs)
+    inst = create_model("unet", width=4, norm="instance")
+    norms = [m for m in inst.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert len(norms) == 9 and all(n.affine for n in norms)  # 4 down, bottleneck, 4 up
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in inst.modules())
+    # Instance norm makes a sample's output independent of the rest of its batch in training.
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 32, 32)
+    assert torch.allclose(inst(x)[:1], inst(x[:1]), atol=1e-5)
+    with pytest.raises(TumorSegError, match="norm"):
+        create_model("unet", width=4, norm="layer")
+
+
 def test_unknown_config_is_one_line_error():
     with pytest.raises(TumorSegError, match="unknown config"):
         create_model("unet", widht=4)
