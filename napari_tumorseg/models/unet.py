@@ -54,7 +54,9 @@ def _norm_layer(norm: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if norm == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
-    raise TumorSegError(f"unet norm must be 'batch' or 'instance', not {norm!r}")
+    if norm == "group":  # groups of 4 channels (Wu & He 2018 use 16-32 groups at width 64)
+        return nn.GroupNorm(max(1, channels // 4), channels)
+    raise TumorSegError(f"unet norm must be 'batch', 'instance' or 'group', not {norm!r}")
 
 
 class Down(nn.Module):
@@ -177,7 +179,8 @@ SEED003_VARIANTS = [
 # norm rather than the paper's BatchNorm (nnU-Net's choice too): with BatchNorm the COCO
 # validation Dice swung between 0.28 and 0.44 from epoch to epoch (batch statistics of 8
 # JPGs from different scanners), with instance norm it climbed steadily to 0.58 in 20 min;
-# Adam 1e-3 beat 3e-3 there (0.54 vs 0.49 at 5 min). BCE + Dice reached a useful Dice sooner
+# Adam 1e-3 beat 3e-3 there (0.54 vs 0.51 at 5 min). GroupNorm won on LGG's 14 slices but
+# lost to MONAI's BasicUNet on COCO; instance norm beat it on both. BCE + Dice reached a useful Dice sooner
 # than BCE alone; a constant lr, because a run cut by a time limit does not know how many
 # epochs it will get. Numbers: benchmarks/RESULTS_cpu_recipe.md.
 CPU_RECIPE = Recipe(

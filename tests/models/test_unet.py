@@ -68,6 +68,9 @@ def test_instance_norm_option_keeps_paper_batchnorm_default():
     torch.manual_seed(0)
     x = torch.randn(3, 1, 32, 32)
     assert torch.allclose(inst(x)[:1], inst(x[:1]), atol=1e-5)
+    group = create_model("unet", width=8, norm="group")
+    gns = [m for m in group.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(gns) == 9 and gns[0].num_groups == 2  # 8 channels in groups of 4
     with pytest.raises(TumorSegError, match="norm"):
         create_model("unet", width=4, norm="layer")
 
