@@ -73,7 +73,11 @@ _NON_IMAGE_SOP_PATTERNS = (
 _PIXEL_DATA = 0x7FE00010
 _DEFER_BYTES = 4096  # values larger than this are not read while scanning
 
-_PARALLEL_MIN_FILES = 16
+# Threads only for very large studies: on a warm page cache the header parse is GIL-bound,
+# and a 4-thread pool doubled the CPU of scan + load (BRAINIX FLAIR, 22 files: 58 -> 28 ms;
+# a 155-file series: 253 -> 119 ms; benchmarks/RESULTS_dicom.md). Thousands of files on a
+# cold or network disk are where overlapping the reads can still pay.
+_PARALLEL_MIN_FILES = 1000
 _IO_THREADS = 4
 
 

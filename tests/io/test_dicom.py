@@ -408,3 +408,16 @@ def test_deflated_explicit_vr_series_loads_like_its_source(brainix, tmp_path):
     _, ref, _ = _load_one(brainix / "FLAIR")
     np.testing.assert_array_equal(vol.data, ref.data)
     np.testing.assert_allclose(vol.affine, ref.affine)
+
+
+def test_threaded_reads_of_a_large_study_give_the_same_volume(brainix, monkeypatch):
+    """The thread pool (used from 1000 files, for cold disks) must order and place the
+    headers and pixels exactly as the sequential path does."""
+    import napari_tumorseg.io.dicom as dicom_mod
+
+    s_seq, vol_seq, _ = _load_one(brainix / "FLAIR")
+    monkeypatch.setattr(dicom_mod, "_PARALLEL_MIN_FILES", 2)
+    s_thr, vol_thr, _ = _load_one(brainix / "FLAIR")
+    assert vol_thr.data.shape == vol_seq.data.shape == (22, 288, 288)
+    np.testing.assert_array_equal(vol_thr.data, vol_seq.data)
+    np.testing.assert_allclose(vol_thr.affine, vol_seq.affine)
