@@ -24,3 +24,23 @@ def save_screenshot(viewer, path: Path) -> np.ndarray:
     # A real render has many distinct colours; a blank or black window has a handful.
     assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 50
     return img
+
+
+def open_as_channels(viewer, qtbot, folder: Path, keep):
+    """Scan ``folder`` in the Load study dock, tick the rows whose name ``keep`` accepts,
+    open them "as channels" and wait for the worker; returns the dock."""
+    from qtpy.QtCore import Qt
+
+    from napari_tumorseg.widgets.load_study import LoadStudyWidget
+
+    widget = LoadStudyWidget(viewer)
+    widget.picker.set_path(folder)
+    widget.scan()
+    for r in range(widget.table.rowCount()):
+        item = widget.table.item(r, 0)
+        item.setCheckState(Qt.Checked if keep(item.text().lower()) else Qt.Unchecked)
+    widget.as_channels.setChecked(True)
+    worker = widget.open_selected()
+    with qtbot.waitSignal(worker.finished, timeout=120000):
+        pass
+    return widget

@@ -3,7 +3,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_tumorseg.widgets.load_study import LoadStudyWidget
-from tests.widgets.conftest import save_screenshot
+from tests.widgets.conftest import open_as_channels, save_screenshot
 
 pytestmark = pytest.mark.gui
 
@@ -33,17 +33,8 @@ def test_scan_lists_series_and_opens_selected(make_napari_viewer, qtbot, shared_
 
 def test_channels_of_one_case(make_napari_viewer, qtbot, shared_data):
     viewer = make_napari_viewer()
-    widget = LoadStudyWidget(viewer)
-    widget.picker.set_path(shared_data / "brats2012_hg0015")
-    widget.scan()
-    names = [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())]
-    for r, n in enumerate(names):
-        keep = any(k in n.lower() for k in ("flair", "t1c"))
-        widget.table.item(r, 0).setCheckState(Qt.Checked if keep else Qt.Unchecked)
-    widget.as_channels.setChecked(True)
-    worker = widget.open_selected()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    open_as_channels(viewer, qtbot, shared_data / "brats2012_hg0015",
+                     lambda n: any(k in n for k in ("flair", "t1c")))
     images = [l for l in viewer.layers if type(l).__name__ == "Image"]
     # As channels: ONE case volume (c, z, y, x) behind both layers. Opened separately they
     # would be two volumes of one shape, which is what this must tell apart.

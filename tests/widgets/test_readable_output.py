@@ -3,12 +3,10 @@ the volume beside the threshold, empty results said out loud, channels named onc
 
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt
 
 from napari_tumorseg.widgets._common import show_slice
-from napari_tumorseg.widgets.load_study import LoadStudyWidget
 from napari_tumorseg.widgets.predict import PROBABILITY_FLOOR, PredictWidget, label_layer_name, prob_layer_name
-from tests.widgets.conftest import save_screenshot
+from tests.widgets.conftest import open_as_channels, save_screenshot
 from tests.widgets.test_predict_correct_widgets import _open_brainix, brainix_ckpt  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
@@ -103,18 +101,8 @@ def test_prediction_reads_apart_from_truth(make_napari_viewer, qtbot, shared_dat
 
 def test_channels_named_once_and_one_shown(make_napari_viewer, qtbot, shared_data):
     viewer = make_napari_viewer()
-    widget = LoadStudyWidget(viewer)
-    widget.picker.set_path(shared_data / "brats2012_hg0015")
-    widget.scan()
-    names = [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())]
-    for r, n in enumerate(names):
-        keep = n.lower().endswith(("flair", "t1c")) or ".nii" in n.lower() and ("flair" in n.lower()
-                                                                              or "t1c" in n.lower())
-        widget.table.item(r, 0).setCheckState(Qt.Checked if keep else Qt.Unchecked)
-    widget.as_channels.setChecked(True)
-    worker = widget.open_selected()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    open_as_channels(viewer, qtbot, shared_data / "brats2012_hg0015",
+                     lambda n: n.endswith(("flair", "t1c")) or ".nii" in n and ("flair" in n or "t1c" in n))
     images = [l for l in viewer.layers if type(l).__name__ == "Image"]
     assert len(images) >= 2
     for layer in images:
