@@ -33,8 +33,8 @@ MULTIPLE = 2**DEPTH
 class DoubleConv(nn.Module):
     """conv3x3 -> ReLU -> conv3x3 -> ReLU -> BatchNorm (-> Dropout2d).
 
-    ``norm="instance"`` swaps the BatchNorm for an affine InstanceNorm (the CPU recipe's
-    choice, see CPU_RECIPE); the paper's model keeps BatchNorm."""
+    ``norm`` swaps the paper's BatchNorm for an affine InstanceNorm (``"instance"``, the CPU
+    recipe's choice, see CPU_RECIPE) or a GroupNorm of 4-channel groups (``"group"``)."""
 
     def __init__(self, in_ch: int, out_ch: int, dropout: float = 0.0, norm: str = "batch"):
         super().__init__()
@@ -180,9 +180,9 @@ SEED003_VARIANTS = [
 # validation Dice swung between 0.28 and 0.44 from epoch to epoch (batch statistics of 8
 # JPGs from different scanners), with instance norm it climbed steadily to 0.58 in 20 min;
 # Adam 1e-3 beat 3e-3 there (0.54 vs 0.51 at 5 min). GroupNorm won on LGG's 14 slices but
-# lost to MONAI's BasicUNet on COCO; instance norm beat it on both. BCE + Dice reached a useful Dice sooner
-# than BCE alone; a constant lr, because a run cut by a time limit does not know how many
-# epochs it will get. Numbers: benchmarks/RESULTS_cpu_recipe.md.
+# lost to MONAI's BasicUNet on COCO; instance norm beat it on both. BCE + Dice reached a
+# useful Dice sooner than BCE alone; a constant lr, because a run cut by a time limit does
+# not know how many epochs it will get. Numbers: benchmarks/RESULTS_cpu_recipe.md.
 CPU_RECIPE = Recipe(
     name="cpu",
     preset=TrainingPreset(loss="bce_dice", optimizer="adam", lr=1e-3, scheduler="none",
