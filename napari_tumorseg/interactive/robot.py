@@ -105,20 +105,27 @@ def dice(mask: np.ndarray, gt: np.ndarray) -> float:
     return float(metrics_from_counts(*confusion_counts(mask, gt))["dice"])
 
 
-def deepest_point(region: np.ndarray, spacing) -> tuple[int, ...]:
-    """The voxel of ``region`` farthest (in mm) from everything outside it and the border.
+def depth_map(region: np.ndarray, spacing) -> np.ndarray:
+    """Distance (mm) of every voxel of ``region`` to the nearest voxel outside it or to the
+    border of the array, in ``region``'s shape (0 outside).
 
     Axes of length 1 (the z of a 2D image) are left out: a single slice has no border along z.
     """
     region = np.asarray(region, bool)
-    if not region.any():
-        raise ValueError("deepest_point of an empty region")
     spacing = tuple(float(s) for s in spacing)
     axes = [k for k, n in enumerate(region.shape) if n > 1]
     flat = region.reshape([region.shape[k] for k in axes]) if axes else region.reshape(1)
     padded = np.pad(flat, 1, constant_values=False)
     dist = ndimage.distance_transform_edt(padded, sampling=[spacing[k] for k in axes] or None)
-    dist = dist[(slice(1, -1),) * flat.ndim]
+    return dist[(slice(1, -1),) * flat.ndim].reshape(region.shape)
+
+
+def deepest_point(region: np.ndarray, spacing) -> tuple[int, ...]:
+    """The voxel of ``region`` farthest (in mm) from everything outside it and the border."""
+    region = np.asarray(region, bool)
+    if not region.any():
+        raise ValueError("deepest_point of an empty region")
+    dist = depth_map(region, spacing)
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(dist)), region.shape))
 
 

@@ -22,14 +22,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from napari_tumorseg.interactive.encoding import ClickEncoding
-
-
-def _edt(mask: np.ndarray, spacing) -> np.ndarray:
-    # Pad with background so the image border counts as the object's edge (a click is
-    # never placed against the border of the field of view).
-    padded = np.pad(mask, 1)
-    d = ndimage.distance_transform_edt(padded, sampling=[float(s) for s in spacing][-mask.ndim:])
-    return d[tuple(slice(1, -1) for _ in range(mask.ndim))]
+from napari_tumorseg.interactive.robot import depth_map
 
 
 def deep_point(mask: np.ndarray, spacing, rng: np.random.Generator | None = None,
@@ -39,7 +32,8 @@ def deep_point(mask: np.ndarray, spacing, rng: np.random.Generator | None = None
     mask = np.asarray(mask, bool)
     if not mask.any():
         return None
-    d = _edt(mask, spacing)
+    # The image border counts as the object's edge: a click never sits against the border.
+    d = depth_map(mask, [float(x) for x in spacing][-mask.ndim:])
     dmax = float(d.max())
     if rng is None or jitter <= 0:
         return np.array(np.unravel_index(int(np.argmax(d)), d.shape))
