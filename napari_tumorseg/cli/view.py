@@ -7,7 +7,7 @@ import argparse
 from napari_tumorseg.errors import TumorSegError
 
 # Tabified in this order; the last one added is the tab in front, so Load study is last.
-DOCKS = ["COCO to masks", "Train", "Predict", "Correct and export", "Load study"]
+DOCKS = ["COCO to masks", "Train", "Predict", "Correct and export", "Segment by clicks", "Load study"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

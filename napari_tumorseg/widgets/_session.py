@@ -26,13 +26,15 @@ from napari.utils.events import EmitterGroup
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import Volume, volume_from_layer
-from napari_tumorseg.widgets._per_viewer import PerViewer
+from napari_tumorseg.widgets._per_viewer import PerViewer, real_viewer
 
 _SESSIONS: "PerViewer[ViewerSession]" = PerViewer()
 
 
 def session_for(viewer) -> "ViewerSession":
-    """The viewer's session, created on first use."""
+    """The viewer's session, created on first use: the same for every dock of a viewer,
+    whether it was given the viewer or napari's per-dock proxy of it."""
+    viewer = real_viewer(viewer)
     session = _SESSIONS.get(viewer)
     if session is None:
         session = ViewerSession(viewer)

@@ -26,6 +26,7 @@ from napari_tumorseg.coco.dataset import find_coco_splits, load_coco
 from napari_tumorseg.coco.from_masks import labels_to_coco, write_coco
 from napari_tumorseg.coco.to_masks import coco_to_masks, render_coco_image
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
     notify_error,
@@ -43,7 +44,7 @@ PREVIEW_PREFIX = "COCO preview"
 class CocoMasksWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # the viewer itself, not the proxy napari hands a dock
         self._sets: dict[str, object] = {}
         self._worker = None
         self.last_report = None

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import volume_from_layer
+from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import PathPicker, guarded, notify_error, scroll_body, show_info, show_slice
 from napari_tumorseg.widgets._session import session_for
 
@@ -64,7 +65,7 @@ def apply_edit(layer, new: np.ndarray) -> int:
 class CorrectWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # the viewer itself, not the proxy napari hands a dock
         self.session = session_for(napari_viewer)
         self._click_layer = None
         self.last_report = ""

@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.study import Study
+from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
     guarded,
@@ -39,7 +40,7 @@ HINT = "1. Scan a study folder → 2. tick the series → 3. Open selected"
 class LoadStudyWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # the viewer itself, not the proxy napari hands a dock
         self.session = session_for(napari_viewer)
         self.study: Study | None = None
         self._worker = None

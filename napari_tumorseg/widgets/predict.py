@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
     guarded,
@@ -82,7 +83,7 @@ class PredictWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # the viewer itself, not the proxy napari hands a dock
         self.session = session_for(napari_viewer)
         self.model_calls = 0  # forward runs started (tests: the slider must not add any)
         self._worker = None

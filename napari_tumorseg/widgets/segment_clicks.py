@@ -42,6 +42,7 @@ from napari_tumorseg.widgets._click_prompts import (
     on_scan_grid,
     spatial_shape,
 )
+from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     hint_label,
     notify_error,
@@ -116,7 +117,7 @@ class SegmentClicksWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # the viewer itself, not the proxy napari hands a dock
         self.session = session_for(napari_viewer)
         self.preview_mask: np.ndarray | None = None  # (z, y, x) bool on the scan grid
         self.last_seconds: float | None = None

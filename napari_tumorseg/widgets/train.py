@@ -53,6 +53,7 @@ from napari_tumorseg.training.events import (
     StartEvent,
     StepEvent,
 )
+from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
     notify_error,
@@ -156,7 +157,7 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)  # the viewer itself, not the proxy napari hands a dock
         self._worker = None
         self._cancel = threading.Event()
         self._pbar = None

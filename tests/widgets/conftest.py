@@ -26,14 +26,19 @@ def save_screenshot(viewer, path: Path) -> np.ndarray:
     return img
 
 
+def add_dock(viewer, name: str):
+    """Open one of the plugin's docks as a user does (Plugins menu): through napari's plugin
+    manager, which hands the widget its own proxy of the viewer. Returns the dock's widget."""
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-tumorseg", name)
+    return widget
+
+
 def open_as_channels(viewer, qtbot, folder: Path, keep):
     """Scan ``folder`` in the Load study dock, tick the rows whose name ``keep`` accepts,
     open them "as channels" and wait for the worker; returns the dock."""
     from qtpy.QtCore import Qt
 
-    from napari_tumorseg.widgets.load_study import LoadStudyWidget
-
-    widget = LoadStudyWidget(viewer)
+    widget = add_dock(viewer, "Load study")
     widget.picker.set_path(folder)
     widget.scan()
     for r in range(widget.table.rowCount()):

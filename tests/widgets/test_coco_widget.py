@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from napari_tumorseg.widgets.coco_masks import PREVIEW_PREFIX, CocoMasksWidget
-from tests.widgets.conftest import save_screenshot
+from tests.widgets.conftest import add_dock, save_screenshot
 
 pytestmark = pytest.mark.gui
 
@@ -26,7 +26,7 @@ def _small_export(src, dst, n=6):
 
 def test_preview_then_convert_folder(make_napari_viewer, qtbot, shared_data, tmp_path, screenshot_dir):
     viewer = make_napari_viewer(show=True)
-    widget = CocoMasksWidget(viewer)
+    widget = add_dock(viewer, "COCO to masks")
     viewer.window.add_dock_widget(widget, name="COCO to masks")
     d = _small_export(shared_data / "coco_ravirawal" / "valid", tmp_path / "export" / "valid")
     widget.coco_picker.set_path(tmp_path / "export")
@@ -55,7 +55,7 @@ def test_preview_then_convert_folder(make_napari_viewer, qtbot, shared_data, tmp
 
 def test_not_coco_json_is_a_notification(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    widget = CocoMasksWidget(viewer)
+    widget = add_dock(viewer, "COCO to masks")
     bad = tmp_path / "x.json"
     bad.write_text(json.dumps({"hello": 1}))
     widget.coco_picker.set_path(bad)
@@ -65,7 +65,7 @@ def test_not_coco_json_is_a_notification(make_napari_viewer, tmp_path):
 def test_labels_layer_to_coco(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-tumorseg", "mri_phantom")
-    widget = CocoMasksWidget(viewer)
+    widget = add_dock(viewer, "COCO to masks")
     labels = next(l for l in viewer.layers if type(l).__name__ == "Labels")
     widget.labels_combo.setCurrentText(labels.name)
     widget.json_picker.set_path(tmp_path / "out.json")

@@ -3,6 +3,7 @@ user's unsaved edits) inside pycocotools; now the preview shows the valid part a
 conversion names the bad record once."""
 
 import pytest
+from tests.widgets.conftest import add_dock
 
 from napari_tumorseg.widgets.coco_masks import PREVIEW_PREFIX, CocoMasksWidget
 from tests.hostile.test_hostile_coco import SQUARE, make_export, polygon_ann
@@ -20,7 +21,7 @@ def notifications():
 
 def test_huge_coordinates_in_the_coco_dock(make_napari_viewer, qtbot, tmp_path, notifications):
     viewer = make_napari_viewer()
-    widget = CocoMasksWidget(viewer)
+    widget = add_dock(viewer, "COCO to masks")
     anns = [polygon_ann([0, 0, 3e9, 0, 3e9, 3e9]), {**polygon_ann(SQUARE), "id": 8}]
     src = make_export(tmp_path / "export", anns)
     widget.coco_picker.set_path(src)

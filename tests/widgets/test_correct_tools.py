@@ -7,7 +7,7 @@ from qtpy.QtWidgets import QApplication
 from scipy import ndimage
 
 from napari_tumorseg.widgets.correct import CorrectWidget, apply_edit
-from tests.widgets.conftest import save_screenshot
+from tests.widgets.conftest import add_dock, save_screenshot
 from tests.widgets.test_predict_correct_widgets import _open_brainix
 
 pytestmark = pytest.mark.gui
@@ -23,7 +23,7 @@ def _enclosed_hole(roi: np.ndarray):
 def test_fill_holes_in_3d_unless_this_slice_only(make_napari_viewer, shared_data):
     viewer = make_napari_viewer()
     _, roi = _open_brainix(viewer, shared_data)
-    widget = CorrectWidget(viewer)
+    widget = add_dock(viewer, "Correct and export")
     widget.labels_combo.setCurrentText(roi.name)
     original = roi.data.copy()
     cube, z = _enclosed_hole(original)
@@ -48,7 +48,7 @@ def test_fill_holes_in_3d_unless_this_slice_only(make_napari_viewer, shared_data
 def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, qtbot, shared_data, screenshot_dir):
     viewer = make_napari_viewer(show=True)
     flair, roi = _open_brainix(viewer, shared_data)
-    widget = CorrectWidget(viewer)
+    widget = add_dock(viewer, "Correct and export")
     viewer.window.add_dock_widget(widget, name="Correct")
     widget.labels_combo.setCurrentText(roi.name)
     original = roi.data.copy()

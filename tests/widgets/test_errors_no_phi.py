@@ -8,7 +8,7 @@ import pytest
 
 from napari_tumorseg.widgets._common import thread_worker, worker_error_handler
 from napari_tumorseg.widgets.load_study import LoadStudyWidget
-from tests.widgets.conftest import save_screenshot
+from tests.widgets.conftest import add_dock, save_screenshot
 
 pytestmark = pytest.mark.gui
 
@@ -38,7 +38,7 @@ def test_brainix_as_channels_opens_each_series_with_one_notice(make_napari_viewe
     assert "BRAINIX" in secrets  # the patient name this test keeps out of every message
 
     viewer = make_napari_viewer(show=True)
-    widget = LoadStudyWidget(viewer)
+    widget = add_dock(viewer, "Load study")
     viewer.window.add_dock_widget(widget, name="Load study")
     widget.picker.set_path(folder)
     assert widget.scan() is not None and widget.table.rowCount() == 3
@@ -110,7 +110,7 @@ def test_unexpected_error_in_a_button_is_one_sanitised_line(make_napari_viewer, 
 
     viewer = make_napari_viewer()
     _, roi = _open_brainix(viewer, shared_data)
-    widget = CorrectWidget(viewer)
+    widget = add_dock(viewer, "Correct and export")
     widget.labels_combo.setCurrentText(roi.name)
     uid = _identifiers(shared_data / "dicom_brainix" / "ROI")[-2]  # its SeriesInstanceUID
     caplog.set_level(logging.DEBUG)

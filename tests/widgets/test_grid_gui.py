@@ -1,6 +1,7 @@
 """A mask whose header puts it elsewhere is shown there, said so, and can take the image's grid."""
 
 from __future__ import annotations
+from tests.widgets.conftest import add_dock
 
 import nibabel as nib
 import numpy as np
@@ -99,7 +100,7 @@ def test_correct_dock_refuses_dice_across_grids(make_napari_viewer, shared_data,
     _open(viewer, folder / "BRATS_HG0015_FLAIR.nii.gz")
     truth = _open(viewer, folder / "BRATS_HG0015_truth.nii.gz")
     moved = _open(viewer, moved_truth)
-    widget = CorrectWidget(viewer)
+    widget = add_dock(viewer, "Correct and export")
     widget.labels_combo.setCurrentText(truth.name)
     widget.gt_combo.setCurrentText(moved.name)
     seen = []

@@ -3,14 +3,14 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_tumorseg.widgets.load_study import LoadStudyWidget
-from tests.widgets.conftest import open_as_channels, save_screenshot
+from tests.widgets.conftest import add_dock, open_as_channels, save_screenshot
 
 pytestmark = pytest.mark.gui
 
 
 def test_scan_lists_series_and_opens_selected(make_napari_viewer, qtbot, shared_data, screenshot_dir):
     viewer = make_napari_viewer(show=True)
-    widget = LoadStudyWidget(viewer)
+    widget = add_dock(viewer, "Load study")
     viewer.window.add_dock_widget(widget, name="Load study")
     widget.picker.set_path(shared_data / "dicom_brainix")
     study = widget.scan()
@@ -51,7 +51,7 @@ def test_channels_of_one_case(make_napari_viewer, qtbot, shared_data):
 
 def test_bad_path_notifies_without_traceback(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
-    widget = LoadStudyWidget(viewer)
+    widget = add_dock(viewer, "Load study")
     (tmp_path / "notes.txt").write_text("not an image")
     widget.picker.set_path(tmp_path)
     assert widget.scan() is None

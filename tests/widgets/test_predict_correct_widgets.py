@@ -10,7 +10,7 @@ from napari_tumorseg.models.checkpoint import save_checkpoint
 from napari_tumorseg.widgets.correct import CorrectWidget, apply_edit
 from napari_tumorseg.widgets.predict import PredictWidget, label_layer_name, prob_layer_name
 from tests.inference.test_predict import train_tiny_unet
-from tests.widgets.conftest import save_screenshot
+from tests.widgets.conftest import add_dock, save_screenshot
 
 pytestmark = pytest.mark.gui
 
@@ -35,7 +35,7 @@ def _open_brainix(viewer, shared_data):
 
 
 def _predict(viewer, qtbot, ckpt, flair):
-    widget = PredictWidget(viewer)
+    widget = add_dock(viewer, "Predict")
     viewer.window.add_dock_widget(widget, name="Predict")
     widget.ckpt_picker.set_path(ckpt)
     widget.device.setCurrentText("cpu")
@@ -85,7 +85,7 @@ def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, sha
     assert widget.model_calls == calls + 1
 
     # Correction: click-to-keep keeps the component under the click; one undo restores.
-    correct = CorrectWidget(viewer)
+    correct = add_dock(viewer, "Correct and export")
     viewer.window.add_dock_widget(correct, name="Correct")
     correct.labels_combo.setCurrentText(labels.name)
     correct.image_combo.setCurrentText(flair.name)
@@ -139,7 +139,7 @@ def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, sha
 def test_fill_holes_islands_and_undo_share_one_history(make_napari_viewer, shared_data):
     viewer = make_napari_viewer()
     _, roi = _open_brainix(viewer, shared_data)
-    widget = CorrectWidget(viewer)
+    widget = add_dock(viewer, "Correct and export")
     widget.labels_combo.setCurrentText(roi.name)
     original = roi.data.copy()
     z = int(np.argmax(original.sum(axis=(1, 2))))
@@ -168,7 +168,7 @@ def test_fill_holes_islands_and_undo_share_one_history(make_napari_viewer, share
 def test_volume_in_ml_on_brainix_roi(make_napari_viewer, shared_data):
     viewer = make_napari_viewer()
     _, roi = _open_brainix(viewer, shared_data)
-    widget = CorrectWidget(viewer)
+    widget = add_dock(viewer, "Correct and export")
     widget.labels_combo.setCurrentText(roi.name)
     text = widget.measure()
     voxel_ml = float(np.prod(roi.scale)) / 1000.0
@@ -179,7 +179,7 @@ def test_volume_in_ml_on_brainix_roi(make_napari_viewer, shared_data):
 def test_add_to_training_set_never_replaces(make_napari_viewer, shared_data, tmp_path):
     viewer = make_napari_viewer()
     flair, roi = _open_brainix(viewer, shared_data)
-    widget = CorrectWidget(viewer)
+    widget = add_dock(viewer, "Correct and export")
     widget.labels_combo.setCurrentText(roi.name)
     widget.image_combo.setCurrentText(flair.name)
     widget.dataset_picker.set_path(tmp_path / "set")
@@ -208,7 +208,7 @@ def test_classifier_checkpoint_shows_tumour_type(make_napari_viewer, qtbot, tmp_
                     out_channels=4, preprocessing=prep, class_names=info.class_names, history=[])
     viewer = make_napari_viewer()
     viewer.open_sample("napari-tumorseg", "mri_phantom")
-    widget = PredictWidget(viewer)
+    widget = add_dock(viewer, "Predict")
     widget.ckpt_picker.set_path(ckpt)
     widget.device.setCurrentText("cpu")
     assert widget.load_model().is_classifier
@@ -232,7 +232,7 @@ def test_registry_model_with_a_bare_weights_file(make_napari_viewer, qtbot, tmp_
     torch.save(create_model("unet").state_dict(), weights)  # paper configuration, bare state dict
     viewer = make_napari_viewer()
     viewer.open_sample("napari-tumorseg", "mri_phantom")
-    widget = PredictWidget(viewer)
+    widget = add_dock(viewer, "Predict")
     widget.source_combo.setCurrentText("unet")
     widget.ckpt_picker.set_path(weights)
     widget.device.setCurrentText("cpu")
@@ -254,7 +254,7 @@ def test_registry_model_with_a_bare_weights_file(make_napari_viewer, qtbot, tmp_
 def test_cancel_stops_a_prediction(make_napari_viewer, qtbot, shared_data, brainix_ckpt):
     viewer = make_napari_viewer()
     flair, _ = _open_brainix(viewer, shared_data)
-    widget = PredictWidget(viewer)
+    widget = add_dock(viewer, "Predict")
     widget.ckpt_picker.set_path(brainix_ckpt)
     widget.device.setCurrentText("cpu")
     widget.image_layer.setCurrentText(flair.name)

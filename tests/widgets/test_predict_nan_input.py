@@ -2,6 +2,7 @@
 be read as "no tumour" (NaN used to blank the probabilities on its slices)."""
 
 import numpy as np
+from tests.widgets.conftest import add_dock
 import pytest
 
 from napari_tumorseg.widgets.predict import PredictWidget
@@ -17,7 +18,7 @@ def test_nan_scan_is_refused_with_one_notification(make_napari_viewer, qtbot, un
     scan = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
     scan[2] = np.nan
     viewer.add_image(scan, name="flair")
-    widget = PredictWidget(viewer)
+    widget = add_dock(viewer, "Predict")
     widget.ckpt_picker.set_path(unet_checkpoint)
     widget.device.setCurrentText("cpu")
     assert widget.load_model() is not None

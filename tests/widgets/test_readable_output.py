@@ -6,7 +6,7 @@ import pytest
 
 from napari_tumorseg.widgets._common import show_slice
 from napari_tumorseg.widgets.predict import PROBABILITY_FLOOR, PredictWidget, label_layer_name, prob_layer_name
-from tests.widgets.conftest import open_as_channels, save_screenshot
+from tests.widgets.conftest import add_dock, open_as_channels, save_screenshot
 from tests.widgets.test_predict_correct_widgets import _open_brainix, brainix_ckpt  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.gui
@@ -24,7 +24,7 @@ def test_prediction_reads_apart_from_truth(make_napari_viewer, qtbot, shared_dat
     flair, roi = _open_brainix(viewer, shared_data)
     # The opened ROI is the ground truth: an outline in its own colour.
     assert roi.contour == 2
-    widget = PredictWidget(viewer)
+    widget = add_dock(viewer, "Predict")
     viewer.window.add_dock_widget(widget, name="Predict")
     assert widget.hint.isVisibleTo(widget)  # no model yet: the dock says what to do
     widget.ckpt_picker.set_path(brainix_ckpt)

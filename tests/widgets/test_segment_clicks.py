@@ -11,7 +11,7 @@ from qtpy.QtWidgets import QApplication
 from scipy import ndimage
 
 from napari_tumorseg.widgets.segment_clicks import CLASSIC, NEW_LAYER, SegmentClicksWidget
-from tests.widgets.conftest import save_screenshot
+from tests.widgets.conftest import add_dock, save_screenshot
 from tests.widgets.test_predict_correct_widgets import _open_brainix
 
 pytestmark = pytest.mark.gui
@@ -26,7 +26,7 @@ def _dice(a, b) -> float:
 
 
 def _dock(viewer, qtbot, flair, engine=CLASSIC):
-    dock = SegmentClicksWidget(viewer)
+    dock = add_dock(viewer, "Segment by clicks")
     viewer.window.add_dock_widget(dock, name="Segment by clicks")
     dock.scan_combo.setCurrentText(flair.name)
     if engine is not None:

@@ -1,6 +1,7 @@
 """One session per viewer: the docks share the case, the model and the prediction by reference."""
 
 import numpy as np
+from tests.widgets.conftest import add_dock
 import pytest
 import torch
 from qtpy.QtCore import Qt
@@ -27,7 +28,7 @@ def _ckpt(path, channels, names):
 
 
 def _load_case(viewer, qtbot, folder, keep, as_channels):
-    widget = LoadStudyWidget(viewer)
+    widget = add_dock(viewer, "Load study")
     widget.picker.set_path(folder)
     widget.scan()
     for r in range(widget.table.rowCount()):
@@ -46,6 +47,17 @@ def test_sessions_are_per_viewer(make_napari_viewer):
     assert session_for(a) is not session_for(b)
 
 
+def test_every_dock_opened_through_napari_shares_one_session(make_napari_viewer):
+    """napari hands each plugin dock its own proxy of the viewer: still ONE session."""
+    from napari_tumorseg.cli.view import DOCKS
+
+    viewer = make_napari_viewer()
+    docks = [add_dock(viewer, name) for name in DOCKS]
+    sessions = {id(session_for(d.viewer)) for d in docks} | {id(d.session) for d in docks if hasattr(d, "session")}
+    assert sessions == {id(session_for(viewer))}
+    assert all(d.viewer is viewer for d in docks)
+
+
 def test_channels_of_a_case_reach_the_model_together(make_napari_viewer, qtbot, shared_data, tmp_path):
     """'As channels' makes one case; a 2-channel checkpoint gets FLAIR and T1c, not one scan twice."""
     viewer = make_napari_viewer()
@@ -59,7 +71,7 @@ def test_channels_of_a_case_reach_the_model_together(make_napari_viewer, qtbot, 
     vol = session.volume_of(images[0])
     assert vol.data.shape[0] == 2
 
-    widget = PredictWidget(viewer)
+    widget = add_dock(viewer, "Predict")
     widget.ckpt_picker.set_path(_ckpt(tmp_path / "two.pt", 2, ["T1c", "FLAIR"]))
     widget.device.setCurrentText("cpu")
     assert widget.load_model() is not None
@@ -77,7 +89,7 @@ def test_a_single_scan_is_refused_by_a_four_channel_model(make_napari_viewer, qt
     viewer.open(str(shared_data / "dicom_brainix" / "FLAIR"), plugin="napari-tumorseg")
     errors = []
     monkeypatch.setattr("napari_tumorseg.widgets.predict.notify_error", lambda e: errors.append(str(e)))
-    widget = PredictWidget(viewer)
+    widget = add_dock(viewer, "Predict")
     widget.ckpt_picker.set_path(_ckpt(tmp_path / "four.pt", 4, ["FLAIR", "T1", "T1c", "T2"]))
     widget.device.setCurrentText("cpu")
     assert widget.load_model() is not None
@@ -91,8 +103,8 @@ def test_correct_dock_follows_the_prediction_by_reference(make_napari_viewer, qt
     viewer = make_napari_viewer()
     viewer.open(str(shared_data / "dicom_brainix" / "FLAIR"), plugin="napari-tumorseg")
     flair = viewer.layers[0]
-    predict = PredictWidget(viewer)
-    correct = CorrectWidget(viewer)
+    predict = add_dock(viewer, "Predict")
+    correct = add_dock(viewer, "Correct and export")
     ckpt = _ckpt(tmp_path / "one.pt", 1, ["FLAIR"])
     predict.ckpt_picker.set_path(ckpt)
     predict.device.setCurrentText("cpu")
@@ -120,7 +132,7 @@ def test_train_dock_trains_on_every_channel_of_the_session_case(make_napari_view
     viewer = make_napari_viewer()
     case = shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"
     _load_case(viewer, qtbot, case, ("flair", "t1c", "otmulticlass"), as_channels=True)
-    train = TrainWidget(viewer)
+    train = add_dock(viewer, "Train")
     images = session_for(viewer).image_layers()
     labels = next(l for l in viewer.layers if type(l).__name__ == "Labels")
     train.image_layer.setCurrentText(images[0].name)
@@ -135,7 +147,7 @@ def test_the_session_puts_orientation_letters_on_the_canvas(make_napari_viewer, 
 
     viewer = make_napari_viewer()
     assert viewer not in orientation._INSTALLED
-    CorrectWidget(viewer)  # any dock creates the session, and the session installs the letters
+    add_dock(viewer, "Correct and export")  # any dock creates the session, and the session installs the letters
     overlay = orientation._INSTALLED.get(viewer)
     assert overlay is not None and overlay is orientation.install_orientation_letters(viewer)
     viewer.open(str(shared_data / "dicom_brainix" / "FLAIR"), plugin="napari-tumorseg")

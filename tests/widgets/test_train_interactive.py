@@ -1,6 +1,7 @@
 """The Train dock's "Interactive (click-guided)" option trains a click-guided checkpoint."""
 
 import pytest
+from tests.widgets.conftest import add_dock
 
 from napari_tumorseg.widgets.train import TrainWidget
 
@@ -18,7 +19,7 @@ def test_interactive_box_trains_a_click_guided_checkpoint(make_napari_viewer, qt
     image, mask = make_phantom()
     viewer.add_image(image, name="FLAIR")
     viewer.add_labels(mask.astype(int), name="tumour")
-    widget = TrainWidget(viewer)
+    widget = add_dock(viewer, "Train")
     viewer.window.add_dock_widget(widget, name="Train")
     widget.model_combo.setCurrentText("unet")
     widget.small.setChecked(True)

@@ -6,14 +6,14 @@ from qtpy.QtCore import QTimer
 
 from napari_tumorseg.widgets import train as train_dock
 from napari_tumorseg.widgets.train import TrainWidget
-from tests.widgets.conftest import save_screenshot
+from tests.widgets.conftest import add_dock, save_screenshot
 
 pytestmark = pytest.mark.gui
 
 
 def _setup(viewer, tmp_path):
     viewer.open_sample("napari-tumorseg", "mri_phantom")
-    widget = TrainWidget(viewer)
+    widget = add_dock(viewer, "Train")
     viewer.window.add_dock_widget(widget, name="Train")
     widget.model_combo.setCurrentText("unet")
     widget.small.setChecked(True)
@@ -35,7 +35,7 @@ def test_without_cuda_the_dock_starts_on_the_cpu_recipe(make_napari_viewer, monk
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     viewer = make_napari_viewer()
-    widget = TrainWidget(viewer)
+    widget = add_dock(viewer, "Train")
     widget.model_combo.setCurrentText("unet")
     assert widget.recipe.currentData() == "cpu"
     cpu = get_recipe("unet", "cpu")
@@ -231,6 +231,6 @@ def test_slow_step_notice_then_eta_after_the_first_step(make_napari_viewer, qtbo
 
 def test_missing_output_is_a_notification(make_napari_viewer):
     viewer = make_napari_viewer()
-    widget = TrainWidget(viewer)
+    widget = add_dock(viewer, "Train")
     widget.out_picker.set_path("")
     assert widget.start() is None
