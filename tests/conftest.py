@@ -15,6 +15,19 @@ SHARED_SEEDS = Path(os.environ.get("TUMORSEG_SHARED_SEEDS", SHARED_DATA.parent /
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _private_recovery_folder(tmp_path_factory):
+    """Auto-save snapshots of the tests go to a folder of their own, never the user's."""
+    folder = tmp_path_factory.mktemp("recovery")
+    old = os.environ.get("TUMORSEG_RECOVERY_DIR")
+    os.environ["TUMORSEG_RECOVERY_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("TUMORSEG_RECOVERY_DIR", None)
+    else:
+        os.environ["TUMORSEG_RECOVERY_DIR"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """One intra-op thread: on a 2-core CI box OpenMP spinning makes tiny models ~10x slower."""
     import torch

@@ -214,4 +214,11 @@ def run(args) -> int:
     print(f"{volume.name} ({shape}): {n_fg} labelled voxels = {n_fg * voxel_ml:.2f} mL "
           f"at threshold {args.threshold:g}; wrote {written[0]}"
           + (f" and {len(written) - 1} more file(s)" if len(written) > 1 else ""))
+    # The dock's rule, on the same numbers: an empty or whole-volume result is written, and said.
+    from napari_tumorseg.user_edits import result_problem
+
+    problem = result_problem(n_fg, int(np.prod(volume.spatial_shape)), float(np.max(prob)) if prob.size else 0.0,
+                             args.threshold)
+    if problem:
+        print(f"tumorseg predict: warning: {problem}", file=sys.stderr)
     return 0

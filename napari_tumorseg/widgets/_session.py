@@ -26,6 +26,7 @@ from napari.utils.events import EmitterGroup
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import Volume, volume_from_layer
+from napari_tumorseg.user_edits import EditLedger
 from napari_tumorseg.widgets._per_viewer import PerViewer, real_viewer
 
 _SESSIONS: "PerViewer[ViewerSession]" = PerViewer()
@@ -46,6 +47,10 @@ def session_for(viewer) -> "ViewerSession":
 
         install_orientation_letters(viewer)
         install_grid_watch(viewer)
+        from napari_tumorseg.widgets._autosave import AutoSaver, offer_recovery
+
+        session.autosaver = AutoSaver(session)
+        offer_recovery(viewer, session)
     return session
 
 
@@ -70,11 +75,18 @@ class ViewerSession:
         self.checkpoint_path: str | None = None
         self.prediction: Prediction | None = None
         self.click_engine = None
-        self.events = EmitterGroup(source=self, case=None, predictor=None, prediction=None)
+        self.autosaver = None  # widgets._autosave.AutoSaver, set by session_for
+        # id(labels layer) -> (weakref to it, EditLedger): the voxels the user set by hand.
+        self._ledgers: dict[int, tuple[weakref.ref, EditLedger]] = {}
+        # The one canvas click tool of the viewer: (name shown to the user, its release callback).
+        self._tool: tuple[str, Any] | None = None
+        self.events = EmitterGroup(source=self, case=None, predictor=None, prediction=None, edited=None,
+                                   tool=None)
         viewer.layers.events.removed.connect(self._layer_removed)
         viewer.layers.events.inserted.connect(self._layer_inserted)
         for layer in viewer.layers:  # opened before any dock asked for the session
             self._apply_display_hints(layer)
+            self._watch_edits(layer)
 
     @property
     def viewer(self):
@@ -171,8 +183,100 @@ class ViewerSession:
             return p.source
         return None
 
+    # -- the canvas tool ------------------------------------------------------------------
+    @property
+    def active_tool(self) -> str | None:
+        return self._tool[0] if self._tool is not None else None
+
+    def claim_tool(self, name: str, release) -> None:
+        """Make ``name`` the viewer's one canvas click tool; the previous owner's ``release``
+        runs first (its button unchecks), so one press never drives two tools."""
+        previous = self._tool
+        self._tool = (name, release)
+        if previous is not None and previous[1] is not release:
+            previous[1]()
+        self._show_tool()
+
+    def release_tool(self, release) -> None:
+        """The owner of ``release`` gives the canvas back (its button was unchecked)."""
+        if self._tool is not None and self._tool[1] is release:
+            self._tool = None
+            self._show_tool()
+
+    def owns_tool(self, release) -> bool:
+        return self._tool is not None and self._tool[1] is release
+
+    def _show_tool(self) -> None:
+        """The active tool, named on the canvas (bottom left), where the user's eyes are."""
+        viewer = self.viewer
+        overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
+        if overlays is not None:
+            from napari.components.overlays import TextOverlay
+
+            key = "tumorseg_tool"
+            if key not in overlays:
+                overlays[key] = TextOverlay(position="bottom_left", color="#7fd4ff", font_size=11, visible=False)
+            overlays[key].text = f"Click tool: {self.active_tool}" if self._tool else ""
+            overlays[key].visible = self._tool is not None
+        self.events.tool()
+
+    # -- the user's edits ---------------------------------------------------------------
+    def edits_of(self, layer, create: bool = False) -> EditLedger | None:
+        """The ledger of ``layer``'s hand-made voxels (None when it has none and not ``create``)."""
+        hit = self._ledgers.get(id(layer))
+        if hit is not None and hit[0]() is layer:
+            ledger = hit[1]
+            ledger.resize(np.shape(layer.data))
+            return ledger
+        if not create:
+            return None
+        ledger = EditLedger(np.shape(layer.data))
+        self._ledgers[id(layer)] = (weakref.ref(layer), ledger)
+        return ledger
+
+    def edited_mask(self, layer) -> np.ndarray | None:
+        """Where the user edited ``layer`` (None: nowhere): what derived writes must leave alone."""
+        ledger = self.edits_of(layer)
+        return ledger.mask if ledger is not None and ledger.any else None
+
+    def mark_exported(self, layer) -> None:
+        """``layer``'s edits are now in a file the user chose: not "unsaved" any more."""
+        ledger = self.edits_of(layer)
+        if ledger is not None:
+            ledger.mark_saved()
+        if self.autosaver is not None:
+            self.autosaver.forget(layer)
+
+    def edited_layers(self) -> list:
+        """Labels layers of the viewer holding user edits."""
+        return [ref() for ref, ledger in self._ledgers.values()
+                if ref() is not None and ref() in self.viewer.layers and ledger.any]
+
+    def _watch_edits(self, layer) -> None:
+        import napari
+
+        if isinstance(layer, napari.layers.Labels):
+            ref = weakref.ref(layer)
+            layer.events.paint.connect(lambda event, ref=ref: self._painted(ref, event))
+
+    def _painted(self, ref, event) -> None:
+        """napari's paint event: one committed edit (a brush or eraser stroke, a fill, or one
+        of our tools' ``data_setitem`` steps), as a list of history atoms."""
+        layer = ref()
+        if layer is None:
+            return
+        ledger = self.edits_of(layer, create=True)
+        for atom in event.value or ():
+            box = getattr(atom, "slice_key", None)
+            if box is not None:  # a mask-based edit: brush, eraser, fill
+                ledger.mark_box(tuple(box), getattr(atom, "mask", None))
+            else:  # (indices, old values, new values) from data_setitem
+                ledger.mark(tuple(atom[0]))
+        self.events.edited(value=layer)
+
     def _layer_inserted(self, event) -> None:
         self._apply_display_hints(event.value)
+        self._watch_edits(event.value)
 
     @staticmethod
     def _apply_display_hints(layer) -> None:
@@ -187,6 +291,7 @@ class ViewerSession:
     def _layer_removed(self, event) -> None:
         layer = event.value
         self._volumes.pop(id(layer), None)
+        self._ledgers.pop(id(layer), None)
         p = self.prediction
         if p is not None and layer in (p.source, p.prob_layer, p.labels_layer):
             if layer is p.source:

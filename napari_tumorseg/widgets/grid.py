@@ -100,6 +100,22 @@ def geometry_kwargs(layer) -> dict[str, Any]:
     return {"scale": scale, "translate": translate, "affine": a3}
 
 
+def adopt_image_grid(viewer, labels_layer, image_layer):
+    """"Use the image's grid": a NEW labels layer with ``labels_layer``'s voxels on
+    ``image_layer``'s grid; the original is hidden, never changed. Undo = delete the new
+    layer and show the old one: the user's voxels and their placement both survive."""
+    new = viewer.add_labels(np.array(labels_layer.data, copy=True), name=f"{labels_layer.name} (on image grid)",
+                            opacity=labels_layer.opacity, metadata=dict(labels_layer.metadata or {}))
+    for key in ("contour", "colormap"):
+        try:
+            setattr(new, key, getattr(labels_layer, key))
+        except Exception:  # noqa: BLE001 - display settings only; the voxels are what matters
+            pass
+    use_image_grid(new, image_layer)
+    labels_layer.visible = False
+    return new
+
+
 def use_image_grid(labels_layer, image_layer) -> None:
     """Put ``labels_layer`` on ``image_layer``'s grid: same placement on screen, and the
     image's geometry and source references in its metadata so exports follow."""
@@ -142,12 +158,12 @@ def check_new_labels(viewer, labels_layer) -> str:
         reason = layers_grid_reason(labels_layer, layer)
         if not reason:
             return ""  # it sits on an image of its size: nothing to say
-        image_ref, labels_ref = weakref.ref(layer), weakref.ref(labels_layer)
+        image_ref, labels_ref, viewer_ref = weakref.ref(layer), weakref.ref(labels_layer), weakref.ref(viewer)
 
         def adopt(*_args) -> None:
-            image, labels = image_ref(), labels_ref()
-            if image is not None and labels is not None:
-                use_image_grid(labels, image)
+            image, labels, v = image_ref(), labels_ref(), viewer_ref()
+            if image is not None and labels is not None and v is not None and labels in v.layers:
+                adopt_image_grid(v, labels, image)
 
         notification_manager.dispatch(Notification(
             _mismatch_message(labels_layer, layer, reason), severity="warning",

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.user_edits import merge_derived, result_problem
 from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
@@ -52,8 +53,6 @@ NO_MODEL_HINT = ("Load a checkpoint (.pt from the Train dock), or use Segment by
 PROBABILITY_FLOOR = 0.05
 #: RGBA (0-1) of a predicted binary tumour, apart from the cyan outline of a ground truth.
 PREDICTION_COLOR = (1.0, 0.35, 0.1, 1.0)
-#: Share of the predicted voxels above which a result is "the whole volume".
-WHOLE_FRACTION = 0.9
 
 
 def probability_colormap(floor: float = PROBABILITY_FLOOR, opaque_at: float = 0.5):
@@ -380,9 +379,17 @@ class PredictWidget(QWidget):
             )
         labels = np.zeros(spatial if layer.ndim >= 3 else spatial[1:], np.uint8)
         if pred.labels_layer is not None and pred.labels_layer in self.viewer.layers:
-            if not keep_labels:  # corrections on other slices survive a partial re-run
+            edited = self.session.edited_mask(pred.labels_layer)
+            if not keep_labels and np.shape(pred.labels_layer.data) == labels.shape:
+                # A re-run starts the derived voxels afresh; what the user edited stays.
+                merged, _ = merge_derived(np.asarray(pred.labels_layer.data), labels, edited)
+                pred.labels_layer.data[...] = merged
+                pred.labels_layer.refresh()
+            elif not keep_labels and edited is None:
                 pred.labels_layer.data = labels
-        else:
+            elif not keep_labels:  # another grid, and edits on the old one: a new layer keeps both
+                pred.labels_layer = None
+        if pred.labels_layer is None or pred.labels_layer not in self.viewer.layers:
             from napari.utils.colormaps import DirectLabelColormap
 
             kwargs = {}
@@ -424,15 +431,26 @@ class PredictWidget(QWidget):
         if labels_layer is None:
             return
         kind = pred.predictor.output_kind
-        if slices is None:
-            full = probabilities_to_labels(pred.probabilities, t, kind)
-            labels_layer.data = full if labels_layer.ndim >= 3 else full[0]
-        elif labels_layer.ndim >= 3:
-            labels_layer.data[slices] = probabilities_to_labels(pred.probabilities[..., slices, :, :], t, kind)
-            labels_layer.refresh()
+        # Derived voxels follow the threshold; voxels the user edited stay theirs. Written
+        # without history: moving the slider back restores the derived ones, and the user's
+        # undo stack keeps only what the user did.
+        edited = self.session.edited_mask(labels_layer)
+        current = np.asarray(labels_layer.data)
+        if labels_layer.ndim >= 3:
+            probs = pred.probabilities if slices is None else pred.probabilities[..., slices, :, :]
+            region = None if slices is None else (slices, slice(None), slice(None))
+            derived = probabilities_to_labels(probs, t, kind)
         else:
-            labels_layer.data[:] = probabilities_to_labels(pred.probabilities, t, kind)[0]
-            labels_layer.refresh()
+            region, derived = None, probabilities_to_labels(pred.probabilities, t, kind)[0]
+        if region is not None and isinstance(slices, (list, tuple, np.ndarray)):
+            region = (np.asarray(slices), slice(None), slice(None))
+        merged, kept = merge_derived(current, derived, edited, region)
+        if slices is None or labels_layer.ndim < 3:
+            labels_layer.data[...] = merged
+        else:
+            labels_layer.data[region] = merged[region]
+        labels_layer.refresh()
+        self.kept_edits = kept
 
     @guarded("threshold failed")
     def _threshold_changed(self, value: int) -> None:
@@ -466,15 +484,11 @@ class PredictWidget(QWidget):
         plane = int(np.prod(labels.shape[-2:]))
         predicted = plane * (len(slices) if slices is not None and labels.ndim >= 3 else
                              (labels.shape[-3] if labels.ndim >= 3 else 1))
-        problem = ""
-        if n == 0:
-            top = float(np.max(pred.probabilities)) if pred.probabilities.size else 0.0
-            problem = (f"no tumour above threshold {t:.2f} (highest probability {top:.2f}): "
-                       "try a lower threshold")
-        elif predicted and n >= WHOLE_FRACTION * predicted:
-            problem = (f"{n / predicted:.0%} of the predicted voxels are tumour at threshold {t:.2f}: "
-                       "try a higher threshold, or check that the model suits this scan")
-        text = f"{size} ({n} voxels)" + (f" — {problem}" if problem else "")
+        top = float(np.max(pred.probabilities)) if pred.probabilities.size else 0.0
+        problem = result_problem(n, predicted, top, t)
+        kept = getattr(self, "kept_edits", 0)
+        text = (f"{size} ({n} voxels)" + (f" · {kept} edited voxels kept" if kept else "")
+                + (f" — {problem}" if problem else ""))
         self.volume_label.setText(text)
         if problem and notify:
             show_warning(f"{pred.labels_layer.name}: {problem}")

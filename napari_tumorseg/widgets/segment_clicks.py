@@ -19,6 +19,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -42,6 +43,7 @@ from napari_tumorseg.widgets._click_prompts import (
     on_scan_grid,
     spatial_shape,
 )
+from napari_tumorseg.user_edits import accept_into
 from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     hint_label,
@@ -180,6 +182,14 @@ class SegmentClicksWidget(QWidget):
         self.accept_button.clicked.connect(self.accept)
         self.result_label = QLabel("no preview")
         self.result_label.setWordWrap(True)
+        self.overwrite_other = QCheckBox("Overwrite other labels")
+        self.overwrite_other.setToolTip("off: Accept leaves voxels of other label values (another lesion or "
+                                        "region) as they are")
+        self.click_tool = QPushButton("Click to segment")
+        self.click_tool.setCheckable(True)
+        self.click_tool.setToolTip("on: a click on the canvas is a prompt (the viewer's one click tool; "
+                                   "turning on another dock's click tool turns this off)")
+        self.click_tool.toggled.connect(self._click_tool_toggled)
 
         # Compact on a 1366x768 screen beside other docks: scroll rather than grow.
         inner = scroll_body(self)
@@ -203,6 +213,7 @@ class SegmentClicksWidget(QWidget):
         row.addWidget(self.box_button)
         row.addWidget(self.scribble_button)
         form.addRow("Click", row)
+        form.addRow(self.click_tool)
         buttons = QHBoxLayout()
         buttons.addWidget(self.undo_button)
         buttons.addWidget(self.clear_button)
@@ -212,6 +223,7 @@ class SegmentClicksWidget(QWidget):
         lay.addWidget(self.hint)
         lay.addLayout(form)
         lay.addLayout(buttons)
+        lay.addWidget(self.overwrite_other)
         lay.addWidget(self.result_label)
         lay.addStretch(1)
         self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
@@ -236,6 +248,9 @@ class SegmentClicksWidget(QWidget):
         self.viewer.layers.selection.events.active.connect(self._active_changed)
         self._refresh_layers()
         self._engine_changed(self.engine_combo.currentText())
+        # A click on the tumour segments it from the start (the dock's first use), unless
+        # another dock's click tool already holds the canvas.
+        self.click_tool.setChecked(self.session.active_tool is None)
 
     # ================================================================== layers
     def _is_ours(self, layer) -> bool:
@@ -383,6 +398,16 @@ class SegmentClicksWidget(QWidget):
                 if layer is not None:
                     layer.mouse_pan = True
 
+    def _click_tool_toggled(self, on: bool) -> None:
+        if on:
+            self.session.claim_tool("Segment by clicks", self._release_click_tool)
+        else:
+            self.session.release_tool(self._release_click_tool)
+
+    def _release_click_tool(self) -> None:
+        """Another dock took the canvas: clicks stop being prompts."""
+        self.click_tool.setChecked(False)
+
     def start_box(self) -> None:
         """Drags draw a box around the tumour on the slice shown (until toggled off)."""
         self.box_button.setChecked(True)
@@ -409,6 +434,8 @@ class SegmentClicksWidget(QWidget):
         layers = self.prompt_layers
         if event.type != "mouse_press" or event.button not in (1, 2) or layers is None:
             return
+        if not self.click_tool.isChecked():
+            return  # another dock's click tool holds the canvas
         active = viewer.layers.selection.active
         if active is not None and getattr(active, "mode", "pan_zoom") != "pan_zoom":
             return
@@ -697,21 +724,19 @@ class SegmentClicksWidget(QWidget):
         if mask.shape != data.shape:
             notify_error(TumorSegError(f"'{target.name}' {data.shape} is not on the scan's grid {mask.shape}"))
             return None
-        if np.issubdtype(data.dtype, np.integer) and value > np.iinfo(data.dtype).max:
-            notify_error(TumorSegError(f"value {value} does not fit '{target.name}' ({data.dtype})"))
+        try:
+            result = accept_into(data, mask, value, replace=self._preview_refines,
+                                 overwrite_other=self.overwrite_other.isChecked())
+        except TumorSegError as err:
+            notify_error(TumorSegError(f"'{target.name}': {err}"))
             return None
-        new = data.copy()
-        if self._preview_refines:
-            # The refined mask replaces the prediction; kept voxels keep their class.
-            new[~mask] = 0
-            new[mask & (data == 0)] = value
-        else:
-            new[mask] = value
-        changed = apply_edit(target, new)
+        changed = apply_edit(target, result.labels)
         self.viewer.layers.selection.active = target  # so Ctrl+Z takes the Accept back
         name = _label_names(target).get(value)
-        show_info(f"accepted: {int(mask.sum()):,} voxels as {value}{f' ({name})' if name else ''} "
-                  f"in '{target.name}' ({changed:,} changed)")
+        kept = (f"; {result.protected:,} voxels of other labels kept (tick 'Overwrite other labels' to "
+                f"replace them)" if result.protected else "")
+        show_info(f"accepted: {result.written:,} voxels as {value}{f' ({name})' if name else ''} "
+                  f"in '{target.name}' ({changed:,} changed){kept}")
         self.clear()
         return target
 

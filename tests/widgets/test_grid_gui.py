@@ -53,11 +53,19 @@ def test_mismatch_is_announced_with_the_fix(make_napari_viewer, qtbot, shared_da
     assert "120.0 mm" in str(note.message) and note.actions[0][0] == "Use the image's grid"
     viewer.window.screenshot(str(screenshot_dir / "grid_mismatch.png"), flash=False)
 
+    before = np.array(truth.data, copy=True)
+    placed = np.asarray(truth.data_to_world(idx))
     note.actions[0][1](None)  # the user clicks "Use the image's grid"
-    assert layers_grid_reason(truth, image) == ""
-    np.testing.assert_allclose(truth.data_to_world(idx), image.data_to_world(idx), atol=1e-6)
+    adopted = viewer.layers[-1]
+    assert adopted is not truth and adopted.name == f"{truth.name} (on image grid)"
+    assert layers_grid_reason(adopted, image) == ""
+    np.testing.assert_allclose(adopted.data_to_world(idx), image.data_to_world(idx), atol=1e-6)
+    np.testing.assert_array_equal(adopted.data, before)
+    # the original stays as it was (hidden): deleting the new layer undoes the choice
+    assert not truth.visible and np.array_equal(truth.data, before)
+    np.testing.assert_allclose(truth.data_to_world(idx), placed, atol=1e-6)
     # and the exports now take the image's geometry
-    assert truth.metadata["tumorseg"]["affine"] == image.metadata["tumorseg"]["affine"]
+    assert adopted.metadata["tumorseg"]["affine"] == image.metadata["tumorseg"]["affine"]
     viewer.window.screenshot(str(screenshot_dir / "grid_adopted.png"), flash=False)
 
 
