@@ -9,8 +9,15 @@ references, so the SEG lands on exactly the source's grid and Frame of Reference
 One BINARY segment per non-zero label value, numbered 1..K in increasing value order
 (DICOM needs consecutive segment numbers, label values need not be). The original
 value is kept as the segment's Tracking ID ``"label <value>"`` so that
-:func:`read_dicom_seg` gives back the same values. Slices without any label are not
-stored (highdicom's ``omit_empty_frames``); reading fills them with 0.
+:func:`read_dicom_seg` gives back the same values.
+
+Every source slice gets a frame, empty ones included (highdicom's ``omit_empty_frames``
+off): the SEG then spells out the whole source grid by itself. A SEG holding only its
+labelled frames, opened without its source series, can only be rebuilt as the slab of
+those frames; on a tilted series (BRAINIX, 4.4°) napari places a slab flat about its own
+centre, not the series', so it showed ~0.5 mm per slice of centre offset away from where
+it was drawn (0.9 mm for a lesion off-centre by two slices). Empty binary frames cost
+rows x columns / 8 bytes each.
 
 Algorithm type (:func:`segment_algorithm`, shared by the Correct dock and the CLI): ``MANUAL``
 unless ``algorithm`` names the model that made the labels,
@@ -240,6 +247,7 @@ def write_dicom_seg(
                 software_versions=__version__,
                 device_serial_number="0",
                 series_description=series_description[:64],
+                omit_empty_frames=False,  # the whole source grid, see the module docstring
             )
     except (ValueError, TypeError, AttributeError) as err:
         raise WriteError(f"cannot build a DICOM-SEG from these sources: {first_line(err)}") from err
@@ -249,6 +257,17 @@ def write_dicom_seg(
     except OSError as err:
         raise WriteError(f"cannot write {out_path}: {err.strerror}") from err
     return out_path
+
+
+def _value_lut(mapping: Mapping[int, int], size: int = 0) -> np.ndarray:
+    """Segment number -> label value table, in the narrowest unsigned type that holds every
+    value (a Tracking ID "label 70000" must not wrap in a uint16)."""
+    top = max(mapping.values(), default=0)
+    dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
+    lut = np.zeros(max(max(mapping, default=0) + 1, size), dtype=dtype)
+    for number, value in mapping.items():
+        lut[number] = value
+    return lut
 
 
 def _segment_values(seg) -> dict[int, int]:
@@ -312,11 +331,7 @@ def read_dicom_seg(
     numbers = seg.get_pixels_by_source_instance(
         uids, combine_segments=True, relabel=False, assert_missing_frames_are_empty=True
     )
-    mapping = _segment_values(seg)
-    lut = np.zeros(max(mapping) + 1, dtype=np.uint16 if max(mapping.values()) > 255 else np.uint8)
-    for number, value in mapping.items():
-        lut[number] = value
-    labels = lut[numbers]
+    labels = _value_lut(_segment_values(seg))[numbers]
     if source is not None and hasattr(source, "metadata"):
         from napari_tumorseg.io.orientation import from_source_order
 

@@ -8,8 +8,11 @@ reference to the source instance it was drawn on. Two ways to a volume, best fir
    grid, with its DICOM metadata, so the mask overlays the scan voxel for voxel and can be
    exported again as DICOM-SEG;
 2. otherwise the frames' own positions make the volume (highdicom's ``get_volume``),
-   which places it correctly in the scanner but spans only the labelled slices; a
-   warning says so.
+   placed correctly in the scanner. A SEG of this plugin stores a frame for every source
+   slice (export.dicom_seg), so this is the source grid itself, voxel for voxel; a SEG
+   that left its empty frames out (other tools) spans only its labelled slices, and a
+   warning says so (on a tilted series napari then draws that slab about its own centre,
+   a fraction of a millimetre per slice off the series: open it beside its series).
 
 Label values are the original ones (export.dicom_seg keeps them in the Tracking ID).
 """
@@ -95,7 +98,7 @@ def _limited_walk(folder: Path):
 
 def read_dicom_seg_volume(path: str | os.PathLike) -> Volume:
     """A DICOM-SEG file as a labels Volume (see the module docstring)."""
-    from napari_tumorseg.export.dicom_seg import _segment_values, _segread, read_dicom_seg
+    from napari_tumorseg.export.dicom_seg import _segment_values, _segread, _value_lut, read_dicom_seg
     from napari_tumorseg.io.dicom import load_dicom_series
 
     path = Path(path)
@@ -126,17 +129,17 @@ def read_dicom_seg_volume(path: str | os.PathLike) -> Volume:
             f"{path.name}: DICOM-SEG whose source series is not beside it and whose frames do "
             f"not form a volume ({first_line(err, 120)})"
         ) from None
-    mapping = _segment_values(seg)
-    lut = np.zeros(max(max(mapping), int(vol.array.max(initial=0))) + 1,
-                   dtype=np.uint16 if max(mapping.values()) > 255 else np.uint8)
-    for number, value in mapping.items():
-        lut[number] = value
+    lut = _value_lut(_segment_values(seg), int(vol.array.max(initial=0)) + 1)
     labels = lut[np.asarray(vol.array).astype(np.int64)]
     lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
     affine = lps_to_ras @ np.asarray(vol.affine, dtype=float)
     spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
-    # Warned by whoever shows it (the napari reader turns metadata warnings into notices).
-    note = "source series not found beside the SEG: only the labelled slices are shown"
+    referenced = sum(len(getattr(series, "ReferencedInstanceSequence", []))
+                     for series in getattr(seg, "ReferencedSeriesSequence", []))
+    notes = []
+    if labels.shape[0] < referenced:
+        # Warned by whoever shows it (the napari reader turns metadata warnings into notices).
+        notes.append("source series not found beside the SEG: only the labelled slices are shown")
     return Volume(
         data=labels,
         spacing=spacing,
@@ -145,5 +148,5 @@ def read_dicom_seg_volume(path: str | os.PathLike) -> Volume:
         kind="labels",
         modality="SEG",
         source=[str(path)],
-        metadata={"dicom_seg": {"source_found": False}, "warnings": [note]},
+        metadata={"dicom_seg": {"source_found": False}, "warnings": notes},
     )

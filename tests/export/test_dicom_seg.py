@@ -64,8 +64,8 @@ def test_roi_as_seg_references_flair_and_is_aligned(brainix, tmp_path):
         # The ROI series stores the same positions with fewer digits: same grid.
         np.testing.assert_allclose(pos, np.array(roi[k].ImagePositionPatient, float), atol=1e-3)
         np.testing.assert_array_equal(frames[f] > 0, labels[k] > 0)
-    # Empty slices are left out; every labelled slice is stored.
-    assert stored == set(np.flatnonzero(labels.any(axis=(1, 2))))
+    # Every source slice has its frame, empty ones too: the SEG spells out the whole grid.
+    assert stored == set(range(len(flair)))
 
     back = read_dicom_seg(out)
     assert back.shape == labels.shape
@@ -215,3 +215,90 @@ def test_coco_export_never_overwrites(brainix, tmp_path):
 
     z = int(np.flatnonzero(labels.any(axis=(1, 2)))[0])
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "img" / f"labels_z{z:04d}.tif"), image[z])
+
+
+# --- A SEG reopens voxel for voxel where it was drawn, also on a tilted series (issue 14.6) ---
+
+
+def _asymmetric_labels(shape) -> np.ndarray:
+    """Three label values in an L-shaped, slice-varying pattern away from the centre: no flip
+    of any axis and no one-voxel shift maps it onto itself, so any such slip is caught."""
+    z, y, x = shape
+    labels = np.zeros(shape, np.uint8)
+    z0, y0, x0 = z // 3, y // 4, x // 5
+    for k in range(3):  # each slice a different size
+        labels[z0 + k, y0:y0 + 12 - 3 * k, x0:x0 + 5] = 1  # the L's long bar
+        labels[z0 + k, y0 + 8 - 3 * k:y0 + 12 - 3 * k, x0 + 5:x0 + 14 - 2 * k] = 1  # its foot
+    labels[z0, y0:y0 + 3, x0:x0 + 2] = 2  # a corner of another value
+    labels[z0 + 2, y0 + 1, x0 + 1] = 4  # one voxel of a third
+    for axis in range(3):
+        assert not np.array_equal(np.flip(labels, axis), labels)
+        for step in (-1, 1):
+            assert not np.array_equal(np.roll(labels, step, axis), labels)
+    return labels
+
+
+@pytest.fixture(scope="module")
+def tilted_brats_dicom(shared_data, tmp_path_factory):
+    """A BraTS FLAIR crop written as a DICOM series tilted 5-7° about two axes, with
+    non-square pixels and rows != columns (the BraTS-as-DICOM path)."""
+    import nibabel as nib
+    from scipy.spatial.transform import Rotation
+
+    from napari_tumorseg.io.dicom_write import write_dicom_series
+
+    flair = np.asarray(nib.load(shared_data / "brats2012_hg0015" / "BRATS_HG0015_FLAIR.nii.gz").dataobj).T
+    crop = np.ascontiguousarray(flair[60:84, 70:134, 50:106]).astype(np.int16)  # (24, 64, 56)
+    affine = np.eye(4)
+    rotation = Rotation.from_euler("xyz", [6.0, -5.0, 3.0], degrees=True).as_matrix()
+    affine[:3, :3] = rotation @ np.array([[0, 0, -1.1], [0, -0.9, 0], [-2.5, 0, 0]])
+    affine[:3, 3] = [40.0, 25.0, 30.0]
+    folder = tmp_path_factory.mktemp("tilted") / "FLAIR"
+    write_dicom_series(crop, folder, affine=affine, series_description="TILTED FLAIR")
+    return folder
+
+
+@pytest.mark.parametrize("series", ["brainix", "tilted brats"])
+@pytest.mark.parametrize("beside", [False, True], ids=["seg alone", "seg beside its series"])
+def test_seg_on_a_tilted_series_reopens_voxel_for_voxel(series, beside, shared_data, tilted_brats_dicom,
+                                                         tmp_path):
+    """Drawn on the reader's grid, exported, reopened by the package's readers: the same voxels on
+    the same grid, and napari places the layer exactly where the source's layer is.
+
+    A SEG that stored only its labelled frames came back, without its series beside it, as a
+    slab of those frames; napari flattens a tilted volume about its own centre, so the slab
+    sat ~0.5 mm per slice of centre offset away from the drawing (BRAINIX: 0.9 mm, overlap
+    0.95) although every frame position in the file was right."""
+    import shutil
+
+    from napari_tumorseg._reader import napari_get_reader
+    from napari_tumorseg.export import export_labels
+    from napari_tumorseg.io.readers import read_path
+
+    folder = shared_data / "dicom_brainix" / "FLAIR" if series == "brainix" else tilted_brats_dicom
+    if beside:
+        shutil.copytree(folder, tmp_path / "study" / "FLAIR")
+        folder = tmp_path / "study" / "FLAIR"
+        out = tmp_path / "study" / "seg" / "drawn.dcm"
+    else:
+        out = tmp_path / "elsewhere" / "export" / "drawn.dcm"
+    (source,) = read_path(folder)
+    drawn = _asymmetric_labels(source.spatial_shape)
+    export_labels(drawn, "dicom-seg", out, source=source)
+
+    (back,) = read_path(out)
+    assert back.kind == "labels"
+    assert back.data.shape == drawn.shape  # the whole source grid, not the labelled slab
+    np.testing.assert_array_equal(back.data, drawn)
+    np.testing.assert_allclose(back.affine, source.affine, atol=1e-4)
+    geometry, expected = back.layer_geometry(), source.layer_geometry()
+    for key in ("scale", "translate"):
+        np.testing.assert_allclose(geometry[key], expected[key], atol=1e-4)
+    np.testing.assert_allclose(geometry.get("affine", np.eye(4)), expected.get("affine", np.eye(4)), atol=1e-6)
+    # File → Open hands napari the same voxels.
+    ((data, kwargs, kind),) = napari_get_reader(str(out))(str(out))
+    assert kind == "labels"
+    np.testing.assert_array_equal(data, drawn)
+    np.testing.assert_allclose(kwargs["translate"], expected["translate"], atol=1e-4)
+    # The source's own voxel order (file order) holds the same labels too.
+    np.testing.assert_array_equal(read_dicom_seg(out, source), drawn)

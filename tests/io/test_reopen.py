@@ -104,10 +104,45 @@ def test_dicom_seg_alone_still_lands_in_place(brainix, tmp_path):
     alone.mkdir(parents=True)
     shutil.copy(out, alone / "seg.dcm")
     back = _one(alone / "seg.dcm")
-    assert back.kind == "labels" and back.metadata["warnings"]
-    # Only the labelled slices, but each voxel at the world position of the source's.
+    assert back.kind == "labels" and not back.metadata["warnings"]
+    # Every source slice is a frame of the SEG: without its series it is still the series' grid.
+    np.testing.assert_array_equal(back.data, roi)
+    np.testing.assert_allclose(back.affine, flair.affine, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent")
+def test_a_seg_without_its_empty_frames_alone_is_the_labelled_slab(brainix, tmp_path):
+    """A SEG from another tool that left out its empty frames: the slab of labelled slices,
+    at the right world position, with a warning that only those are shown."""
+    import highdicom as hd
+    import pydicom
+
+    root, flair, roi = brainix
+    files = [str(f) for f in flair.metadata["dicom"].slice_files]
+    from napari_tumorseg.io.orientation import to_source_order
+
+    in_files, _ = to_source_order(roi, flair)
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    for ds in sources:
+        ds.PatientSex = ""  # BRAINIX writes "0000", which highdicom refuses
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=(in_files > 0).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=1, segment_label="roi",
+            segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Abnormal Structure"),
+            segmented_property_type=hd.sr.CodedConcept("108369006", "SCT", "Neoplasm"),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)],
+        series_instance_uid=hd.UID(), series_number=9, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="other", manufacturer_model_name="other", software_versions="1",
+        device_serial_number="1", omit_empty_frames=True,
+    )
+    (tmp_path / "a").mkdir()
+    seg.save_as(tmp_path / "a" / "other.dcm")
+    back = _one(tmp_path / "a" / "other.dcm")
+    assert back.kind == "labels" and "only the labelled slices" in back.metadata["warnings"][0]
     zs = np.flatnonzero(roi.any(axis=(1, 2)))
-    np.testing.assert_array_equal(back.data, roi[zs[0]:zs[-1] + 1])
+    np.testing.assert_array_equal(back.data > 0, roi[zs[0]:zs[-1] + 1] > 0)
     np.testing.assert_allclose(back.affine @ [0, 0, 0, 1], flair.affine @ [zs[0], 0, 0, 1], atol=1e-3)
 
 
