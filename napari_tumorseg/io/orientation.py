@@ -30,11 +30,12 @@ whose frames reference the right source instances.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_tumorseg.io.volume import Volume
+if TYPE_CHECKING:  # io.volume imports this module: a run-time import back would be a cycle
+    from napari_tumorseg.io.volume import Volume
 
 # nibabel orientation of the display index axes (z, y, x): [RAS axis, direction] each;
 # z -> axis 2 (S) pointing to I, y -> axis 1 (A) pointing to P, x -> axis 0 (R) pointing to L.
@@ -106,7 +107,7 @@ def display_shape(shape, affine: np.ndarray) -> tuple[int, int, int]:
     return tuple(out)  # type: ignore[return-value]
 
 
-def to_display(volume: Volume) -> Volume:
+def to_display(volume: "Volume") -> "Volume":
     """``volume`` reoriented to the display order, with its exact affine (a no-op when it is).
 
     The record of the reorientation (``metadata["orientation"]``) is kept even when

@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 
+# One direction only: orientation never imports this module at run time (no cycle).
+from napari_tumorseg.io.orientation import layer_geometry as _layer_geometry
+
 
 @dataclass
 class Volume:
@@ -59,9 +62,7 @@ class Volume:
         """napari ``scale``, ``translate`` and, for an oblique volume, ``affine``: the layer
         sits at its scanner position in napari's world frame (I, P, L mm), each slice flat
         (io.orientation.layer_geometry says why and how close)."""
-        from napari_tumorseg.io.orientation import layer_geometry
-
-        return layer_geometry(self.affine, self.spatial_shape)
+        return _layer_geometry(self.affine, self.spatial_shape)
 
     def layer_data(self) -> tuple[np.ndarray, dict, str]:
         """napari LayerDataTuple: (data, kwargs, layer_type)."""

@@ -1,6 +1,7 @@
 """Volume -> napari layer geometry: a cropped series lands where it is in the scanner."""
 
 import numpy as np
+import pytest
 
 from napari_tumorseg.io.readers import read_path
 from napari_tumorseg.io.volume import Volume, volume_from_layer
@@ -36,3 +37,49 @@ def test_layer_metadata_round_trips_to_a_volume(shared_data):
     assert back.spacing == roi.spacing and back.source == roi.source
     assert back.metadata["dicom"].series_uid == roi.metadata["dicom"].series_uid
     np.testing.assert_allclose(back.translate(), roi.translate())
+
+
+# --- io.volume and io.orientation: one import direction (issue 14) ---------------------
+
+_PAIR = ("napari_tumorseg.io.volume", "napari_tumorseg.io.orientation")
+
+
+@pytest.mark.parametrize("first", _PAIR)
+def test_each_module_imports_first_in_a_fresh_process(first):
+    import subprocess
+    import sys
+
+    other = next(m for m in _PAIR if m != first)
+    code = f"import {first}, {other}; import {first} as a; print(a.__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == first, proc.stderr
+
+
+def _runtime_imports(module: str) -> set[str]:
+    """Every napari_tumorseg module ``module`` imports at run time, at any depth of its code
+    (function bodies included; ``if TYPE_CHECKING:`` blocks left out)."""
+    import ast
+    import importlib.util
+
+    tree = ast.parse(open(importlib.util.find_spec(module).origin, encoding="utf-8").read())
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for child in node.body for n in ast.walk(child)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("napari_tumorseg"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("napari_tumorseg")}
+    return found
+
+
+def test_volume_and_orientation_do_not_import_each_other():
+    """io.volume uses io.orientation (napari's layer geometry); io.orientation must not import
+    io.volume back, not even inside a function: that cycle made the import order matter."""
+    volume, orientation = _PAIR
+    assert orientation in _runtime_imports(volume)
+    assert volume not in _runtime_imports(orientation)
