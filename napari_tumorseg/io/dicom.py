@@ -195,6 +195,29 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def looks_like_dicom(path: str | os.PathLike) -> bool:
+    """True for :func:`is_dicom_file`, or a file written without the preamble (older
+    scanners, some exports) whose first element is in group 0002 or 0008, either byte order."""
+    if is_dicom_file(path):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if 0 < len(head) < 132 and not head.strip(b"\0"):
+        return True  # a DICOM file cut inside its (zero) preamble: the parser says "truncated"
+    if len(head) < 8:
+        return False
+    groups = {int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big")}
+    return bool(groups & {0x0002, 0x0008})
+
+
+def not_dicom_error(path: str | os.PathLike) -> ReadError:
+    """The one line for a file that carries a DICOM name but is something else."""
+    return ReadError(f"{Path(path).name}: not a DICOM file")
+
+
 def folder_has_dicom(folder: str | os.PathLike, probe: int = 400) -> bool:
     """True when a DICOM file lies in ``folder`` or below (cheap: names first).
 
@@ -765,6 +788,8 @@ def scan_dicom(path: str | os.PathLike) -> tuple[list[DicomSeries], list[str]]:
         if not files:
             raise ReadError(f"DICOMDIR {path} lists no readable files")
     else:
+        if not looks_like_dicom(path):
+            raise not_dicom_error(path)
         files = [path]
 
     infos: list[_FileInfo] = []

@@ -62,7 +62,8 @@ def kind_of_path(path: str | Path) -> str | None:
         return "coco" if is_coco_json(path) else None
     if path.suffix.lower() in (".txt", ".csv", ".md", ".py", ".zip", ".mha", ".mhd"):
         return None
-    if _dicom.is_dicom_file(path):
+    if _dicom.is_dicom_file(path) or path.suffix.lower() in _dicom.DICOM_SUFFIXES:
+        # A .dcm name is ours to explain, DICOM or not ("x.dcm: not a DICOM file").
         return "dicom"
     return None
 

@@ -157,6 +157,18 @@ def test_bad_input_exits_with_one_line(bad_inputs, tmp_path, capsys):
     assert not outdir.exists() or not any(outdir.iterdir())  # nothing half-written
 
 
+def test_info_on_a_text_file_named_dcm_says_not_a_dicom_file(tmp_path, capsys):
+    path = tmp_path / "x.dcm"
+    path.write_text("these are notes, not an image\n")
+    assert main(["info", str(path)]) != 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == "tumorseg info: error: x.dcm: not a DICOM file"
+    assert main(["convert", str(path), "-o", str(tmp_path / "o.nii.gz")]) != 0
+    assert capsys.readouterr().err.strip() == "tumorseg convert: error: x.dcm: not a DICOM file"
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
 def test_bad_input_in_a_real_process_has_no_traceback(bad_inputs, tmp_path):
     garbled = bad_inputs[2]
     out = tmp_path / "o.nii.gz"

@@ -128,3 +128,34 @@ def test_extensionless_dicom_file_is_recognised(shared_data, tmp_path):
     assert can_read(plain)
     (vol,) = read_path(plain)
     assert vol.spatial_shape[1:] == (288, 288)
+
+
+@pytest.mark.parametrize("name", ["x.dcm", "scan.IMA", "slice.dicom"])
+@pytest.mark.parametrize("content", [b"hello, this is a text file\n", b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 300])
+def test_a_dicom_name_on_something_else_is_not_a_dicom_file(tmp_path, name, content):
+    """Not "unsupported file type '.dcm'": the name says DICOM, the content does not."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert can_read(path)  # the name makes it ours to explain (napari shows our one line)
+    for call in (read_path, describe):
+        with pytest.raises(ReadError) as info:
+            call(path)
+        assert str(info.value) == f"{name}: not a DICOM file"
+
+
+def test_a_dicom_file_without_its_preamble_still_reads(pydicom_test_files, tmp_path):
+    """Files written before DICOM Part 10 (no 128-byte preamble, no "DICM") are DICOM all the same."""
+    import pydicom
+
+    from napari_tumorseg.io.dicom import is_dicom_file, looks_like_dicom
+
+    ds = pydicom.dcmread(pydicom_test_files / "MR_small.dcm")
+    pixels = np.asarray(ds.pixel_array)
+    del ds.file_meta
+    ds.preamble = None
+    bare = tmp_path / "bare.dcm"
+    pydicom.dcmwrite(bare, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert bare.read_bytes()[:2] == b"\x08\x00"  # the dataset's first element, nothing before it
+    assert not is_dicom_file(bare) and looks_like_dicom(bare)
+    (vol,) = read_path(bare)
+    np.testing.assert_array_equal(vol.data[0], pixels)
