@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import first_line
 
-__all__ = ["PathPicker", "notify_error", "worker_error_handler", "set_choices", "show_info", "show_warning",
+__all__ = ["PathPicker", "notify_error", "dismiss_notifications_before", "worker_error_handler", "set_choices", "show_info", "show_warning",
            "thread_worker", "scroll_body", "hint_label", "sanitise", "show_slice", "guarded"]
 
 log = logging.getLogger("napari_tumorseg")
@@ -43,9 +43,44 @@ def sanitise(text: str, limit: int = 200) -> str:
     return first_line(str(text), limit)
 
 
+#: (monotonic time, message) of the failures this plugin showed: what a later success may
+#: take off the screen (a notification about older work must not outlive it).
+_SHOWN: list[tuple[float, str]] = []
+
+
 def notify_error(err: BaseException) -> None:
     """A user-facing failure: one line in napari's notification area, never a traceback."""
-    show_error(str(err) or type(err).__name__)
+    import time
+
+    message = str(err) or type(err).__name__
+    _SHOWN.append((time.monotonic(), message))
+    del _SHOWN[:-50]
+    show_error(message)
+
+
+def dismiss_notifications_before(t0: float, anchor: QWidget) -> int:
+    """Close the failure notifications this plugin showed before ``t0`` that are still on
+    screen in ``anchor``'s window (a success since has made them stale). Returns how many.
+
+    Found with Qt's public API (children of the main window that are napari's toasts and
+    carry one of our messages); napari's own notifications are left alone.
+    """
+    from qtpy.QtWidgets import QDialog, QLabel
+
+    old = {m for t, m in _SHOWN if t < t0}
+    if not old:
+        return 0
+    window = anchor.window()
+    closed = 0
+    for dialog in window.findChildren(QDialog) if window is not None else []:
+        if type(dialog).__name__ != "NapariQtNotification" or not dialog.isVisible():
+            continue
+        text = " ".join(label.text() for label in dialog.findChildren(QLabel))
+        if any(m in text or text.strip() and text.strip() in m for m in old):
+            dialog.close()
+            closed += 1
+    _SHOWN[:] = [(t, m) for t, m in _SHOWN if t >= t0]
+    return closed
 
 
 def worker_error_handler(prefix: str):

@@ -193,18 +193,18 @@ class ViewerSession:
         runs first (its button unchecks), so one press never drives two tools."""
         previous = self._tool
         self._tool = (name, release)
-        if previous is not None and previous[1] is not release:
+        if previous is not None and previous[1] != release:  # bound methods: equal, not identical
             previous[1]()
         self._show_tool()
 
     def release_tool(self, release) -> None:
         """The owner of ``release`` gives the canvas back (its button was unchecked)."""
-        if self._tool is not None and self._tool[1] is release:
+        if self._tool is not None and self._tool[1] == release:
             self._tool = None
             self._show_tool()
 
     def owns_tool(self, release) -> bool:
-        return self._tool is not None and self._tool[1] is release
+        return self._tool is not None and self._tool[1] == release
 
     def _show_tool(self) -> None:
         """The active tool, named on the canvas (bottom left), where the user's eyes are."""
@@ -275,8 +275,16 @@ class ViewerSession:
         self.events.edited(value=layer)
 
     def _layer_inserted(self, event) -> None:
-        self._apply_display_hints(event.value)
-        self._watch_edits(event.value)
+        import napari
+
+        layer = event.value
+        self._apply_display_hints(layer)
+        self._watch_edits(layer)
+        # A scan opened by File -> Open or a drop is a new case as much as one from Load
+        # study (which registers it): per-case panels refresh.
+        if (isinstance(layer, napari.layers.Image) and isinstance(layer.metadata, dict)
+                and not layer.metadata.get("tumorseg_output") and self._entry(layer) is None):
+            self.events.case()
 
     @staticmethod
     def _apply_display_hints(layer) -> None:

@@ -8,8 +8,10 @@ finishes. A ConvNeXt V2 checkpoint shows the tumour type of the viewed slice and
 from __future__ import annotations
 
 import threading
+import time
 
 import napari
+
 import numpy as np
 from napari.utils import progress
 from qtpy.QtCore import Qt, Signal
@@ -33,6 +35,7 @@ from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.user_edits import merge_derived, result_problem
 from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
+    dismiss_notifications_before,
     PathPicker,
     guarded,
     hint_label,
@@ -288,6 +291,7 @@ class PredictWidget(QWidget):
         from napari_tumorseg.inference.predict import predict_volume
 
         predictor = self.predictor
+        started = time.monotonic()
         self._cancel.clear()
         self.model_calls += 1
         batch, overlap, cancel = self.batch.value(), self.overlap.value(), self._cancel.is_set
@@ -328,6 +332,8 @@ class PredictWidget(QWidget):
                     else f"cancelled; {len(ev.slices)} slice(s) kept"
                 )
                 self._check_result(ev.slices, notify=True)
+                if ev.kind == "done":
+                    dismiss_notifications_before(started, self)
 
         worker = self._run(work(), on_event)
         worker.finished.connect(pbar.close)

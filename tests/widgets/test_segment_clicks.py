@@ -27,7 +27,6 @@ def _dice(a, b) -> float:
 
 def _dock(viewer, qtbot, flair, engine=CLASSIC):
     dock = add_dock(viewer, "Segment by clicks")
-    viewer.window.add_dock_widget(dock, name="Segment by clicks")
     dock.scan_combo.setCurrentText(flair.name)
     if engine is not None:
         dock.engine_combo.setCurrentText(engine)
