@@ -112,3 +112,101 @@ def test_float_labels_are_refused(tmp_path):
     with pytest.raises(WriteError, match="integers"):
         write_labels_nifti(str(tmp_path / "x.nii.gz"), np.zeros((2, 3, 4), np.float32), {"scale": (1, 1, 1)})
     assert not any(tmp_path.iterdir())
+
+
+# --- File -> Open: a refusal is one line, and the reader stays Qt-free (issue 14) --------
+
+_PROBE = """
+import sys
+from napari_tumorseg._reader import napari_get_reader
+loaded = lambda: sorted(m for m in sys.modules
+                        if m.startswith(("napari_tumorseg.widgets", "qtpy", "PyQt5", "PySide", "napari._qt")))
+after_import = loaded()
+path = sys.argv[1]
+layers = napari_get_reader(path)(path)
+assert [kind for _, _, kind in layers] == ["labels"], layers
+bad = sys.argv[2]
+try:
+    napari_get_reader(bad)(bad)
+except Exception as err:  # no viewer: the one-line error is raised for the script to see
+    print("refused:", err)
+print("after import:", after_import)
+print("after reading:", loaded())
+"""
+
+
+def test_the_reader_never_loads_the_widgets_or_qt(shared_data, tmp_path):
+    """napari may load the reader without any dock: it must not drag in the widgets package
+    (and with it Qt), neither on import nor while reading, success or failure."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "x.dcm"
+    bad.write_text("notes\n")
+    truth = shared_data / "brats2012_hg0015" / "BRATS_HG0015_truth.nii.gz"
+    proc = subprocess.run([sys.executable, "-c", _PROBE, str(truth), str(bad)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out == ["refused: x.dcm: not a DICOM file", "after import: []", "after reading: []"], proc.stdout
+
+
+def test_refusal_line_names_the_file_only(tmp_path):
+    from napari_tumorseg._reader import refusal_line
+
+    deep = tmp_path / "Doe_Jane_private" / "study 7" / "scan.nii.gz"
+    err = ReadError(f"{deep}: damaged NIfTI data (unexpected end)\nsecond line")
+    assert refusal_line(err, [str(deep)]) == "scan.nii.gz: damaged NIfTI data (unexpected end) second line"
+    err = ReadError(f"no readable DICOM image series in {deep.parent}: unreadable (no pixel data): IM-1.dcm")
+    line = refusal_line(err, [str(deep.parent)])
+    assert "Doe_Jane" not in line and str(tmp_path) not in line and "study 7" in line
+    # a file below the folder that was opened: the file's name, not its folders
+    err = ReadError(f'scan.nii.gz: unreadable (cannot work out the type of "{deep}")')
+    line = refusal_line(err, [str(deep.parent.parent)])
+    assert line == 'Doe_Jane_private: scan.nii.gz: unreadable (cannot work out the type of "scan.nii.gz")'
+    # a library's text about a header value is masked; the file is named when the text did not
+    line = refusal_line(ValueError("bad value Doe^Jane on 20061201"), [str(deep)])
+    assert line.startswith("scan.nii.gz: ValueError") and "Doe" not in line and "20061201" not in line
+
+
+@pytest.fixture
+def notifications():
+    from napari.utils.notifications import notification_manager
+
+    start = len(notification_manager.records)
+    return lambda: notification_manager.records[start:]
+
+
+def _tree(tmp_path):
+    folder = tmp_path / "Doe_Jane_private" / "scans"
+    folder.mkdir(parents=True)
+    (folder / "x.dcm").write_text("meeting notes, not an image\n")
+    (folder / "scan.nii.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 50)
+    return folder
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("name, why", [("x.dcm", "x.dcm: not a DICOM file"), ("scan.nii.gz", "scan.nii.gz: ")])
+def test_file_open_refusal_is_one_line_without_path_or_traceback(make_napari_viewer, tmp_path, notifications,
+                                                                  name, why):
+    from napari.utils.notifications import ErrorNotification
+
+    viewer = make_napari_viewer()
+    path = _tree(tmp_path) / name
+    assert viewer.open(str(path), plugin="napari-tumorseg") == []  # no exception reaches napari
+    said = notifications()
+    assert len(said) == 1, [str(n.message) for n in said]
+    (note,) = said
+    message = str(note.message)
+    assert message.startswith(why) and "\n" not in message
+    assert "Doe_Jane" not in message and str(tmp_path) not in message
+    assert not isinstance(note, ErrorNotification)  # an ErrorNotification carries the traceback
+    assert len(viewer.layers) == 0
+
+
+@pytest.mark.gui
+def test_file_open_outlines_a_mask_without_any_dock(make_napari_viewer, shared_data):
+    viewer = make_napari_viewer()
+    (roi,) = viewer.open(str(shared_data / "dicom_brainix" / "ROI"), plugin="napari-tumorseg")
+    assert type(roi).__name__ == "Labels" and roi.contour == 2
+    assert "tumorseg_display" not in roi.metadata

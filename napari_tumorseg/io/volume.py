@@ -78,7 +78,7 @@ class Volume:
         if self.kind == "labels":
             # An opened mask is a reference (ground truth, an earlier export): drawn as an
             # outline in its own colour, so a filled prediction under it stays readable.
-            # (Labels takes no ``contour`` argument: the viewer's session sets it on insertion.)
+            # (Labels takes no ``contour`` argument: apply_display_hints sets it on insertion.)
             meta["tumorseg_display"] = {"contour": 2}
             if _is_binary(self.data):
                 kwargs["colormap"] = {None: GROUND_TRUTH_COLOR, 0: (0.0, 0.0, 0.0, 0.0)}
@@ -92,6 +92,17 @@ class Volume:
             kwargs["colormap"] = "gray"
             kwargs["visible"] = [i == 0 for i in range(len(self.channel_names))]
         return self.data, kwargs, "image"
+
+
+def apply_display_hints(layer) -> None:
+    """Set on a napari layer what its constructor could not take (``metadata["tumorseg_display"]``,
+    e.g. a reference mask's outline width). Applied once: the hints are removed, so a user who
+    later turns the outline off keeps it off. Qt-free (napari's layer model only)."""
+    meta = getattr(layer, "metadata", None)
+    hints = meta.pop("tumorseg_display", None) if isinstance(meta, dict) else None
+    for key, value in (hints or {}).items():
+        if hasattr(layer, key):
+            setattr(layer, key, value)
 
 
 #: RGBA (0-1) of an opened reference mask: cyan, apart from the red/orange of predictions.
