@@ -42,16 +42,10 @@ from scipy import ndimage
 
 import warnings
 
-from napari_tumorseg.interactive.prompts import Prompts
+from napari_tumorseg.interactive.prompts import Cancelled, Prompts
+from napari_tumorseg.interactive.prompts import check_cancel as _check_cancel
 
-
-class Cancelled(Exception):
-    """A newer prompt superseded this update (raised between stages, caught by the caller)."""
-
-
-def _check_cancel(cancel) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled()
+__all__ = ["Cancelled", "ClassicEngine"]
 
 
 def _as_cyzx(image) -> np.ndarray:

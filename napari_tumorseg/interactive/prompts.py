@@ -24,6 +24,18 @@ def _points(value) -> np.ndarray:
     return arr
 
 
+class Cancelled(Exception):
+    """A newer prompt superseded this update (raised between stages, caught by the caller).
+
+    Here, beside the prompts every engine and the refinement share, so neither engine
+    module has to import the other for it."""
+
+
+def check_cancel(cancel) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled()
+
+
 @dataclass(frozen=True)
 class Prompts:
     """Positive / negative clicks, an optional box on one slice and optional scribbles.

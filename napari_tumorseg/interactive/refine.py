@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from napari_tumorseg.interactive.prompts import Prompts
+from napari_tumorseg.interactive.prompts import Cancelled, Prompts
 
 # 26/8-connectivity: a component the user sees as one blob is one, even through corners.
 _FULL = np.ones((3, 3, 3), bool)
@@ -98,8 +98,6 @@ def _fresh(engine):
 def refine_with_prompts(prior, image, spacing, prompts: Prompts, engine, cancel=None,
                         whole_fraction: float = 0.5) -> np.ndarray:
     """The prior mask edited by the prompts (bool, same grid); the prior itself is not changed."""
-    from napari_tumorseg.interactive.classic import Cancelled
-
     image = np.asarray(image)
     if image.ndim == 3:
         image = image[None]
