@@ -139,3 +139,278 @@ def test_bad_inputs_are_clear_errors():
         compare(np.ones((2, 3, 3)), np.ones((2, 3, 4)), (1, 1, 1))
     with pytest.raises(TumorSegError, match="labels must be"):
         measure(np.ones((2, 2, 2, 2)), (1, 1, 1))
+
+
+# -- lesion by lesion (issue 14) ---------------------------------------------------------------
+
+
+def _angle_deg(a, b, spacing_yx) -> float:
+    """Angle between two segments given as (z, y, x) voxel ends, in millimetres."""
+    sp = np.asarray(spacing_yx, float)
+    u = (np.asarray(a[1], float)[1:] - np.asarray(a[0], float)[1:]) * sp
+    v = (np.asarray(b[1], float)[1:] - np.asarray(b[0], float)[1:]) * sp
+    cos = abs(u @ v) / (np.linalg.norm(u) * np.linalg.norm(v))
+    return math.degrees(math.acos(min(1.0, cos)))
+
+
+def _length(ends, spacing_yx) -> float:
+    (_, y0, x0), (_, y1, x1) = ends
+    return math.hypot((y1 - y0) * spacing_yx[0], (x1 - x0) * spacing_yx[1])
+
+
+def _check_lesion_geometry(les, mask3d, spacing):
+    """What must hold for any lesion: ends on its slice and inside it, perpendicular <= longest,
+    90 degrees in mm, lengths equal to the distances between the ends."""
+    sp = spacing[1:]
+    z = les["slice"]
+    assert les["slices"][0] <= z <= les["slices"][1]
+    for y, x in (e[1:] for e in les["diameter_endpoints"] + les["perpendicular_endpoints"]):
+        assert mask3d[z, int(round(y)), int(round(x))], (y, x)
+    assert all(e[0] == z for e in les["diameter_endpoints"] + les["perpendicular_endpoints"])
+    assert les["perpendicular_mm"] <= les["diameter_mm"] + 1e-9
+    assert _length(les["diameter_endpoints"], sp) == pytest.approx(les["diameter_mm"], abs=1e-9)
+    assert _length(les["perpendicular_endpoints"], sp) == pytest.approx(les["perpendicular_mm"], abs=1e-6)
+    assert les["product_mm2"] == pytest.approx(les["diameter_mm"] * les["perpendicular_mm"])
+    if les["perpendicular_mm"] > 0:
+        assert _angle_deg(les["diameter_endpoints"], les["perpendicular_endpoints"], sp) == pytest.approx(90, abs=0.01)
+
+
+@pytest.mark.parametrize("spacing_yx", [(1.0, 1.0), (0.8, 0.5), (0.5, 1.25)])
+def test_rectangle_40_by_20_mm(spacing_yx):
+    """Known answer. Pixel centres of a 40 x 20 mm rectangle span a = 40 - dx by b = 20 - dy;
+    the longest diameter is their diagonal, and the longest chord perpendicular to it runs
+    from one long side to the other: b / cos(angle) = b * L / a."""
+    dy, dx = spacing_yx
+    ny, nx = round(20 / dy), round(40 / dx)
+    img = np.zeros((ny + 8, nx + 8), np.uint8)
+    img[4:4 + ny, 4:4 + nx] = 1
+    m = measure(img, spacing_yx)
+    assert m["n_lesions"] == 1
+    les = m["lesions"][0]
+    a, b = (nx - 1) * dx, (ny - 1) * dy
+    longest = math.hypot(a, b)
+    assert les["diameter_mm"] == pytest.approx(longest, rel=1e-12)
+    assert les["perpendicular_mm"] == pytest.approx(b * longest / a, abs=1e-4)
+    assert les["product_mm2"] == pytest.approx(b * longest**2 / a, abs=1e-2)
+    # The perpendicular spans the short side (top row to bottom row) and crosses the diagonal
+    # at the rectangle's centre, the cross a radiologist draws.
+    ys = sorted(e[1] for e in les["perpendicular_endpoints"])
+    assert ys == pytest.approx([4, 4 + ny - 1], abs=1e-4)
+    mid = np.mean(np.array(les["perpendicular_endpoints"])[:, 1:], axis=0)
+    assert mid == pytest.approx([4 + (ny - 1) / 2, 4 + (nx - 1) / 2], abs=0.3)
+    _check_lesion_geometry(les, img[None] > 0, (1.0, *spacing_yx))
+    # Case figures are this lesion's.
+    assert m["largest_axial_diameter_mm"] == les["diameter_mm"]
+    assert m["perpendicular_diameter_mm"] == les["perpendicular_mm"]
+    assert m["bidimensional_product_mm2"] == les["product_mm2"]
+
+
+@pytest.mark.parametrize("spacing_yx", [(1.0, 1.0), (0.7, 0.45)])
+def test_rotated_ellipse_diameters_are_its_axes(spacing_yx):
+    """An ellipse (semi-axes 25 and 12 mm, turned 30 degrees): longest = major axis, the
+    perpendicular chord = minor axis, within the pixel-centre discretisation."""
+    dy, dx = spacing_yx
+    A, B, th = 25.0, 12.0, math.radians(30)
+    yy, xx = np.mgrid[:int(60 / dy), :int(60 / dx)]
+    Y, X = (yy - yy.shape[0] // 2) * dy, (xx - xx.shape[1] // 2) * dx
+    u, v = X * math.cos(th) + Y * math.sin(th), -X * math.sin(th) + Y * math.cos(th)
+    ell = (u / A) ** 2 + (v / B) ** 2 <= 1
+    les = measure(ell, spacing_yx)["lesions"][0]
+    px = math.hypot(dy, dx)
+    assert 2 * A - px <= les["diameter_mm"] <= 2 * A
+    # The pixel-centre extremes of a blunt tip can tilt the longest diameter a few degrees
+    # off the major axis; a chord through the centre 5 degrees off the minor axis is 0.3 %
+    # longer than it.
+    assert 2 * B - 2 * px <= les["perpendicular_mm"] <= 2 * B * 1.003
+    # The longest diameter lies along the major axis (30 degrees), in mm.
+    (_, y0, x0), (_, y1, x1) = les["diameter_endpoints"]
+    ang = math.degrees(math.atan2((y1 - y0) * dy, (x1 - x0) * dx)) % 180
+    assert ang == pytest.approx(30, abs=5)
+    _check_lesion_geometry(les, ell[None], (1.0, *spacing_yx))
+
+
+def test_l_shape_perpendicular_is_a_chord_not_the_projection():
+    """An L of two 40 x 10-pixel arms: the longest diameter runs corner to corner (45 degrees)
+    outside the L; the longest chord perpendicular to it INSIDE the L is the thickness of an
+    arm across the diagonal, 9 * sqrt(2) between pixel centres - not the L's 28+ mm shadow
+    on that axis."""
+    img = np.zeros((60, 60), np.uint8)
+    img[5:45, 5:15] = 1
+    img[35:45, 5:45] = 1
+    les = measure(img, (1.0, 1.0))["lesions"][0]
+    assert les["diameter_mm"] == pytest.approx(39 * math.sqrt(2))
+    assert les["perpendicular_mm"] == pytest.approx(9 * math.sqrt(2), abs=1e-4)
+    # The projection of the whole L on the perpendicular axis is much wider.
+    pts = np.argwhere(img) * 1.0
+    n = np.array([1.0, 1.0]) / math.sqrt(2)
+    assert np.ptp(pts @ n) > 2 * les["perpendicular_mm"]
+    # Every point of the chord lies in the L.
+    (_, y0, x0), (_, y1, x1) = les["perpendicular_endpoints"]
+    for f in np.linspace(0, 1, 50):
+        assert img[int(round(y0 + f * (y1 - y0))), int(round(x0 + f * (x1 - x0)))]
+    _check_lesion_geometry(les, img[None] > 0, (1.0, 1.0, 1.0))
+
+
+def test_two_separate_discs_are_two_lesions_and_never_one_diameter():
+    """The issue's defect: the case diameter spanned two blobs. Two discs (radius 10 and
+    6 mm) 60 mm apart on the same slices: two lesions, each measured on its own."""
+    spacing = (3.0, 0.5, 0.5)
+    vol = np.zeros((4, 80, 200), np.uint8)
+    yy, xx = np.mgrid[:80, :200]
+    big = ((yy - 40) * 0.5) ** 2 + ((xx - 40) * 0.5) ** 2 <= 10**2
+    small = ((yy - 40) * 0.5) ** 2 + ((xx - 160) * 0.5) ** 2 <= 6**2
+    vol[1:3][:, big] = 1
+    vol[1:3][:, small] = 2
+    m = measure(vol, spacing)
+    assert m["n_lesions"] == 2 and len(m["lesions"]) == 2
+    first, second = m["lesions"]
+    assert first["volume_ml"] > second["volume_ml"]
+    assert first["labels"] == [1] and second["labels"] == [2]
+    assert 20 - 1.0 <= first["diameter_mm"] <= 20 and 12 - 1.0 <= second["diameter_mm"] <= 12
+    assert first["perpendicular_mm"] == pytest.approx(first["diameter_mm"], abs=1.0)
+    assert first["voxel_count"] == 2 * big.sum() and second["voxel_count"] == 2 * small.sum()
+    assert first["volume_ml"] == pytest.approx(2 * big.sum() * 3 * 0.25 / 1000)
+    assert first["centroid_zyx"] == pytest.approx([1.5, 40, 40])
+    assert first["slices"] == [1, 2]
+    # The case diameter is the big disc's, not the 80 mm across both.
+    assert m["largest_axial_diameter_mm"] == first["diameter_mm"] < 21
+    assert m["diameter_lesion"] == 1
+    across = pdist(np.argwhere(vol[1] > 0) * 0.5).max()
+    assert across > 75
+    assert largest_axial_diameter(vol, spacing)["diameter_mm"] == first["diameter_mm"]
+    for les in m["lesions"]:
+        _check_lesion_geometry(les, vol > 0, spacing)
+
+
+def test_lesion_is_measured_on_the_slice_of_its_own_widest_cross_section():
+    """A 3D ellipsoid next to a large flat lesion: each is measured on its own widest slice."""
+    spacing = (2.0, 1.0, 1.0)
+    zz, yy, xx = np.mgrid[:21, :64, :120]
+    ball = ((zz - 10) * 2.0) ** 2 + (yy - 32.0) ** 2 + (xx - 30.0) ** 2 <= 15**2
+    vol = ball.astype(np.uint8)
+    vol[3, 10:50, 60:115] = 1  # a flat slab far from the ball, on slice 3 only
+    m = measure(vol, spacing)
+    ball_les = next(les for les in m["lesions"] if les["slices"] == [3, 17])
+    assert ball_les["slice"] == 10
+    assert ball_les["diameter_mm"] == pytest.approx(30, abs=1.5)
+    slab = next(les for les in m["lesions"] if les["slices"] == [3, 3])
+    assert slab["slice"] == 3
+    assert slab["diameter_mm"] == pytest.approx(math.hypot(39, 54))
+    assert m["largest_axial_diameter_mm"] == slab["diameter_mm"]
+    assert m["diameter_slice"] == 3
+    assert ball_les["bbox_zyx"] == [[3, 17, 15], [17, 47, 45]]
+
+
+def test_result_is_plain_json_with_every_lesion():
+    import json
+
+    vol = np.zeros((3, 100, 100), np.uint8)
+    for k in range(30):  # 30 separate specks and one big lesion
+        y, x = divmod(k, 6)
+        vol[1, 5 + 6 * y, 60 + 6 * x] = 1
+    vol[:, 10:40, 10:40] = 2
+    m = measure(vol, (1.0, 1.0, 1.0))
+    text = json.dumps(m, allow_nan=False)
+    assert json.loads(text) == m
+    assert m["n_lesions"] == 31 and len(m["lesions"]) == 31
+    assert [les["lesion"] for les in m["lesions"]] == list(range(1, 32))
+    vols = [les["volume_ml"] for les in m["lesions"]]
+    assert vols == sorted(vols, reverse=True)
+    report = format_report(m)
+    assert "lesion 20:" in report and "lesion 21:" not in report
+    assert "... and 11 more lesions" in report
+    assert "lesion 31:" in format_report(m, cap=None)
+    speck = next(les for les in m["lesions"] if les["centroid_zyx"] == [1.0, 5.0, 60.0])
+    assert speck["voxel_count"] == 1 and speck["labels"] == [1] and speck["slices"] == [1, 1]
+    assert speck["diameter_mm"] == speck["perpendicular_mm"] == speck["product_mm2"] == 0.0
+    assert speck["diameter_endpoints"] == [[1.0, 5.0, 60.0]] * 2
+
+
+def test_regions_only_when_brats_is_said():
+    vol = np.zeros((2, 10, 10), np.uint8)
+    vol[0, 2:6, 2:6] = 2
+    vol[0, 3:5, 3:5] = 4
+    vol[1, 3:5, 3:5] = 1
+    assert "regions" not in measure(vol, (1, 1, 1))
+    r = measure(vol, (1, 1, 1), brats=True)["regions"]
+    assert r["convention"] == "brats"
+    assert (r["WT"]["voxel_count"], r["TC"]["voxel_count"], r["ET"]["voxel_count"]) == (20, 8, 4)
+    # The region map a regions model predicts says so by its label names.
+    from napari_tumorseg.brats import REGION_LABEL_NAMES
+
+    rmap = np.minimum(vol, 3)
+    names = {k: v for k, v in REGION_LABEL_NAMES.items() if k}
+    r = measure(rmap, (1, 1, 1), names)["regions"]
+    assert r["convention"] == "regionmap"
+    assert r["WT"]["voxel_count"] == np.count_nonzero(rmap)
+    assert r["ET"]["voxel_count"] == np.count_nonzero(rmap == 3)
+    # A binary mask has no regions, whatever its name; asked for, it is refused.
+    binary = (vol > 0).astype(np.uint8)
+    assert "regions" not in measure(binary, (1, 1, 1), {1: "tumour"})
+    with pytest.raises(TumorSegError, match="binary mask"):
+        measure(binary, (1, 1, 1), brats=True)
+    # 1-3 without 4 is BraTS 2023 or 2013: auto does not guess; named, it is measured.
+    v23 = np.array([[[1, 2, 3, 0]]], np.uint8)
+    with pytest.raises(TumorSegError, match="brats2023"):
+        measure(v23, (1, 1, 1), brats=True)
+    assert measure(v23, (1, 1, 1), brats="brats2023")["regions"]["ET"]["voxel_count"] == 1
+    with pytest.raises(TumorSegError, match="label 7"):
+        measure(np.array([[[1, 7]]]), (1, 1, 1), brats="brats")
+
+
+def test_brainix_roi_lesions_through_the_readers(shared_data):
+    from napari_tumorseg.io.readers import read_path
+
+    (roi,) = read_path(shared_data / "dicom_brainix" / "ROI")
+    labels, spacing = np.asarray(roi.data), roi.spacing
+    assert spacing[0] == pytest.approx(6.0, abs=1e-3)
+    m = measure(labels, spacing)
+    vv = float(np.prod(spacing)) / 1000
+    count = int(np.count_nonzero(labels))
+    assert "regions" not in m  # a binary ROI
+    assert sum(les["voxel_count"] for les in m["lesions"]) == count == m["voxel_count"]
+    assert sum(les["volume_ml"] for les in m["lesions"]) == pytest.approx(count * vv, rel=1e-12)
+    assert m["largest_axial_diameter_mm"] == max(les["diameter_mm"] for les in m["lesions"])
+    for les in m["lesions"]:
+        _check_lesion_geometry(les, labels > 0, spacing)
+    top = m["lesions"][0]
+    assert 20 < top["diameter_mm"] < 288 * spacing[1] and top["perpendicular_mm"] > 10
+
+
+def test_brats2013_regions_and_lesions(shared_data):
+    import time
+
+    from napari_tumorseg.io.readers import read_path
+
+    path = shared_data / "brats2013_deepmedic" / "train" / "brats_2013_pat0005_1" / "OTMultiClass.nii.gz"
+    (vol,) = read_path(path)
+    labels, spacing = np.asarray(vol.data).astype(np.uint8), vol.spacing
+    t0 = time.perf_counter()
+    m = measure(labels, spacing, brats=True)
+    assert time.perf_counter() - t0 < 10  # 240x240x155: well under a second here
+    vv = float(np.prod(spacing)) / 1000
+    r = m["regions"]
+    assert r["convention"] == "brats"
+    wt, tc, et = np.isin(labels, (1, 2, 3, 4)), np.isin(labels, (1, 3, 4)), labels == 4
+    assert not (tc & ~wt).any() and not (et & ~tc).any()  # WT ⊇ TC ⊇ ET
+    for name, mask in (("WT", wt), ("TC", tc), ("ET", et)):
+        assert r[name]["voxel_count"] == int(mask.sum())
+        assert r[name]["volume_ml"] == pytest.approx(mask.sum() * vv, rel=1e-12)
+    assert r["WT"]["volume_ml"] >= r["TC"]["volume_ml"] >= r["ET"]["volume_ml"] > 0
+    # Several lesions, all listed, each region split among them.
+    assert m["n_lesions"] == 9
+    for name in ("WT", "TC", "ET"):
+        assert sum(les["regions_ml"][name] for les in m["lesions"]) == pytest.approx(r[name]["volume_ml"])
+    # Each lesion's diameter is the one it has alone in the volume, and the case's is the largest.
+    comp, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))
+    for les in m["lesions"][:3]:
+        z, y, x = (int(round(c)) for c in les["diameter_endpoints"][0])
+        alone = comp == comp[z, y, x]
+        assert largest_axial_diameter(alone, spacing)["diameter_mm"] == pytest.approx(les["diameter_mm"])
+        _check_lesion_geometry(les, labels > 0, spacing)
+    assert m["largest_axial_diameter_mm"] == max(les["diameter_mm"] for les in m["lesions"])
+    # --label 4 (the enhancing part, as RANO measures it): lesions of label 4 alone.
+    et_only = measure(labels, spacing, brats=True, lesion_labels=[4])
+    assert et_only["voxel_count"] == int(et.sum())
+    assert all(les["labels"] == [4] for les in et_only["lesions"])
+    assert et_only["regions"] == r
