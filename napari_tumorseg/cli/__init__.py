@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = [
     "predict",
     "evaluate",
     "evaluate_clicks",
+    "measure",
     "view",
 ]
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.measurements import compare, format_report
+from napari_tumorseg.measurements import compare, format_report, lesion_lines, measure
 from napari_tumorseg.metrics import segmentation_metrics
 
 # More distinct values than this and the file is an image (a scan), not a label mask.
@@ -112,6 +112,20 @@ def _restricted(pred: np.ndarray, gt: np.ndarray, labels: list[int] | None):
     return pred > 0, np.isin(gt, labels), f"PRED > 0 vs GT label(s) {chosen}"
 
 
+def _prediction_lesions(pred: np.ndarray, spacing) -> dict[str, Any]:
+    """The compared prediction lesion by lesion (26-connected components; every lesion, with
+    its longest axial diameter, perpendicular and product: napari_tumorseg.measurements)."""
+    m = measure(pred > 0, spacing)
+    return {
+        "pred_n_lesions": m["n_lesions"],
+        "pred_largest_axial_diameter_mm": m["largest_axial_diameter_mm"],
+        "pred_perpendicular_diameter_mm": m["perpendicular_diameter_mm"],
+        "pred_bidimensional_product_mm2": m["bidimensional_product_mm2"],
+        "pred_diameter_slice": m["diameter_slice"],
+        "pred_lesions": m["lesions"],
+    }
+
+
 def evaluate(pred_path: str, gt_path: str, pred_series: int | None = None,
              gt_series: int | None = None, labels: list[int] | None = None) -> dict[str, Any]:
     """The evaluation as a dict (what ``--json`` prints, before non-finite -> null)."""
@@ -128,6 +142,7 @@ def evaluate(pred_path: str, gt_path: str, pred_series: int | None = None,
         "spacing_mm": list(spacing),
         "compared": compared,
         **compare(pred, gt, spacing),
+        **_prediction_lesions(pred, spacing),
     }
     pred, gt = pred_full, gt_full
     # Label by label only when the prediction itself has labels: a binary prediction
@@ -165,6 +180,11 @@ def run(args) -> int:
         return 0
     print(format_report(result, title=f"{Path(args.pred).name} vs {Path(args.gt).name}"))
     print(f"Compared: {result['compared']}")
+    if result["pred_n_lesions"]:
+        print(f"Predicted lesions: {result['pred_n_lesions']}, largest axial diameter "
+              f"{result['pred_largest_axial_diameter_mm']:.1f} x {result['pred_perpendicular_diameter_mm']:.1f} mm "
+              f"on slice {result['pred_diameter_slice']}")
+        print("\n".join(lesion_lines(result["pred_lesions"])))
     print("Grid: " + "x".join(str(s) for s in result["shape"]) + " voxels at "
           + " x ".join(f"{s:.4g}" for s in result["spacing_mm"]) + " mm (z, y, x)")
     for value, m in result.get("per_label", {}).items():
