@@ -313,6 +313,8 @@ class CorrectWidget(QWidget):
     # -- measurements -------------------------------------------------------------------
     @guarded("measuring failed")
     def measure(self) -> str:
+        """Measure the labels layer: case figures, then lesion by lesion (and BraTS regions
+        when its label names are BraTS names); fills the table and draws the diameters."""
         from napari_tumorseg.measurements import compare, format_report, measure
 
         try:
@@ -356,63 +358,71 @@ class CorrectWidget(QWidget):
         self.table.setMinimumHeight(min(height + 4, 320))
 
     def table_text(self) -> str:
-        """The measurements table as tab-separated lines (pastes as a table)."""
+        """The whole measurements table (case figures, every listed lesion, regions) as
+        tab-separated lines (pastes as a table)."""
         rows = [(self.table.item(r, 0).text(), self.table.item(r, 1).text()) for r in range(self.table.rowCount())]
         return "\n".join(f"{a}\t{b}" for a, b in rows)
 
     def _draw_diameter(self, layer, m: dict) -> None:
-        """The largest axial diameter as a line on its slice, as a radiologist draws it."""
-        ends = m.get("diameter_endpoints")
+        """Each of the largest lesions' longest axial diameter (yellow) and its perpendicular
+        (cyan) as two lines on the lesion's slice, as a radiologist draws them; one Shapes
+        layer. The view goes to the slice of the case's largest diameter."""
         if self.diameter_layer is not None and self.diameter_layer not in self.viewer.layers:
             self.diameter_layer = None
-        if not ends or m["largest_axial_diameter_mm"] <= 0:
+        lines = _diameter_lines(m)
+        if not lines:
             if self.diameter_layer is not None:
                 self.diameter_layer.data = []
             return
-        line = np.asarray(ends, float)
-        label = f"{m['largest_axial_diameter_mm']:.1f} mm"
+        ends = np.array([ln[0] for ln in lines], float)  # (n, 2, 3) voxel (z, y, x)
         if layer.ndim == 2:
-            line, geometry = line[:, 1:], {"scale": layer.scale, "translate": layer.translate,
-                                           "affine": layer.affine}
+            data, geometry = list(ends[:, :, 1:]), {"scale": layer.scale, "translate": layer.translate,
+                                                    "affine": layer.affine}
             self._diameter_slice = None
         else:
             # napari shows a 3D line only where the layer's slice position equals its z
             # exactly, and an oblique layer's slice position is fractional (the dims point
-            # snaps to the viewer's steps, not to this layer's slices). So the line is 2D,
-            # its ends in world mm, and it is shown while the viewer shows slice z.
-            show_slice(self.viewer, layer, float(line[0, 0]))
-            line = np.array([layer.data_to_world(p) for p in line], float)[:, -2:]
+            # snaps to the viewer's steps, not to this layer's slices). So each line is 2D,
+            # its ends in world mm, and it is shown while the viewer shows its slice.
+            show_slice(self.viewer, layer, float(m["diameter_slice"]))
+            data = [np.array([layer.data_to_world(p) for p in pair], float)[:, -2:] for pair in ends]
             geometry = {"scale": (1.0, 1.0), "translate": (0.0, 0.0)}
-            self._diameter_slice = (layer, int(round(float(ends[0][0]))))
+            self._diameter_slice = (layer, np.array([int(round(float(pair[0][0]))) for pair in ends]))
         width = max(1.0, 0.004 * max(layer.data.shape[-2:]))  # pixels of the scan
         if layer.ndim >= 3:
             width *= float(min(np.abs(layer.scale[-2:])))  # the line's units are mm there
+        features = {"label": [ln[1] for ln in lines]}
+        colors = [ln[2] for ln in lines]
         if self.diameter_layer is None:
             self.diameter_layer = self.viewer.add_shapes(
-                [line], shape_type="line", name=f"{layer.name} diameter", edge_color="yellow",
-                edge_width=width, features={"label": [label]},
+                data, shape_type="line", name=f"{layer.name} diameter", edge_color=colors,
+                edge_width=width, features=features,
                 text={"string": "{label}", "color": "yellow", "size": 10, "anchor": "upper_left"},
                 metadata={"tumorseg_output": "diameter"}, **geometry)
         else:
+            shapes = self.diameter_layer
             for key, value in geometry.items():
-                setattr(self.diameter_layer, key, value)
-            self.diameter_layer.data = [line]
-            self.diameter_layer.shape_type = ["line"]
-            self.diameter_layer.edge_width = width
-            self.diameter_layer.features = {"label": [label]}
+                setattr(shapes, key, value)
+            shapes.data = []
+            shapes.add_lines(data, edge_width=width, edge_color=colors)
+            shapes.features = features
+            shapes.refresh_text()
         self._diameter_visibility()
 
     def _diameter_visibility(self, *_):
-        """The diameter line shows on its own slice only."""
+        """Each diameter line shows on its own slice only."""
         line, where = self.diameter_layer, getattr(self, "_diameter_slice", None)
         if line is None or line not in self.viewer.layers or len(line.data) == 0:
             return
         if where is None:  # a 2D mask: one slice, always shown
             line.shown = np.ones(len(line.data), bool)
             return
-        layer, z = where
-        on = layer in self.viewer.layers and round(float(layer.world_to_data(self.viewer.dims.point)[-3])) == z
-        line.shown = np.full(len(line.data), on)
+        layer, zs = where
+        if layer not in self.viewer.layers or len(zs) != len(line.data):
+            line.shown = np.zeros(len(line.data), bool)
+            return
+        here = round(float(layer.world_to_data(self.viewer.dims.point)[-3]))
+        line.shown = np.asarray(zs) == here
 
     # -- export -------------------------------------------------------------------------
     def _source_volume(self, labels_layer):
@@ -533,9 +543,38 @@ class _CopyKey(QObject):
         return False
 
 
+#: How many of the largest lesions get their two diameters drawn.
+DRAWN_LESIONS = 5
+
+
+def _diameter_lines(m: dict) -> list[tuple[list, str, str]]:
+    """(two (z, y, x) ends, text, colour) of the lines to draw: the longest diameter and its
+    perpendicular of the lesion holding the case's largest diameter first, then of the
+    other largest lesions (by volume), DRAWN_LESIONS in all."""
+    lesions = [les for les in m.get("lesions") or [] if les["diameter_mm"] > 0]
+    if not lesions:
+        ends = m.get("diameter_endpoints")
+        if ends and m.get("largest_axial_diameter_mm", 0) > 0:
+            return [(ends, f"{m['largest_axial_diameter_mm']:.1f} mm", "yellow")]
+        return []
+    first = [les for les in lesions if les["lesion"] == m.get("diameter_lesion")]
+    chosen = (first + [les for les in lesions if les not in first])[:DRAWN_LESIONS]
+    out = []
+    for les in chosen:
+        tag = f"#{les['lesion']} " if len(lesions) > 1 else ""
+        out.append((les["diameter_endpoints"], f"{tag}{les['diameter_mm']:.1f} mm", "yellow"))
+        if les["perpendicular_mm"] > 0:
+            out.append((les["perpendicular_endpoints"], f"{tag}{les['perpendicular_mm']:.1f} mm", "cyan"))
+    return out
+
+
 def measurement_rows(m: dict, c: dict | None) -> list[tuple[str, str]]:
-    """(name, value) rows: what a report quotes first — volume, diameter, Dice — then the rest."""
+    """(name, value) rows: what a report quotes first — volume, diameter, Dice — then the rest
+    of the case, BraTS regions, and one block of rows per lesion (the LESION_DISPLAY_CAP
+    largest, and how many more)."""
     import math
+
+    from napari_tumorseg.measurements import LESION_DISPLAY_CAP, REGION_TITLES
 
     def num(v, fmt):
         if v is None:
@@ -544,23 +583,48 @@ def measurement_rows(m: dict, c: dict | None) -> list[tuple[str, str]]:
             return "undefined (one mask is empty)" if math.isinf(v) else "n/a"
         return fmt.format(v)
 
+    lesions = m.get("lesions") or []
     rows = [("Volume", num(m["volume_ml"], "{:.2f} mL")),
             ("Largest axial diameter", num(m["largest_axial_diameter_mm"], "{:.1f} mm"))]
     if c is not None:
         rows.append(("Dice", num(c["dice"], "{:.3f}")))
+    if lesions and m.get("diameter_slice") is not None:
+        rows += [("Perpendicular diameter", num(m.get("perpendicular_diameter_mm"), "{:.1f} mm")),
+                 ("Bidimensional product", num(m.get("bidimensional_product_mm2"), "{:.0f} mm²"))]
     if m.get("diameter_slice") is not None:
         rows.append(("Diameter on slice", str(m["diameter_slice"])))
-    rows.append(("Components", str(m["n_components"])))
+    if lesions and len(lesions) > 1:
+        rows.append(("Diameter of lesion", str(m.get("diameter_lesion"))))
+    rows.append(("Lesions", str(m.get("n_lesions", m["n_components"]))))
     if c is not None:
         rows += [("IoU", num(c["iou"], "{:.3f}")), ("Precision", num(c["precision"], "{:.3f}")),
                  ("Recall", num(c["recall"], "{:.3f}")), ("HD95", num(c["hd95_mm"], "{:.1f} mm")),
                  ("Ground-truth volume", num(c["gt_volume_ml"], "{:.2f} mL")),
                  ("Volume difference", num(c["volume_difference_ml"], "{:+.2f} mL"))]
+    regions = m.get("regions")
+    if regions:
+        for name in ("WT", "TC", "ET"):
+            rows.append((REGION_TITLES[name][:1].upper() + REGION_TITLES[name][1:],
+                         num(regions[name]["volume_ml"], "{:.2f} mL")))
     for name, v in (m.get("label_volumes_ml") or {}).items():
         rows.append((f"  {name}", num(v, "{:.2f} mL")))
-    if len(m.get("component_volumes_ml") or []) > 1:
+    if not lesions and len(m.get("component_volumes_ml") or []) > 1:
         rows.append(("Component volumes", ", ".join(f"{v:.2f}" for v in m["component_volumes_ml"]) + " mL"))
+    shown = lesions[:LESION_DISPLAY_CAP]
+    for les in shown:
+        k = les["lesion"]
+        rows += [(f"Lesion {k}", num(les["volume_ml"], "{:.2f} mL")),
+                 (f"  lesion {k} longest × perpendicular",
+                  f"{les['diameter_mm']:.1f} × {les['perpendicular_mm']:.1f} mm"),
+                 (f"  lesion {k} product", num(les["product_mm2"], "{:.0f} mm²")),
+                 (f"  lesion {k} slice", str(les["slice"]))]
+        if les.get("regions_ml"):
+            rows.append((f"  lesion {k} WT / TC / ET",
+                         " / ".join(f"{les['regions_ml'][r]:.2f}" for r in ("WT", "TC", "ET")) + " mL"))
+    if len(lesions) > len(shown):
+        rest = lesions[len(shown):]
+        rows.append(("More lesions", f"{len(rest)} not listed ({sum(les['volume_ml'] for les in rest):.2f} mL "
+                                     f"in all, none larger than {shown[-1]['volume_ml']:.2f} mL)"))
     rows.append(("Voxels", str(m["voxel_count"])))
     rows.append(("Voxel size", " × ".join(f"{s:.3g}" for s in m["spacing_mm"]) + " mm"))
     return rows
-
