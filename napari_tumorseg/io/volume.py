@@ -67,6 +67,8 @@ class Volume:
     def layer_data(self) -> tuple[np.ndarray, dict, str]:
         """napari LayerDataTuple: (data, kwargs, layer_type)."""
         meta = dict(self.metadata)
+        # A study's case names each channel's layer itself ("T1c · case"; io.study).
+        channel_layer_names = meta.pop("layer_names", None)
         meta["tumorseg"] = {
             "affine": self.affine.tolist(),
             "spacing": list(self.spacing),
@@ -85,8 +87,11 @@ class Volume:
             return self.data, kwargs, "labels"
         if self.has_channels:
             kwargs["channel_axis"] = 0
-            kwargs["name"] = [c if c.startswith(self.name) else f"{self.name} {c}".strip()
-                              for c in self.channel_names]
+            if channel_layer_names and len(channel_layer_names) == len(self.channel_names):
+                kwargs["name"] = [str(n) for n in channel_layer_names]
+            else:
+                kwargs["name"] = [c if c.startswith(self.name) else f"{self.name} {c}".strip()
+                                  for c in self.channel_names]
             # One channel on screen at a time, in grey: additive greys of several scans
             # would add up to a washed-out picture. The others are a click away.
             kwargs["colormap"] = "gray"

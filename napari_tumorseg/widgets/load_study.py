@@ -1,4 +1,8 @@
-"""Dock widget: scan a DICOM/NIfTI/TIFF study, list its series, open the chosen ones."""
+"""Dock widget: scan a DICOM/NIfTI/TIFF study, list its series, open the chosen ones.
+
+The scans are ticked; masks (ground truth, brain mask, ROI) are listed unticked and open as
+labels layers when ticked. Layers are named "<sequence> · <case>" (io.study says how).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.io.study import Study
+from napari_tumorseg.io.study import Opened, Study
 from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
@@ -34,7 +38,7 @@ from napari_tumorseg.widgets._common import (
 from napari_tumorseg.widgets._session import session_for
 
 COLUMNS = ["Series", "Modality", "Slices", "Spacing (mm)", "Size (z, y, x)", "Kind"]
-HINT = "1. Scan a study folder → 2. tick the series → 3. Open selected"
+HINT = "1. Scan a study folder → 2. tick the series (masks open as labels) → 3. Open selected"
 
 
 class LoadStudyWidget(QWidget):
@@ -98,16 +102,18 @@ class LoadStudyWidget(QWidget):
                 str(e.shape[0]),
                 " x ".join(f"{s:.3g}" for s in e.spacing),
                 " x ".join(str(s) for s in e.shape),
-                e.kind,
+                "mask (labels)" if e.is_mask else e.kind,
             ]
+            tip = "\n".join([f"opens as the layer '{e.layer_name}'"
+                             + (" (labels)" if e.is_mask else ""), *e.warnings])
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                if e.warnings:
-                    item.setToolTip("\n".join(e.warnings))
+                item.setToolTip(tip)
                 self.table.setItem(row, col, item)
             check = self.table.item(row, 0)
             check.setFlags(check.flags() | Qt.ItemIsUserCheckable)
-            check.setCheckState(Qt.Checked)
+            # Scans ticked, masks offered unticked: a ground truth is never a channel by accident.
+            check.setCheckState(Qt.Checked if e.ticked else Qt.Unchecked)
         self.table.resizeColumnsToContents()
         msg = f"{len(study.entries)} series found"
         if study.notes:
@@ -144,12 +150,12 @@ class LoadStudyWidget(QWidget):
         @thread_worker
         def work():
             result = None
-            for item in study.load(rows):
-                if isinstance(item, list):
+            for item in study.load(rows, as_channels=as_channels):
+                if isinstance(item, Opened):
                     result = item
                 else:
                     yield item
-            return _as_channels(result) if as_channels else (result, None)
+            return result
 
         worker = work()
         worker.yielded.connect(lambda ev: (pbar.set_description(ev[2]), pbar.update(ev[0] - pbar.n)))
@@ -163,14 +169,15 @@ class LoadStudyWidget(QWidget):
         return worker
 
     @guarded("opening failed")
-    def _add_volumes(self, result) -> None:
+    def _add_volumes(self, result: Opened | None) -> None:
         from napari_tumorseg.io.readers import layer_data
 
-        volumes, note = result if isinstance(result, tuple) else (result, None)
-        if note:
-            show_warning(note)
+        if result is None:
+            return
+        for note in result.notes:
+            show_warning(note)  # a case opened scan by scan: said once, with why
         added = []
-        volumes = volumes or []
+        volumes = result.volumes
         for vol, (data, kwargs, layer_type) in zip(volumes, layer_data(volumes)):
             for warning in vol.metadata.get("warnings", []):
                 show_warning(f"{vol.name}: {warning}")  # gaps, missing slices: never silent
@@ -182,21 +189,3 @@ class LoadStudyWidget(QWidget):
             self.viewer.reset_view()
             show_info(f"opened {len(added)} layer(s)")
 
-
-def _as_channels(volumes):
-    """(volumes, note): the image series as one case when they share a grid, else each alone.
-
-    Series that cannot be combined (BRAINIX: FLAIR 288² and T2 512²) are still opened —
-    separately — and the note says once why they were not combined.
-    """
-    from napari_tumorseg.io.readers import combine_channels
-
-    volumes = volumes or []
-    images = [v for v in volumes if v.kind == "image"]
-    if len(images) < 2:
-        return volumes, None
-    try:
-        case = combine_channels(images)
-    except TumorSegError as err:
-        return volumes, f"opened the series separately — {err}"
-    return [case, *[v for v in volumes if v.kind != "image"]], None
