@@ -210,6 +210,11 @@ def test_the_loop_in_the_window_a_user_opens(qtbot, shared_data, tmp_path, scree
 
         assert type(reopened).__name__ == "Labels" and layers_grid_reason(reopened, flair) == ""
         np.testing.assert_array_equal(np.asarray(reopened.data) > 0, seg)
+        # the corrected case joins a training set with both of its channels
+        correct.image_combo.setCurrentText(flair.name)
+        correct.dataset_picker.set_path(tmp_path / "corrections")
+        added = correct.add_to_training_set()
+        assert [p.name for p in added[:2]] == ["FLAIR.nii.gz", "T1c.nii.gz"] and len(added) == 3
         save_screenshot(viewer, screenshot_dir / "acceptance_loop.png")
         # no traceback or identifier reached the user on the way
         assert not [n for n in seen if "Traceback" in str(n.message)]

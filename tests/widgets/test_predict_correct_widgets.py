@@ -185,10 +185,14 @@ def test_add_to_training_set_never_replaces(make_napari_viewer, shared_data, tmp
     widget.dataset_picker.set_path(tmp_path / "set")
     first = widget.add_to_training_set()
     second = widget.add_to_training_set()
-    assert len(first) == len(second) == 2 and first[0] != second[0]
-    import tifffile
+    assert len(first) == len(second) == 2 and first[0].parent != second[0].parent
+    from napari_tumorseg.io.readers import read_path
+    from napari_tumorseg.widgets._session import session_for
 
-    np.testing.assert_array_equal(tifffile.imread(first[1]), roi.data)
+    mask = read_path(first[1])[0]
+    np.testing.assert_array_equal(np.asarray(mask.data) > 0, np.asarray(roi.data) > 0)
+    # written with the scan's world geometry, not a bare array
+    np.testing.assert_allclose(mask.affine, session_for(viewer).volume_of(flair).affine, atol=1e-4)
     train = widget.fine_tune()
     assert train is not None and str(train.data_picker.path()) == str(tmp_path / "set")
 
