@@ -120,7 +120,7 @@ class CorrectWidget(QWidget):
         self.export_button.clicked.connect(self.export)
 
         # -- human in the loop ------------------------------------------------------------
-        self.dataset_picker = PathPicker("training-set folder (image + *_mask pairs)", file=False)
+        self.dataset_picker = PathPicker("training-set folder (one NIfTI folder per corrected case)", file=False)
         self.add_button = QPushButton("Add to training set")
         self.add_button.clicked.connect(self.add_to_training_set)
         self.finetune_button = QPushButton("Fine-tune on corrections")
@@ -175,6 +175,7 @@ class CorrectWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.session.events.prediction.connect(self._follow_prediction)
+        self.session.events.case.connect(self._case_changed)
         self.viewer.dims.events.current_step.connect(self._diameter_visibility)
         self._refresh_layers()
 
@@ -186,6 +187,14 @@ class CorrectWidget(QWidget):
             self.labels_combo.setCurrentText(p.labels_layer.name)
             if p.source in self.viewer.layers:
                 self.image_combo.setCurrentText(p.source.name)
+
+    def _case_changed(self, *_):
+        """Another study is on screen: the last one's figures and lines go."""
+        self.table.setRowCount(0)
+        self.last_report, self.last_measure = "", {}
+        if self.diameter_layer is not None and self.diameter_layer in self.viewer.layers:
+            self.diameter_layer.data = []
+        self._refresh_layers()
 
     # -- layers -------------------------------------------------------------------------
     def _refresh_layers(self, *_):
@@ -248,10 +257,20 @@ class CorrectWidget(QWidget):
             layer.mode = "pan_zoom"  # clicks must not paint while this tool is on
             layer.mouse_drag_callbacks.append(self._on_click)
             self._click_layer = layer
+            what = "keep a component" if box is self.click_keep else "remove a component"
+            self.session.claim_tool(f"Correct — {what}", self._release_click_tool)
+        elif not self.click_keep.isChecked() and not self.click_remove.isChecked():
+            self.session.release_tool(self._release_click_tool)
+
+    def _release_click_tool(self) -> None:
+        """Another dock took the canvas: this dock's click tools go off."""
+        for box in (self.click_keep, self.click_remove):
+            if box.isChecked():
+                box.setChecked(False)
 
     @guarded("edit failed")
     def _on_click(self, layer, event):
-        if event.type != "mouse_press":
+        if event.type != "mouse_press" or not self.session.owns_tool(self._release_click_tool):
             return
         point = layer.world_to_data(event.position)
         if self.click_remove.isChecked():
@@ -468,15 +487,16 @@ class CorrectWidget(QWidget):
         except TumorSegError as err:
             notify_error(err)
             return []
+        self.session.mark_exported(layer)
         show_info(f"exported {layer.name} as {fmt}: {paths[0] if len(paths) == 1 else f'{len(paths)} files'}")
         return paths
 
     # -- human in the loop --------------------------------------------------------------
     @guarded("adding to the training set failed")
     def add_to_training_set(self) -> list[Path]:
-        """Save the scan and the corrected mask as a pair the trainer reads (LGG-style names)."""
-        from napari_tumorseg.export.tiff import write_tiff_stack
-        from napari_tumorseg.training.datasets import next_pair_paths
+        """Save the scan (every channel of its case, with its world geometry) and the corrected
+        labels as a new case of a NIfTI training folder the trainer reads."""
+        from napari_tumorseg.training.corrected_cases import add_corrected_case
 
         try:
             layer = self.labels_layer()
@@ -484,29 +504,21 @@ class CorrectWidget(QWidget):
             if folder is None:
                 raise TumorSegError("choose a training-set folder")
             name = self.image_combo.currentText()
-            if not name:
+            if not name or name not in self.viewer.layers:
                 raise TumorSegError("choose the scan the labels belong to")
-            image = self.viewer.layers[name]
-            data, labels = np.asarray(image.data), np.asarray(layer.data)
-            if data.shape[-labels.ndim:] != labels.shape:
-                raise TumorSegError(f"scan {data.shape} and labels {labels.shape} are not on one grid")
-            folder.mkdir(parents=True, exist_ok=True)
-            # The trainer reads pairs by the names this function gives them.
-            img_path, mask_path = next_pair_paths(folder, name)
-            spacing = self._spacing(layer)
-            img_path = write_tiff_stack(data, img_path, spacing=spacing)
-            mask_path = write_tiff_stack(labels.astype(np.uint8), mask_path, spacing=spacing)
+            volume = self.session.volume_of(self.viewer.layers[name])
+            paths = add_corrected_case(folder, volume, np.asarray(layer.data), stem="corrected")
         except TumorSegError as err:
             notify_error(err)
             return []
-        show_info(f"added {img_path.name} + {mask_path.name} to {folder}")
-        return [img_path, mask_path]
+        show_info(f"added case {paths[0].parent.name} ({len(paths) - 1} sequence(s) + labels) to {folder.name}")
+        return paths
 
     @guarded("opening the Train dock failed")
     def fine_tune(self):
         """Open the Train dock on the corrections folder, starting from the loaded checkpoint."""
         folder = self.dataset_picker.path()
-        if folder is None or not folder.is_dir():
+        if folder is None or not folder.is_dir() or not any(folder.iterdir()):
             notify_error(TumorSegError("add at least one corrected case to a training-set folder first"))
             return None
         _, train_widget = self.viewer.window.add_plugin_dock_widget("napari-tumorseg", "Train")

@@ -466,28 +466,28 @@ class TrainWidget(QWidget):
 
     def _resolve_earlier_run(self) -> bool:
         """An output folder that holds a run: ask to resume it or start anew (False: the
-        user cancelled). Ticking Overwrite, or naming another checkpoint to resume, says it."""
-        out = self.out_picker.path()
-        if out is None or self.overwrite.isChecked():
-            return True
-        last = Path(out) / LAST
-        resume = self.resume_picker.path()
-        if not last.exists() or (resume is not None and Path(resume) != last):
+        user cancelled). Ticking Overwrite, or naming another checkpoint to resume, says it.
+        The rule is :mod:`napari_tumorseg.training.resume`'s; this only asks."""
+        from napari_tumorseg.training.resume import earlier_run, plan_start
+
+        run = earlier_run(self.out_picker.path(), self.resume_picker.path(), self.overwrite.isChecked())
+        if run is None:
             return True
         done = self.last_result if isinstance(self.last_result, DoneEvent) else None
-        summary = f" of {done.epochs_run} epoch(s)" if done is not None else ""
-        choice = ask_start_or_resume(self, Path(out), summary)
+        choice = ask_start_or_resume(self, run.folder, run.summary())
         if choice is None:
             return False
-        if choice == "anew":
+        try:
+            plan = plan_start(run, choice, self.epochs.value(),
+                              time_limited=bool(done is not None and done.time_limit_reached))
+        except TumorSegError as err:
+            notify_error(err)
+            return False
+        if plan.overwrite:
             self.resume_picker.set_path("")
             self._overwrite_once = True  # for this start only: the next one asks again
-            return True
-        if done is not None and not done.time_limit_reached and self.epochs.value() <= done.epochs_run:
-            notify_error(TumorSegError(
-                f"that run already has {done.epochs_run} epoch(s): raise Epochs to continue it"))
-            return False
-        self.resume_picker.set_path(last)
+        else:
+            self.resume_picker.set_path(plan.resume)
         return True
 
     def cancel(self) -> None:

@@ -93,8 +93,9 @@ def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, qtbot, s
 
     # The largest axial diameter is drawn as a line on its slice, as long as the table says.
     line_layer = widget.diameter_layer
-    assert type(line_layer).__name__ == "Shapes" and line_layer.shape_type == ["line"]
-    (a, b), = [np.asarray(d) for d in line_layer.data]
+    # (the longest diameter first, then its perpendicular, per lesion)
+    assert type(line_layer).__name__ == "Shapes" and line_layer.shape_type == ["line"] * len(line_layer.data)
+    a, b = np.asarray(line_layer.data[0])
     assert round(float(roi.world_to_data(viewer.dims.point)[0])) == widget.last_measure["diameter_slice"]
     roi.visible = flair.visible = gt.visible = False
     canvas = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(int)
