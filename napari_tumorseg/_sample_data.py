@@ -12,11 +12,13 @@ SLICE_MASK = RESOURCES / "sample_2d" / "brain_mri_y676_mask.tif"
 
 def mri_phantom_dicom() -> list[tuple]:
     """FLAIR-like phantom + tumour ROI, read through the DICOM reader like a real study."""
-    from napari_tumorseg._reader import _watch_current_viewer
+    from napari_tumorseg._reader import _current_viewer, watch_viewer
     from napari_tumorseg.io.dicom import read_dicom
     from napari_tumorseg.io.orientation import to_display
 
-    _watch_current_viewer()  # the ground truth is drawn as an outline (Volume.layer_data)
+    viewer = _current_viewer()
+    if viewer is not None:
+        watch_viewer(viewer)  # the ground truth is drawn as an outline (Volume.layer_data)
     layers = []
     for vol in read_dicom(PHANTOM_DIR):
         data, kwargs, layer_type = to_display(vol).layer_data()

@@ -616,3 +616,19 @@ def classify_case(
     zs = _slice_list(slices, czyx.shape[1])
     probs = classify_slices(predictor, czyx, zs, batch_size)
     return aggregate_case(probs, predictor.class_names, zs)
+
+
+def prediction_reuse(old_source, old_shape, old_predictor, source, shape, predictor) -> str:
+    """What a new prediction does with the one already shown (the Predict dock's rule).
+
+    * ``"extend"``: same scan, same model, same output shape — the new slices are added to
+      the cached probabilities (predicting slice by slice builds one map);
+    * ``"replace"``: same scan, another model or output — a new cache, the same two layers
+      (derived voxels are rebuilt, voxels the user edited stay: see ``user_edits``);
+    * ``"new"``: another scan — new layers; the old ones stay as they are.
+    """
+    if old_source is None or old_source is not source:
+        return "new"
+    if old_predictor is predictor and tuple(old_shape) == tuple(shape):
+        return "extend"
+    return "replace"

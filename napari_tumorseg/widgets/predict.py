@@ -299,11 +299,14 @@ class PredictWidget(QWidget):
         names = predictor.channel_names  # the map's leading channels (regions, classes), or None
         shape = (len(names), *spatial) if names else tuple(spatial)
         # Predicting more slices of the same scan adds to the map; a new scan starts afresh.
+        from napari_tumorseg.inference.predict import prediction_reuse
+
         old = self.session.prediction
-        same = (old is not None and old.source is layer and old.probabilities.shape == shape
-                and old.predictor is predictor)
+        reuse = prediction_reuse(old.source if old else None, old.probabilities.shape if old else (),
+                                 old.predictor if old else None, layer, shape, predictor)
+        same = reuse == "extend"
         if not same:
-            keep = old if old is not None and old.source is layer else None
+            keep = old if reuse == "replace" else None
             self.session.set_prediction(Prediction(
                 source=layer, predictor=predictor, probabilities=np.zeros(shape, np.float32),
                 prob_layer=keep.prob_layer if keep else None, labels_layer=keep.labels_layer if keep else None))

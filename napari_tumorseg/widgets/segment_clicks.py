@@ -43,6 +43,7 @@ from napari_tumorseg.widgets._click_prompts import (
     on_scan_grid,
     spatial_shape,
 )
+from napari_tumorseg.jobs import LatestWins
 from napari_tumorseg.user_edits import accept_into
 from napari_tumorseg.widgets._per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
@@ -128,9 +129,8 @@ class SegmentClicksWidget(QWidget):
         self.prompt_layers: PromptLayers | None = None
         self._preview = None
         self._preview_refines = False
-        self._generation = 0
+        self.jobs = LatestWins()  # the rule of re-segmentation: the newest prompts win
         self._worker = None
-        self._pending = False
         self._engines: dict[str, tuple[object, str]] = {}  # combo text -> (engine, description)
         self._auto: tuple[object, str] | None = None
         self._auto_volume = False  # whether the automatic choice was made for a volume
@@ -305,7 +305,7 @@ class SegmentClicksWidget(QWidget):
         return layer is not None and layer.ndim >= 3 and int(np.shape(layer.data)[-3]) > 1
 
     def _drop_scan(self) -> None:
-        self._generation += 1  # whatever runs is now stale
+        self.jobs.supersede()  # whatever runs is now stale
         if self.prompt_layers is not None:
             self.prompt_layers.remove()
             self.prompt_layers = None
@@ -609,16 +609,14 @@ class SegmentClicksWidget(QWidget):
     # ================================================================== segmentation
     def _schedule(self) -> None:
         """Coalesce bursts of layer events (a drag, a stroke) into one re-segmentation."""
-        self._generation += 1  # a running job is stale from now on
+        self.jobs.supersede()  # a running job is stale from now on
         self._resegment_timer.start(0)
 
     def resegment(self) -> None:
         """Run the engine on the current prompts; a running job is superseded, not stacked."""
-        self._generation += 1
-        if self._worker is not None:
-            self._pending = True  # starts as soon as the running job notices it is stale
-            return
-        self._pending = False
+        self.jobs.supersede()
+        if self.jobs.defer_if_busy():
+            return  # starts as soon as the running job notices it is stale
         if self._scan is None or self._scan not in self.viewer.layers:
             return
         prompts = self.prompts()
@@ -647,10 +645,10 @@ class SegmentClicksWidget(QWidget):
         except TumorSegError as err:
             notify_error(err)
             return
-        gen = self._generation
+        gen = self.jobs.start()
         self.jobs_started += 1
         worker = create_worker(_segment_job, engine, image, spacing, prompts, prior,
-                               lambda: gen != self._generation, _start_thread=False, _ignore_errors=True)
+                               self.jobs.cancel_for(gen), _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda res, gen=gen, refining=refine is not None: self._landed(gen, res, refining))
         worker.errored.connect(lambda err, gen=gen: self._failed(gen, err))
         worker.finished.connect(self._job_finished)
@@ -659,7 +657,7 @@ class SegmentClicksWidget(QWidget):
         worker.start()
 
     def _landed(self, gen: int, result, refining: bool) -> None:
-        if gen != self._generation:
+        if not self.jobs.is_current(gen):
             return  # a newer prompt came in: this answer is for prompts no longer on screen
         mask, seconds = result
         if self._scan is None or mask.shape != as_volume(np.empty(spatial_shape(self._scan), bool),
@@ -669,14 +667,14 @@ class SegmentClicksWidget(QWidget):
         self._set_preview(mask, refining)
 
     def _failed(self, gen: int, err: BaseException) -> None:
-        if gen != self._generation:
+        if not self.jobs.is_current(gen):
             return  # a superseded job may stop by raising; that is not the user's problem
         self.result_label.setText("segmentation failed")
         worker_error_handler("segmentation failed")(err)
 
     def _job_finished(self) -> None:
         self._worker = None
-        if self._pending:
+        if self.jobs.finish():
             self.resegment()
 
     @property
@@ -685,7 +683,7 @@ class SegmentClicksWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None or self._pending or self._resegment_timer.isActive()
+        return self._worker is not None or self.jobs.pending or self._resegment_timer.isActive()
 
     def _set_preview(self, mask: np.ndarray | None, refining: bool = False) -> None:
         self.preview_mask = mask
@@ -742,13 +740,13 @@ class SegmentClicksWidget(QWidget):
 
     def clear(self) -> None:
         """Drop every prompt and the preview (the prompt layers stay, empty)."""
-        self._generation += 1
+        self.jobs.supersede()
         if self.prompt_layers is not None:
             self.prompt_layers.clear()
         self._set_preview(None)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
-        self._generation += 1
+        self.jobs.supersede()
         if self._on_mouse in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
         super().closeEvent(event)

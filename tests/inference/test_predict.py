@@ -435,3 +435,14 @@ def test_case_aggregate_policy():
     np.testing.assert_allclose(case.probabilities, [0.55, 0.25, 0.1, 0.1], atol=1e-6)
     none = aggregate_case(p[[0, 3]], names)
     assert none.label == "no tumour" and none.slices_used == [0, 1] and "all slices" in none.policy
+
+
+def test_prediction_reuse_rule():
+    from napari_tumorseg.inference.predict import prediction_reuse
+
+    scan, other, model, model2 = object(), object(), object(), object()
+    assert prediction_reuse(None, (), None, scan, (5, 8, 8), model) == "new"
+    assert prediction_reuse(scan, (5, 8, 8), model, scan, (5, 8, 8), model) == "extend"
+    assert prediction_reuse(scan, (5, 8, 8), model, scan, (5, 8, 8), model2) == "replace"
+    assert prediction_reuse(scan, (3, 5, 8, 8), model, scan, (5, 8, 8), model) == "replace"
+    assert prediction_reuse(scan, (5, 8, 8), model, other, (5, 8, 8), model) == "new"

@@ -149,6 +149,10 @@ def test_the_loop_in_the_window_a_user_opens(qtbot, shared_data, tmp_path, scree
         labels.undo()
         assert (np.asarray(labels.data)[erased] == 1).all()
         labels.redo()
+        # a re-run of the model over the same slices rebuilds the derived voxels only
+        with qtbot.waitSignal(predict.prediction_finished, timeout=180000):
+            assert predict.predict() is not None
+        assert (np.asarray(labels.data)[painted] == 1).all() and (np.asarray(labels.data)[erased] == 0).all()
 
         # -- one canvas tool: Correct's remove-a-component takes the canvas from the clicks -------
         assert clicks.click_tool.isChecked() and session.active_tool == "Segment by clicks"
@@ -192,6 +196,17 @@ def test_the_loop_in_the_window_a_user_opens(qtbot, shared_data, tmp_path, scree
         # raising it is issue 16's work. Here: a lesion-sized mask around the click, not noise.
         assert dice > 0.15, dice
         assert session.edits_of(segmented).any  # an accept is the user's edit
+        # a second region accepted into the same layer leaves the first one's voxels alone
+        clicks.target_combo.setCurrentText(segmented.name)
+        clicks.value_spin.setValue(2)
+        viewer.layers.selection.active = flair
+        _click(viewer, qtbot, clicks, flair, deep)
+        second = clicks.preview_mask.copy()
+        assert clicks.accept() is segmented
+        np.testing.assert_array_equal(np.asarray(segmented.data) == 1, seg)  # nothing of label 1 overwritten
+        assert ((np.asarray(segmented.data) == 2) == (second & ~seg)).all()
+        segmented.undo()  # one undo step takes the second accept back
+        np.testing.assert_array_equal(np.asarray(segmented.data) > 0, seg)
 
         # -- measure, export, reopen where it was drawn ---------------------------------------
         correct.labels_combo.setCurrentText(segmented.name)
