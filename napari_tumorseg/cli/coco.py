@@ -15,13 +15,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "coco2mask",
         help="write one TIFF mask per image of a COCO JSON or Roboflow export folder",
         description="Rasterise COCO polygons/RLE (pycocotools) into one .tif mask per image, "
-        "same file stem; split sub-folders (train/valid/test) are mirrored under OUTDIR.",
+        "same file stem; split sub-folders (train/valid/test) are mirrored under OUTDIR. "
+        "All or nothing: an invalid record (an annotation that cannot be drawn or stored, a "
+        "malformed image record, an annotation of an unlisted image, a missing or unreadable "
+        "image file, two images with one mask name) writes no mask at all and exits 1, naming "
+        "the records (the first 10, one a line); --skip-invalid writes the valid images' masks "
+        "instead and exits 0, one warning line per skipped record. A JSON width/height that "
+        "disagrees with the image is a warning: the image's size is used.",
     )
     p.add_argument("coco", help="COCO JSON file, or a folder with _annotations.coco.json (or splits)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the masks")
     p.add_argument(
         "--per-category", action="store_true",
-        help="write the category id as the label value instead of binary 0/255",
+        help="write the category id as the label value instead of binary 0/255 (uint8, uint16 "
+        "above 255, uint32 above 65535; an id above 4294967295 is an invalid record)",
+    )
+    p.add_argument(
+        "--skip-invalid", action="store_true",
+        help="write the masks of the valid images when some records are invalid; an image an "
+        "invalid record touches gets no mask (default: write nothing and exit 1)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace masks that already exist")
     p.add_argument("--images", metavar="DIR", help="image folder, if not beside the JSON")
@@ -54,33 +66,61 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_mask2coco)
 
 
+#: Invalid records named one per line when nothing was written.
+MAX_LISTED = 10
+
+
 def run_coco2mask(args) -> int:
-    from napari_tumorseg.coco.to_masks import coco_to_masks
+    from napari_tumorseg.coco.to_masks import InvalidRecords, coco_to_masks
 
     if args.workers < 1:
         raise TumorSegError("--workers must be at least 1")
     report = None
     show = not args.quiet and sys.stderr.isatty()
-    for progress in coco_to_masks(
-        args.coco, args.output, per_category=args.per_category, overwrite=args.overwrite,
-        image_dir=args.images, compression=args.compression, workers=args.workers,
-    ):
-        report = progress.report
-        if show and (progress.done % 50 == 0 or progress.done == progress.total):
-            print("\r" + progress_text("masks", progress.done, progress.total, "images"), end="",
-                  file=sys.stderr, flush=True)
+    try:
+        for progress in coco_to_masks(
+            args.coco, args.output, per_category=args.per_category, overwrite=args.overwrite,
+            image_dir=args.images, compression=args.compression, workers=args.workers,
+            skip_invalid=args.skip_invalid,
+        ):
+            report = progress.report
+            if show and (progress.done % 50 == 0 or progress.done == progress.total):
+                print("\r" + progress_text("masks", progress.done, progress.total, "images"), end="",
+                      file=sys.stderr, flush=True)
+    except InvalidRecords as err:
+        if show:
+            print(file=sys.stderr)
+        _print_refusal(err.report.problems)
+        return 1
     if show and report is not None:
         print(file=sys.stderr)
     if report is None:
         print(f"no images listed in {args.coco}; nothing written")
         return 0
     print(report.summary())
-    if report.invalid:
-        # The valid masks are written; the exit status still tells a script that records were skipped.
-        print(f"tumorseg coco2mask: {len(report.invalid)} invalid record(s) skipped, first: "
-              f"{report.invalid[0]}", file=sys.stderr)
-        return 1
+    for problem in report.problems:  # only with --skip-invalid: the run failed otherwise
+        print(f"tumorseg coco2mask: warning: skipped {_record(problem)}", file=sys.stderr)
+    for note in report.notes:
+        print(f"tumorseg coco2mask: warning: {note}", file=sys.stderr)
     return 0
+
+
+def _record(problem: str) -> str:
+    return problem[len("invalid: "):] if problem.startswith("invalid: ") else problem
+
+
+def _print_refusal(problems: list[str]) -> None:
+    """Nothing written: one line for one invalid record, else a header and one line each."""
+    hint = "(--skip-invalid writes the valid images' masks)"
+    if len(problems) == 1:
+        print(f"tumorseg coco2mask: error: nothing written: 1 invalid record: {_record(problems[0])} {hint}",
+              file=sys.stderr)
+        return
+    print(f"tumorseg coco2mask: error: nothing written: {len(problems)} invalid records {hint}:", file=sys.stderr)
+    for problem in problems[:MAX_LISTED]:
+        print(f"  {_record(problem)}", file=sys.stderr)
+    if len(problems) > MAX_LISTED:
+        print(f"  ... and {len(problems) - MAX_LISTED} more", file=sys.stderr)
 
 
 def _category_names(specs: list[str]) -> dict[int, str] | None:

@@ -38,6 +38,8 @@ class CocoSet:
     anns_by_image: dict[int, list[dict]] = field(default_factory=dict)
     orphan_annotations: list[dict] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)  # one line per malformed record
+    # Images that a malformed annotation names: their mask would miss it (never written alone).
+    invalid_image_ids: set[int] = field(default_factory=set)
 
     @property
     def max_category_id(self) -> int:
@@ -151,12 +153,16 @@ def coco_from_dict(data: object, json_path: Path, image_dir: Path) -> CocoSet:
 
     annotations: list[dict] = []
     orphans: list[dict] = []
+    invalid_image_ids: set[int] = set()
     by_image: dict[int, list[dict]] = {i: [] for i in images}
     for n, ann in enumerate(data["annotations"]):
         problem = _annotation_problem(ann)
         if problem:
             ident = ann.get("id", f"#{n}") if isinstance(ann, dict) else f"#{n}"
             invalid.append(f"annotation {ident}: {problem}")
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if isinstance(image_id, int) and image_id in images:
+                invalid_image_ids.add(image_id)
             continue
         if ann["image_id"] not in images:
             orphans.append(ann)
@@ -172,6 +178,7 @@ def coco_from_dict(data: object, json_path: Path, image_dir: Path) -> CocoSet:
         anns_by_image=by_image,
         orphan_annotations=orphans,
         invalid=invalid,
+        invalid_image_ids=invalid_image_ids,
     )
 
 

@@ -1,17 +1,27 @@
 """COCO annotations -> one TIFF mask per image, rasterised with pycocotools.
 
 Masks are binary 0/255 uint8 (as in seed 000) or, with ``per_category``, the category
-id (uint8, or uint16 when an id exceeds 255). Rasterisation is pycocotools' own
+id in the narrowest type that holds every id of the file: uint8, uint16 above 255, uint32
+above 65535 (an id of 70000 is stored, never wrapped); an id above 2**32 - 1 cannot be
+stored and its annotation is an invalid record. Rasterisation is pycocotools' own
 (``frPyObjects`` + ``merge`` + ``decode``), so a mask is pixel-identical to the union of
 ``COCO.annToMask`` over the image's annotations; polygons reaching outside the image
 are clipped by it. Per category, annotations are painted in file order and a later one
 wins where two overlap (``masks_to_coco`` emits outer objects first for that reason).
 
 Image sizes come from the image file's header (no JPEG is decoded): when the JSON's
-``width``/``height`` disagree, the image wins and the report says so. An image file that
-is missing gets no mask, because a mask without its image is useless for training (the
-seed's ``compare_folders``). Work runs as a generator yielding
-:class:`Progress` after every image, so a GUI can show progress and stop early.
+``width``/``height`` disagree, the image wins, the mask is written on its grid and the
+report notes it (a note, not an invalid record).
+
+**Invalid records: all or nothing.** An annotation that cannot be rasterised or stored, a
+malformed image record, an annotation of an image the file does not list, an image file
+that is missing or unreadable, two images that would write one mask: by default any of
+these writes NOTHING (the masks are staged and thrown away) and :class:`InvalidRecords`
+names them; the CLI exits 1, the COCO dock shows the first. With ``skip_invalid`` the
+valid images get their masks and every image touched by an invalid record gets none (a
+mask missing one of its annotations would teach a model a wrong outline), each skipped
+record reported. Work runs as a generator yielding :class:`Progress` after every image,
+so a GUI can show progress and stop early.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from napari_tumorseg.fileio import atomic_path, commit_stage, make_stage
 
 
 class InvalidAnnotation(ValueError):
-    """An annotation that cannot be rasterised; the converter reports and skips it."""
+    """An annotation that cannot be rasterised; the converter reports it."""
 
 
 @dataclass
@@ -51,10 +61,17 @@ class Report:
     orphan_annotations: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    # Masks written, but worth a look (the JSON's size disagreed with the image's).
+    notes: list[str] = field(default_factory=list)
+    # "split/file name" of each missing image, for the messages (no folders above the export).
+    missing_labels: list[str] = field(default_factory=list, repr=False)
 
     @property
     def problems(self) -> list[str]:
-        out = [f"image file missing: {p}" for p in self.missing_files]
+        """One line per invalid record (what makes the default conversion write nothing)."""
+        named = self.missing_labels if len(self.missing_labels) == len(self.missing_files) else [
+            p.name for p in self.missing_files]
+        out = [f"{name}: image file missing" for name in named]
         out += [f"orphan annotation: {o}" for o in self.orphan_annotations]
         out += [f"invalid: {i}" for i in self.invalid]
         out += [f"duplicate mask name: {d}" for d in self.duplicates]
@@ -70,11 +87,29 @@ class Report:
             f"{len(self.orphan_annotations)} orphan annotations; "
             f"{len(self.invalid)} invalid records"
         )
-        problems = self.problems
+        problems = self.problems + [f"note: {n}" for n in self.notes]
         lines = [head] + [f"  {p}" for p in problems[:max_lines]]
         if len(problems) > max_lines:
             lines.append(f"  ... and {len(problems) - max_lines} more")
         return "\n".join(lines)
+
+
+class InvalidRecords(TumorSegError):
+    """The COCO input holds invalid records and nothing was written (all or nothing).
+
+    ``report`` is the full report (``report.problems``: one line per record); the message
+    is one line naming the first.
+    """
+
+    def __init__(self, report: Report):
+        self.report = report
+        problems = report.problems
+        n = len(problems)
+        first = problems[0] if problems else "?"
+        if first.startswith("invalid: "):
+            first = first[len("invalid: "):]
+        super().__init__(f"nothing written: {n} invalid record{'s' if n != 1 else ''}"
+                         f"{': ' if n == 1 else '; first: '}{first}")
 
 
 @dataclass
@@ -307,16 +342,18 @@ def _exists(path: str, listings: dict[str, set[str]]) -> bool:
 
 def _convert_one(
     anns: list[dict], image_path: str, height: int, width: int, dest: str, per_category: bool,
-    dtype: np.dtype | None, overwrite: bool, compression: str,
-) -> tuple[list[str], list[str], bool]:
-    """(notes about the image, invalid annotations, written?) for one image's mask.
+    dtype: np.dtype | None, overwrite: bool, compression: str, write: bool = True,
+) -> tuple[list[str], list[str], bool, bool]:
+    """(notes about the image, its invalid records, written?, all zero?) for one image's mask.
 
     The size comes from the image file's header (in the worker threads, where the reads
-    overlap): when the JSON disagrees the pixels win, since a mask must fit its image.
+    overlap): when the JSON disagrees the pixels win, since a mask must fit its image. An
+    image with an invalid annotation gets no mask; ``write`` False only checks (the run
+    already writes nothing).
     """
     size = _true_size(image_path, height, width)
     if size is None:
-        return ["unreadable image file; no mask written"], [], False
+        return [], ["unreadable image file"], False, False
     notes = []
     if size != (height, width):
         notes.append(f"the JSON says {width}x{height}, the image is {size[1]}x{size[0]}; "
@@ -324,8 +361,10 @@ def _convert_one(
         height, width = size
     invalid: list[str] = []
     mask = rasterize(anns, height, width, per_category, dtype, invalid)
+    if invalid or not write:
+        return notes, invalid, False, False
     write_mask(dest, mask, overwrite=overwrite, compression=compression)
-    return notes, invalid, True
+    return notes, invalid, True, not mask.any()
 
 
 def coco_to_masks(
@@ -336,16 +375,20 @@ def coco_to_masks(
     image_dir: str | os.PathLike | None = None,
     compression: str = "none",
     workers: int = 1,
+    skip_invalid: bool = False,
 ) -> Iterator[Progress]:
     """Write one mask per image of a COCO file or Roboflow export; yield after each image.
 
-    Splits found in sub-folders are mirrored under ``out_dir``. Missing image files,
-    annotations of unlisted images and malformed records are reported in the
-    :class:`Report` (``Progress.report``) and skipped; existing masks are kept unless
-    ``overwrite``. ``image_dir`` replaces the JSON's folder as the image location (per
+    Splits found in sub-folders are mirrored under ``out_dir``. Invalid records (see the
+    module docstring) are collected in the :class:`Report` (``Progress.report``); once every
+    image has been looked at, any of them makes the run write nothing and raise
+    :class:`InvalidRecords`, unless ``skip_invalid``: then the valid images' masks are
+    written and the images the invalid records touch get none. Existing masks are kept
+    unless ``overwrite``. ``image_dir`` replaces the JSON's folder as the image location (per
     split: ``image_dir/<split>``). ``workers`` > 1 rasterises and writes in that many
-    threads (file writes release the GIL); closing the generator stops after the
-    masks in flight.
+    threads (file writes release the GIL); closing the generator stops after the masks in
+    flight and keeps those finished (unless an invalid record was met without
+    ``skip_invalid``).
     """
     if compression not in COMPRESSIONS:
         raise TumorSegError(f"compression must be one of {', '.join(COMPRESSIONS)}")
@@ -369,6 +412,9 @@ def coco_to_masks(
     report.n_images = total
     dtype = mask_dtype(max(cs.max_category_id for _, cs in sets)) if per_category else None
     options = (per_category, dtype, overwrite, compression)
+
+    def writing() -> bool:  # an all-or-nothing run that already failed only checks the rest
+        return skip_invalid or not report.problems
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
     pending: deque = deque()
     done = 0
@@ -376,19 +422,21 @@ def coco_to_masks(
     def finish(job) -> Progress:
         nonlocal done
         result, dest, n_anns, prefix, label = job
-        notes, invalid, written = result.result() if isinstance(result, Future) else result
-        report.invalid.extend(f"{label}: {line}" for line in notes + invalid)
+        notes, invalid, written, empty = result.result() if isinstance(result, Future) else result
+        report.invalid.extend(f"{label}: {line}" for line in invalid)
+        report.notes.extend(f"{label}: {line}" for line in notes)
         if written:
             dest = Path(dest)
             report.written.append(dest)
-            if n_anns == len(invalid):
+            if empty:
                 report.empty.append(dest)
         done += 1
         return Progress(done, total, label, report)
 
     # Masks are written into a staging folder beside out_dir and moved into place at the
-    # end: a full disk or a bad record mid-way leaves no partial set of masks. A cancel
-    # (the generator closed) keeps the masks already finished, as complete files.
+    # end: a full disk or an invalid record leaves no partial set of masks. A cancel (the
+    # generator closed) keeps the masks already finished, as complete files, when the run
+    # had not already failed.
     stage = make_stage(out_dir)
     stage_root = stage / out_dir.name
     keep = False
@@ -413,8 +461,11 @@ def coco_to_masks(
                 skipped = True
                 if dest in claimed:
                     report.duplicates.append(f"{label} -> {os.path.basename(dest)}")
+                elif image_id in cs.invalid_image_ids:
+                    pass  # an annotation of it is invalid (reported with the file's records)
                 elif not _exists(os.path.join(image_dir_str, name), listings):
                     report.missing_files.append(cs.image_path(image))
+                    report.missing_labels.append(label)
                 elif not overwrite and _exists(dest, listings):
                     report.skipped_existing.append(Path(dest))
                 else:
@@ -426,7 +477,7 @@ def coco_to_masks(
                     continue
                 anns = cs.anns_by_image[image_id]
                 args = (anns, os.path.join(image_dir_str, name), image["height"], image["width"],
-                        os.path.join(stage_out, mask_name(name)), *options)
+                        os.path.join(stage_out, mask_name(name)), *options, writing())
                 if pool is None:
                     yield finish((_convert_one(*args), dest, len(anns), prefix, label))
                     continue
@@ -435,9 +486,11 @@ def coco_to_masks(
                     yield finish(pending.popleft())
         while pending:
             yield finish(pending.popleft())
+        if report.problems and not skip_invalid:
+            raise InvalidRecords(report)
         keep = True
     except GeneratorExit:
-        keep = True
+        keep = writing()
         raise
     except OSError as err:
         raise WriteError(f"cannot write masks to {out_dir}: {err.strerror or err}; nothing was written") from None

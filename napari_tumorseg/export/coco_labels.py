@@ -131,7 +131,7 @@ def read_coco_labels(path: str | os.PathLike, shape: tuple[int, int, int] | None
     ``shape`` is needed only for COCO files that do not record ``volume_shape``.
     """
     from napari_tumorseg.coco.dataset import load_coco
-    from napari_tumorseg.coco.to_masks import rasterize
+    from napari_tumorseg.coco.to_masks import mask_dtype, rasterize
 
     coco = load_coco(path)
     with open(coco.path, encoding="utf-8") as fh:
@@ -139,12 +139,15 @@ def read_coco_labels(path: str | os.PathLike, shape: tuple[int, int, int] | None
     shape = tuple(shape or info.get("volume_shape") or ())
     if len(shape) != 3:
         raise ReadError(f"{path}: no volume shape recorded; pass shape=(z, y, x)")
-    out = np.zeros(shape, np.uint16)
+    # Wide enough for every category id (70000 must not wrap into a uint16).
+    dtype = mask_dtype(coco.max_category_id)
+    out = np.zeros(shape, dtype)
     for image_id, rec in coco.images.items():
         z = rec.get("slice_index")
         if not isinstance(z, int) or not 0 <= z < shape[0]:
             raise ReadError(f"{path}: image {rec['file_name']} has no valid slice_index")
         if (rec["height"], rec["width"]) != shape[1:]:
             raise ReadError(f"{path}: image {rec['file_name']} is not {shape[2]}x{shape[1]}")
-        out[z] = rasterize(coco.anns_by_image[image_id], rec["height"], rec["width"], per_category=True)
-    return out.astype(np.uint8) if out.max(initial=0) <= 255 else out
+        out[z] = rasterize(coco.anns_by_image[image_id], rec["height"], rec["width"], per_category=True,
+                           dtype=dtype)
+    return out.astype(mask_dtype(int(out.max(initial=0))), copy=False)

@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from napari_tumorseg.coco.dataset import find_coco_splits, load_coco
 from napari_tumorseg.coco.to_masks import (
+    InvalidRecords,
     convert_coco_to_masks,
     coco_to_masks,
     paint_rle,
@@ -125,27 +126,39 @@ def _write_json(folder: Path, data: dict) -> None:
     (folder / "_annotations.coco.json").write_text(json.dumps(data))
 
 
-def test_missing_image_orphan_and_bad_polygon_are_reported_not_fatal(small_export, tmp_path):
+def test_missing_image_orphan_and_bad_polygon_write_nothing_unless_skipped(small_export, tmp_path):
     folder, data = small_export
     data = copy.deepcopy(data)
     data["images"].append(dict(data["images"][0], id=777, file_name="not_there.jpg"))
     data["annotations"].append(dict(data["annotations"][0], id=901, image_id=9999))
     data["annotations"].append(dict(data["annotations"][0], id=902, segmentation=[[1, 2, 3, 4]]))
     _write_json(folder, data)
-    report = convert_coco_to_masks(folder, tmp_path / "out")
+    # All or nothing: three invalid records, no mask at all.
+    with pytest.raises(InvalidRecords) as info:
+        convert_coco_to_masks(folder, tmp_path / "out")
+    report = info.value.report
     assert [p.name for p in report.missing_files] == ["not_there.jpg"]
     assert len(report.orphan_annotations) == 1 and "9999" in report.orphan_annotations[0]
     assert len(report.invalid) == 1 and "902" in report.invalid[0]
-    assert len(report.written) == 4
-    assert not (tmp_path / "out" / "not_there.tif").exists()
+    assert report.problems[0] == "not_there.jpg: image file missing"  # the file, not its folders
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+    # --skip-invalid: the valid images get their masks; the one with a bad polygon gets none.
+    report = convert_coco_to_masks(folder, tmp_path / "out", skip_invalid=True)
+    assert len(report.problems) == 3 and len(report.written) == 3
     assert "1 image files missing" in report.summary() and "1 orphan annotations" in report.summary()
-    # The bad polygon is skipped; the image's other annotation still makes its mask.
     im = data["images"][0]
-    good = [a for a in data["annotations"] if a["image_id"] == im["id"] and a["id"] != 902]
-    ref = np.zeros((im["height"], im["width"]), np.uint8)
-    for a in good:
-        ref |= mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], im["height"], im["width"])))
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / (Path(im["file_name"]).stem + ".tif")), ref * 255)
+    assert not (tmp_path / "out" / (Path(im["file_name"]).stem + ".tif")).exists()
+    assert not (tmp_path / "out" / "not_there.tif").exists()
+    for other in data["images"][1:4]:
+        anns = [a for a in data["annotations"] if a["image_id"] == other["id"]]
+        ref = np.zeros((other["height"], other["width"]), np.uint8)
+        for a in anns:
+            rle = mask_utils.merge(mask_utils.frPyObjects(a["segmentation"], other["height"], other["width"]))
+            ref |= mask_utils.decode(rle)
+        written = tifffile.imread(tmp_path / "out" / (Path(other["file_name"]).stem + ".tif"))
+        np.testing.assert_array_equal(written, ref * 255)
 
 
 def test_existing_masks_are_kept_unless_overwrite(small_export, tmp_path):

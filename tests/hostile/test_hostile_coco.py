@@ -3,6 +3,10 @@
 Polygons with huge finite coordinates segfaulted inside pycocotools (killing napari with
 unsaved edits); negative RLE counts, category 70000 with --per-category and deeply nested
 JSON ended in tracebacks; width/height in the JSON were trusted over the image.
+
+Invalid records are all or nothing (issue 14): by default nothing is written and the exit
+status is 1; ``--skip-invalid`` writes the valid images' masks, exit 0, one warning line per
+skipped record. (It used to exit 1 with the valid masks written, against the README.)
 """
 
 from __future__ import annotations
@@ -56,10 +60,8 @@ def test_huge_coordinates_are_refused_before_pycocotools(tmp_path, cli, value, w
     src = make_export(tmp_path / "coco", [ann])
     code, out, err = cli("coco2mask", src, "-o", tmp_path / "masks")
     line = assert_one_line_error(code, err, "a.jpg", "annotation 7", "outside")
-    assert "invalid" in line
-    # The other images (here: none) are still converted; the bad annotation is left out.
-    mask = tifffile.imread(tmp_path / "masks" / "a.tif")
-    assert mask.shape == (32, 32)
+    assert "invalid" in line and "nothing written" in line and code == 1
+    assert not (tmp_path / "masks").exists()  # all or nothing: the one image had a bad record
 
 
 def test_huge_coordinate_never_segfaults_the_process(tmp_path):
@@ -181,7 +183,10 @@ def test_json_size_disagreeing_with_the_image_uses_the_image(tmp_path, cli, clai
     src = make_export(tmp_path / "coco", [polygon_ann(SQUARE)],
                       images=[{"id": 1, "file_name": "a.jpg", "width": w, "height": h}], size=(48, 40))
     code, out, err = cli("coco2mask", src, "-o", tmp_path / "masks")
-    assert_one_line_error(code, err, "a.jpg", f"{w}x{h}", "40x48")
+    # A note, not an invalid record: the mask fits the image, and the user is told once.
+    assert code == 0, err
+    (line,) = err.strip().splitlines()
+    assert "warning" in line and all(w in line for w in ("a.jpg", f"{w}x{h}", "40x48"))
     mask = tifffile.imread(tmp_path / "masks" / "a.tif")
     assert mask.shape == (48, 40)
     assert mask[10, 10] == 255  # the square is painted on the image's grid
@@ -226,3 +231,100 @@ def test_existing_masks_are_never_overwritten_by_a_hostile_run(tmp_path, cli):
     before = snapshot(out)
     code, _, err = cli("coco2mask", src, "-o", out)
     assert snapshot(out) == before
+
+
+# --- all or nothing, or --skip-invalid: one rule for the CLI and the COCO dock's core ------
+
+
+def _mixed_export(folder: Path, n_bad: int = 1) -> Path:
+    """a.jpg and b.jpg valid; c.jpg with a polygon at 3e9 (plus n_bad - 1 more bad annotations);
+    d.jpg listed but missing; one annotation of an image the file does not list."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in "abc":
+        Image.fromarray(np.full((32, 32), 90, np.uint8)).save(folder / f"{name}.jpg")
+    images = [{"id": i, "file_name": f"{n}.jpg", "width": 32, "height": 32} for i, n in enumerate("abcd", 1)]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [SQUARE]},
+            {"id": 2, "image_id": 2, "category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 30, 2, 30]]},
+            {"id": 3, "image_id": 3, "category_id": 1, "segmentation": [SQUARE]},
+            {"id": 4, "image_id": 3, "category_id": 1, "segmentation": [[1, 1, 3e9, 1, 10, 10]]},
+            {"id": 5, "image_id": 99, "category_id": 1, "segmentation": [SQUARE]}]
+    anns += [{"id": 100 + k, "image_id": 3, "category_id": 1, "segmentation": [[0, 0, 1e12, 0, 5, 5]]}
+             for k in range(n_bad - 1)]
+    doc = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "tumor"}]}
+    (folder / "_annotations.coco.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_invalid_records_write_nothing_by_default(tmp_path, cli):
+    src = _mixed_export(tmp_path / "coco")
+    out = tmp_path / "masks"
+    out.mkdir()
+    tifffile.imwrite(out / "keep.tif", np.full((4, 4), 3, np.uint8))  # the user's own file
+    before = snapshot(out)
+    code, stdout, err = cli("coco2mask", src, "-o", out)
+    assert code == 1 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0] == ("tumorseg coco2mask: error: nothing written: 3 invalid records "
+                        "(--skip-invalid writes the valid images' masks):")
+    reasons = [ln.strip() for ln in lines[1:]]
+    assert len(reasons) == 3
+    assert any("d.jpg" in r and "missing" in r for r in reasons)
+    assert any("annotation 5" in r and "image_id 99" in r for r in reasons)
+    assert any(r.startswith("c.jpg: annotation 4") and "outside" in r for r in reasons)
+    assert snapshot(out) == before  # not a.tif, not b.tif: nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "masks"]  # no staging left
+
+
+def test_skip_invalid_writes_the_valid_images_and_warns_once_per_record(tmp_path, cli):
+    src = _mixed_export(tmp_path / "coco")
+    code, stdout, err = cli("coco2mask", src, "-o", tmp_path / "masks", "--skip-invalid")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a.tif", "b.tif"]
+    # c.jpg has a valid annotation too, but a mask without its bad one would be a wrong outline.
+    warnings_ = err.strip().splitlines()
+    assert len(warnings_) == 3 and all(w.startswith("tumorseg coco2mask: warning: skipped ") for w in warnings_)
+    assert any("c.jpg: annotation 4" in w for w in warnings_)
+    assert tifffile.imread(tmp_path / "masks" / "b.tif")[20, 5] == 255
+    assert "wrote 2 masks" in stdout
+
+
+def test_many_invalid_records_are_listed_ten_and_counted(tmp_path, cli):
+    src = _mixed_export(tmp_path / "coco", n_bad=13)
+    code, _, err = cli("coco2mask", src, "-o", tmp_path / "masks")
+    lines = err.strip().splitlines()
+    assert code == 1 and "15 invalid records" in lines[0]
+    assert len(lines) == 1 + 10 + 1 and lines[-1].strip() == "... and 5 more"
+    assert not (tmp_path / "masks").exists()
+
+
+def test_the_dock_core_refuses_the_same_way(tmp_path):
+    """The COCO dock iterates coco_to_masks with its defaults: the same all-or-nothing rule."""
+    from napari_tumorseg.coco.to_masks import InvalidRecords, coco_to_masks
+
+    src = _mixed_export(tmp_path / "coco")
+    steps = []
+    with pytest.raises(InvalidRecords) as info:
+        for step in coco_to_masks(src, tmp_path / "masks"):
+            steps.append(step)
+    assert len(steps) == 4 and len(info.value.report.problems) == 3  # every image looked at
+    message = str(info.value)
+    assert message.startswith("nothing written: 3 invalid records; first: ") and "\n" not in message
+    assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["in categories", "only in the annotation"])
+def test_category_70000_widens_the_mask_instead_of_wrapping(tmp_path, cli, listed):
+    """uint16 holds 65535: 70000 would wrap to 4464. The mask becomes uint32 instead."""
+    anns = [polygon_ann(SQUARE, category_id=70000),
+            {"id": 8, "image_id": 1, "category_id": 1, "segmentation": [[24, 24, 30, 24, 30, 30, 24, 30]]}]
+    cats = [{"id": 1, "name": "a"}] + ([{"id": 70000, "name": "b"}] if listed else [])
+    src = make_export(tmp_path / "coco", anns, categories=cats)
+    code, _, err = cli("coco2mask", src, "-o", tmp_path / "masks", "--per-category")
+    assert code == 0, err
+    mask = tifffile.imread(tmp_path / "masks" / "a.tif")
+    assert mask.dtype == np.uint32 and mask[10, 10] == 70000 and mask[27, 27] == 1
+    # The same file opened in napari through the reader: the same values.
+    from napari_tumorseg.io.readers import read_path
+
+    image, labels = read_path(src / "_annotations.coco.json")
+    assert int(labels.data[0, 10, 10]) == 70000 and int(labels.data[0, 27, 27]) == 1
