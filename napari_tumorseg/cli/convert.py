@@ -1,8 +1,11 @@
 """``tumorseg convert INPUT -o OUTPUT [--series N] [--overwrite]``: one volume to NIfTI or TIFF.
 
 NIfTI output keeps the true world geometry (DICOM's LPS positions are already in
-RAS+ inside a Volume). TIFF output keeps the voxel size only: TIFF has no notion of
-position or orientation.
+RAS+ inside a Volume) and the source's own voxel order: a NIfTI input comes out as the same
+array with the same affine (the readers' radiological display order is for the screen only,
+as for the exports), a DICOM series in its slice order with the affine that puts each voxel
+where the series had it. TIFF output keeps the voxel size only (TIFF has no notion of position
+or orientation), in the display order.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from napari_tumorseg.export.nifti import write_nifti
 from napari_tumorseg.export.tiff import TIFF_SUFFIXES, write_tiff_stack
 from napari_tumorseg.fileio import check_writable
 from napari_tumorseg.io.nifti import is_nifti_path
+from napari_tumorseg.io.orientation import to_source_order
 from napari_tumorseg.io.readers import describe, read_path
 
 
@@ -46,7 +50,9 @@ def run(args) -> int:
             )
     volume = read_path(args.input, series=series)[0]
     if to_nifti:
-        write_nifti(volume, out, overwrite=args.overwrite)
+        data, source_affine = to_source_order(volume.data, volume)
+        write_nifti(data, out, affine=source_affine if source_affine is not None else volume.affine,
+                    overwrite=args.overwrite, intent="label" if volume.kind == "labels" else None)
     else:
         write_tiff_stack(volume.data, out, spacing=volume.spacing, overwrite=args.overwrite)
     shape = "x".join(str(s) for s in volume.data.shape)

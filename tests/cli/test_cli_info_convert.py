@@ -181,3 +181,51 @@ def test_bad_input_in_a_real_process_has_no_traceback(bad_inputs, tmp_path):
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "garbled.nii.gz" in proc.stderr
     assert not out.exists() and list(tmp_path.glob(".o.nii.gz*")) == []
+
+
+@pytest.mark.parametrize("source", [
+    "brats2012_hg0015/BRATS_HG0015_FLAIR.nii.gz",  # stored L-P-S: the display order flips z
+    "brats_multi_year/BraTS2021_00002/BraTS2021_00002_flair.nii.gz",
+    "brats2012_hg0015/BRATS_HG0015_truth.nii.gz",  # labels
+])
+def test_convert_nifti_to_nifti_keeps_the_voxel_order_and_affine(shared_data, tmp_path, capsys, source):
+    """Issue 14: convert wrote the voxels in the display order: the same image in world space,
+    but another array, unlike predict and the exports."""
+    src = shared_data / source
+    out = tmp_path / "out.nii.gz"
+    assert main(["convert", str(src), "-o", str(out)]) == 0, capsys.readouterr().err
+    before, after = nib.load(src), nib.load(out)
+    assert after.shape == before.shape
+    np.testing.assert_array_equal(np.asarray(after.dataobj), np.asarray(before.dataobj))
+    np.testing.assert_allclose(after.affine, before.affine, atol=1e-5)
+    assert nib.aff2axcodes(after.affine) == nib.aff2axcodes(before.affine)
+    if "truth" in source:
+        assert read_path(out)[0].kind == "labels" and int(after.header["intent_code"]) == 1002
+    else:
+        assert after.get_data_dtype() == before.get_data_dtype()
+
+
+def test_convert_dicom_to_nifti_puts_every_voxel_where_the_series_had_it(shared_data, tmp_path, capsys):
+    """The slice order of the series, and an affine that maps each voxel to its DICOM position."""
+    src = shared_data / "dicom_brainix" / "FLAIR"
+    out = tmp_path / "flair.nii.gz"
+    assert main(["convert", str(src), "-o", str(out)]) == 0
+    img = nib.load(out)
+    data = np.asarray(img.dataobj)  # (column, row, slice)
+    (shown,) = read_path(src)
+    world_shown = shown.affine  # display order (z, y, x) -> RAS
+    # Every voxel of the file, mapped by the file's affine, lands on a voxel of the series as
+    # read, with the same value: corners and a few inner voxels of every slice.
+    inverse = np.linalg.inv(world_shown)
+    for k in range(data.shape[2]):
+        for i, j in [(0, 0), (287, 0), (0, 287), (287, 287), (140, 100), (60, 200)]:
+            ras = img.affine @ [i, j, k, 1]
+            z, y, x = np.round(inverse @ ras)[:3].astype(int)
+            np.testing.assert_allclose(inverse @ ras, [z, y, x, 1], atol=1e-3)
+            assert data[i, j, k] == shown.data[z, y, x]
+    # The series' own slice order (along its normal), as read before display: not flipped.
+    from napari_tumorseg.io.orientation import to_source_order
+
+    in_order, affine = to_source_order(shown.data, shown)
+    np.testing.assert_array_equal(data, in_order.transpose(2, 1, 0))
+    np.testing.assert_allclose(img.affine, affine[:, [2, 1, 0, 3]], atol=1e-4)
