@@ -205,8 +205,9 @@ def test_the_loop_in_the_window_a_user_opens(qtbot, shared_data, tmp_path, scree
         assert clicks.accept() is segmented
         np.testing.assert_array_equal(np.asarray(segmented.data) == 1, seg)  # nothing of label 1 overwritten
         assert ((np.asarray(segmented.data) == 2) == (second & ~seg)).all()
-        segmented.undo()  # one undo step takes the second accept back
-        np.testing.assert_array_equal(np.asarray(segmented.data) > 0, seg)
+        if (second & ~seg).any():  # an accept that changed nothing leaves no undo step
+            segmented.undo()  # one undo step takes the second accept back
+            np.testing.assert_array_equal(np.asarray(segmented.data) > 0, seg)
 
         # -- measure, export, reopen where it was drawn ---------------------------------------
         correct.labels_combo.setCurrentText(segmented.name)
