@@ -207,7 +207,7 @@ class ViewerSession:
         return self._tool is not None and self._tool[1] == release
 
     def _show_tool(self) -> None:
-        """The active tool, named on the canvas (bottom left), where the user's eyes are."""
+        """The active tool, named on the canvas (top left, small), where the user's eyes are."""
         viewer = self.viewer
         overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
         if overlays is not None:
@@ -215,7 +215,7 @@ class ViewerSession:
 
             key = "tumorseg_tool"
             if key not in overlays:
-                overlays[key] = TextOverlay(position="bottom_left", color="#7fd4ff", font_size=11, visible=False)
+                overlays[key] = TextOverlay(position="top_left", color="#7fd4ff", font_size=9, visible=False)
             overlays[key].text = f"Click tool: {self.active_tool}" if self._tool else ""
             overlays[key].visible = self._tool is not None
         self.events.tool()
