@@ -59,6 +59,9 @@ class CocoMasksWidget(QWidget):
         self.per_category = QCheckBox("Category id as label value (default: binary 0/255)")
         self.per_category.toggled.connect(lambda _c: self.preview())
         self.overwrite = QCheckBox("Overwrite existing masks")
+        self.skip_invalid = QCheckBox("Skip invalid records (write the valid images' masks)")
+        self.skip_invalid.setToolTip("off: an invalid record means nothing is written (all or nothing, as "
+                                     "tumorseg coco2mask); on: as --skip-invalid, each skipped record is named")
         self.convert_button = QPushButton("Write masks")
         self.convert_button.clicked.connect(self.convert)
         self.cancel_button = QPushButton("Cancel")
@@ -77,6 +80,7 @@ class CocoMasksWidget(QWidget):
         form.addRow("Output", self.out_picker)
         form.addRow(self.per_category)
         form.addRow(self.overwrite)
+        form.addRow(self.skip_invalid)
         buttons = QHBoxLayout()
         buttons.addWidget(self.convert_button)
         buttons.addWidget(self.cancel_button)
@@ -171,6 +175,7 @@ class CocoMasksWidget(QWidget):
             notify_error(TumorSegError("choose a COCO input and an output folder"))
             return None
         per_category, overwrite = self.per_category.isChecked(), self.overwrite.isChecked()
+        skip_invalid = self.skip_invalid.isChecked()
         try:
             splits = find_coco_splits(coco)
             total = sum(len(load_coco(p).images) for _, p in splits)
@@ -182,7 +187,8 @@ class CocoMasksWidget(QWidget):
         @thread_worker
         def work():
             report = None
-            for p in coco_to_masks(coco, out, per_category=per_category, overwrite=overwrite):
+            for p in coco_to_masks(coco, out, per_category=per_category, overwrite=overwrite,
+                                   skip_invalid=skip_invalid):
                 report = p.report
                 yield p
             return report
@@ -210,7 +216,7 @@ class CocoMasksWidget(QWidget):
             self.status.setText("nothing to convert")
             return
         self.status.setText(report.summary(max_lines=5))
-        if report.invalid:  # as the CLI: the masks are written, the bad records named once
+        if report.invalid:  # skip-invalid, as the CLI: the valid masks are written, the bad records named once
             show_warning(f"wrote {len(report.written)} masks; {len(report.invalid)} invalid record(s) "
                          f"skipped, first: {report.invalid[0]}")
             return

@@ -33,7 +33,29 @@ def test_huge_coordinates_in_the_coco_dock(make_napari_viewer, qtbot, tmp_path, 
     worker = widget.convert()
     with qtbot.waitSignal(worker.finished, timeout=60000):
         pass
-    qtbot.waitUntil(lambda: widget.last_report is not None, timeout=10000)
-    assert (tmp_path / "masks" / "a.tif").exists()
+    # All or nothing (coco2mask's rule): an invalid record means no mask is written, and one
+    # notice names it.
+    qtbot.waitUntil(lambda: any("invalid record" in m for m in notifications()), timeout=10000)
+    assert not (tmp_path / "masks").exists() or not any((tmp_path / "masks").rglob("*.tif"))
     warned = [m for m in notifications() if "invalid record" in m]
     assert len(warned) == 1 and "a.jpg" in warned[0] and "outside" in warned[0]
+
+
+def test_skip_invalid_in_the_coco_dock_writes_the_valid_masks(make_napari_viewer, qtbot, tmp_path, notifications):
+    viewer = make_napari_viewer()
+    widget = add_dock(viewer, "COCO to masks")
+    anns = [polygon_ann([0, 0, 3e9, 0, 3e9, 3e9]), {**polygon_ann(SQUARE), "id": 8}]
+    src = make_export(tmp_path / "export", anns)
+    widget.coco_picker.set_path(src)
+    assert widget.load()
+    widget.out_picker.set_path(tmp_path / "masks")
+    widget.skip_invalid.setChecked(True)
+    worker = widget.convert()
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    qtbot.waitUntil(lambda: widget.last_report is not None, timeout=10000)
+    # the one image here carries the invalid record too, so it gets no mask: a mask missing
+    # one of its annotations would be a wrong outline; the record is named once
+    assert widget.last_report.invalid and "outside" in widget.last_report.invalid[0]
+    warned = [m for m in notifications() if "invalid record" in m]
+    assert len(warned) == 1

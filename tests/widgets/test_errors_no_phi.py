@@ -39,9 +39,12 @@ def test_brainix_as_channels_opens_each_series_with_one_notice(make_napari_viewe
 
     viewer = make_napari_viewer(show=True)
     widget = add_dock(viewer, "Load study")
-    viewer.window.add_dock_widget(widget, name="Load study")
     widget.picker.set_path(folder)
     assert widget.scan() is not None and widget.table.rowCount() == 3
+    from qtpy.QtCore import Qt
+
+    for r in range(widget.table.rowCount()):  # the ROI (a mask) comes unticked: tick it too
+        widget.table.item(r, 0).setCheckState(Qt.Checked)
     widget.as_channels.setChecked(True)
     before = len(notifications())
     worker = widget.open_selected()
