@@ -115,7 +115,11 @@ def _on_inserted(event) -> None:
 
 
 def watch_viewer(viewer) -> None:
-    """Apply the readers' display hints to every layer ``viewer`` receives (once per viewer)."""
+    """Apply the readers' display hints to every layer ``viewer`` receives, and show the
+    orientation letters (napari canvas overlays, no Qt) — once per viewer, docks or not."""
+    from napari_tumorseg.orientation_letters import install_orientation_letters
+
+    install_orientation_letters(viewer)
     _WATCHED[:] = [r for r in _WATCHED if r() is not None]
     if any(r() is viewer for r in _WATCHED):
         return

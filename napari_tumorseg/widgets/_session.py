@@ -25,7 +25,7 @@ import numpy as np
 from napari.utils.events import EmitterGroup
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.io.volume import Volume, volume_from_layer
+from napari_tumorseg.io.volume import Volume, apply_display_hints, volume_from_layer
 from napari_tumorseg.user_edits import EditLedger
 from napari_tumorseg.widgets._per_viewer import PerViewer, real_viewer
 
@@ -85,7 +85,7 @@ class ViewerSession:
         viewer.layers.events.removed.connect(self._layer_removed)
         viewer.layers.events.inserted.connect(self._layer_inserted)
         for layer in viewer.layers:  # opened before any dock asked for the session
-            self._apply_display_hints(layer)
+            apply_display_hints(layer)
             self._watch_edits(layer)
 
     @property
@@ -278,23 +278,13 @@ class ViewerSession:
         import napari
 
         layer = event.value
-        self._apply_display_hints(layer)
+        apply_display_hints(layer)
         self._watch_edits(layer)
         # A scan opened by File -> Open or a drop is a new case as much as one from Load
         # study (which registers it): per-case panels refresh.
         if (isinstance(layer, napari.layers.Image) and isinstance(layer.metadata, dict)
                 and not layer.metadata.get("tumorseg_output") and self._entry(layer) is None):
             self.events.case()
-
-    @staticmethod
-    def _apply_display_hints(layer) -> None:
-        """Display settings a layer's constructor does not take (a reference mask's outline),
-        asked for by the reader in ``metadata["tumorseg_display"]``."""
-        # Applied once: a user who later turns the outline off keeps it off.
-        hints = layer.metadata.pop("tumorseg_display", None) if isinstance(layer.metadata, dict) else None
-        for key, value in (hints or {}).items():
-            if hasattr(layer, key):
-                setattr(layer, key, value)
 
     def _layer_removed(self, event) -> None:
         layer = event.value

@@ -164,3 +164,14 @@ def test_oblique_brainix_sits_in_its_tilted_plane(make_napari_viewer, qtbot, sha
         for x in (lo[2], hi[2]):
             assert roi.world_to_data((point[0], y, x))[0] == pytest.approx(z_shown, abs=1e-6)
     viewer.window.screenshot(str(screenshot_dir / "brainix_oblique.png"), flash=False)
+
+
+def test_file_open_alone_shows_the_letters(make_napari_viewer, shared_data):
+    """No dock opened: the reader puts the letters on the canvas itself (no Qt, no widgets)."""
+    viewer = make_napari_viewer()
+    viewer.open(str(shared_data / "dicom_brainix" / "FLAIR"), plugin="napari-tumorseg")
+    keys = [k for k in viewer.canvas.overlays if str(k).startswith("tumorseg_orientation_")]
+    assert len(keys) == 4
+    shown = {str(k).rsplit("_", 1)[1]: viewer.canvas.overlays[k].text for k in keys
+             if viewer.canvas.overlays[k].visible}
+    assert shown == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
