@@ -27,7 +27,7 @@ from napari.utils.events import EmitterGroup
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import Volume, apply_display_hints, volume_from_layer
 from napari_tumorseg.user_edits import EditLedger
-from napari_tumorseg.widgets._per_viewer import PerViewer, real_viewer
+from napari_tumorseg.per_viewer import PerViewer, real_viewer
 
 _SESSIONS: "PerViewer[ViewerSession]" = PerViewer()
 
@@ -43,7 +43,7 @@ def session_for(viewer) -> "ViewerSession":
         # What every dock of a viewer needs once: orientation letters at the canvas edges and
         # the watch that announces a labels layer sitting on another grid than its scan.
         from napari_tumorseg.widgets.grid import install_grid_watch
-        from napari_tumorseg.widgets.orientation import install_orientation_letters
+        from napari_tumorseg.orientation_letters import install_orientation_letters
 
         install_orientation_letters(viewer)
         install_grid_watch(viewer)

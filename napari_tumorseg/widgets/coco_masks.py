@@ -26,7 +26,7 @@ from napari_tumorseg.coco.dataset import find_coco_splits, load_coco
 from napari_tumorseg.coco.from_masks import labels_to_coco, write_coco
 from napari_tumorseg.coco.to_masks import coco_to_masks, render_coco_image
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.widgets._per_viewer import real_viewer
+from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
     notify_error,

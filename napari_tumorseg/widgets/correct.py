@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import volume_from_layer
-from napari_tumorseg.widgets._per_viewer import real_viewer
+from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import PathPicker, guarded, notify_error, scroll_body, show_info, show_slice
 from napari_tumorseg.widgets._session import session_for
 

@@ -21,7 +21,7 @@ import numpy as np
 from napari_tumorseg.io.grid import DEFAULT_TOL_MM, check_same_grid
 from napari_tumorseg.io.orientation import WORLD_FROM_RAS, displayed_world_affine
 from napari_tumorseg.io.volume import Volume
-from napari_tumorseg.widgets._per_viewer import PerViewer
+from napari_tumorseg.per_viewer import PerViewer
 
 _WATCHED: "PerViewer[bool]" = PerViewer()
 

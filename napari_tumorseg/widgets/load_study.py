@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.study import Opened, Study
-from napari_tumorseg.widgets._per_viewer import real_viewer
+from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
     guarded,

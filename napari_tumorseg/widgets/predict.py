@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.user_edits import merge_derived, result_problem
-from napari_tumorseg.widgets._per_viewer import real_viewer
+from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     dismiss_notifications_before,
     PathPicker,

@@ -45,7 +45,7 @@ from napari_tumorseg.widgets._click_prompts import (
 )
 from napari_tumorseg.jobs import LatestWins
 from napari_tumorseg.user_edits import accept_into
-from napari_tumorseg.widgets._per_viewer import real_viewer
+from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     hint_label,
     notify_error,

@@ -53,7 +53,7 @@ from napari_tumorseg.training.events import (
     StartEvent,
     StepEvent,
 )
-from napari_tumorseg.widgets._per_viewer import real_viewer
+from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
     notify_error,

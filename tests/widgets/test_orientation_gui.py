@@ -69,7 +69,7 @@ def _lesion_world(layer) -> np.ndarray:
 
 
 def test_five_storage_orders_show_identically(make_napari_viewer, qtbot, stored, screenshot_dir):
-    from napari_tumorseg.widgets.orientation import install_orientation_letters
+    from napari_tumorseg.orientation_letters import install_orientation_letters
 
     shots, lesions, letters = {}, {}, {}
     for name, (image_path, truth_path) in stored.items():
@@ -139,7 +139,7 @@ def test_oblique_brainix_sits_in_its_tilted_plane(make_napari_viewer, qtbot, sha
     from napari.utils.notifications import notification_manager
 
     from napari_tumorseg.widgets.grid import layers_grid_reason
-    from napari_tumorseg.widgets.orientation import install_orientation_letters
+    from napari_tumorseg.orientation_letters import install_orientation_letters
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(900, 800)

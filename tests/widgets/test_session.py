@@ -143,7 +143,7 @@ def test_train_dock_trains_on_every_channel_of_the_session_case(make_napari_view
 
 
 def test_the_session_puts_orientation_letters_on_the_canvas(make_napari_viewer, shared_data):
-    from napari_tumorseg.widgets import orientation
+    from napari_tumorseg import orientation_letters as orientation
 
     viewer = make_napari_viewer()
     assert viewer not in orientation._INSTALLED
