@@ -366,15 +366,60 @@ def _sop_class_name(uid: str) -> str:
         return uid
 
 
+# Value representations whose bytes never depend on the character set (PS3.5 6.1.2: the
+# default repertoire only), and binary integers: read straight from pydicom's raw element
+# (what the parser found: VR, byte order, value bytes), which costs a tenth of a full
+# conversion to a DataElement. Every other value (names, descriptions) is pydicom's.
+_ASCII_VRS = frozenset({"AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})
+_BINARY_VRS = {"US": (2, False), "SS": (2, True), "UL": (4, False), "SL": (4, True)}
+
+
+@functools.lru_cache(maxsize=None)
+def _tag_and_vr(keyword: str) -> tuple[int, str]:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return int(tag), dictionary_VR(tag)
+
+
+def _raw_text(elem, dict_vr: str) -> str | None:
+    """The value of a raw (unconverted) element of an ASCII or binary VR as text, else None."""
+    raw = getattr(elem, "value", None)
+    if not isinstance(raw, bytes) or getattr(elem, "is_raw", False) is not True:
+        return None
+    vr = elem.VR or dict_vr
+    if vr in _ASCII_VRS:
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:  # not what the standard allows: pydicom's decoding decides
+            return None
+        return "\\".join(v.strip(" \0") for v in text.split("\\")).strip()
+    width_signed = _BINARY_VRS.get(vr)
+    if width_signed is None:
+        return None
+    width, signed = width_signed
+    order = "little" if elem.is_little_endian else "big"
+    return "\\".join(str(int.from_bytes(raw[i:i + width], order, signed=signed))
+                      for i in range(0, len(raw) - width + 1, width))
+
+
 class _Fields:
     """Header values as plain str / int / float, decoded by pydicom (character set, VR,
-    byte order); a value pydicom cannot decode reads as absent."""
+    byte order; :func:`_raw_text` for the character-set-free ones); a value that cannot be
+    decoded reads as absent."""
 
     def __init__(self, ds) -> None:
         self.ds = ds
 
     def text(self, keyword: str) -> str:
         try:
+            tag, dict_vr = _tag_and_vr(keyword)
+            elem = self.ds.get_item(tag) if tag in self.ds else None
+            if elem is None:
+                return ""
+            fast = _raw_text(elem, dict_vr)
+            if fast is not None:
+                return fast
             value = self.ds.get(keyword)
         except Exception:  # noqa: BLE001 - one malformed value must not cost the file
             return ""
@@ -400,26 +445,90 @@ class _Fields:
         return v[0] if v else None
 
 
+# The scan's fast path. A classic single-frame image keeps everything the scan needs in
+# groups 0002-0028 (identity, geometry, pixel format, rescale); what follows - private groups
+# (Philips' nested private sequences cost as much to parse as the rest of the file), request
+# and study details - is never parsed, and the Pixel Data element, the last one of such a
+# file, is found from the file's end (its header checked byte for byte). Anything else
+# (enhanced multi-frame, compressed or deflated pixels, trailing padding, a cut file) is parsed
+# in full as before.
+_LAST_SCANNED_GROUP = 0x0028
+_SCAN_KEYWORDS = (
+    "ImageType", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "FrameOfReferenceUID", "Modality", "SeriesDescription", "SeriesNumber", "InstanceNumber",
+    "AcquisitionNumber", "EchoNumbers", "TemporalPositionIdentifier", "TriggerTime",
+    "DiffusionBValue", "SliceThickness", "SpacingBetweenSlices", "ImagePositionPatient",
+    "ImageOrientationPatient", "PixelSpacing", "ImagerPixelSpacing", "Rows", "Columns",
+    "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
+    "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept",
+)
+_LITTLE_ENDIAN_NATIVE = {"1.2.840.10008.1.2": 8, "1.2.840.10008.1.2.1": 12}  # header bytes
+
+
+@functools.lru_cache(maxsize=1)
+def _scan_tags() -> list[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    return [int(tag_for_keyword(k)) for k in _SCAN_KEYWORDS]
+
+
+def _past_image_groups(tag, vr, length) -> bool:
+    return tag >> 16 > _LAST_SCANNED_GROUP
+
+
+def _trailing_pixels(fh, ds, size: int) -> int | None:
+    """Offset of the native Pixel Data value that ends the file, or None when the file is
+    not laid out that way (then it is parsed in full)."""
+    meta = getattr(ds, "file_meta", None)
+    ts = _str(getattr(meta, "TransferSyntaxUID", None)) if meta is not None else ""
+    head = _LITTLE_ENDIAN_NATIVE.get(ts or "1.2.840.10008.1.2")
+    if head is None or 0x00280008 in ds:  # not native little endian, or multi-frame
+        return None
+    h = _Fields(ds)
+    rows, cols = h.int("Rows"), h.int("Columns")
+    spp, bits = h.int("SamplesPerPixel") or 1, h.int("BitsAllocated") or 16
+    if not rows or not cols or bits % 8:
+        return None
+    length = rows * cols * spp * bits // 8
+    length += length & 1  # values have even lengths
+    offset = size - length
+    if offset - head < fh.tell():  # it would overlap what was parsed: cut or odd file
+        return None
+    fh.seek(offset - head)
+    raw = fh.read(head)
+    if len(raw) != head or raw[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    if head == 12 and raw[4:8] not in (b"OW\0\0", b"OB\0\0"):
+        return None
+    return offset if int.from_bytes(raw[-4:], "little") == length else None
+
+
 def _read_header(path: Path) -> _FileInfo | str:
     """Parse one file's header; returns a note string when it is not a usable image."""
     import pydicom
+    from pydicom.filereader import read_partial
 
     try:
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
             # force: the caller already chose this file (preamble, suffix or by name).
-            # Large values (the pixels) are deferred: pydicom records where they start,
-            # so the load decodes them without parsing the header again.
-            ds = pydicom.dcmread(fh, defer_size=_DEFER_BYTES, force=True)
-        size = path.stat().st_size
+            ds = read_partial(fh, stop_when=_past_image_groups, defer_size=_DEFER_BYTES, force=True,
+                              specific_tags=_scan_tags())
+            offset = _trailing_pixels(fh, ds, size)
+            if offset is None:
+                # Large values (the pixels) are deferred: pydicom records where they start,
+                # so the load decodes them without parsing the header again.
+                fh.seek(0)
+                ds = pydicom.dcmread(fh, defer_size=_DEFER_BYTES, force=True)
     except Exception as err:
         return f"unreadable ({first_line(err)}): {path.name}"
     try:
-        return _info_from_dataset(path, ds, size)
+        return _info_from_dataset(path, ds, size, offset)
     except Exception as err:  # a header that parses but whose values are garbage
         return f"unreadable ({first_line(err)}): {path.name}"
 
 
-def _info_from_dataset(path: Path, ds, size: int) -> _FileInfo | str:
+def _info_from_dataset(path: Path, ds, size: int, trailing: int | None = None) -> _FileInfo | str:
     from pydicom.uid import UID
 
     h = _Fields(ds)
@@ -443,10 +552,12 @@ def _info_from_dataset(path: Path, ds, size: int) -> _FileInfo | str:
     # A file cut off inside its pixel data: caught here so it becomes a note rather
     # than a failed load later.
     pixels = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
-    if pixels is None:
+    if pixels is None and trailing is None:
         return f"no pixel data: {path.name}"
-    offset = getattr(pixels, "value_tell", None)
-    if UID(ts).is_deflated:
+    offset = getattr(pixels, "value_tell", None) if trailing is None else trailing
+    if trailing is not None:
+        pass  # found at the file's end with its exact length: complete
+    elif UID(ts).is_deflated:
         offset = None  # a position in the inflated stream, not in the file: pydicom reads it
     elif offset is not None and not UID(ts).is_compressed and bits_alloc % 8 == 0:
         expected = rows * cols * n_frames * spp * bits_alloc // 8
