@@ -16,10 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def open_viewer(path: str | None = None, show: bool = True):
+def open_viewer(path: str | None = None, show: bool = True, viewer=None):
+    """The window `tumorseg view` opens: every dock of the plugin (through napari's plugin
+    manager, as the Plugins menu adds them) and the case. ``viewer``: build into this one
+    instead of a new viewer (tests pass napari's fixture viewer)."""
     import napari
 
-    viewer = napari.Viewer(title="napari-tumorseg", show=show)
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-tumorseg", show=show)
     from npe2 import PluginManager
 
     names = {w.display_name for w in PluginManager.instance().get_manifest("napari-tumorseg").contributions.widgets}

@@ -67,7 +67,7 @@ def _stroke(viewer, qtbot, layer, points):
     qtbot.wait(50)
 
 
-def test_the_loop_in_the_window_a_user_opens(qtbot, shared_data, tmp_path, screenshot_dir, monkeypatch):
+def test_the_loop_in_the_window_a_user_opens(make_napari_viewer, qtbot, shared_data, tmp_path, screenshot_dir):
     from napari.utils.notifications import notification_manager
 
     from napari_tumorseg.cli.view import open_viewer
@@ -75,7 +75,8 @@ def test_the_loop_in_the_window_a_user_opens(qtbot, shared_data, tmp_path, scree
 
     seen = []
     notification_manager.notification_ready.connect(seen.append)
-    viewer = open_viewer(show=True)  # `tumorseg view`: every dock docked, the sample phantom open
+    # `tumorseg view`'s builder: every dock docked, the sample phantom open
+    viewer = open_viewer(viewer=make_napari_viewer(show=True))
     try:
         viewer.window.resize(1366, 768)
         case_dir = shared_data.joinpath(*CASE)
@@ -235,4 +236,4 @@ def test_the_loop_in_the_window_a_user_opens(qtbot, shared_data, tmp_path, scree
         # no traceback or identifier reached the user on the way
         assert not [n for n in seen if "Traceback" in str(n.message)]
     finally:
-        viewer.close()
+        notification_manager.notification_ready.disconnect(seen.append)
