@@ -26,6 +26,9 @@ so a GUI can show progress and stop early.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import os
 import shutil
 from collections import deque
@@ -301,20 +304,76 @@ _TIFF_COMPRESSION = {"none": {}, "packbits": {"compression": "packbits"},
 
 
 def write_mask(
-    path: Path, mask: np.ndarray, overwrite: bool = False, compression: str = "none"
+    path: Path, mask: np.ndarray, overwrite: bool = False, compression: str = "none",
+    atomic: bool = True,
 ) -> None:
-    """Atomic TIFF write (tifffile), uncompressed (default), ``"packbits"`` or ``"deflate"``.
+    """TIFF write (tifffile's format), uncompressed (default), ``"packbits"`` or ``"deflate"``.
 
     Uncompressed is the default because it is what every reader takes fastest; with
     imagecodecs installed PackBits reads back as fast and saves ~98% disk (measured in
-    benchmarks/RESULTS_coco.md).
+    benchmarks/RESULTS_coco.md). ``atomic`` False is for a file inside a staging folder that
+    is committed as a whole (:func:`coco_to_masks`): it is written in place, without a
+    temporary file and rename of its own, and removed if the write fails, so the folder
+    only ever holds complete masks.
     """
     if compression not in COMPRESSIONS:
         raise TumorSegError(f"compression must be one of {', '.join(COMPRESSIONS)}")
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        # One strip, no metadata page: the plain baseline TIFF every reader opens.
-        tifffile.imwrite(tmp, mask, photometric="minisblack", metadata=None,
-                         rowsperstrip=mask.shape[0], **_TIFF_COMPRESSION[compression])
+    if atomic:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            _write_tiff(tmp, mask, compression)
+        return
+    try:
+        _write_tiff(path, mask, compression)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # a mask in a sub-folder of its split
+        _write_tiff(path, mask, compression)
+
+
+def _write_tiff(path, mask: np.ndarray, compression: str) -> None:
+    frame = _tiff_frame(mask.shape, mask.dtype.str) if compression == "none" and mask.ndim == 2 else None
+    try:
+        if frame is None:
+            # One strip, no metadata page: the plain baseline TIFF every reader opens.
+            tifffile.imwrite(path, mask, photometric="minisblack", metadata=None,
+                             rowsperstrip=mask.shape[0], **_TIFF_COMPRESSION[compression])
+            return
+        head, tail = frame
+        with open(path, "wb") as fh:
+            fh.write(head)
+            fh.write(np.ascontiguousarray(mask).data)
+            fh.write(tail)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
+@functools.lru_cache(maxsize=16)
+def _tiff_frame(shape: tuple[int, ...], dtype: str) -> tuple[bytes, bytes] | None:
+    """The bytes tifffile writes before and after the pixels of an uncompressed one-strip mask
+    of this shape and dtype (its header, tags and their values), or None when its layout is not
+    one contiguous strip.
+
+    An uncompressed mask's file differs from another of the same shape and type only in its
+    pixel bytes, so tifffile writes one such file per shape and every mask reuses its framing:
+    the files are byte for byte what ``tifffile.imwrite`` writes for each (tested), without its
+    per-file tag building (~0.3 ms a mask, more than rasterising one).
+    """
+    probe = np.zeros(shape, np.dtype(dtype))
+    if probe.dtype.byteorder not in "=|" or probe.size == 0:
+        return None
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, probe, photometric="minisblack", metadata=None, rowsperstrip=shape[0])
+    data = buffer.getvalue()
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        if len(tif.pages) != 1 or len(page.dataoffsets) != 1 or page.databytecounts[0] != probe.nbytes:
+            return None
+        start = int(page.dataoffsets[0])
+    end = start + probe.nbytes
+    if data[start:end] != probe.tobytes():
+        return None
+    return data[:start], data[end:]
 
 
 def _true_size(path: str, height: int, width: int) -> tuple[int, int] | None:
@@ -363,7 +422,8 @@ def _convert_one(
     mask = rasterize(anns, height, width, per_category, dtype, invalid)
     if invalid or not write:
         return notes, invalid, False, False
-    write_mask(dest, mask, overwrite=overwrite, compression=compression)
+    # ``dest`` is in the run's staging folder, which is committed whole (or dropped).
+    write_mask(dest, mask, overwrite=overwrite, compression=compression, atomic=False)
     return notes, invalid, True, not mask.any()
 
 
