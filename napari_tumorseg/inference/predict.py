@@ -310,11 +310,11 @@ def _slice_list(slices: SliceSpec, n_z: int) -> list[int]:
 def _normalized(czyx: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """Channels adapted and intensities normalised over the whole volume (training's statistics)."""
     from napari_tumorseg.channels import ChannelPlan, fit_channels
-    from napari_tumorseg.training.preprocessing import normalize_intensity
+    from napari_tumorseg.intensity import normalize_input
 
     prep = Preprocessing.of(prep)
     img = fit_channels(czyx, ChannelPlan.from_preprocessing(prep))
-    return normalize_intensity(img, prep.resolved_normalization(czyx.dtype), prep.zscore_nonzero)
+    return normalize_input(img, prep, czyx.dtype)
 
 
 def _empty_slices(czyx: np.ndarray) -> np.ndarray:

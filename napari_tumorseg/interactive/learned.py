@@ -34,7 +34,8 @@ from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.interactive.encoding import ClickGuided
 from napari_tumorseg.interactive.prompts import Prompts
 from napari_tumorseg.interactive.propagate import propagate
-from napari_tumorseg.training.preprocessing import Preprocessing, normalize_intensity
+from napari_tumorseg.intensity import normalize_input
+from napari_tumorseg.training.preprocessing import Preprocessing
 
 _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
 
@@ -103,18 +104,15 @@ class LearnedEngine:
     def _normalized(self, image: np.ndarray) -> np.ndarray:
         key = self._key(image)
         if key != self._norm_key:
+            raw_dtype = np.asarray(image).dtype
             img = _fit_channels(np.asarray(image), int(self.model.image_channels))
-            method = self.prep.get("normalize", "zscore")
-            if method == "auto":
-                method = "scale255" if img.dtype == np.uint8 else "zscore"
-            nonzero = bool(self.prep.get("zscore_nonzero", True))
             if self.normalize_scope == "slice":
                 # A model trained on single images (JPG/PNG slices) saw each one normalised
                 # on its own: a volume's slices must be too, or their contrast differs.
-                self._norm = np.concatenate([normalize_intensity(img[:, z:z + 1], method, nonzero)
+                self._norm = np.concatenate([normalize_input(img[:, z:z + 1], self.prep, raw_dtype)
                                              for z in range(img.shape[1])], axis=1)
             else:
-                self._norm = normalize_intensity(img, method, nonzero)
+                self._norm = normalize_input(img, self.prep, raw_dtype)
             self._norm_key = key
         return self._norm
 

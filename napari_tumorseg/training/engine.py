@@ -76,11 +76,7 @@ from napari_tumorseg.training.events import (
     StepEvent,
 )
 from napari_tumorseg.training.losses import DeepSupervisionLoss, build_loss
-from napari_tumorseg.training.preprocessing import (
-    Preprocessing,
-    adapt_channels,
-    resolve_normalization,
-)
+from napari_tumorseg.training.preprocessing import Preprocessing, adapt_channels
 
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
 SLOW_STEP_S = 10.0  # a step estimated slower than this is announced before it starts
@@ -114,7 +110,7 @@ class TrainConfig:
     deep_supervision_weights: list | None = None
     size: int | list | None = None  # 2D: in-plane size; 3D: patch size (default: model's)
     spatial: str = "resize"  # 2D only: resize | pad_crop
-    normalize: str = "auto"  # auto | zscore | scale255 | minmax | none
+    normalize: str = "auto"  # auto (= robust) | robust | zscore | scale255 | minmax | none
     in_channels: int | None = None
     device: str = "auto"  # auto | cuda | cpu | mps (cuda:N accepted)
     amp: bool | None = None  # CUDA only; CPU always runs fp32
@@ -595,7 +591,9 @@ class _Run:
         cfg = self.cfg
         _, channel_mode = adapt_channels(first.image[:, :1, :1, :1], self.in_channels)
         fields = dict(
-            normalize=resolve_normalization(first.image.dtype) if cfg.normalize == "auto" else cfg.normalize,
+            # A new run normalises by the rule that does not depend on how a source stored
+            # its scans (napari_tumorseg.intensity); "auto" in a checkpoint is the old rule.
+            normalize="robust" if cfg.normalize == "auto" else cfg.normalize,
             channel_mode=channel_mode,
             channel_names=tuple(first.channel_names or ()),
             class_names=tuple(self.class_names),
@@ -646,7 +644,7 @@ class _Run:
                 "optimizer_params": _plain(self.cfg.optimizer_params or {}),
                 "scheduler": self.scheduler_name, "scheduler_params": _plain(self.scheduler_params),
                 "grad_clip": self.grad_clip, "amp": self.amp, **self.loss_desc,
-                "augmentation": dataclasses.asdict(self.augment_cfg),
+                "augmentation": _plain(dataclasses.asdict(self.augment_cfg)),
                 "device": str(self.device), "world_size": self.ctx.world_size,
                 "recipe": self.recipe.name, "max_minutes": self.max_minutes,
                 "threads": torch.get_num_threads(),

@@ -10,10 +10,15 @@ Every checkpoint stores it as a plain dict (``Preprocessing.to_dict()``, loadabl
   sliding window of that size).
 * ``spatial``: ``"resize"`` (bilinear for images, nearest for masks) or ``"pad_crop"``
   (centred zero-pad / crop, after normalisation) or ``"none"``.
-* ``normalize``: ``"zscore"`` (per volume and channel: statistics over the whole volume,
-  restricted to non-zero voxels when ``zscore_nonzero``, so skull-stripped MRI is not
-  dominated by the background), ``"scale255"`` (8-bit images to 0-1), ``"minmax"``, or
-  ``"none"``; ``"auto"`` is resolved from the data: uint8 -> scale255, else zscore.
+* ``normalize``: ``"robust"`` (every new training run: per channel, a z-score inside the
+  scan's foreground after clipping it to its ``clip_percentiles``, background 0, whatever
+  value the source stored its background as; see :mod:`napari_tumorseg.intensity`),
+  ``"zscore"`` (per volume and channel: statistics over the whole volume, restricted to
+  non-zero voxels when ``zscore_nonzero``), ``"scale255"`` (8-bit images to 0-1),
+  ``"minmax"``, or ``"none"``; ``"auto"`` is resolved from the data: uint8 -> scale255,
+  else zscore (the rule of checkpoints written before "robust"; a checkpoint without the
+  key keeps it).
+* ``clip_percentiles``: the foreground percentiles ``"robust"`` clips to (0.5, 99.5).
 * ``channels``: the model's input channels; ``channel_mode`` how the data's channels are
   brought to it: ``"as_is"``, ``"grayscale"`` (mean of RGB), ``"repeat"`` (grey -> n);
   ``channel_names`` the sequences the model was trained on, in order.
@@ -38,10 +43,16 @@ import torch
 import torch.nn.functional as F
 
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.intensity import (  # noqa: F401 - normalize_intensity's old home
+    CLIP_PERCENTILES,
+    NORMALIZATIONS,
+    normalize_input,
+    normalize_intensity,
+)
+from napari_tumorseg.intensity import legacy_method as resolve_normalization
 
 PREPROCESSING_VERSION = 1
 SPATIAL_MODES = ("none", "resize", "pad_crop")
-NORMALIZATIONS = ("auto", "zscore", "scale255", "minmax", "none")
 CHANNEL_MODES = ("as_is", "grayscale", "repeat")
 
 
@@ -68,6 +79,7 @@ class Preprocessing(Mapping):
     spatial: str = "none"
     normalize: str = "auto"
     zscore_nonzero: bool = True
+    clip_percentiles: tuple[float, float] = CLIP_PERCENTILES
     channel_mode: str = "as_is"
     channel_names: tuple[str, ...] = ()
     target: str = "binary"
@@ -95,6 +107,11 @@ class Preprocessing(Mapping):
         object.__setattr__(self, "patch_size", _ints(self.patch_size, 3, "patch_size"))
         object.__setattr__(self, "channel_names", tuple(str(n) for n in self.channel_names))
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+        clip = tuple(float(v) for v in (self.clip_percentiles or CLIP_PERCENTILES))
+        if len(clip) != 2 or not 0.0 <= clip[0] < clip[1] <= 100.0:
+            raise TumorSegError(f"preprocessing clip_percentiles must be two percentiles, low < high, "
+                                f"got {self.clip_percentiles!r}")
+        object.__setattr__(self, "clip_percentiles", clip)
 
     @classmethod
     def for_model(cls, dims: int, size, channels: int, target: str = "binary",
@@ -131,7 +148,7 @@ class Preprocessing(Mapping):
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists, str, int, None): safe for ``torch.load(weights_only=True)``."""
         d = dataclasses.asdict(self)
-        for key in ("size", "patch_size", "channel_names", "class_names"):
+        for key in ("size", "patch_size", "channel_names", "class_names", "clip_percentiles"):
             d[key] = list(d[key]) if d[key] is not None else None
         return d
 
@@ -162,10 +179,6 @@ def default_preprocessing(
 ) -> dict[str, Any]:
     """:meth:`Preprocessing.for_model` in the checkpoint's dict form (for callers that edit it)."""
     return Preprocessing.for_model(dims, size, channels, target, spatial, normalize).to_dict()
-
-
-def resolve_normalization(dtype) -> str:
-    return "scale255" if np.dtype(dtype) == np.uint8 else "zscore"
 
 
 def as_czyx(image: np.ndarray, layout: str = "auto") -> np.ndarray:
@@ -205,27 +218,6 @@ def adapt_channels(image: np.ndarray, channels: int) -> tuple[np.ndarray, str]:
     if c == 1:
         return np.repeat(image, channels, axis=0), "repeat"
     raise TumorSegError(f"the image has {c} channels but the model expects {channels}")
-
-
-def normalize_intensity(image: np.ndarray, method: str, nonzero: bool = True) -> np.ndarray:
-    """Per-channel intensity normalisation over the whole (c, z, y, x) array."""
-    img = image.astype(np.float32, copy=True)
-    if method == "none":
-        return img
-    if method == "scale255":
-        return img / 255.0
-    for c in range(img.shape[0]):
-        ch = img[c]
-        vals = ch[ch != 0] if nonzero and np.any(ch != 0) and np.any(ch == 0) else ch
-        if method == "zscore":
-            std = float(vals.std())
-            img[c] = (ch - float(vals.mean())) / (std if std > 1e-8 else 1.0)
-        elif method == "minmax":
-            lo, hi = float(ch.min()), float(ch.max())
-            img[c] = (ch - lo) / (hi - lo) if hi > lo else ch * 0.0
-        else:
-            raise TumorSegError(f"unknown intensity normalisation {method!r}")
-    return img
 
 
 def _resize_planes(arr: np.ndarray, size, mode: str) -> np.ndarray:
@@ -268,9 +260,9 @@ def apply_preprocessing(image: np.ndarray, prep: Preprocessing | Mapping, layout
     """
     prep = Preprocessing.of(prep)
     img = as_czyx(image, layout)
-    method = prep.resolved_normalization(img.dtype)
+    raw_dtype = img.dtype
     img, _ = adapt_channels(img, prep.channels)
-    img = normalize_intensity(img, method, prep.zscore_nonzero)
+    img = normalize_input(img, prep, raw_dtype)
     return _spatial(img, prep, "linear")
 
 

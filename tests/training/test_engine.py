@@ -65,7 +65,9 @@ def test_checkpoint_contents(short_run):
     assert ck["config"]["width"] == 4
     prep = ck["preprocessing"]
     assert prep["size"] == [48, 48] and prep["spatial"] == "resize" and prep["dims"] == 2
-    assert prep["normalize"] == "scale255" and prep["channels"] == 1 and prep["target"] == "binary"
+    # New runs normalise by the source-independent rule (napari_tumorseg.intensity), JPGs too.
+    assert prep["normalize"] == "robust" and prep["clip_percentiles"] == [0.5, 99.5]
+    assert prep["channels"] == 1 and prep["target"] == "binary"
     hist = ck["history"]
     assert [h["epoch"] for h in hist] == [1, 2]
     for key in ("train_loss", "val_loss", "lr", "train_dice", "val_dice", "val_iou", "val_precision",
