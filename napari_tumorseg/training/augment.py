@@ -1,5 +1,6 @@
 """Data augmentation on image and mask together (seed 001: flips, rotations, Gaussian
-blur, contrast shift), for 2D (c, y, x) and 3D (c, z, y, x) tensors.
+blur, contrast shift; issue 15: intensity scale, shift, gamma and a smooth bias field), for
+2D (c, y, x) and 3D (c, z, y, x) tensors.
 
 Every random draw comes from the ``torch.Generator`` passed in. The engine seeds it from
 (run seed, epoch, sample position), so a sample's augmentation does not depend on the
@@ -8,16 +9,37 @@ worker that loads it or on where a run was cancelled and resumed.
 Geometric transforms move image and target together (nearest neighbour for the target);
 intensity transforms touch the image only. ``strength`` (0-2, default 1) scales the
 probabilities and magnitudes; 0 switches augmentation off.
+
+The intensity transforms (``intensity``, on by default) act inside the foreground only:
+voxels where some channel differs from the background value the robust normalisation
+writes (0, :data:`napari_tumorseg.intensity.BACKGROUND`), so the background stays exactly
+background. Each one is applied to a sample with its probability (``*_p``) and draws its
+parameter per channel from its range (``*_range``, widened about "no change" by
+``strength``): a scale factor, a shift (in the normalised units, foreground standard
+deviations), a gamma (on the channel's foreground min-max range, which it keeps), a
+multiplicative bias field — ``exp`` of a random polynomial of degree 3 in the sample's
+coordinates, scaled so its minimum and maximum lie within ``bias_range``, applied to the
+intensity above the channel's foreground minimum, as a receive coil's shading would be
+(in this order: gamma, bias field, scale, shift). They run after the geometric transforms and before blur and contrast. Scanners and sources
+differ in exactly these ways; the model learns to ignore them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
+
+from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.intensity import BACKGROUND
+
+_FACTOR_RANGES = ("scale_range", "gamma_range", "bias_range")
+_RANGES = _FACTOR_RANGES + ("shift_range",)
+_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p")
 
 
 @dataclass
@@ -28,6 +50,32 @@ class AugmentConfig:
     rotate: bool = True  # 90-degree turns in-plane, plus up to 15 deg * strength for 2D
     blur: bool = True
     contrast: bool = True
+    intensity: bool = True  # scale, shift, gamma, bias field inside the foreground
+    scale_p: float = 0.3
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    shift_p: float = 0.3
+    shift_range: tuple[float, float] = (-0.3, 0.3)
+    gamma_p: float = 0.3
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    bias_p: float = 0.3
+    bias_range: tuple[float, float] = (0.7, 1.3)  # the field's values, min to max
+
+    def __post_init__(self) -> None:
+        for name in _PROBS:
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise TumorSegError(f"augmentation {name} must be within 0-1, got {getattr(self, name)!r}")
+            setattr(self, name, value)
+        for name in _RANGES:
+            value = getattr(self, name)
+            try:
+                lo, hi = (float(v) for v in value)
+            except (TypeError, ValueError):
+                raise TumorSegError(f"augmentation {name} must be two numbers, got {value!r}") from None
+            if not lo <= hi or (name in _FACTOR_RANGES and lo <= 0):
+                raise TumorSegError(f"augmentation {name} must be low <= high"
+                                    + (", both above 0" if name in _FACTOR_RANGES else "") + f", got {value!r}")
+            setattr(self, name, (lo, hi))
 
     @classmethod
     def from_value(cls, value) -> "AugmentConfig":
@@ -40,7 +88,11 @@ class AugmentConfig:
             return cls(enabled=False)
         if isinstance(value, (int, float)):
             return cls(enabled=value > 0, strength=float(value))
-        return cls(**dict(value))
+        values = dict(value)
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TumorSegError(f"unknown augmentation option(s): {', '.join(unknown)}")
+        return cls(**values)
 
 
 def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -59,6 +111,86 @@ def _rotate_small(image: torch.Tensor, target: torch.Tensor, angle_deg: float):
     tt = F.grid_sample(t[None].float(), grid, mode="nearest", padding_mode="zeros",
                        align_corners=False)[0].to(target.dtype)
     return img.to(image.dtype), (tt if target.ndim == image.ndim else tt[0])
+
+
+def _widened(lo: float, hi: float, s: float, identity: float) -> tuple[float, float]:
+    """A range scaled by ``strength`` about the value that changes nothing."""
+    lo, hi = identity + (lo - identity) * s, identity + (hi - identity) * s
+    if identity == 1.0:  # factors stay positive
+        lo, hi = max(lo, 0.05), max(hi, 0.05)
+    return lo, hi
+
+
+def _draw(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def _coords(shape) -> list[torch.Tensor]:
+    """Coordinates in [-1, 1] along each axis of ``shape``, broadcastable to it."""
+    out = []
+    for axis, n in enumerate(shape):
+        view = [1] * len(shape)
+        view[axis] = n
+        out.append(torch.linspace(-1.0, 1.0, n).view(view) if n > 1 else torch.zeros(view))
+    return out
+
+
+def bias_field(shape, gen: torch.Generator, lo: float, hi: float, degree: int = 3) -> torch.Tensor:
+    """A smooth multiplicative field over ``shape`` (2D or 3D) with values within [lo, hi]:
+    ``exp`` of a polynomial of ``degree`` with random coefficients, rescaled so its log
+    spans a random sub-interval of [log lo, log hi]."""
+    xs = _coords(shape)
+    poly = torch.zeros(tuple(shape))
+    powers = [p for p in _monomials(len(shape), degree) if sum(p) > 0]
+    coef = _draw(gen, len(powers), -1.0, 1.0)
+    for c, p in zip(coef, powers):
+        term = torch.ones(())
+        for x, e in zip(xs, p):
+            if e:
+                term = term * x ** e
+        poly = poly + c * term
+    a, b = sorted(_draw(gen, 2, math.log(lo), math.log(hi)).tolist())
+    span = float(poly.max() - poly.min())
+    unit = (poly - poly.min()) / span if span > 0 else torch.zeros_like(poly)
+    return torch.exp(a + (b - a) * unit)
+
+
+def _monomials(dims: int, degree: int) -> list[tuple[int, ...]]:
+    if dims == 0:
+        return [()]
+    return [(e,) + rest for e in range(degree + 1) for rest in _monomials(dims - 1, degree - e)]
+
+
+def _intensity(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, s: float) -> torch.Tensor:
+    """Scale, shift, gamma and bias field inside the foreground (see the module doc)."""
+    fg = (image != BACKGROUND).any(dim=0)
+    c = image.shape[0]
+    draws = {name: _u(gen) < min(1.0, getattr(cfg, f"{name}_p") * s)
+             for name in ("gamma", "bias", "scale", "shift")}
+    if not fg.any() or not any(draws.values()):
+        return image
+    x = image.float().clone()
+    per_ch = (c,) + (1,) * (image.ndim - 1)
+
+    def fg_min_max(t: torch.Tensor):
+        vals = t[:, fg]  # (c, n): each channel's foreground voxels
+        return vals.min(dim=1).values.view(per_ch), vals.max(dim=1).values.view(per_ch)
+
+    if draws["gamma"]:
+        lo, hi = fg_min_max(x)
+        g = _draw(gen, c, *_widened(*cfg.gamma_range, s, 1.0)).view(per_ch)
+        span = (hi - lo).clamp_min(1e-6)
+        x = lo + ((x - lo) / span).clamp(0.0, 1.0) ** g * span
+    if draws["bias"]:
+        lo, _ = fg_min_max(x)
+        blo, bhi = _widened(*cfg.bias_range, s, 1.0)
+        field = torch.stack([bias_field(image.shape[1:], gen, blo, bhi) for _ in range(c)])
+        x = lo + (x - lo) * field
+    if draws["scale"]:
+        x = x * _draw(gen, c, *_widened(*cfg.scale_range, s, 1.0)).view(per_ch)
+    if draws["shift"]:
+        x = x + _draw(gen, c, *_widened(*cfg.shift_range, s, 0.0)).view(per_ch)
+    return torch.where(fg, x, image.float()).to(image.dtype)
 
 
 def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
@@ -82,6 +214,8 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
             target = torch.rot90(target, k, dims=(-2, -1))
         if n_sp == 2 and _u(gen) < p:
             image, target = _rotate_small(image, target, _u(gen, -15.0, 15.0) * min(s, 2.0))
+    if cfg.intensity:
+        image = _intensity(image, gen, cfg, s)
     if cfg.blur and _u(gen) < 0.2 * s:
         sigma = _u(gen, 0.5, 0.5 + 0.5 * s)
         k = 2 * math.ceil(2 * sigma) + 1

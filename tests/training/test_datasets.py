@@ -132,7 +132,7 @@ def test_augmentation_moves_image_and_mask_together(shared_data):
     # Tag the tumour in the image so the correspondence can be checked after the transform.
     x = torch.from_numpy(np.where(mask, 1000.0, img[..., 1].astype(np.float32)))[None]
     y = torch.from_numpy(mask.astype(np.float32))[None]
-    geo = AugmentConfig(blur=False, contrast=False, strength=2.0)
+    geo = AugmentConfig(blur=False, contrast=False, intensity=False, strength=2.0)
     changed = 0
     for seed in range(8):
         g = torch.Generator().manual_seed(seed)
