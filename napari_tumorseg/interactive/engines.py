@@ -80,3 +80,19 @@ def engine_from_name(name: str | None, volume: bool = False) -> EngineChoice:
     if name == "classic":
         return EngineChoice(ClassicEngine(), "classic engine (asked for)")
     return EngineChoice(load_learned(name), f"learned click model {Path(name).name}")
+
+
+def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=None):
+    """THE call from prompts to a mask — the dock's and the click robot's (so what the robot
+    measures is what the user gets). With a ``prior`` (a prediction, an existing mask) the
+    prompts refine it: a positive click adds what it missed, a negative click removes a false
+    positive, the rest stays; without one, the engine segments from the prompts (the classic
+    engine folds new clicks into its last answer when the image is the same)."""
+    import numpy as np
+
+    if prior is not None:
+        from napari_tumorseg.interactive.refine import refine_with_prompts
+
+        return np.asarray(refine_with_prompts(prior, image, spacing, prompts, engine, cancel=cancel), bool)
+    return np.asarray(engine.segment(image, spacing, prompts, prior=None, cancel=cancel), bool)
+

@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.interactive.engines import segment_with_prompts
 from napari_tumorseg.interactive.prompts import Prompts
 from napari_tumorseg.metrics import confusion_counts, metrics_from_counts
 
@@ -99,6 +100,7 @@ class RobotProgress:
     seconds: float
     point: tuple[int, int, int]
     positive: bool
+    mask: np.ndarray | None = None  # the answer after this click (bool, the image's grid)
 
 
 def dice(mask: np.ndarray, gt: np.ndarray) -> float:
@@ -192,14 +194,14 @@ def iter_clicks(engine, image, spacing, gt, max_clicks: int = 10, prior=None,
         point, positive = click
         prompts = prompts.with_click(point, positive)
         t0 = time.perf_counter()
-        mask = engine.segment(image, spacing, prompts, prior=prior_mask, cancel=cancel)
+        mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior_mask, cancel=cancel)
         seconds = time.perf_counter() - t0
         current = np.asarray(mask, bool).reshape(gt.shape)
         d = dice(current, gt)
         result.dice_per_click.append(d)
         result.seconds_per_click.append(seconds)
         result.clicks.append((point, positive))
-        yield RobotProgress(k, max_clicks, d, seconds, point, positive)
+        yield RobotProgress(k, max_clicks, d, seconds, point, positive, current)
         if cancel is not None and cancel():
             break
     yield result

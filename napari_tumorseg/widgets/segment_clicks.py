@@ -83,14 +83,11 @@ def _label_names(layer) -> dict[int, str]:
 
 def _segment_job(engine, image, spacing, prompts, prior, cancel):
     """Worker-thread body: the engine's answer and the seconds it took."""
-    t0 = time.perf_counter()
-    if prior is not None:
-        from napari_tumorseg.interactive.refine import refine_with_prompts
+    from napari_tumorseg.interactive.engines import segment_with_prompts
 
-        mask = refine_with_prompts(prior, image, spacing, prompts, engine, cancel=cancel)
-    else:
-        mask = engine.segment(image, spacing, prompts, prior=None, cancel=cancel)
-    return np.asarray(mask, bool), time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior, cancel=cancel)
+    return mask, time.perf_counter() - t0
 
 
 def describe_engine(engine) -> str:

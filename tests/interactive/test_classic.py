@@ -111,3 +111,25 @@ def test_cancel_stops_between_stages(brainix):
     mask = ClassicEngine().segment(image, spacing, Prompts(positive=[deepest_point(roi, spacing)]),
                                    cancel=cancel)
     assert len(calls) == 1 and not mask.any()
+
+
+def test_the_cache_follows_the_pixels_not_the_python_object(shared_data, monkeypatch):
+    """The dock hands a fresh view of the same case array on every update: the classic engine
+    still folds the new click into its last answer instead of solving from scratch."""
+    from napari_tumorseg.interactive.classic import ClassicEngine
+    from napari_tumorseg.interactive.prompts import Prompts
+    from napari_tumorseg.io.readers import read_path
+
+    vol = read_path(shared_data / "dicom_brainix" / "FLAIR")[0]
+    data = np.asarray(vol.data, np.float32)
+    engine = ClassicEngine()
+    calls = []
+    real_fold = engine._fold
+    monkeypatch.setattr(engine, "_fold", lambda *a, **k: calls.append(1) or real_fold(*a, **k))
+    first = Prompts().with_click((10, 150, 110), True)
+    engine.segment(data[None], vol.spacing, first)
+    engine.segment(data[None], vol.spacing, first.with_click((10, 160, 120), True))  # another view object
+    assert calls == [1]
+    engine.segment(data.copy()[None], vol.spacing, first.with_click((10, 160, 120), True).with_click(
+        (11, 150, 110), True))  # other pixels' buffer: solved afresh
+    assert calls == [1]

@@ -27,7 +27,6 @@ def _small_export(src, dst, n=6):
 def test_preview_then_convert_folder(make_napari_viewer, qtbot, shared_data, tmp_path, screenshot_dir):
     viewer = make_napari_viewer(show=True)
     widget = add_dock(viewer, "COCO to masks")
-    viewer.window.add_dock_widget(widget, name="COCO to masks")
     d = _small_export(shared_data / "coco_ravirawal" / "valid", tmp_path / "export" / "valid")
     widget.coco_picker.set_path(tmp_path / "export")
     assert widget.load()

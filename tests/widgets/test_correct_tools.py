@@ -49,7 +49,6 @@ def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, qtbot, s
     viewer = make_napari_viewer(show=True)
     flair, roi = _open_brainix(viewer, shared_data)
     widget = add_dock(viewer, "Correct and export")
-    viewer.window.add_dock_widget(widget, name="Correct")
     widget.labels_combo.setCurrentText(roi.name)
     original = roi.data.copy()
     z = int(np.argmax(original.sum(axis=(1, 2))))

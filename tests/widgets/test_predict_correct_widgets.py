@@ -36,7 +36,6 @@ def _open_brainix(viewer, shared_data):
 
 def _predict(viewer, qtbot, ckpt, flair):
     widget = add_dock(viewer, "Predict")
-    viewer.window.add_dock_widget(widget, name="Predict")
     widget.ckpt_picker.set_path(ckpt)
     widget.device.setCurrentText("cpu")
     assert widget.load_model() is not None
@@ -86,7 +85,6 @@ def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, sha
 
     # Correction: click-to-keep keeps the component under the click; one undo restores.
     correct = add_dock(viewer, "Correct and export")
-    viewer.window.add_dock_widget(correct, name="Correct")
     correct.labels_combo.setCurrentText(labels.name)
     correct.image_combo.setCurrentText(flair.name)
     correct.gt_combo.setCurrentText(roi.name)

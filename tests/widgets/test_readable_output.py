@@ -25,7 +25,6 @@ def test_prediction_reads_apart_from_truth(make_napari_viewer, qtbot, shared_dat
     # The opened ROI is the ground truth: an outline in its own colour.
     assert roi.contour == 2
     widget = add_dock(viewer, "Predict")
-    viewer.window.add_dock_widget(widget, name="Predict")
     assert widget.hint.isVisibleTo(widget)  # no model yet: the dock says what to do
     widget.ckpt_picker.set_path(brainix_ckpt)
     widget.device.setCurrentText("cpu")

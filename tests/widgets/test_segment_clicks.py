@@ -166,7 +166,7 @@ def test_accept_keeps_other_values_and_ctrl_z_restores(make_napari_viewer, qtbot
     gt = np.asarray(roi.data) > 0
     other = np.zeros(flair.data.shape, np.uint8)
     other[2, 10:20, 10:20] = 3  # another lesion, value 3, far from this one
-    other[gt] = 2  # and an older value under the lesion, overwritten only where the new mask is
+    other[gt] = 2  # and an older value under the lesion: kept unless "Overwrite other labels"
     target = viewer.add_labels(other.copy(), name="lesions", scale=flair.scale, translate=flair.translate,
                                affine=flair.affine.affine_matrix, metadata={
                                    **flair.metadata, "label_names": {1: "oedema", 2: "core", 3: "enhancing"}})
@@ -179,14 +179,25 @@ def test_accept_keeps_other_values_and_ctrl_z_restores(make_napari_viewer, qtbot
     _click(viewer, qtbot, dock, flair, point)
     mask = dock.preview_mask.copy()
     before = np.asarray(target.data).copy()
+    assert (mask & (before == 0)).any() and (mask & (before == 2)).any()
     dock.accept()
     after = np.asarray(target.data)
-    np.testing.assert_array_equal(after[mask], 1)
+    np.testing.assert_array_equal(after[mask & (before == 0)], 1)
+    np.testing.assert_array_equal(after[before == 2], 2)  # another label's voxels are not the preview's
     np.testing.assert_array_equal(after[~mask], before[~mask])
     assert (after == 3).sum() == 100
 
     # Ctrl+Z on the canvas (Accept made the target active): one key press undoes the whole Accept.
     assert viewer.layers.selection.active is target
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key_Z, Qt.ControlModifier)
+    np.testing.assert_array_equal(np.asarray(target.data), before)
+
+    # Asked to: the preview replaces the other label under it, still one undo step.
+    _click(viewer, qtbot, dock, flair, point)
+    dock.overwrite_other.setChecked(True)
+    mask = dock.preview_mask.copy()
+    dock.accept()
+    np.testing.assert_array_equal(np.asarray(target.data)[mask], 1)
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key_Z, Qt.ControlModifier)
     np.testing.assert_array_equal(np.asarray(target.data), before)
 
@@ -483,3 +494,24 @@ def test_automatic_engine_is_the_default_choice_and_says_which(make_napari_viewe
     assert dock.preview_mask is not None and dock.preview_mask.shape == flair.data.shape
     print(f"\nautomatic engine on BRAINIX, one click: {status.splitlines()[0]}; "
           f"Dice {_dice(dock.preview_mask, np.asarray(roi.data) > 0):.3f} in {dock.last_seconds:.2f} s")
+
+
+def test_the_dock_and_the_robot_give_the_same_mask(make_napari_viewer, qtbot, shared_data):
+    """One code path: the robot's clicks, given to the dock one by one, give the dock the very
+    masks the robot measured (engine, cache and folding included)."""
+    from napari_tumorseg.interactive.classic import ClassicEngine
+    from napari_tumorseg.interactive.robot import RobotProgress, iter_clicks
+    from napari_tumorseg.widgets._session import session_for
+
+    viewer = make_napari_viewer()
+    flair, roi = _open_brainix(viewer, shared_data)
+    dock = _dock(viewer, qtbot, flair)
+    vol = session_for(viewer).volume_of(flair)
+    gt = np.asarray(roi.data) > 0
+    steps = [p for p in iter_clicks(ClassicEngine(), np.asarray(vol.data)[None], vol.spacing, gt, max_clicks=4)
+             if isinstance(p, RobotProgress)]
+    assert len(steps) >= 2
+    for step in steps:
+        dock.add_click(step.point, step.positive)
+        qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
+        np.testing.assert_array_equal(dock.preview_mask, step.mask)

@@ -20,7 +20,6 @@ def test_interactive_box_trains_a_click_guided_checkpoint(make_napari_viewer, qt
     viewer.add_image(image, name="FLAIR")
     viewer.add_labels(mask.astype(int), name="tumour")
     widget = add_dock(viewer, "Train")
-    viewer.window.add_dock_widget(widget, name="Train")
     widget.model_combo.setCurrentText("unet")
     widget.small.setChecked(True)
     widget.src_layers.setChecked(True)

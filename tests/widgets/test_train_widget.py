@@ -14,7 +14,6 @@ pytestmark = pytest.mark.gui
 def _setup(viewer, tmp_path):
     viewer.open_sample("napari-tumorseg", "mri_phantom")
     widget = add_dock(viewer, "Train")
-    viewer.window.add_dock_widget(widget, name="Train")
     widget.model_combo.setCurrentText("unet")
     widget.small.setChecked(True)
     widget.src_layers.setChecked(True)
