@@ -18,7 +18,7 @@ from napari_tumorseg.models import create_model
 from napari_tumorseg.models.checkpoint import save_checkpoint
 from napari_tumorseg.training.preprocessing import default_preprocessing
 from tests.widgets.conftest import add_dock, open_as_channels, save_screenshot
-from tests.widgets.test_segment_clicks import _canvas_pos, _click, _drag, _show_slice
+from tests.widgets.test_segment_clicks import _canvas_pos, _click, _show_slice
 
 pytestmark = pytest.mark.gui
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_tumorseg.widgets.coco_masks import PREVIEW_PREFIX, CocoMasksWidget
+from napari_tumorseg.widgets.coco_masks import PREVIEW_PREFIX
 from tests.widgets.conftest import add_dock, save_screenshot
 
 pytestmark = pytest.mark.gui

@@ -5,7 +5,7 @@ conversion names the bad record once."""
 import pytest
 from tests.widgets.conftest import add_dock
 
-from napari_tumorseg.widgets.coco_masks import PREVIEW_PREFIX, CocoMasksWidget
+from napari_tumorseg.widgets.coco_masks import PREVIEW_PREFIX
 from tests.hostile.test_hostile_coco import SQUARE, make_export, polygon_ann
 
 pytestmark = pytest.mark.gui

@@ -6,7 +6,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 from scipy import ndimage
 
-from napari_tumorseg.widgets.correct import CorrectWidget, apply_edit
+from napari_tumorseg.widgets.correct import apply_edit
 from tests.widgets.conftest import add_dock, save_screenshot
 from tests.widgets.test_predict_correct_widgets import _open_brainix
 

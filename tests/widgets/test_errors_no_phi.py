@@ -7,7 +7,6 @@ import pydicom
 import pytest
 
 from napari_tumorseg.widgets._common import thread_worker, worker_error_handler
-from napari_tumorseg.widgets.load_study import LoadStudyWidget
 from tests.widgets.conftest import add_dock, save_screenshot
 
 pytestmark = pytest.mark.gui
@@ -108,7 +107,6 @@ def test_unexpected_error_in_a_button_is_one_sanitised_line(make_napari_viewer, 
                                                             caplog, notifications):
     """A bug behind a button reaches the user as one line, not napari's traceback with locals."""
     import napari_tumorseg.measurements as measurements
-    from napari_tumorseg.widgets.correct import CorrectWidget
     from tests.widgets.test_predict_correct_widgets import _open_brainix
 
     viewer = make_napari_viewer()

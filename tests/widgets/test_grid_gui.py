@@ -101,7 +101,6 @@ def test_correct_dock_refuses_dice_across_grids(make_napari_viewer, shared_data,
     `tumorseg evaluate` makes, not a comparison of array shapes."""
     from napari.utils.notifications import notification_manager
 
-    from napari_tumorseg.widgets.correct import CorrectWidget
 
     viewer = make_napari_viewer()
     folder = shared_data / "brats2012_hg0015"

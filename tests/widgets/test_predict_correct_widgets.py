@@ -7,8 +7,8 @@ import torch
 
 from napari_tumorseg.io.readers import read_path
 from napari_tumorseg.models.checkpoint import save_checkpoint
-from napari_tumorseg.widgets.correct import CorrectWidget, apply_edit
-from napari_tumorseg.widgets.predict import PredictWidget, label_layer_name, prob_layer_name
+from napari_tumorseg.widgets.correct import apply_edit
+from napari_tumorseg.widgets.predict import label_layer_name, prob_layer_name
 from tests.inference.test_predict import train_tiny_unet
 from tests.widgets.conftest import add_dock, save_screenshot
 

@@ -5,7 +5,6 @@ import numpy as np
 from tests.widgets.conftest import add_dock
 import pytest
 
-from napari_tumorseg.widgets.predict import PredictWidget
 from tests.hostile.conftest import unet_checkpoint  # noqa: F401 - the shared tiny checkpoint fixture
 
 pytestmark = pytest.mark.gui

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from napari_tumorseg.widgets._common import show_slice
-from napari_tumorseg.widgets.predict import PROBABILITY_FLOOR, PredictWidget, label_layer_name, prob_layer_name
+from napari_tumorseg.widgets.predict import PROBABILITY_FLOOR, label_layer_name, prob_layer_name
 from tests.widgets.conftest import add_dock, open_as_channels, save_screenshot
 from tests.widgets.test_predict_correct_widgets import _open_brainix, brainix_ckpt  # noqa: F401 (fixture)
 

@@ -10,9 +10,6 @@ from napari_tumorseg.models import create_model
 from napari_tumorseg.models.checkpoint import save_checkpoint
 from napari_tumorseg.training.preprocessing import default_preprocessing
 from napari_tumorseg.widgets._session import session_for
-from napari_tumorseg.widgets.correct import CorrectWidget
-from napari_tumorseg.widgets.load_study import LoadStudyWidget
-from napari_tumorseg.widgets.predict import PredictWidget
 
 pytestmark = pytest.mark.gui
 
@@ -127,7 +124,6 @@ def test_correct_dock_follows_the_prediction_by_reference(make_napari_viewer, qt
 
 
 def test_train_dock_trains_on_every_channel_of_the_session_case(make_napari_viewer, qtbot, shared_data):
-    from napari_tumorseg.widgets.train import TrainWidget
 
     viewer = make_napari_viewer()
     case = shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"

@@ -3,7 +3,6 @@
 import pytest
 from tests.widgets.conftest import add_dock
 
-from napari_tumorseg.widgets.train import TrainWidget
 
 pytestmark = pytest.mark.gui
 

@@ -5,7 +5,6 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_tumorseg.widgets import train as train_dock
-from napari_tumorseg.widgets.train import TrainWidget
 from tests.widgets.conftest import add_dock, save_screenshot
 
 pytestmark = pytest.mark.gui
