@@ -14,9 +14,16 @@ values make each region:
 * ``regionmap``: the label map this plugin writes from predicted regions (1 oedema =
   WT - TC, 2 necrotic / non-enhancing core = TC - ET, 3 enhancing = ET), so a corrected
   prediction turns back into the same regions.
+
+A case's convention follows from its edition's naming where the names say it
+(:func:`convention_from_names`), so sources of several editions train together; and the
+same patient under two editions' names is one patient for a train / validation split
+(:func:`patient_key`).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -90,3 +97,66 @@ def guess_convention(label_values) -> str:
 def check_threshold(threshold: float) -> None:
     if not 0.0 <= float(threshold) <= 1.0:
         raise TumorSegError(f"threshold must be within 0-1, got {threshold}")
+
+
+# Case and file names of each edition, as the challenge data ship them.
+_NAMING = (
+    # BraTS 2023+ (BraTS-GLI-00000-000-seg, BraTS-MEN-..., -SSA-, -PED-, -MET-): 3 = enhancing.
+    (re.compile(r"(^|[^a-z0-9])brats-(gli|men|ssa|ped|met|men-rt|goat)-\d+", re.I), "brats2023"),
+    # BraTS 2012 (BRATS_HG0015_truth): 1 oedema, 2 active tumour.
+    (re.compile(r"(^|[^a-z0-9])brats_?(2012_?)?(hg|lg)_?\d+", re.I), "brats2012"),
+    # BraTS 2013 (DeepMedic's brats_2013_pat0005_1, OTMultiClass), 2017-2021 (Brats17_*,
+    # Brats18_*, BraTS19_*, BraTS20_*, BraTS2021_*): 4 = enhancing.
+    (re.compile(r"(^|[^a-z0-9])(brats_?2013_|brats1[789]_|brats20_|brats2021_|otmulticlass)", re.I), "brats"),
+)
+
+
+def convention_from_names(*names: str) -> str | None:
+    """The label convention a case's names (its folder, its label file) say, or None."""
+    for name in names:
+        for pattern, convention in _NAMING:
+            if pattern.search(str(name)):
+                return convention
+    return None
+
+
+# One patient under several editions' names, as far as the names tell:
+# * BraTS 2013's training set is BraTS 2012's patients with their numbers (HG0015 ->
+#   pat0015); HG and LG numbers are merged, since over-grouping only coarsens a split.
+# * BraTS 2023's glioma cases keep BraTS 2021's ids (BraTS-GLI-00002-000 = BraTS2021_00002).
+# BraTS 2017-2019 renumbered the 2013 cases (Brats17_2013_<index>_1) and BraTS 2021 took
+# every earlier case under new ids; the data carry no mapping, so those keep their own key
+# and :func:`may_alias` says when a split could still separate one patient.
+_PATIENTS = (
+    (re.compile(r"^brats_?2013_(?:hg_|lg_)?pat0*(\d+)(?:_\d+)?$", re.I), "BraTS2013_pat{}"),
+    (re.compile(r"^brats_?(?:2012_?)?(?:hg|lg)_?0*(\d+)$", re.I), "BraTS2013_pat{}"),
+    (re.compile(r"^brats1[789]_2013_(\d+)_\d+$", re.I), "BraTS2017_2013_{}"),
+    (re.compile(r"^brats2021_0*(\d+)$", re.I), "BraTS2021_{}"),
+    (re.compile(r"^brats-gli-0*(\d+)-\d+$", re.I), "BraTS2021_{}"),
+)
+
+
+def patient_key(case_id: str) -> str:
+    """The patient a case id names, for splitting: one key for one patient's names across
+    BraTS editions where they are known; any other id is its own key."""
+    for pattern, key in _PATIENTS:
+        m = pattern.match(str(case_id))
+        if m:
+            return key.format(int(m.group(1)))
+    return str(case_id)
+
+
+def cohort_of(key: str) -> str | None:
+    """The BraTS release family of a :func:`patient_key` ("2013", "2017", "2021"), or None."""
+    for prefix, cohort in (("BraTS2013_", "2013"), ("BraTS2017_", "2017"), ("BraTS2021_", "2021")):
+        if key.startswith(prefix):
+            return cohort
+    return None
+
+
+def may_alias(keys_a, keys_b) -> bool:
+    """True when two sets of patient keys hold BraTS cases of different release families,
+    which may name one patient twice (2013's cases reappear in 2017 and 2021 renumbered)."""
+    a = {c for c in map(cohort_of, keys_a) if c}
+    b = {c for c in map(cohort_of, keys_b) if c}
+    return any(x != y for x in a for y in b)

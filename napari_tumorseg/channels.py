@@ -11,6 +11,7 @@ the wrong inputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,48 @@ def sequence_of(volume_or_name) -> str:
 
 def _key(name: str) -> str:
     return (guess_sequence(name) or name).strip().lower()
+
+
+#: The order of channels a model trained on several sources gets (the sequences they share).
+SEQUENCE_ORDER = ("FLAIR", "T1", "T1c", "T2")
+
+
+def _all_named(names: Sequence[str]) -> bool:
+    return bool(names) and all(guess_sequence(str(n)) for n in names)
+
+
+def channel_indices(have: Sequence[str], wanted: Sequence[str], where: str = "the case") -> list[int] | None:
+    """Where each ``wanted`` channel is among a case's channels ``have``, matched by MR
+    sequence (a BraTS 2021 ``..._t1ce`` is a 2023 ``...-t1c`` is ``T1c``); None when a name
+    on either side says no sequence (the stored order is then the only order there is)."""
+    if not (_all_named(have) and _all_named(wanted)):
+        return None
+    keys = [_key(str(n)) for n in have]
+    out = []
+    for w in wanted:
+        hits = [i for i, k in enumerate(keys) if k == _key(str(w))]
+        if len(hits) != 1:
+            raise TumorSegError(f"{where}: {'no' if not hits else len(hits)} {sequence_of(str(w))} scan"
+                                f"{'' if len(hits) < 2 else 's'} among its channels ({', '.join(map(str, have))})")
+        out.append(hits[0])
+    return out
+
+
+def shared_channels(name_lists: Sequence[Sequence[str] | None]) -> tuple[str, ...] | None:
+    """The channels a model trained on cases of several sources gets: the MR sequences every
+    case holds, in FLAIR, T1, T1c, T2 order. None when the cases already agree (the same
+    sequences in the same order) or a case's names do not all say a sequence."""
+    lists = [tuple(str(n) for n in names) for names in name_lists if names]
+    if len(lists) != len(name_lists) or not lists or not all(_all_named(n) for n in lists):
+        return None
+    seqs = [tuple(guess_sequence(n) for n in names) for names in lists]
+    if len(set(seqs)) == 1:
+        return None
+    common = set(seqs[0]).intersection(*map(set, seqs[1:]))
+    if not common:
+        raise TumorSegError("the training cases share no MR sequence: "
+                            + "; ".join(sorted({", ".join(s) for s in seqs})))
+    return tuple(s for s in SEQUENCE_ORDER if s in common)
 
 
 def order_by_names(volumes: list[Volume], names: list[str] | None) -> list[Volume]:

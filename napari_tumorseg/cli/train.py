@@ -20,7 +20,9 @@ from napari_tumorseg.errors import TumorSegError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train or fine-tune a model (writes last.pt, best.pt, history.csv)")
     p.add_argument("--model", help="model name (see `tumorseg models`)")
-    p.add_argument("--data", help="training data: COCO export, image+mask folders, LGG, NIfTI/DICOM cases, class folders")
+    p.add_argument("--data", action="append", metavar="PATH",
+                   help="training data: COCO export, image+mask folders, LGG, NIfTI/DICOM cases, class folders; "
+                        "repeat --data (or give A,B) to train on several sources at once, split by patient")
     p.add_argument("--out", help="output folder")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int, dest="batch_size")
@@ -51,11 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _data(values: list[str] | None):
+    """One --data as given (a string), several as a list (datasets.data_paths reads both)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
 def _config(args):
     from napari_tumorseg.training.engine import TrainConfig
 
     flags = {
-        "model": args.model, "data": args.data, "out_dir": args.out, "epochs": args.epochs,
+        "model": args.model, "data": _data(args.data), "out_dir": args.out, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "size": args.size, "device": args.device,
         "resume": args.resume, "loss": args.loss, "seed": args.seed,
         "val_fraction": args.val_fraction, "threads": args.threads, "num_workers": args.num_workers,

@@ -21,11 +21,22 @@ A folder with ``train/`` and ``valid/`` (or ``val/``, ``validation/``) sub-folde
 that split. Otherwise :func:`split_refs` splits by *case* (patient / volume; a Roboflow
 image and its ``.rf.`` augmented copies are one case) with a fixed seed, so no patient
 has slices on both sides.
+
+Several sources train together (``data`` a list of paths, or one string of paths separated
+by ``;`` or ``,``): e.g. BraTS 2013 as DeepMedic ships it beside raw BraTS 2017-2023 cases,
+each with its own file naming. Their cases are split by *patient*
+(:func:`napari_tumorseg.brats.patient_key`: one patient under two editions' names is one
+unit), across sources too; a source with its own train / valid folders keeps them. A case's
+scans are matched to the run's channels by MR sequence (``--t1ce`` and ``-t1c`` are both
+T1c); when the sources hold different scans the run takes the ones all cases share
+(:func:`napari_tumorseg.channels.shared_channels`). Each case's labels are read in its own
+edition's convention where the target needs it (BraTS WT / TC / ET regions).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_tumorseg.brats import convention_from_names, guess_convention, may_alias, patient_key
 from napari_tumorseg.coco.dataset import coco_json_in
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.dicom import folder_has_dicom
@@ -75,6 +87,9 @@ class CaseRef:
     name: str
     load: Callable[[], CaseData]
     split: str | None = None  # "train" / "val" when the source fixes the split
+    channel_names: tuple[str, ...] | None = None  # known before loading (NIfTI file names)
+    label_convention: str | None = None  # the BraTS convention its names say (brats.convention_from_names)
+    source: str = ""  # the data folder it came from
 
 
 @dataclass
@@ -309,7 +324,9 @@ def _nifti_case(folder: Path, split: str | None) -> CaseRef | None:
         return CaseData(data, labels_arr, vols[0].spacing,
                         channel_names=[p.name.split(".")[0] for p in images])
 
-    return CaseRef(folder.name, folder.name, load, split)
+    names = tuple(p.name.split(".")[0] for p in images)
+    convention = convention_from_names(folder.name, labels[0].name)
+    return CaseRef(folder.name, folder.name, load, split, names, convention)
 
 
 def _check_world_grid(labels, image, case: str) -> None:
@@ -482,11 +499,60 @@ def arrays_source(items: Sequence) -> DataSource:
     return DataSource("arrays", refs, f"{len(refs)} in-memory image(s)")
 
 
+def data_paths(data: Any) -> list[Path] | None:
+    """The data folders of a path source: one path, a list of paths, or one string of paths
+    separated by ``;`` or ``,`` (when that string is not itself a path); None for in-memory
+    data."""
+    if isinstance(data, (str, os.PathLike)):
+        items = [data]
+    elif isinstance(data, (list, tuple)) and data and all(isinstance(d, (str, os.PathLike)) for d in data):
+        items = list(data)
+    else:
+        return None
+    out: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if isinstance(item, str) and not path.exists() and re.search(r"[;,]", item):
+            out += [Path(part.strip()).expanduser() for part in re.split(r"[;,]", item) if part.strip()]
+        else:
+            out.append(path)
+    return out
+
+
 def open_source(data: Any) -> DataSource:
-    """Find every training item in ``data`` (a path, or in-memory tuples); see module doc."""
-    if isinstance(data, (list, tuple)):
-        return arrays_source(data)
-    path = Path(data).expanduser()
+    """Find every training item in ``data``: a path, several (see :func:`data_paths`), or
+    in-memory tuples; see the module doc."""
+    paths = data_paths(data)
+    if paths is None:
+        if isinstance(data, (list, tuple)):
+            return arrays_source(data)
+        raise TumorSegError(f"cannot read training data from a {type(data).__name__}")
+    if len(paths) == 1:
+        return _open_path(paths[0])
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise TumorSegError(f"data folder {p} is given twice")
+        seen[key] = p
+    sources = [_open_path(p) for p in paths]
+    kinds = [s.kind for s in sources]
+    if "classes" in kinds and len(set(kinds)) > 1:
+        raise TumorSegError("class folders (a classifier's data) cannot be mixed with segmentation data")
+    class_names = sources[0].class_names
+    if any(s.class_names != class_names for s in sources):
+        raise TumorSegError("the class folders differ between the data sources: "
+                            + "; ".join(", ".join(s.class_names) for s in sources))
+    kind = kinds[0] if len(set(kinds)) == 1 else "+".join(sorted(set(kinds)))
+    refs = [r for s in sources for r in s.refs]
+    n_patients = len({patient_key(r.case_id) for r in refs})
+    desc = (f"{len(sources)} data sources, {len(refs)} item(s) of {n_patients} patient(s): "
+            + "; ".join(s.description for s in sources))
+    return DataSource(kind, refs, desc, class_names, [w for s in sources for w in s.warnings])
+
+
+def _open_path(path: Path) -> DataSource:
+    """Every training item of one data folder (or COCO file)."""
     if not path.exists():
         raise TumorSegError(f"data path {path} does not exist")
     splits = _split_dirs(path) if path.is_dir() else {}
@@ -517,37 +583,60 @@ def open_source(data: Any) -> DataSource:
     kind = kinds.pop()
     n_cases = len({r.case_id for r in refs})
     desc = f"{kind} data in {path}: {len(refs)} item(s) of {n_cases} case(s)"
+    for r in refs:
+        r.source = str(path)
     return DataSource(kind, refs, desc, class_names, notes)
 
 
 def split_refs(
     source: DataSource, val_fraction: float, seed: int
 ) -> tuple[list[CaseRef], list[CaseRef], list[str]]:
-    """(train, val, warnings): split by case id, never by slice; a fixed seed.
+    """(train, val, warnings): split by patient, never by slice; a fixed seed.
 
-    A source with its own train / valid folders keeps them, minus any validation case
-    that also appears in training (reported in the warnings).
+    The unit is the patient (:func:`napari_tumorseg.brats.patient_key` of the case id: one
+    patient under two BraTS editions' names is one unit), across every source. Items a source
+    puts in its own train / valid folders stay there, and so does every other item of their
+    patients; a validation item whose patient is also in training is dropped (reported in
+    the warnings). The patients no folder places are split with ``val_fraction`` and the seed.
     """
     warnings: list[str] = list(source.warnings)
-    if source.has_split:
-        train = [r for r in source.refs if r.split == "train"]
-        train_ids = {r.case_id for r in train}
-        val = [r for r in source.refs if r.split == "val" and r.case_id not in train_ids]
-        dropped = sum(1 for r in source.refs if r.split == "val" and r.case_id in train_ids)
-        if dropped:
-            warnings.append(f"{dropped} validation item(s) dropped: their case is also in training")
-        return train, val, warnings
-    ids = sorted({r.case_id for r in source.refs})
+    groups: dict[str, list[CaseRef]] = {}
+    for r in source.refs:
+        groups.setdefault(patient_key(r.case_id), []).append(r)
+    fixed_train = {k for k, refs in groups.items() if any(r.split == "train" for r in refs)}
+    fixed_val = {k for k, refs in groups.items() if any(r.split == "val" for r in refs)} - fixed_train
+    free = [k for k in groups if k not in fixed_train and k not in fixed_val]
+    # In the order of their first case id: with one case a patient, exactly the order of
+    # the sorted case ids, as before patients were grouped.
+    free.sort(key=lambda k: min(r.case_id for r in groups[k]))
     rng = np.random.default_rng(seed)
-    order = [ids[i] for i in rng.permutation(len(ids))]
+    order = [free[i] for i in rng.permutation(len(free))]
     n_val = 0
-    if val_fraction > 0 and len(ids) >= 2:
-        n_val = min(len(ids) - 1, max(1, int(round(val_fraction * len(ids)))))
-    elif val_fraction > 0:
-        warnings.append("one case only: no validation split (validation needs a second patient)")
-    val_ids = set(order[:n_val])
-    train = [r for r in source.refs if r.case_id not in val_ids]
-    val = [r for r in source.refs if r.case_id in val_ids]
+    if val_fraction > 0 and free:
+        n_val = max(0 if fixed_val else 1, int(round(val_fraction * len(free))))
+        n_val = min(n_val, len(free) - (0 if fixed_train else 1))
+        if n_val <= 0 and not fixed_val:
+            warnings.append("one case only: no validation split (validation needs a second patient)")
+            n_val = 0
+    val_keys = fixed_val | set(order[:max(n_val, 0)])
+    train, val = [], []
+    dropped = 0
+    for r in source.refs:
+        key = patient_key(r.case_id)
+        if key in val_keys:
+            val.append(r)
+        elif r.split == "val" and key in fixed_train:
+            dropped += 1
+        else:
+            train.append(r)
+    if dropped:
+        warnings.append(f"{dropped} validation item(s) dropped: their case is also in training")
+    train_keys = {patient_key(r.case_id) for r in train}
+    if may_alias(train_keys, val_keys):
+        warnings.append(
+            "training and validation hold BraTS cases of different releases (2013 / 2017 / "
+            "2021-2023 names): a 2013 patient reappears renumbered in later releases and the "
+            "data carry no mapping, so one patient may be on both sides")
     return train, val, warnings
 
 
@@ -570,14 +659,38 @@ class _Prepared:
     label: int | None = None
 
 
-def prepare_case(ref: CaseRef, prep: Preprocessing | dict[str, Any]) -> _Prepared:
+def case_channels(data: CaseData, names, where: str) -> np.ndarray:
+    """A case's (c, z, y, x) image with its channels in the run's order ``names``, matched
+    by MR sequence (sources store them in different orders and hold different scans);
+    unchanged when either side's names do not say sequences."""
+    from napari_tumorseg.channels import channel_indices
+
+    if not names or not data.channel_names:
+        return data.image
+    idx = channel_indices(list(data.channel_names), list(names), where)
+    if idx is None or idx == list(range(data.image.shape[0])):
+        return data.image
+    return data.image[idx]
+
+
+def prepare_case(ref: CaseRef, prep: Preprocessing | dict[str, Any],
+                 per_case_convention: bool = False) -> _Prepared:
+    """Load a case and bring it to the model's grid, channels, intensities and target.
+
+    ``per_case_convention``: region targets read each case's labels in the convention its
+    names say (or its label values suggest), not the run's one (several BraTS editions).
+    """
     prep = Preprocessing.of(prep)
     data = ref.load()
-    image = apply_preprocessing(data.image, prep, layout="czyx")
+    image = apply_preprocessing(case_channels(data, prep.channel_names, ref.name), prep, layout="czyx")
     if data.labels is None:
         return _Prepared(ref.case_id, ref.name, image, None, None, data.spacing, data.label)
     labels = preprocess_labels(data.labels, prep)
-    target = output_kind(prep.target).target(labels, prep)
+    kind = output_kind(prep.target)
+    if per_case_convention and prep.region_convention is not None:
+        convention = ref.label_convention or guess_convention(np.unique(data.labels))
+        prep = prep.replace(region_convention=convention)
+    target = kind.target(labels, prep)
     spacing = resized_spacing(data.spacing, data.image.shape[-2:], prep)
     return _Prepared(ref.case_id, ref.name, image, target, labels, spacing)
 

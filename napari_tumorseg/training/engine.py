@@ -51,6 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from napari_tumorseg.channels import shared_channels
 from napari_tumorseg.errors import TumorSegError, first_line
 from napari_tumorseg.fileio import atomic_path
 from napari_tumorseg.output_kinds import output_kind
@@ -61,7 +62,9 @@ from napari_tumorseg.training.datasets import (
     EpochPlan,
     PatchDataset,
     SegDataset,
+    case_channels,
     check_foreground,
+    data_paths,
     open_source,
     prepare_case,
     split_refs,
@@ -95,7 +98,7 @@ class TrainConfig:
     model's paper preset or its CPU recipe (see models.registry.Recipe)."""
 
     model: str
-    data: Any  # a path (see datasets.open_source) or in-memory (image, mask, spacing, case_id)s
+    data: Any  # a path, several (a list, or "A;B"), or in-memory (image, mask, spacing, case_id)s
     out_dir: str
     epochs: int | None = None
     batch_size: int | None = None
@@ -179,10 +182,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if not isinstance(self.data, (str, os.PathLike)):
-            d["data"] = "<in-memory layers>"
-        else:
+        if isinstance(self.data, (str, os.PathLike)):
             d["data"] = str(self.data)
+        elif data_paths(self.data) is not None:
+            d["data"] = [str(p) for p in self.data]
+        else:
+            d["data"] = "<in-memory layers>"
         d["out_dir"] = str(self.out_dir)
         return _plain(d)
 
@@ -464,6 +469,12 @@ class _Run:
                     raise TumorSegError(f"{self.model_name} is a classifier: it cannot be click-guided")
                 self.model_config["interactive"] = ClickEncoding.from_config(cfg.click_encoding).to_config()
             first = train_refs[0].load()
+            # Sources that store different scans, or the same in another order: the run
+            # takes the sequences every case holds, matched by name (None: as stored).
+            shared = shared_channels([r.channel_names for r in train_refs + val_refs])
+            if shared:
+                first.image = case_channels(first, shared, train_refs[0].name)
+                first.channel_names = list(shared)
             data_ch = int(first.image.shape[0])
             self.in_channels = int(cfg.in_channels or (data_ch if not info.pretrained else info.in_channels))
             if not self.output.dense:
@@ -472,7 +483,7 @@ class _Run:
             else:
                 self.class_names = list(info.class_names)
                 self.out_channels = int(info.out_channels)
-            self.prep = self._preprocessing(first, info)
+            self.prep = self._preprocessing(first, info, train_refs[0].label_convention)
         # Names of the metric channels beyond one (GLIMS: WT, TC, ET).
         self.region_names = self.output.channel_names(info.class_names, int(info.out_channels)) or []
         self.clicks = None
@@ -553,7 +564,9 @@ class _Run:
         for ref in refs:
             if self.cancel():
                 raise _Cancelled()
-            cases.append(prepare_case(ref, self.prep))
+            # Region targets read each case in its own edition's label convention, unless
+            # the run names one.
+            cases.append(prepare_case(ref, self.prep, per_case_convention=self.cfg.region_convention is None))
         return cases
 
     def estimate_step_s(self) -> float | None:
@@ -586,8 +599,9 @@ class _Run:
     def clicks_enabled(self) -> bool:
         return getattr(self, "clicks", None) is not None
 
-    def _preprocessing(self, first, info) -> Preprocessing:
-        """The run's preprocessing, resolved from the config and the first training case."""
+    def _preprocessing(self, first, info, convention: str | None = None) -> Preprocessing:
+        """The run's preprocessing, resolved from the config and the first training case
+        (``convention``: the label convention its names say)."""
         cfg = self.cfg
         _, channel_mode = adapt_channels(first.image[:, :1, :1, :1], self.in_channels)
         fields = dict(
@@ -597,7 +611,7 @@ class _Run:
             channel_mode=channel_mode,
             channel_names=tuple(first.channel_names or ()),
             class_names=tuple(self.class_names),
-            **self.output.target_settings(np.unique(first.labels), cfg.region_convention,
+            **self.output.target_settings(np.unique(first.labels), cfg.region_convention or convention,
                                           int(info.out_channels)),
         )
         if self.dims == 2:
