@@ -196,7 +196,11 @@ class TrainWidget(QWidget):
         group = QButtonGroup(self)
         group.addButton(self.src_path)
         group.addButton(self.src_layers)
-        self.data_picker = PathPicker("COCO export, image+mask folder, LGG, NIfTI/DICOM cases")
+        self.data_picker = PathPicker("COCO export, image+mask folder, LGG, NIfTI/DICOM cases; several: A; B")
+        self.add_data = QPushButton("Add…")
+        self.add_data.setToolTip("add another data folder: sources of other years and file namings train "
+                                 "together (folders separated by ';'), split by patient, channels matched by name")
+        self.add_data.clicked.connect(self._pick_more_data)
         self.image_layer = QComboBox()
         self.labels_layer = QComboBox()
         self.out_picker = PathPicker("output folder for last.pt, best.pt, history.csv", file=False)
@@ -262,7 +266,10 @@ class TrainWidget(QWidget):
         src_row.addWidget(self.src_path)
         src_row.addWidget(self.src_layers)
         form.addRow("Data", src_row)
-        form.addRow("Path", self.data_picker)
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.data_picker, 1)
+        path_row.addWidget(self.add_data)
+        form.addRow("Path", path_row)
         form.addRow("Image layer", self.image_layer)
         form.addRow("Labels layer", self.labels_layer)
         form.addRow("Output", self.out_picker)
@@ -353,6 +360,18 @@ class TrainWidget(QWidget):
         self.recipe.blockSignals(True)
         self.recipe.setCurrentIndex(self.recipe.findData(name))
         self.recipe.blockSignals(False)
+
+    def _pick_more_data(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        name = QFileDialog.getExistingDirectory(self, "Add a data folder", "")
+        if name:
+            self.add_data_path(name)
+
+    def add_data_path(self, path) -> None:
+        """One more data folder in the Path field (several train together; ';' between)."""
+        text = self.data_picker.edit.text().strip()
+        self.data_picker.edit.setText(f"{text}; {path}" if text else str(path))
 
     def _refresh_layers(self, *_):
         for combo, kind in ((self.image_layer, napari.layers.Image), (self.labels_layer, napari.layers.Labels)):
