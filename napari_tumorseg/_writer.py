@@ -1,4 +1,4 @@
-"""npe2 writer contributions: labels and images to TIFF and NIfTI.
+"""npe2 writer contributions: labels and images to TIFF, NIfTI, NRRD and MetaImage.
 
 Each hook is ``(path, data, meta) -> list[str]`` for one layer, where ``meta`` is the
 layer's ``as_layer_data_tuple()`` attributes (scale, translate, name, metadata...).
@@ -10,12 +10,14 @@ atomically (a failed write leaves the old file intact). A folder of per-slice TI
 different: the dialog asked about the folder, not the files in it, so existing slice
 files are never replaced and the write is refused before anything is written.
 
-NIfTI output takes the world geometry the layer came with (the source affine stored
+NIfTI, NRRD and MetaImage output take the world geometry the layer came with (the source affine stored
 by the readers in ``metadata["tumorseg"]["affine"]``) when it matches the layer's
 scale; otherwise an axis-aligned affine from ``scale`` and ``translate`` (napari's world
 frame is (I, P, L) mm, see io.orientation). A layer read by the plugin is written back
 in its source file's voxel order, so it overlays that file voxel for voxel in any
-viewer. TIFF output carries the affine and the layer type, so it reopens in place.
+viewer. TIFF output carries the affine and the layer type, so it reopens in place. Labels
+saved as NRRD (``.seg.nrrd`` for 3D Slicer) carry their label names (``metadata
+["label_names"]``) as Slicer's segment names.
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def _write_tiff(path: str, data: Any, meta: dict, kind: str = "image") -> list[s
     return [str(write_tiff_stack(arr, target, spacing=spacing, overwrite=True, affine=affine, kind=kind))]
 
 
-def _write_nifti(path: str, data: Any, meta: dict, intent: str | None = None) -> list[str]:
-    arr = _array(data, meta)
+def _in_source_order(arr: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's voxels and affine, back in its source file's voxel order when it still has
+    its source's grid (written as shown, still in place, otherwise)."""
     spacing = _spacing(meta)
     affine = _affine(meta, spacing)
     layer_meta = meta.get("metadata") or {}
@@ -96,11 +99,30 @@ def _write_nifti(path: str, data: Any, meta: dict, intent: str | None = None) ->
     if stored is not None and np.allclose(affine, np.asarray(stored, dtype=float)):
         try:
             source_arr, source_affine = to_source_order(arr, layer_meta)
-        except ValueError:  # no longer its source's shape: written as shown, still in place
+        except ValueError:  # no longer its source's shape
             source_affine = None
         if source_affine is not None:
-            arr, affine = source_arr, source_affine
+            return source_arr, source_affine
+    return arr, affine
+
+
+def _write_nifti(path: str, data: Any, meta: dict, intent: str | None = None) -> list[str]:
+    arr, affine = _in_source_order(_array(data, meta), meta)
     return [str(write_nifti(arr, path, affine=affine, overwrite=True, intent=intent))]
+
+
+def _write_itk(path: str, data: Any, meta: dict, labels: bool = False) -> list[str]:
+    from napari_tumorseg.export.nrrd_mha import write_itk
+
+    arr, affine = _in_source_order(_array(data, meta), meta)
+    if labels and arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    layer_meta = meta.get("metadata") or {}
+    names = layer_meta.get("label_names") if labels else None
+    colors = layer_meta.get("label_colors") if labels else None
+    return [str(write_itk(arr, path, affine=affine, overwrite=True, labels=labels,
+                          label_names={int(k): str(v) for k, v in (names or {}).items()} or None,
+                          label_colors=colors or None))]
 
 
 def _labels(data: Any, meta: dict) -> Any:
@@ -128,3 +150,23 @@ def write_image_tiff(path: str, data: Any, meta: dict) -> list[str]:
 def write_image_nifti(path: str, data: Any, meta: dict) -> list[str]:
     """Image -> NIfTI with the source's world geometry."""
     return _write_nifti(path, data, meta)
+
+
+def write_labels_nrrd(path: str, data: Any, meta: dict) -> list[str]:
+    """Labels -> NRRD / 3D Slicer .seg.nrrd (segment names from the label names), source geometry."""
+    return _write_itk(path, _labels(data, meta), {**meta, "multiscale": False}, labels=True)
+
+
+def write_labels_mha(path: str, data: Any, meta: dict) -> list[str]:
+    """Labels -> MetaImage (.mha / .mhd) with the source's world geometry."""
+    return _write_itk(path, _labels(data, meta), {**meta, "multiscale": False}, labels=True)
+
+
+def write_image_nrrd(path: str, data: Any, meta: dict) -> list[str]:
+    """Image -> NRRD with the source's world geometry."""
+    return _write_itk(path, data, meta)
+
+
+def write_image_mha(path: str, data: Any, meta: dict) -> list[str]:
+    """Image -> MetaImage (.mha / .mhd) with the source's world geometry."""
+    return _write_itk(path, data, meta)

@@ -24,10 +24,12 @@ def test_not_ours_returns_none(shared_data, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "settings.json").write_text('{"annotations": [], "theme": "dark"}')
-    for p in [tmp_path / "settings.json",
-              shared_data / "brats2012_hg0015" / "BRATS_HG0015_FLAIR.mha",
+    (tmp_path / "volume.zraw").write_bytes(b"x\x9c")  # an .mhd's data file: opened through its header
+    for p in [tmp_path / "settings.json", tmp_path / "volume.zraw",
               tmp_path / "notes.txt", tmp_path / "empty", tmp_path / "missing.nii.gz"]:
         assert napari_get_reader(str(p)) is None, p
+    # MetaImage and NRRD are ours since issue 15 (they were refused before).
+    assert callable(napari_get_reader(str(shared_data / "brats2012_hg0015" / "BRATS_HG0015_FLAIR.mha")))
 
 
 def test_dicom_folder_one_layer_per_series(brainix_layers):

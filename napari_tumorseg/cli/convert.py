@@ -1,10 +1,13 @@
-"""``tumorseg convert INPUT -o OUTPUT [--series N] [--overwrite]``: one volume to NIfTI or TIFF.
+"""``tumorseg convert INPUT -o OUTPUT [--series N] [--overwrite]``: one volume to NIfTI, NRRD,
+MetaImage or TIFF.
 
-NIfTI output keeps the true world geometry (DICOM's LPS positions are already in
+NIfTI, NRRD (``.nrrd``, 3D Slicer's ``.seg.nrrd``) and MetaImage (``.mha``, ``.mhd``) output
+keep the true world geometry (DICOM's LPS positions are already in
 RAS+ inside a Volume) and the source's own voxel order: a NIfTI input comes out as the same
 array with the same affine (the readers' radiological display order is for the screen only,
 as for the exports), a DICOM series in its slice order with the affine that puts each voxel
-where the series had it. TIFF output keeps the voxel size only (TIFF has no notion of position
+where the series had it. A label map written as NRRD carries its label names as 3D Slicer's
+segment names (a ``.seg.nrrd`` read here keeps its own). TIFF output keeps the voxel size only (TIFF has no notion of position
 or orientation), in the display order.
 """
 
@@ -18,14 +21,16 @@ from napari_tumorseg.export.nifti import write_nifti
 from napari_tumorseg.export.tiff import TIFF_SUFFIXES, write_tiff_stack
 from napari_tumorseg.fileio import check_writable
 from napari_tumorseg.io.nifti import is_nifti_path
+from napari_tumorseg.io.nrrd_mha import itk_suffix
 from napari_tumorseg.io.orientation import to_source_order
 from napari_tumorseg.io.readers import describe, read_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert one volume (DICOM series, NIfTI, TIFF, ...) to .nii.gz/.nii or .tif")
+    p = sub.add_parser("convert", help="convert one volume (DICOM series, NIfTI, NRRD, MetaImage, TIFF, ...) "
+                                       "to .nii.gz/.nii, .nrrd/.seg.nrrd, .mha/.mhd or .tif")
     p.add_argument("input", help="file or folder to read")
-    p.add_argument("-o", "--output", required=True, help="output file: .nii.gz, .nii, .tif or .tiff")
+    p.add_argument("-o", "--output", required=True, help="output file: .nii.gz, .nii, .nrrd, .seg.nrrd, .mha, .mhd, .tif or .tiff")
     p.add_argument("--series", type=int, default=None, metavar="N",
                    help="which volume to convert when INPUT holds several (0-based, as listed by `tumorseg info`)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
@@ -35,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args) -> int:
     out = Path(args.output)
     to_nifti = is_nifti_path(out)
-    if not to_nifti and out.suffix.lower() not in TIFF_SUFFIXES:
-        raise TumorSegError(f"{out.name}: output must end in .nii.gz, .nii, .tif or .tiff")
+    to_itk = itk_suffix(out) not in (None, ".nhdr")
+    if not to_nifti and not to_itk and out.suffix.lower() not in TIFF_SUFFIXES:
+        raise TumorSegError(f"{out.name}: output must end in .nii.gz, .nii, .nrrd, .seg.nrrd, .mha, .mhd, .tif or .tiff")
     # Refuse before reading: a large DICOM study should not load only to be turned away.
     check_writable(out, args.overwrite)
     series = args.series
@@ -49,7 +55,16 @@ def run(args) -> int:
                 f"{Path(args.input).name} holds {len(found)} volumes ({names}{more}); choose one with --series N"
             )
     volume = read_path(args.input, series=series)[0]
-    if to_nifti:
+    if itk_suffix(out) == ".seg.nrrd" and volume.kind != "labels":
+        raise TumorSegError(f"{out.name}: a .seg.nrrd holds a label map; {volume.name} is an image (use .nrrd)")
+    if to_itk:
+        from napari_tumorseg.export.nrrd_mha import write_itk
+
+        data, source_affine = to_source_order(volume.data, volume)
+        write_itk(data, out, affine=source_affine if source_affine is not None else volume.affine,
+                  overwrite=args.overwrite, labels=volume.kind == "labels",
+                  label_names=volume.metadata.get("label_names"), label_colors=volume.metadata.get("label_colors"))
+    elif to_nifti:
         data, source_affine = to_source_order(volume.data, volume)
         write_nifti(data, out, affine=source_affine if source_affine is not None else volume.affine,
                     overwrite=args.overwrite, intent="label" if volume.kind == "labels" else None)

@@ -9,7 +9,7 @@ from napari_tumorseg.io.readers import describe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="list the volumes in a DICOM folder, NIfTI, TIFF/JPG/PNG or folder")
+    p = sub.add_parser("info", help="list the volumes in a DICOM folder, NIfTI, NRRD, MetaImage, TIFF/JPG/PNG or folder")
     p.add_argument("path", help="file or folder to inspect")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per volume")
     p.set_defaults(func=run)

@@ -1,10 +1,12 @@
 """``tumorseg predict CKPT INPUT -o OUT``: segment (or classify) any volume the readers open.
 
-Labels go to OUT in ``--format`` (default: from OUT's name: .nii.gz/.nii -> nifti, .tif ->
-tiff, .dcm -> dicom-seg, .json -> coco, a folder -> tiff-slices). ``--probabilities`` also
-writes the float probability map beside OUT (``<stem>_prob.nii.gz``, or ``.tif`` for TIFF
-exports). Every output is checked before the model runs, so a refused overwrite or a
-DICOM-SEG for a non-DICOM input costs nothing.
+Labels go to OUT in ``--format`` (default: from OUT's name: .nii.gz/.nii -> nifti, .nrrd /
+.seg.nrrd -> nrrd (3D Slicer's segment names from the model's label names), .mha/.mhd -> mha,
+.tif -> tiff, .dcm -> dicom-seg, .json -> coco, a folder -> tiff-slices). ``--probabilities``
+also writes the float probability map beside OUT (``<stem>_prob.nii.gz``, or ``.tif`` /
+``.nrrd`` / ``.mha`` for TIFF / NRRD / MetaImage exports). Every output is checked before the
+model runs, so a refused overwrite, a wrong file name or a DICOM-SEG for a non-DICOM input
+costs nothing.
 
 A classifier checkpoint (convnextv2) writes OUT as JSON: per-slice class probabilities and
 the case-level tumour type (see inference.predict.aggregate_case).
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="segment a volume with a checkpoint and export the labels")
     p.add_argument("checkpoint", metavar="CKPT", help="napari-tumorseg checkpoint (.pt), or weights with --model")
-    p.add_argument("input", metavar="INPUT", help="DICOM file/folder, NIfTI, TIFF/JPG/PNG or a folder of them")
+    p.add_argument("input", metavar="INPUT", help="DICOM file/folder, NIfTI, NRRD, MetaImage, TIFF/JPG/PNG or a folder of them")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (or folder for tiff-slices)")
     p.add_argument("--format", choices=FORMATS, default=None, help="export format (default: from OUT's name)")
     p.add_argument("--threshold", type=probability, default=0.5, metavar="T", help="probability threshold (default 0.5)")
@@ -172,6 +174,9 @@ def run(args) -> int:
     fmt = args.format or format_from_path(out)
     if fmt is None:
         raise TumorSegError(f"{out.name}: cannot tell the format from the name; pass --format")
+    if fmt in ("nrrd", "mha") and not out.name.lower().endswith((".nrrd",) if fmt == "nrrd" else (".mha", ".mhd")):
+        ends = ".nrrd or .seg.nrrd" if fmt == "nrrd" else ".mha or .mhd"
+        raise TumorSegError(f"{out.name}: --format {fmt} writes a file whose name ends in {ends}")
     prob_out = probability_path(out, fmt) if args.probabilities else None
     # Refuse before reading and predicting (tiff-slices checks its files when it writes).
     if fmt != "tiff-slices":

@@ -4,6 +4,9 @@
 
 * ``nifti``: :func:`~napari_tumorseg.export.nifti.write_nifti` with the source's affine, so
   the labels land on the scan in any NIfTI viewer;
+* ``nrrd``: :func:`~napari_tumorseg.export.nrrd_mha.write_itk` to ``.nrrd`` or 3D Slicer's
+  ``.seg.nrrd``, with the source's geometry and the label names as Slicer's segment names;
+* ``mha``: the same to ITK MetaImage (``.mha``, or ``.mhd`` with its ``.zraw``);
 * ``tiff``: one multi-page stack with the voxel size; ``tiff-slices``: one 2D TIFF per slice
   in the folder ``out``;
 * ``dicom-seg``: :func:`~napari_tumorseg.export.dicom_seg.write_dicom_seg` referencing the
@@ -26,7 +29,7 @@ import numpy as np
 from napari_tumorseg.errors import TumorSegError, WriteError
 from napari_tumorseg.io.volume import Volume
 
-FORMATS = ("nifti", "tiff", "tiff-slices", "dicom-seg", "coco")
+FORMATS = ("nifti", "nrrd", "mha", "tiff", "tiff-slices", "dicom-seg", "coco")
 
 
 def format_from_path(out: str | os.PathLike) -> str | None:
@@ -34,6 +37,10 @@ def format_from_path(out: str | os.PathLike) -> str | None:
     name = Path(out).name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
+    if name.endswith(".nrrd"):
+        return "nrrd"
+    if name.endswith((".mha", ".mhd")):
+        return "mha"
     if name.endswith((".tif", ".tiff")):
         return "tiff"
     if name.endswith(".dcm"):
@@ -123,6 +130,8 @@ def export_labels(
             affine = source_affine if source_affine is not None else affine
         return [write_nifti(labels, out, affine=affine, overwrite=overwrite, spacing=spacing,
                             intent="label")]
+    if fmt in ("nrrd", "mha"):
+        return [_write_itk(labels, fmt, out, source, overwrite, names, colors, labels=True)]
     affine = source.affine if source is not None else None
     if fmt == "tiff":
         from napari_tumorseg.export.tiff import write_tiff_stack
@@ -166,16 +175,39 @@ def export_labels(
     return written
 
 
+def _write_itk(data: np.ndarray, fmt: str, out: Path, source: Volume | None, overwrite: bool,
+               names=None, colors=None, labels: bool = False) -> Path:
+    """NRRD / MetaImage in the source file's voxel order with its geometry (as NIfTI)."""
+    from napari_tumorseg.export.nrrd_mha import write_itk
+    from napari_tumorseg.io.orientation import to_source_order
+
+    suffixes = (".nrrd",) if fmt == "nrrd" else (".mha", ".mhd")
+    if not out.name.lower().endswith(suffixes):
+        raise WriteError(f"{out.name}: a {fmt.upper()} file name must end in {' or '.join(suffixes)}"
+                         + (" (.seg.nrrd for 3D Slicer)" if fmt == "nrrd" else ""))
+    affine = source.affine if source is not None else None
+    if source is not None:
+        data, source_affine = to_source_order(data, source)
+        affine = source_affine if source_affine is not None else affine
+    if labels and colors:
+        colors = {int(k): tuple(float(c) / (255.0 if max(v[:3]) > 1 else 1.0) for c in list(v)[:3])
+                  for k, v in colors.items()}
+    return write_itk(data, out, affine=affine, overwrite=overwrite,
+                     spacing=source.spacing if source is not None else None,
+                     label_names=names, label_colors=colors, labels=labels)
+
+
 def probability_path(out: str | os.PathLike, fmt: str | None = None) -> Path:
-    """Where ``--probabilities`` writes beside ``out``: ``<stem>_prob.nii.gz`` (TIFF for TIFF exports)."""
+    """Where ``--probabilities`` writes beside ``out``: ``<stem>_prob.nii.gz`` (TIFF for TIFF
+    exports, ``.nrrd`` / ``.mha`` for NRRD / MetaImage ones)."""
     out = Path(out)
     fmt = fmt or format_from_path(out)
     name = out.name
-    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", ".json"):
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".dcm", ".json", ".seg.nrrd", ".nrrd", ".mha", ".mhd"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    ext = ".tif" if fmt in ("tiff", "tiff-slices") else ".nii.gz"
+    ext = {"tiff": ".tif", "tiff-slices": ".tif", "nrrd": ".nrrd", "mha": ".mha"}.get(fmt or "", ".nii.gz")
     return out.parent / f"{name}_prob{ext}"
 
 
@@ -198,12 +230,14 @@ def export_probabilities(
             prob, source_affine = to_source_order(prob, source)
             affine = source_affine if source_affine is not None else affine
         return write_nifti(prob, out, affine=affine, overwrite=overwrite, spacing=spacing)
+    if format_from_path(out) in ("nrrd", "mha") and not out.name.lower().endswith(".seg.nrrd"):
+        return _write_itk(prob, format_from_path(out), out, source, overwrite)
     if format_from_path(out) == "tiff":
         from napari_tumorseg.export.tiff import write_tiff_stack
 
         return write_tiff_stack(prob, out, spacing=spacing, overwrite=overwrite,
                                 affine=source.affine if source is not None else None)
-    raise WriteError(f"{out.name}: probabilities are written as .nii.gz, .nii or .tif")
+    raise WriteError(f"{out.name}: probabilities are written as .nii.gz, .nii, .nrrd, .mha or .tif")
 
 
 __all__ = [

@@ -1,7 +1,8 @@
-"""One entry point for every input the plugin opens: DICOM, NIfTI, TIFF/JPG/PNG, folders.
+"""One entry point for every input the plugin opens: DICOM, NIfTI, NRRD, MetaImage,
+TIFF/JPG/PNG, folders.
 
 ``read_path`` returns Volumes, ``describe`` the same list as ``tumorseg info`` shows it
-(cheaply: DICOM and NIfTI from their headers), in the same order, so ``--series N``
+(cheaply: DICOM, NIfTI, NRRD and MetaImage from their headers), in the same order, so ``--series N``
 and ``info``'s row N are the same volume.
 
 A folder is, in this order of precedence: a DICOM study (searched recursively), or its
@@ -23,10 +24,12 @@ from napari_tumorseg.errors import ReadError, TumorSegError, first_line
 from napari_tumorseg.io import dicom as _dicom
 from napari_tumorseg.io import images as _images
 from napari_tumorseg.io import nifti as _nifti
+from napari_tumorseg.io import nrrd_mha as _itk
 from napari_tumorseg.io.volume import Volume
 
 INFO_KEYS = ("name", "kind", "shape", "spacing", "modality", "n_files", "source", "channels")
-SUPPORTED = "DICOM, NIfTI (.nii/.nii.gz), TIFF, JPG, PNG, or a folder of them"
+SUPPORTED = ("DICOM, NIfTI (.nii/.nii.gz), NRRD (.nrrd/.seg.nrrd/.nhdr), MetaImage (.mha/.mhd), "
+             "TIFF, JPG, PNG, or a folder of them")
 _MAX_DEPTH = 2
 _DICOM_PROBE = 400  # files looked at before deciding a folder holds no DICOM
 
@@ -45,7 +48,7 @@ class Entry:
 
 
 def kind_of_path(path: str | Path) -> str | None:
-    """'dicom', 'nifti', 'image', 'coco' or 'folder' for a path we can open, else None
+    """'dicom', 'nifti', 'itk', 'image', 'coco' or 'folder' for a path we can open, else None
     (cheap, except that a .json file is parsed to tell COCO from any other JSON)."""
     path = Path(path)
     if path.is_dir():
@@ -54,13 +57,15 @@ def kind_of_path(path: str | Path) -> str | None:
         return None
     if _nifti.is_nifti_path(path):
         return "nifti"
+    if _itk.is_itk_path(path):
+        return "itk"
     if _images.is_image_path(path):
         return "image"
     if path.suffix.lower() == ".json":
         from napari_tumorseg.io.coco_json import is_coco_json
 
         return "coco" if is_coco_json(path) else None
-    if path.suffix.lower() in (".txt", ".csv", ".md", ".py", ".zip", ".mha", ".mhd"):
+    if path.suffix.lower() in (".txt", ".csv", ".md", ".py", ".zip", ".raw", ".zraw"):
         return None
     if _dicom.is_dicom_file(path) or path.suffix.lower() in _dicom.DICOM_SUFFIXES:
         # A .dcm name is ours to explain, DICOM or not ("x.dcm: not a DICOM file").
@@ -164,6 +169,31 @@ def _nifti_entry(path: Path) -> Entry:
     return Entry(info, lambda: _nifti.read_nifti(path))
 
 
+def _itk_entry(path: Path) -> Entry:
+    head = _itk.header_info(path)
+    name = head["name"]
+    if (head["segments"] or _nifti.is_label_name(name) or "8-bit" in head["pixel_type"]
+            or _itk.itk_suffix(path) == ".seg.nrrd") and head["channels"] <= 1:
+        # Labels or not (and the segment names) come with the voxels: read it once.
+        vol = _itk.read_itk(path)
+        info = _volume_info(vol, 1, str(path))
+        info["_affine"] = vol.affine
+        return Entry(info, lambda: vol, list(vol.metadata.get("warnings", [])))
+    sequence = _nifti.guess_sequence(name)
+    info = {
+        "name": name,
+        "kind": "image",
+        "shape": [int(s) for s in head["shape"]],
+        "spacing": [float(s) for s in head["spacing"]],
+        "modality": "MR" if sequence else "",
+        "n_files": 1,
+        "source": str(path),
+        "channels": max(1, int(head["channels"])),
+        "_affine": head["affine"],
+    }
+    return Entry(info, lambda: _itk.read_itk(path))
+
+
 def _image_entries(group: _images.ImageGroup) -> list[Entry]:
     cache: dict[str, list[Volume]] = {}
 
@@ -210,6 +240,8 @@ def _folder_plan(folder: Path, depth: int, probe_only: bool = False) -> list[Cal
     for p in children:
         if p.is_file() and _nifti.is_nifti_path(p):
             plan.append(lambda p=p: [_nifti_entry(p)])
+        elif p.is_file() and _itk.is_itk_path(p):
+            plan.append(lambda p=p: [_itk_entry(p)])
     if any(p.is_file() and _images.is_image_path(p) for p in children):
         if probe_only:
             plan.append(lambda: [])
@@ -281,6 +313,8 @@ def _entries(path: str | Path) -> list[Entry]:
         return _dicom_entries(path)
     if kind == "nifti":
         return [_nifti_entry(path)]
+    if kind == "itk":
+        return [_itk_entry(path)]
     if kind == "image":
         return _image_entries(_images.plan_file(path))
     if kind == "coco":

@@ -82,7 +82,11 @@ class Volume:
             # outline in its own colour, so a filled prediction under it stays readable.
             # (Labels takes no ``contour`` argument: apply_display_hints sets it on insertion.)
             meta["tumorseg_display"] = {"contour": 2}
-            if _is_binary(self.data):
+            colors = self.metadata.get("label_colors")
+            if colors:  # a segmentation's own segment colours (3D Slicer's .seg.nrrd)
+                kwargs["colormap"] = {None: GROUND_TRUTH_COLOR, 0: (0.0, 0.0, 0.0, 0.0),
+                                      **{int(k): (*(float(c) for c in v[:3]), 1.0) for k, v in colors.items()}}
+            elif _is_binary(self.data):
                 kwargs["colormap"] = {None: GROUND_TRUTH_COLOR, 0: (0.0, 0.0, 0.0, 0.0)}
             return self.data, kwargs, "labels"
         if self.has_channels:

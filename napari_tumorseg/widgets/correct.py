@@ -38,6 +38,8 @@ from napari_tumorseg.widgets._session import session_for
 
 EXPORT_FORMATS = {
     "NIfTI (.nii.gz)": "nifti",
+    "NRRD / 3D Slicer (.seg.nrrd, .nrrd)": "nrrd",
+    "MetaImage (.mha, .mhd)": "mha",
     "TIFF stack (.tif)": "tiff",
     "TIFF per slice (folder)": "tiff-slices",
     "COCO JSON (.json)": "coco",

@@ -49,7 +49,7 @@ class LoadStudyWidget(QWidget):
         self.study: Study | None = None
         self._worker = None
 
-        self.picker = PathPicker("DICOM folder, DICOMDIR, .nii.gz, .tif or slice folder")
+        self.picker = PathPicker("DICOM folder, DICOMDIR, .nii.gz, .nrrd, .seg.nrrd, .mha, .tif or slice folder")
         self.scan_button = QPushButton("Scan")
         self.scan_button.clicked.connect(self.scan)
         self.table = QTableWidget(0, len(COLUMNS))
