@@ -110,6 +110,8 @@ def _reason(path: Path, err: BaseException, stderr: str) -> str:
     short = re.search(r"ideal\s*=\s*(\d+)\s*:\s*actual\s*=\s*(\d+)", stderr)
     if short:
         return f"truncated data ({short.group(2)} of {short.group(1)} bytes)"
+    if "Unable to determine ImageIO reader" in str(err):  # no ITK reader recognised the content
+        return f"its content is not {format_name(path)}"
     lines = [ln.strip() for ln in f"{err}\n{stderr}".splitlines() if ln.strip()]
     nrrd = [ln for ln in lines if ln.startswith("[nrrd]")]
     if nrrd:  # teem's chain of reasons: the last is the cause
@@ -143,6 +145,8 @@ def _fail(path: Path, what: str, err: BaseException, stderr: str) -> ReadError:
 def _read_information(path: Path):
     if not path.is_file():
         raise ReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ReadError(f"{path.name}: empty file")
     reader = _reader(path)
     with _captured_stderr() as err_text:
         try:

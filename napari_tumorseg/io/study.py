@@ -1,6 +1,6 @@
 """Scan a study once, then load the chosen series: the model behind "Load study".
 
-DICOM folders and NIfTI files are described from their headers, so a large study lists
+DICOM folders and NIfTI, NRRD and MetaImage files are described from their headers, so a large study lists
 its series in seconds and only the series the user picks have their pixels read.
 
 What the dock offers, decided here so that it is the same wherever a study is opened:
@@ -46,6 +46,7 @@ class StudyEntry:
     case: str = ""  # the case folder's name ("" when none can be told)
     sequence: str = ""  # "FLAIR", "T1", "T1c", "T2" or ""
     layer_name: str = ""  # what the opened layer is called (Study.scan fills it in)
+    source: str = ""  # the file or folder it is read from
 
     @property
     def is_mask(self) -> bool:
@@ -103,10 +104,27 @@ def layer_name(label: str, case: str) -> str:
 
 def _name_layers(entries: list[StudyEntry]) -> None:
     """Each entry's layer name; two scans that would share one (two FLAIRs of a case) keep
-    their own names instead."""
+    their own names instead, and one file stored twice (a .mha beside its .nii.gz) says its
+    format."""
     names = [layer_name(e.label, e.case) for e in entries]
     for e, name in zip(entries, names):
-        e.layer_name = name if names.count(name) == 1 else layer_name(e.own_name, e.case)
+        twins = [o for o, n in zip(entries, names) if n == name]
+        if len(twins) == 1:
+            e.layer_name = name
+        elif len({o.own_name for o in twins}) < len(twins) and _format_of(e.source):
+            e.layer_name = layer_name(f"{e.label} ({_format_of(e.source)})", e.case)
+        else:
+            e.layer_name = layer_name(e.own_name, e.case)
+
+
+def _format_of(source: str) -> str:
+    from napari_tumorseg.io.nifti import is_nifti_path
+    from napari_tumorseg.io.nrrd_mha import itk_suffix
+
+    if is_nifti_path(source):
+        return "NIfTI"
+    suffix = itk_suffix(source)
+    return {".mha": "MetaImage", ".mhd": "MetaImage"}.get(suffix, "NRRD") if suffix else ""
 
 
 @dataclass
@@ -145,6 +163,7 @@ class Study:
                 load=(lambda _progress, e=e: e.load()),
                 warnings=list(e.warnings),
                 case=case_of(e.info.get("source") or path),
+                source=str(e.info.get("source") or path),
                 sequence=sequence_of(name),
             ))
         _name_layers(entries)
