@@ -446,10 +446,10 @@ class _Fields:
 
 
 # The scan's fast path. A classic single-frame image keeps everything the scan needs in
-# groups 0002-0028 (identity, geometry, pixel format, rescale); what follows - private groups
-# (Philips' nested private sequences cost as much to parse as the rest of the file), request
-# and study details - is never parsed, and the Pixel Data element, the last one of such a
-# file, is found from the file's end (its header checked byte for byte). Anything else
+# groups 0002-0028 (identity, geometry, pixel format, rescale); what follows - private groups,
+# request and procedure details (BRAINIX: undefined-length sequences in group 0040) - is
+# never parsed, and the Pixel Data element, the last one of such a file, is found from the
+# file's end (its header checked byte for byte). Anything else
 # (enhanced multi-frame, compressed or deflated pixels, trailing padding, a cut file) is parsed
 # in full as before.
 _LAST_SCANNED_GROUP = 0x0028
