@@ -102,12 +102,12 @@ def check_threshold(threshold: float) -> None:
 # Case and file names of each edition, as the challenge data ship them.
 _NAMING = (
     # BraTS 2023+ (BraTS-GLI-00000-000-seg, BraTS-MEN-..., -SSA-, -PED-, -MET-): 3 = enhancing.
-    (re.compile(r"(^|[^a-z0-9])brats-(gli|men|ssa|ped|met|men-rt|goat)-\d+", re.I), "brats2023"),
+    (re.compile(r"(^|[^a-z0-9])brats-(gli|men|ssa|ped|met|men-rt|goat)-\d+", re.IGNORECASE), "brats2023"),
     # BraTS 2012 (BRATS_HG0015_truth): 1 oedema, 2 active tumour.
-    (re.compile(r"(^|[^a-z0-9])brats_?(2012_?)?(hg|lg)_?\d+", re.I), "brats2012"),
+    (re.compile(r"(^|[^a-z0-9])brats_?(2012_?)?(hg|lg)_?\d+", re.IGNORECASE), "brats2012"),
     # BraTS 2013 (DeepMedic's brats_2013_pat0005_1, OTMultiClass), 2017-2021 (Brats17_*,
     # Brats18_*, BraTS19_*, BraTS20_*, BraTS2021_*): 4 = enhancing.
-    (re.compile(r"(^|[^a-z0-9])(brats_?2013_|brats1[789]_|brats20_|brats2021_|otmulticlass)", re.I), "brats"),
+    (re.compile(r"(^|[^a-z0-9])(brats_?2013_|brats1[789]_|brats20_|brats2021_|otmulticlass)", re.IGNORECASE), "brats"),
 )
 
 
@@ -128,11 +128,11 @@ def convention_from_names(*names: str) -> str | None:
 # every earlier case under new ids; the data carry no mapping, so those keep their own key
 # and :func:`may_alias` says when a split could still separate one patient.
 _PATIENTS = (
-    (re.compile(r"^brats_?2013_(?:hg_|lg_)?pat0*(\d+)(?:_\d+)?$", re.I), "BraTS2013_pat{}"),
-    (re.compile(r"^brats_?(?:2012_?)?(?:hg|lg)_?0*(\d+)$", re.I), "BraTS2013_pat{}"),
-    (re.compile(r"^brats1[789]_2013_(\d+)_\d+$", re.I), "BraTS2017_2013_{}"),
-    (re.compile(r"^brats2021_0*(\d+)$", re.I), "BraTS2021_{}"),
-    (re.compile(r"^brats-gli-0*(\d+)-\d+$", re.I), "BraTS2021_{}"),
+    (re.compile(r"^brats_?2013_(?:hg_|lg_)?pat0*(\d+)(?:_\d+)?$", re.IGNORECASE), "BraTS2013_pat{}"),
+    (re.compile(r"^brats_?(?:2012_?)?(?:hg|lg)_?0*(\d+)$", re.IGNORECASE), "BraTS2013_pat{}"),
+    (re.compile(r"^brats1[789]_2013_(\d+)_\d+$", re.IGNORECASE), "BraTS2017_2013_{}"),
+    (re.compile(r"^brats2021_0*(\d+)$", re.IGNORECASE), "BraTS2021_{}"),
+    (re.compile(r"^brats-gli-0*(\d+)-\d+$", re.IGNORECASE), "BraTS2021_{}"),
 )
 
 

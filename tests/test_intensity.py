@@ -5,7 +5,6 @@ constant background, the way BraTS 2013 was shipped."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from napari_tumorseg.errors import TumorSegError
+from napari_tumorseg.intensity import normalize_input
 from napari_tumorseg.interactive.encoding import ClickGuided
 from napari_tumorseg.interactive.prompts import Prompts
 from napari_tumorseg.interactive.propagate import propagate
-from napari_tumorseg.intensity import normalize_input
 from napari_tumorseg.training.preprocessing import Preprocessing
 
 _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke

@@ -16,8 +16,8 @@ from napari_tumorseg.training.augment import AugmentConfig, augment, bias_field
 from napari_tumorseg.training.datasets import SegDataset, _Prepared, sample_seed
 
 CASE = "brats_multi_year/BraTS-GLI-00000-000"
-ONLY = dict(flips=False, rotate=False, blur=False, contrast=False,
-            scale_p=0.0, shift_p=0.0, gamma_p=0.0, bias_p=0.0)
+ONLY = {"flips": False, "rotate": False, "blur": False, "contrast": False,
+        "scale_p": 0.0, "shift_p": 0.0, "gamma_p": 0.0, "bias_p": 0.0}
 
 
 @pytest.fixture(scope="module")

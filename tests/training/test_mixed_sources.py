@@ -122,7 +122,7 @@ def test_label_conventions_are_unified(shared_data, mixed):
         "Brats17_2013_27_1": "brats"}
     assert by_id["brats_2013_pat0003_1"].label_convention == "brats"  # OTMultiClass 0-4
     assert convention_from_names("brats2012_hg0015", "BRATS_HG0015_truth.nii.gz") == "brats2012"
-    common = dict(channel_names=("FLAIR", "T1c"), class_names=("WT", "TC", "ET"))
+    common = {"channel_names": ("FLAIR", "T1c"), "class_names": ("WT", "TC", "ET")}
     binary = Preprocessing.for_model(2, 32, 2, "binary", normalize="robust", **common)
     regions = Preprocessing.for_model(2, 32, 2, "regions", normalize="robust", region_convention="brats", **common)
     for case_id in ("BraTS-GLI-00000-000", "BraTS2021_00002"):
