@@ -47,6 +47,8 @@ class StudyEntry:
     sequence: str = ""  # "FLAIR", "T1", "T1c", "T2" or ""
     layer_name: str = ""  # what the opened layer is called (Study.scan fills it in)
     source: str = ""  # the file or folder it is read from
+    title: str = ""  # what the dock's Series column shows (the name, and the format of a copy)
+    copy: bool = False  # the same scan as an entry above it, in another file format
 
     @property
     def is_mask(self) -> bool:
@@ -55,8 +57,9 @@ class StudyEntry:
 
     @property
     def ticked(self) -> bool:
-        """Ticked in the dock when the study is scanned: the scans, not the masks."""
-        return not self.is_mask
+        """Ticked in the dock when the study is scanned: the scans, not the masks, and a scan
+        kept in two formats (a .mha beside its .nii.gz) once."""
+        return not self.is_mask and not self.copy
 
     @property
     def own_name(self) -> str:
@@ -107,12 +110,19 @@ def _name_layers(entries: list[StudyEntry]) -> None:
     their own names instead, and one file stored twice (a .mha beside its .nii.gz) says its
     format."""
     names = [layer_name(e.label, e.case) for e in entries]
-    for e, name in zip(entries, names):
+    for i, (e, name) in enumerate(zip(entries, names)):
+        e.title = e.name
         twins = [o for o, n in zip(entries, names) if n == name]
+        same_file = [o for o in twins if o.own_name == e.own_name and o.shape == e.shape]
         if len(twins) == 1:
             e.layer_name = name
-        elif len({o.own_name for o in twins}) < len(twins) and _format_of(e.source):
-            e.layer_name = layer_name(f"{e.label} ({_format_of(e.source)})", e.case)
+        elif len(same_file) > 1 and _format_of(e.source):
+            fmt = _format_of(e.source)
+            e.layer_name = layer_name(f"{e.label} ({fmt})", e.case)
+            e.title = f"{e.name} ({fmt})"
+            # The NIfTI is the one ticked (as before NRRD/MetaImage were read), else the first.
+            rank = {o.source: (_format_of(o.source) != "NIfTI", entries.index(o)) for o in same_file}
+            e.copy = min(rank.values()) != rank[e.source]
         else:
             e.layer_name = layer_name(e.own_name, e.case)
 

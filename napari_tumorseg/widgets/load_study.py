@@ -97,7 +97,7 @@ class LoadStudyWidget(QWidget):
         self.table.setRowCount(len(study.entries))
         for row, e in enumerate(study.entries):
             cells = [
-                e.name,
+                e.title or e.name,
                 e.modality,
                 str(e.shape[0]),
                 " x ".join(f"{s:.3g}" for s in e.spacing),

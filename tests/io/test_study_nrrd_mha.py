@@ -45,4 +45,8 @@ def test_a_file_kept_in_two_formats_names_its_format(shared_data):
     entries = Study.scan(shared_data / "brats2012_hg0015").entries
     names = sorted(e.layer_name for e in entries if e.name == "BRATS_HG0015_FLAIR")
     assert names == ["FLAIR (MetaImage) · brats2012_hg0015", "FLAIR (NIfTI) · brats2012_hg0015"]
+    # The dock shows which is which, and ticks the scan once (its NIfTI, as before).
+    titles = {e.title: e.ticked for e in entries if e.name == "BRATS_HG0015_FLAIR"}
+    assert titles == {"BRATS_HG0015_FLAIR (MetaImage)": False, "BRATS_HG0015_FLAIR (NIfTI)": True}
     assert all(not e.ticked for e in entries if e.name == "BRATS_HG0015_truth")
+    assert sum(e.ticked for e in entries) == 4  # FLAIR, T1, T1c, T2
