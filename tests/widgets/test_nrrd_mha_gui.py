@@ -71,3 +71,24 @@ def test_load_study_lists_and_opens_nrrd_with_names(make_napari_viewer, qtbot, s
     assert labels.metadata["label_names"] == NAMES
     np.testing.assert_array_equal(np.asarray(labels.data), truth.data)
     np.testing.assert_allclose(labels.scale, viewer.layers["FLAIR · BraTS2021_00002"].scale)
+
+
+def test_correct_dock_exports_a_slicer_segmentation_with_the_label_names(make_napari_viewer, shared_data,
+                                                                          tmp_path):
+    viewer = make_napari_viewer()
+    folder, truth = make_case(shared_data, tmp_path / "BraTS2021_00002")
+    (labels,) = viewer.open(str(folder / "BraTS2021_00002_seg.seg.nrrd"), plugin="napari-tumorseg")
+    correct = add_dock(viewer, "Correct and export")
+    correct.labels_combo.setCurrentText(labels.name)
+    for text, out in (("NRRD / 3D Slicer (.seg.nrrd, .nrrd)", tmp_path / "edited.seg.nrrd"),
+                      ("MetaImage (.mha, .mhd)", tmp_path / "edited.mha")):
+        correct.format_combo.setCurrentText(text)
+        correct.export_picker.set_path(out)
+        assert correct.export() == [out]
+        (back,) = read_path(out)
+        np.testing.assert_array_equal(back.data, truth.data)
+        np.testing.assert_allclose(back.affine, truth.affine, atol=1e-6)
+    (back,) = read_path(tmp_path / "edited.seg.nrrd")
+    assert back.metadata["label_names"] == NAMES
+    before = (tmp_path / "edited.mha").read_bytes()
+    assert correct.export() == [] and (tmp_path / "edited.mha").read_bytes() == before  # no overwrite unasked
