@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in OUT")
     p.add_argument("--interactive", action="store_true",
                    help="click-guided model: prompt channels and simulated clicks during training")
+    p.add_argument("--regions", action="store_true",
+                   help="BraTS whole tumour, core and enhancing as three outputs (segmentation models; "
+                        "default: the model's own output)")
     p.add_argument("--click-radius", type=float, dest="click_radius", metavar="MM",
                    help="--interactive: radius of a click in mm (default 5)")
     p.set_defaults(func=run)
@@ -76,6 +79,8 @@ def _config(args):
         flags["tiny"] = True
     if args.overwrite:
         flags["overwrite"] = True
+    if args.regions:
+        flags["output"] = "regions"
     if args.interactive or args.click_radius is not None:
         flags["interactive"] = True
     if args.click_radius is not None:

@@ -51,6 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from napari_tumorseg.brats import REGION_NAMES
 from napari_tumorseg.channels import shared_channels
 from napari_tumorseg.errors import TumorSegError, first_line
 from napari_tumorseg.fileio import atomic_path
@@ -135,6 +136,9 @@ class TrainConfig:
     patches_per_volume: int = 2  # 3D models: patches drawn per volume and epoch
     fg_prob: float = 0.67
     region_convention: str | None = None  # brats | brats2023 | brats2012 (None: guess)
+    # A segmentation model's output kind: "binary" (tumour) or "regions" (BraTS WT / TC / ET,
+    # one sigmoid each, three output channels). None: the model's (its registry entry).
+    output: str | None = None
     hd95: bool = True
     overwrite: bool = False  # replace last.pt / best.pt / history.csv of another run
     recipe: str | None = None  # cpu | paper; None: cpu on a CPU where the model has one
@@ -407,7 +411,9 @@ class _Run:
         self.max_minutes = cfg.max_minutes if cfg.max_minutes is not None else self.recipe.max_minutes
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise TumorSegError(f"max_minutes must be above 0, got {self.max_minutes}")
-        self.kind = info.output  # the output kind's name; self.output answers for it
+        # The output kind's name; self.output answers for it. A dense model may be asked for
+        # another dense kind (a 2D U-Net giving BraTS regions); a resumed run keeps its own.
+        self.kind = self._output_kind_name(info)
         self.output = output_kind(self.kind)
         self.dims = info.dims
         self.epochs = int(cfg.epochs if cfg.epochs is not None else preset.epochs)
@@ -431,6 +437,18 @@ class _Run:
         self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
         if cfg.amp and not self.amp:
             self.warnings.append(f"mixed precision is CUDA-only; training in fp32 on {self.device.type}")
+
+    def _output_kind_name(self, info) -> str:
+        if self.resume_ckpt is not None:
+            return Preprocessing.from_dict(self.resume_ckpt["preprocessing"]).target
+        asked = self.cfg.output
+        if asked in (None, "", info.output):
+            return info.output
+        if asked not in ("binary", "regions"):
+            raise TumorSegError(f"output must be 'binary' or 'regions', got {asked!r}")
+        if not output_kind(info.output).dense:
+            raise TumorSegError(f"{self.model_name} is a classifier: its output cannot be {asked!r}")
+        return asked
 
     def _build_data(self) -> None:
         """Find and split the data, settle the model's inputs and outputs on it (a resumed
@@ -480,12 +498,15 @@ class _Run:
             if not self.output.dense:
                 self.class_names = list(source.class_names)
                 self.out_channels = len(self.class_names)
+            elif self.kind != info.output:  # asked for another dense kind than the model's
+                self.class_names = ["background", "tumour"] if self.kind == "binary" else list(REGION_NAMES)
+                self.out_channels = 1 if self.kind == "binary" else len(REGION_NAMES)
             else:
                 self.class_names = list(info.class_names)
                 self.out_channels = int(info.out_channels)
             self.prep = self._preprocessing(first, info, train_refs[0].label_convention)
         # Names of the metric channels beyond one (GLIMS: WT, TC, ET).
-        self.region_names = self.output.channel_names(info.class_names, int(info.out_channels)) or []
+        self.region_names = self.output.channel_names(self.class_names, int(self.out_channels)) or []
         self.clicks = None
         if self.model_config.get("interactive"):
             from napari_tumorseg.interactive.encoding import ClickEncoding
@@ -612,7 +633,7 @@ class _Run:
             channel_names=tuple(first.channel_names or ()),
             class_names=tuple(self.class_names),
             **self.output.target_settings(np.unique(first.labels), cfg.region_convention or convention,
-                                          int(info.out_channels)),
+                                          int(self.out_channels)),
         )
         if self.dims == 2:
             size = cfg.size if cfg.size is not None else (self.recipe.input_size or info.input_size)[-2:]
