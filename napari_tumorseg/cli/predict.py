@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from napari_tumorseg.export import FORMATS
 
     p = sub.add_parser("predict", help="segment a volume with a checkpoint and export the labels")
-    p.add_argument("checkpoint", metavar="CKPT", help="napari-tumorseg checkpoint (.pt), or weights with --model")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="napari-tumorseg checkpoint (.pt), weights with --model, or 'starter' (the shipped "
+                        "automatic BraTS model: whole tumour, core, enhancing)")
     p.add_argument("input", metavar="INPUT", help="DICOM file/folder, NIfTI, NRRD, MetaImage, TIFF/JPG/PNG or a folder of them")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (or folder for tiff-slices)")
     p.add_argument("--format", choices=FORMATS, default=None, help="export format (default: from OUT's name)")
@@ -163,7 +165,9 @@ def run(args) -> int:
     if not Path(args.input).exists():
         raise TumorSegError(f"{args.input}: no such file or folder")
 
-    predictor = load_predictor(args.checkpoint, device=args.device, model=args.model)
+    from napari_tumorseg.inference.starter import checkpoint_argument
+
+    predictor = load_predictor(checkpoint_argument(args.checkpoint), device=args.device, model=args.model)
     if predictor.is_classifier:
         if out.suffix.lower() != ".json":
             raise TumorSegError(f"{predictor.model_name} is a classifier: OUT must be a .json file")
