@@ -90,15 +90,48 @@ class Precision:
 
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
 
+    def run(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` (a model's forward) under :meth:`autocast`, its outputs in
+        float32: losses, metrics, activations and thresholds never see bf16 / fp16."""
+        with self.autocast():
+            out = fn(*args, **kwargs)
+        return to_float(out)
 
-def resolve(choice: str | None, device) -> Precision:
-    """The precision for ``choice`` ("auto", "fp32", "bf16"; None = auto) on ``device``."""
+    def describe(self) -> str:
+        """One line for docks and logs: ``bf16 (the CPU has native bf16 (amx_bf16))``."""
+        return f"{self.name} ({self.reason})"
+
+
+def to_float(out):
+    """A model's output (a tensor, or a list / tuple / dict of them) in float32."""
     import torch
 
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(to_float(o) for o in out)
+    if isinstance(out, dict):
+        return {k: to_float(v) for k, v in out.items()}
+    return out
+
+
+def resolve(choice, device, amp: bool | None = None) -> Precision:
+    """The precision for ``choice`` ("auto", "fp32", "bf16"; None = auto) on ``device``.
+
+    The one rule training, prediction and the click engines follow. A :class:`Precision`
+    passes through unchanged. ``amp=False`` (the older switch: no mixed precision) makes
+    "auto" fp32; an explicit choice wins over it.
+    """
+    import torch
+
+    if isinstance(choice, Precision):
+        return choice
     choice = (choice or "auto").lower()
     if choice not in CHOICES:
         raise TumorSegError(f"precision must be one of {', '.join(CHOICES)}, got {choice!r}")
     dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if choice == "auto" and amp is not None and not amp:
+        return Precision(dev.type, None, "fp32", "mixed precision switched off")
     if dev.type == "cuda":
         if choice == "fp32":
             return Precision("cuda", None, "fp32", "asked for")

@@ -38,6 +38,18 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fp32_unless_asked():
+    """Precision "auto" means fp32 in the tests, whatever the CPU (napari_tumorseg.precision):
+    results do not depend on the machine; bf16 tests ask for it. TUMORSEG_CPU_BF16=1 in the
+    environment runs the suite the way a bf16 CPU would."""
+    old = os.environ.get("TUMORSEG_CPU_BF16")
+    os.environ.setdefault("TUMORSEG_CPU_BF16", "0")
+    yield
+    if old is None:
+        os.environ.pop("TUMORSEG_CPU_BF16", None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

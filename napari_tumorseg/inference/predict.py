@@ -99,7 +99,10 @@ class Predictor:
 
     Build it with :meth:`from_checkpoint` (the normal way) or :meth:`from_registry` (a
     registry model with a weights file). ``device``: ``auto`` (CUDA, then MPS, then CPU),
-    ``cpu``, ``cuda``, ``cuda:N``. AMP (float16 autocast) is used on CUDA unless ``amp=False``.
+    ``cpu``, ``cuda``, ``cuda:N``. ``precision``: ``auto`` (default: bf16 autocast on a CPU
+    with native bf16, fp32 on other CPUs, fp16 autocast on CUDA), ``fp32`` or ``bf16``; see
+    :func:`napari_tumorseg.precision.resolve` (``amp=False``, the older switch, makes auto fp32).
+    Probabilities are always computed from float32 logits.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class Predictor:
         device: str | torch.device = "auto",
         amp: bool | None = None,
         source: str = "",
+        precision=None,
     ) -> None:
         from napari_tumorseg.models import get_info
         from napari_tumorseg.training.engine import pick_device
@@ -126,7 +130,8 @@ class Predictor:
         self.output_kind = self.kind.name
         self.dims = self.prep.dims
         self.class_names = list(class_names or self.prep.class_names or self.info.class_names)
-        self.amp = self.device.type == "cuda" if amp is None else bool(amp and self.device.type == "cuda")
+        self._amp_switch = amp
+        self.set_precision(precision)
         self.source = source
         # oneDNN runs 2D convolutions faster on NHWC tensors (about 1.2x for unet on CPU);
         # a model that cannot take them falls back to NCHW on its first forward.
@@ -137,13 +142,15 @@ class Predictor:
     # -- construction
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", amp: bool | None = None) -> "Predictor":
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", amp: bool | None = None,
+                        precision=None) -> "Predictor":
         """Load a napari-tumorseg checkpoint (any model of the registry)."""
         from napari_tumorseg.models.checkpoint import load_checkpoint
 
         model, ckpt = load_checkpoint(path, map_location="cpu", build=True)
         return cls(model, ckpt["model_name"], ckpt.get("preprocessing") or None,
-                   ckpt.get("class_names") or None, ckpt.get("config"), device, amp, str(path))
+                   ckpt.get("class_names") or None, ckpt.get("config"), device, amp, str(path),
+                   precision=precision)
 
     @classmethod
     def from_registry(
@@ -155,6 +162,7 @@ class Predictor:
         preprocessing: dict[str, Any] | None = None,
         in_channels: int | None = None,
         out_channels: int | None = None,
+        precision=None,
         **config: Any,
     ) -> "Predictor":
         """A registry model with ``weights`` (our checkpoint or a bare state dict).
@@ -172,7 +180,7 @@ class Predictor:
             load_pretrained(model, weights)
         prep = preprocessing or default_preprocessing_for(
             name, cfg, in_channels if in_channels is not None else info.in_channels)
-        return cls(model, name, prep, None, cfg, device, amp, str(weights or ""))
+        return cls(model, name, prep, None, cfg, device, amp, str(weights or ""), precision=precision)
 
     # -- what the output means
 
@@ -211,15 +219,22 @@ class Predictor:
 
     def describe(self) -> str:
         kind = self.kind.describe(self.class_names, self.num_classes)
-        return f"{self.model_name} ({self.dims}D, {kind}) on {self.device.type}"
+        return f"{self.model_name} ({self.dims}D, {kind}) on {self.device.type}, {self.precision.name}"
+
+    def set_precision(self, precision=None) -> None:
+        """Choose the precision ("auto", "fp32", "bf16", or a resolved Precision)."""
+        from napari_tumorseg.precision import resolve
+
+        self.precision = resolve(precision, self.device, amp=self._amp_switch)
+        self.amp = self.precision.enabled
 
     # -- forward
 
     def _forward(self, x: torch.Tensor):
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
-            return self.model(x)
+        with torch.inference_mode():
+            return self.precision.run(self.model, x)
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Model probabilities for an (N, C, ...) batch, float32 on the CPU.
@@ -263,12 +278,13 @@ def default_preprocessing_for(name: str, config: dict | None = None, channels: i
 
 
 def load_predictor(
-    checkpoint: str | Path, device: str = "auto", model: str | None = None, amp: bool | None = None
+    checkpoint: str | Path, device: str = "auto", model: str | None = None, amp: bool | None = None,
+    precision=None,
 ) -> Predictor:
     """A Predictor from our checkpoint, or from a bare weights file when ``model`` names it."""
     if model:
-        return Predictor.from_registry(model, checkpoint, device=device, amp=amp)
-    return Predictor.from_checkpoint(checkpoint, device=device, amp=amp)
+        return Predictor.from_registry(model, checkpoint, device=device, amp=amp, precision=precision)
+    return Predictor.from_checkpoint(checkpoint, device=device, amp=amp, precision=precision)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -440,7 +456,8 @@ def _iter_3d(
     yield PredictionEvent("start", 0, total, "windows", message=predictor.describe())
 
     steps = sliding_window_steps(predictor.model, slab, roi, overlap=overlap, sw_batch_size=window_batch,
-                                 device=predictor.device, activation="none", amp=predictor.amp)
+                                 device=predictor.device, activation="none",
+                                 precision=predictor.precision)
     done, logits = 0, None
     try:
         # Cancel is checked before the first window batch and after each one.

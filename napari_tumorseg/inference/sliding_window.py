@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from napari_tumorseg.errors import TumorSegError, first_line
+from napari_tumorseg.precision import resolve
 
 ProgressCallback = Callable[[int, int], None]
 _ACTIVATIONS = ("sigmoid", "softmax", "none")
@@ -89,6 +90,7 @@ def sliding_window_steps(
     device: torch.device | str | None = None,
     activation: str = "sigmoid",
     amp: bool | None = None,
+    precision=None,
 ) -> Iterator[tuple[int, int, torch.Tensor | None]]:
     """Run the windows batch by batch: yields ``(done, total, None)`` after each batch and
     ends with ``(total, total, probabilities)``.
@@ -96,8 +98,10 @@ def sliding_window_steps(
     ``volume`` is (C, Z, Y, X) or (N, C, Z, Y, X); the result has the same layout with the
     model's output channels, float32 on the CPU. ``activation`` is applied after blending
     the logits: "sigmoid" for region outputs (GLIMS), "softmax" for classes, "none" for logits.
-    ``device`` is where the windows run (default: the model's device); ``amp`` (default: on
-    for CUDA) runs them under float16 autocast. The model is in eval mode while the
+    ``device`` is where the windows run (default: the model's device); ``precision``
+    ("auto", "fp32", "bf16" or a resolved one; :func:`napari_tumorseg.precision.resolve`) is
+    the autocast they run under (auto: fp16 on CUDA, bf16 on a CPU with native bf16, else
+    fp32; ``amp=False`` makes auto fp32); the logits are blended in float32. The model is in eval mode while the
     generator runs and is restored when it ends or is closed.
     """
     from monai.data.utils import compute_importance_map
@@ -107,7 +111,7 @@ def sliding_window_steps(
     unbatched = x.ndim == 4
     x = (x.unsqueeze(0) if unbatched else x).detach().to("cpu", torch.float32)
     sw_device = torch.device(device) if device is not None else _model_device(model)
-    use_amp = (sw_device.type == "cuda") if amp is None else bool(amp and sw_device.type == "cuda")
+    prec = resolve(precision, sw_device, amp=amp)
     spatial = tuple(x.shape[2:])
     locations = _locations(spatial, roi, overlap)
     # The splitter pads border windows: the mergers span the padded grid and crop back.
@@ -127,13 +131,13 @@ def sliding_window_steps(
                 break
             patches = torch.cat([p for p, _ in batch]).to(sw_device)
             try:
-                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                    out = model(patches)
+                with torch.inference_mode():
+                    out = prec.run(model, patches)
             except RuntimeError as err:
                 raise TumorSegError(f"sliding-window inference failed: {first_line(err)}") from err
             if isinstance(out, (list, tuple)):  # deep-supervision nets: the full-resolution head
                 out = out[0]
-            out = out.float().cpu()  # blend in float32 even under AMP
+            out = out.float().cpu()  # blend in float32 (prec.run gave float32 already)
             n = x.shape[0]
             if values is None:
                 shape = (n, out.shape[1], *padded)

@@ -35,6 +35,7 @@ from napari_tumorseg.intensity import normalize_input
 from napari_tumorseg.interactive.encoding import ClickGuided
 from napari_tumorseg.interactive.prompts import Prompts
 from napari_tumorseg.interactive.propagate import propagate
+from napari_tumorseg.precision import resolve
 from napari_tumorseg.training.preprocessing import Preprocessing
 
 _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
@@ -73,6 +74,7 @@ class LearnedEngine:
         self.dims = self.prep.dims
         self.name = f"learned: {ckpt.get('model_name')}"
         self.threshold = float(threshold)
+        self.precision = resolve("auto", "cpu")  # bf16 autocast on a CPU with native bf16
         self.path: str | None = None
         self._norm_key = None
         self._norm = None
@@ -144,7 +146,7 @@ class LearnedEngine:
         self._last_mask = self._last[2] if self._extends_last(key, prompts) else None
         pos, neg, box = _as_clicks(prompts, shape)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self.precision.autocast():  # logits cast to float32 below
                 if self.dims == 3:
                     mask = self._segment_3d(norm, spacing, pos, neg, prev, prior, cancel)
                 else:

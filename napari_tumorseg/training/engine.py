@@ -117,8 +117,12 @@ class TrainConfig:
     normalize: str = "auto"  # auto (= robust) | robust | zscore | scale255 | minmax | none
     in_channels: int | None = None
     device: str = "auto"  # auto | cuda | cpu | mps (cuda:N accepted)
-    amp: bool | None = None  # CUDA only; CPU always runs fp32
-    amp_dtype: str = "fp16"  # fp16 (with GradScaler) | bf16
+    # auto: bf16 autocast on a CPU with native bf16 (AMX, AVX-512-BF16), fp32 on other CPUs,
+    # fp16 autocast with a GradScaler on CUDA (the preset's amp); fp32 | bf16 force it.
+    # A resumed run keeps its checkpoint's unless another is named. See napari_tumorseg.precision.
+    precision: str = "auto"
+    amp: bool | None = None  # older switch: False = fp32 when precision is auto
+    amp_dtype: str = "fp16"  # CUDA autocast under precision auto: fp16 (with GradScaler) | bf16
     grad_clip: float | None = None  # max grad norm; 0 switches the preset's clipping off
     augmentation: Any = None  # bool, strength (0-2) or dict of AugmentConfig fields (None: recipe's)
     seed: int = 0
@@ -432,11 +436,28 @@ class _Run:
         self.device = pick_device(cfg.device)
         if self.ctx.world_size > 1:
             self.device = self.ctx.device
-        want_amp = preset.amp if cfg.amp is None else bool(cfg.amp)
-        self.amp = want_amp and self.device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
-        if cfg.amp and not self.amp:
-            self.warnings.append(f"mixed precision is CUDA-only; training in fp32 on {self.device.type}")
+        self.precision = self._precision(preset)
+        self.amp = self.precision.enabled
+
+    def _precision(self, preset):
+        """The run's precision (napari_tumorseg.precision.resolve): the config's choice; a
+        resumed run keeps its checkpoint's unless another is named. On CUDA, "auto" keeps the
+        older rule: the preset's (or the config's) amp, in amp_dtype."""
+        from napari_tumorseg.precision import resolve
+
+        cfg = self.cfg
+        choice = (cfg.precision or "auto").lower()
+        if choice == "auto" and self.resume_ckpt is not None:
+            choice = _resumed_precision(self.resume_ckpt, self.device.type)
+        amp = cfg.amp
+        if self.device.type == "cuda" and choice == "auto":
+            amp = preset.amp if amp is None else bool(amp)
+            if amp and cfg.amp_dtype == "bf16":
+                choice = "bf16"
+        p = resolve(choice, self.device, amp=amp)
+        if "emulates" in p.reason:
+            self.warnings.append(f"bf16 on a CPU without native bf16 ({p.reason}): fp32 is faster here")
+        return p
 
     def _output_kind_name(self, info) -> str:
         if self.resume_ckpt is not None:
@@ -553,7 +574,7 @@ class _Run:
                                           self.weight_decay, cfg.optimizer_params)
         self.scheduler = _build_scheduler(self.scheduler_name, self.optimizer,
                                           self.scheduler_params, self.epochs)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.dtype == torch.float16)
 
     def _restore_position(self) -> None:
         """Where the run starts: epoch 0, or the resumed checkpoint's exact position."""
@@ -607,9 +628,9 @@ class _Run:
         self.model.eval()
         try:
             with torch.no_grad():
-                self.model(xs)  # the first call sets up kernels: not timed
+                self.precision.run(self.model, xs)  # the first call sets up kernels: not timed
                 t = time.perf_counter()
-                self.model(xs)
+                self.precision.run(self.model, xs)
                 dt = time.perf_counter() - t
         except Exception:  # noqa: BLE001 - an estimate must never stop a run
             return None
@@ -678,7 +699,8 @@ class _Run:
                 "weight_decay": self.weight_decay, "optimizer": self.optimizer_name,
                 "optimizer_params": _plain(self.cfg.optimizer_params or {}),
                 "scheduler": self.scheduler_name, "scheduler_params": _plain(self.scheduler_params),
-                "grad_clip": self.grad_clip, "amp": self.amp, **self.loss_desc,
+                "grad_clip": self.grad_clip, "amp": self.amp, "precision": self.precision.name,
+                "precision_reason": self.precision.reason, **self.loss_desc,
                 "augmentation": _plain(dataclasses.asdict(self.augment_cfg)),
                 "device": str(self.device), "world_size": self.ctx.world_size,
                 "recipe": self.recipe.name, "max_minutes": self.max_minutes,
@@ -725,8 +747,8 @@ class _Run:
         return self.clicks.batch_inputs(self.model, x, y, seeds, spacings, train)[0]
 
     def _forward_loss(self, x, y, net: nn.Module | None = None):
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            out = (net or self.net)(x)
+        # Autocast for the forward only; the loss and metrics get float32 logits.
+        out = self.precision.run(net or self.net, x)
         if isinstance(out, (list, tuple)) and not isinstance(self.loss_fn, DeepSupervisionLoss):
             # A deep-supervised model whose preset names no weights: seed 004's 1, 1/2, 1/4, 1/8.
             self.loss_fn = DeepSupervisionLoss(self.loss_fn)
@@ -862,6 +884,18 @@ class _Run:
                 yield ci, case, pred[:, 0], tgt[:, 0], case.spacing[1:]
             else:
                 yield ci, case, pred, tgt, case.spacing
+
+
+def _resumed_precision(ck: dict, device_type: str) -> str:
+    """The precision a resumed run keeps: the one its checkpoint records; an older checkpoint
+    (none recorded) that ran without mixed precision stays fp32; fp16 (CUDA) elsewhere: auto."""
+    resolved = ck.get("extra", {}).get("resolved", {})
+    name = resolved.get("precision")
+    if name in ("fp32", "bf16"):
+        return name
+    if name is None and not resolved.get("amp", False):
+        return "fp32"
+    return "auto"
 
 
 def _take(refs, n: int, seed: int):

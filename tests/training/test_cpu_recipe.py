@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from napari_tumorseg.models import create_model, default_recipe, get_info, get_recipe
+from napari_tumorseg.precision import resolve
 from napari_tumorseg.training import TrainConfig, train
 from napari_tumorseg.training import engine
 from napari_tumorseg.training.datasets import SegDataset, _Prepared
@@ -130,6 +131,7 @@ def test_step_estimate_is_close_to_a_real_step():
                      np.zeros((1, 4, 128, 128), np.float32), np.zeros((4, 128, 128), np.int64), (1, 1, 1))
     run = engine._Run.__new__(engine._Run)  # only what estimate_step_s reads
     run.device, run.batch_size, run.info = torch.device("cpu"), 8, get_info("unet")
+    run.precision = resolve("fp32", "cpu")  # the step below runs in fp32
     run.train_ds = SegDataset([case])
     run.model = create_model("unet", 1, 1, width=16)
     estimate = run.estimate_step_s()
