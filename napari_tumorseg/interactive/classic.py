@@ -213,6 +213,12 @@ class ClassicEngine:
         return f"ClassicEngine(margin_mm={self.margin_mm}, max_voxels={self.max_voxels})"
 
     # ------------------------------------------------------------------ API
+    def channels_for(self, target: str, channel_names) -> list[int] | None:
+        """The channels read for ``target`` (None: all): see :mod:`.targets`."""
+        from napari_tumorseg.interactive.targets import target_channels
+
+        return target_channels(channel_names, target)
+
     def segment(self, image, spacing, prompts: Prompts, prior=None, cancel=None) -> np.ndarray:
         """Bool (z, y, x) mask from the prompts; with a prior, the prior refined by them."""
         image = _as_cyzx(image)

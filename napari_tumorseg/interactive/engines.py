@@ -82,17 +82,39 @@ def engine_from_name(name: str | None, volume: bool = False) -> EngineChoice:
     return EngineChoice(load_learned(name), f"learned click model {Path(name).name}")
 
 
-def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=None):
+def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=None, previous=None,
+                         target: str = "lesion", channel_names=None):
     """THE call from prompts to a mask — the dock's and the click robot's (so what the robot
     measures is what the user gets). With a ``prior`` (a prediction, an existing mask) the
     prompts refine it: a positive click adds what it missed, a negative click removes a false
     positive, the rest stays; without one, the engine segments from the prompts (the classic
-    engine folds new clicks into its last answer when the image is the same)."""
+    engine folds new clicks into its last answer when the image is the same).
+
+    ``target`` (:data:`napari_tumorseg.interactive.targets.TARGETS`) is what the user
+    segments; an engine with ``channels_for(target, channel_names)`` (the classic one) reads
+    only the channels it names. Every answer is then held to the never-worse rule
+    (:func:`napari_tumorseg.interactive.guard.hold_to_clicks`) against ``previous``, the
+    (prompts, mask) on screen before (None: nothing yet, or the prior when there is one).
+    """
     import numpy as np
 
+    from napari_tumorseg.interactive.guard import hold_to_clicks
+    from napari_tumorseg.interactive.prompts import Prompts
+    from napari_tumorseg.interactive.targets import check_target, select_channels
+
+    check_target(target)
+    image = np.asarray(image)
+    image = select_channels(engine, image, target, channel_names)
     if prior is not None:
         from napari_tumorseg.interactive.refine import refine_with_prompts
 
-        return np.asarray(refine_with_prompts(prior, image, spacing, prompts, engine, cancel=cancel), bool)
-    return np.asarray(engine.segment(image, spacing, prompts, prior=None, cancel=cancel), bool)
-
+        mask = np.asarray(refine_with_prompts(prior, image, spacing, prompts, engine, cancel=cancel), bool)
+    else:
+        mask = np.asarray(engine.segment(image, spacing, prompts, prior=None, cancel=cancel), bool)
+    if cancel is not None and cancel():
+        return mask  # superseded: the caller drops this answer
+    if previous is None:
+        shape = mask.shape
+        base = np.zeros(shape, bool) if prior is None else np.asarray(prior, bool).reshape(shape)
+        previous = (Prompts(), base)
+    return hold_to_clicks(mask, prompts, spacing, previous)

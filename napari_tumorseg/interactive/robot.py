@@ -26,6 +26,11 @@ convention of the NoC@85/90 literature, e.g. RITM's NoC@90 capped at 20), and
 ``noc_reached[t]`` is False so a capped value is never mistaken for a success at click N.
 A prior mask already at t needs 0 clicks.
 Dice follows :mod:`napari_tumorseg.metrics` (both empty = 1).
+
+Every answer is held to the never-worse rule (:mod:`napari_tumorseg.interactive.guard`),
+the one the dock's answers are held to. A click that still lowers the Dice by more than
+:data:`~napari_tumorseg.interactive.guard.DROP` (against the Dice before it: the prior's, or
+0 before the first click) is a **drop**; ``drops`` lists them and ``as_dict`` counts them.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from scipy import ndimage
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.interactive.engines import segment_with_prompts
+from napari_tumorseg.interactive.guard import DROP
 from napari_tumorseg.interactive.prompts import Prompts
 from napari_tumorseg.metrics import confusion_counts, metrics_from_counts
 
@@ -53,6 +59,9 @@ class RobotResult:
     seconds_per_click: list[float] = field(default_factory=list)
     clicks: list[tuple[tuple[int, int, int], bool]] = field(default_factory=list)
     dice_prior: float | None = None
+    target: str = "lesion"
+    #: (click number, Dice before, Dice after) of every click that lowered Dice by > DROP
+    drops: list[tuple[int, float, float]] = field(default_factory=list)
 
     def dice_at(self, k: int) -> float:
         """Dice after k clicks (k >= 1); past an early stop, the last Dice."""
@@ -87,6 +96,10 @@ class RobotResult:
             "seconds_per_click": [float(s) for s in self.seconds_per_click],
             "clicks": [{"zyx": list(map(int, p)), "positive": bool(pos)} for p, pos in self.clicks],
             "dice_prior": self.dice_prior,
+            "target": self.target,
+            "drop_threshold": DROP,
+            "n_drops": len(self.drops),
+            "drops": [{"click": k, "dice_before": float(a), "dice_after": float(b)} for k, a, b in self.drops],
         }
 
 
@@ -171,18 +184,24 @@ def _check_inputs(image: np.ndarray, spacing, gt: np.ndarray, prior) -> tuple[np
     return image.astype(np.float32, copy=False), gt
 
 
-def iter_clicks(engine, image, spacing, gt, max_clicks: int = 10, prior=None,
-                cancel=None) -> Iterator[RobotProgress | RobotResult]:
-    """Run the robot, yielding a :class:`RobotProgress` per click and the :class:`RobotResult` last."""
+def iter_clicks(engine, image, spacing, gt, max_clicks: int = 10, prior=None, cancel=None,
+                target: str = "lesion", channel_names=None) -> Iterator[RobotProgress | RobotResult]:
+    """Run the robot, yielding a :class:`RobotProgress` per click and the :class:`RobotResult` last.
+
+    ``target`` and ``channel_names`` go to :func:`segment_with_prompts` as the dock's do
+    (``gt`` is already the target's ground truth)."""
     if max_clicks < 1:
         raise TumorSegError("max_clicks must be at least 1")
     image, gt = _check_inputs(image, spacing, gt, prior)
     spacing = tuple(float(s) for s in spacing)
     prior_mask = None if prior is None else np.asarray(prior) > 0
-    result = RobotResult(engine=getattr(engine, "name", type(engine).__name__), max_clicks=max_clicks)
+    result = RobotResult(engine=getattr(engine, "name", type(engine).__name__), max_clicks=max_clicks,
+                         target=target)
     prompts = Prompts()
+    current = np.zeros(gt.shape, bool)
+    last_dice = 0.0
     if prior_mask is not None:
-        result.dice_prior = dice(prior_mask, gt)
+        result.dice_prior = last_dice = dice(prior_mask, gt)
         current = prior_mask
     for k in range(1, max_clicks + 1):
         if prior_mask is None and k == 1:
@@ -192,12 +211,17 @@ def iter_clicks(engine, image, spacing, gt, max_clicks: int = 10, prior=None,
             if click is None:
                 break
         point, positive = click
+        previous = (prompts, current)
         prompts = prompts.with_click(point, positive)
         t0 = time.perf_counter()
-        mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior_mask, cancel=cancel)
+        mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior_mask, cancel=cancel,
+                                    previous=previous, target=target, channel_names=channel_names)
         seconds = time.perf_counter() - t0
         current = np.asarray(mask, bool).reshape(gt.shape)
         d = dice(current, gt)
+        if d < last_dice - DROP:
+            result.drops.append((k, last_dice, d))
+        last_dice = d
         result.dice_per_click.append(d)
         result.seconds_per_click.append(seconds)
         result.clicks.append((point, positive))
@@ -208,8 +232,8 @@ def iter_clicks(engine, image, spacing, gt, max_clicks: int = 10, prior=None,
 
 
 def simulate_clicks(engine, image, spacing, gt, max_clicks: int = 10, prior=None,
-                    cancel=None) -> RobotResult:
+                    cancel=None, target: str = "lesion", channel_names=None) -> RobotResult:
     """The robot's whole run; ``iter_clicks`` is the same with progress on the way."""
     *_, result = iter_clicks(engine, image, spacing, gt, max_clicks=max_clicks, prior=prior,
-                             cancel=cancel)
+                             cancel=cancel, target=target, channel_names=channel_names)
     return result

@@ -109,11 +109,15 @@ def test_stops_early_when_perfect_and_reports_progress():
     gt = _seven_by_seven()
     events = list(iter_clicks(OracleEngine(gt), np.zeros((1, 1, 7, 7), np.float32), (1, 1, 1),
                               gt, max_clicks=10))
-    assert isinstance(events[0], RobotProgress) and events[0].dice == 1.0
+    # The never-worse rule keeps a click's change near the click: the oracle's bar, apart
+    # from the square clicked first, waits for its own click.
+    assert isinstance(events[0], RobotProgress) and events[0].dice == pytest.approx(18 / 23)
+    assert events[1].positive and gt[events[1].point] and events[1].point[1] == 5
     result = events[-1]
     assert isinstance(result, RobotResult)
-    assert result.dice_per_click == [1.0] and result.dice_at(10) == 1.0
-    assert result.as_dict()["noc"] == {"80": 1, "85": 1, "90": 1}
+    assert result.dice_per_click == [pytest.approx(18 / 23), 1.0] and result.dice_at(10) == 1.0
+    assert result.as_dict()["noc"] == {"80": 2, "85": 2, "90": 2}
+    assert result.as_dict()["n_drops"] == 0
 
 
 def test_prior_first_click_follows_the_error_and_perfect_prior_needs_none():

@@ -1,0 +1,106 @@
+"""The never-worse rule: what every engine's answer is held to before anyone sees it.
+
+:func:`hold_to_clicks` runs on every engine's output inside
+:func:`napari_tumorseg.interactive.engines.segment_with_prompts`, so the dock and the click
+robot get the same guarantee, whatever the engine:
+
+* **Every positive click lies inside the result**, in a component grown from it: where the
+  engine's answer leaves a positive click out, a small ball around it (``seed_mm``, at
+  least one voxel in-plane) is added, minus any negative click.
+* **Every negative click lies outside the result**: its voxel is cleared (the engines
+  already remove the region under it; this is the backstop).
+* **A click changes the result near itself, not far away**: when the prompts are the
+  previous ones plus new clicks (the dock's and the robot's usual case), only the changes
+  (voxels added or removed against the previous answer) in connected components that touch
+  a new click are taken; everywhere else the previous answer stays. An engine that
+  re-solves the whole volume and loses a part of the tumour far from the click cannot take
+  it away. Any other change of prompts (an undo, a new box or scribble) is a fresh answer,
+  held to the click rules only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from napari_tumorseg.interactive.prompts import Prompts
+
+#: A click that lowers Dice by more than this is a drop (the click robot counts them).
+DROP = 0.05
+
+_FULL = np.ones((3, 3, 3), bool)
+
+
+def _voxels(points, shape) -> list[tuple[int, int, int]]:
+    out = []
+    for p in np.asarray(points, float).reshape(-1, 3):
+        q = tuple(int(np.floor(v + 0.5)) for v in p)
+        if all(0 <= a < s for a, s in zip(q, shape)):
+            out.append(q)
+    return out
+
+
+def new_clicks(prompts: Prompts, before: Prompts) -> tuple[np.ndarray, np.ndarray] | None:
+    """(positive, negative) clicks ``prompts`` adds to ``before``; None when ``prompts`` is not
+    ``before`` plus clicks (a click removed, a box or scribbles changed)."""
+    if prompts.box != before.box or (prompts.scribbles is None) != (before.scribbles is None):
+        return None
+    if prompts.scribbles is not None and not np.array_equal(prompts.scribbles, before.scribbles):
+        return None
+    out = []
+    for new, old in ((prompts.positive, before.positive), (prompts.negative, before.negative)):
+        if len(new) < len(old) or not np.array_equal(new[:len(old)], old):
+            return None
+        out.append(new[len(old):])
+    return out[0], out[1]
+
+
+def _ball(shape, q, radius_mm, spacing) -> tuple[tuple[slice, ...], np.ndarray]:
+    """(window, ball in the window) of radius ``radius_mm`` around voxel ``q``; at least the
+    voxel and its in-plane neighbours."""
+    r = [max(1, int(np.floor(radius_mm / sp))) if n > 1 else 0 for sp, n in zip(spacing, shape)]
+    win = tuple(slice(max(0, c - ri), min(n, c + ri + 1)) for c, ri, n in zip(q, r, shape))
+    grids = np.ogrid[win]
+    dist = sum(((g - c) / max(ri, 1e-9)) ** 2 if ri else (g - c) ** 2 * 1e9
+               for g, c, ri in zip(grids, q, r))
+    return win, dist <= 1.0
+
+
+def hold_to_clicks(mask, prompts: Prompts, spacing, previous: tuple[Prompts, np.ndarray] | None = None,
+                   seed_mm: float = 2.0) -> np.ndarray:
+    """``mask`` (an engine's answer to ``prompts``) held to the never-worse rule (module doc).
+
+    ``previous`` is (prompts, mask) of the answer on screen before these prompts, or None.
+    Returns a new bool array on ``mask``'s grid.
+    """
+    mask = np.asarray(mask, bool)
+    shape = mask.shape
+    spacing = tuple(float(s) for s in spacing)
+    result = mask.copy()
+    if previous is not None:
+        before, old = previous
+        old = np.asarray(old, bool).reshape(shape) if old is not None else np.zeros(shape, bool)
+        added = new_clicks(prompts, before)
+        if added is not None and (len(added[0]) or len(added[1])):
+            clicked = _voxels(np.vstack([added[0], added[1]]), shape)
+            changed = mask ^ old
+            labels, _ = ndimage.label(changed, structure=_FULL)
+            near = set()
+            for q in clicked:
+                win = tuple(slice(max(0, c - 1), c + 2) for c in q)
+                near |= set(np.unique(labels[win]).tolist())
+            near.discard(0)
+            keep = np.isin(labels, sorted(near)) if near else np.zeros(shape, bool)
+            result = np.where(keep, mask, old)
+    negatives = _voxels(prompts.negative, shape)
+    for q in negatives:
+        result[q] = False
+    for q in _voxels(prompts.positive, shape):
+        if result[q]:
+            continue
+        win, ball = _ball(shape, q, seed_mm, spacing)
+        result[win] |= ball
+        for n in negatives:
+            result[n] = False
+        result[q] = True
+    return result

@@ -1,0 +1,115 @@
+"""What the clicks segment: the lesion, or one of the regions a radiologist measures.
+
+* ``lesion``: every label > 0 as one mask (a binary ground truth, a lesion of any kind);
+* ``whole``: the whole tumour (WT), ``core``: the tumour core (TC), ``enhancing``: the
+  enhancing tumour (ET) - BraTS regions, from a label map in its edition's own convention
+  (:mod:`napari_tumorseg.brats`).
+
+The classic engine reads the channels the target shows best (:func:`target_channels`),
+chosen by the click robot on brats_multi_year and brats2013_deepmedic
+(benchmarks/RESULTS_clicks.md); learned engines read what their checkpoint was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_tumorseg.errors import TumorSegError
+
+#: Target name -> what the dock shows.
+TARGETS: dict[str, str] = {
+    "lesion": "lesion",
+    "whole": "whole tumour",
+    "core": "tumour core",
+    "enhancing": "enhancing",
+}
+REGION_OF = {"whole": "WT", "core": "TC", "enhancing": "ET"}
+
+#: The sequences the classic engine reads per target, in order of preference: the first
+#: set the case holds wholly is used; none (or a case with unnamed channels): every channel.
+CHANNELS_FOR: dict[str, tuple[tuple[str, ...], ...]] = {
+    "lesion": (),
+    "whole": (),
+    "core": (),
+    "enhancing": (),
+}
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise TumorSegError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    return target
+
+
+def target_from_label(text: str) -> str:
+    """The target name of a dock label ("whole tumour" -> "whole")."""
+    for name, label in TARGETS.items():
+        if text in (name, label):
+            return name
+    raise TumorSegError(f"unknown target {text!r}")
+
+
+def target_truth(labels, target: str, convention: str | None = None, names=()) -> np.ndarray:
+    """The ground truth of ``target`` from a label map (bool, the map's shape).
+
+    ``convention`` is the BraTS label convention; None: from ``names`` (the case folder, the
+    label file) as :func:`napari_tumorseg.brats.convention_from_names` reads them, else from
+    the label values (:func:`napari_tumorseg.brats.guess_convention`).
+    """
+    from napari_tumorseg.brats import (
+        convention_from_names,
+        guess_convention,
+        labels_to_regions,
+    )
+
+    check_target(target)
+    labels = np.asarray(labels)
+    if target == "lesion":
+        return labels > 0
+    if convention is None:
+        convention = convention_from_names(*[Path(str(n)).name for n in names]) \
+            or guess_convention(np.unique(labels))
+    regions = labels_to_regions(labels, convention)
+    return regions[("WT", "TC", "ET").index(REGION_OF[target])]
+
+
+def target_channels(channel_names, target: str) -> list[int] | None:
+    """Indices of the channels the classic engine reads for ``target``; None: all of them."""
+    from napari_tumorseg.channels import sequence_of
+
+    check_target(target)
+    if not channel_names:
+        return None
+    seqs = [sequence_of(str(n)) for n in channel_names]
+    for wanted in CHANNELS_FOR[target]:
+        if all(w in seqs for w in wanted):
+            return [seqs.index(w) for w in wanted]
+    return None
+
+
+_CACHE: dict = {}
+
+
+def select_channels(engine, image: np.ndarray, target: str, channel_names) -> np.ndarray:
+    """``image`` (c, z, y, x) as ``engine`` reads it for ``target``.
+
+    The selection of one image is cached (one entry), so an engine that recognises the image
+    it saw last (the classic engine's click folding) sees the same buffer on every click.
+    """
+    chooser = getattr(engine, "channels_for", None)
+    if chooser is None or image.ndim != 4 or channel_names is None:
+        return image
+    idx = chooser(target, list(channel_names))
+    if idx is None or list(idx) == list(range(image.shape[0])):
+        return image
+    flat = image.reshape(-1)
+    probe = float(np.asarray(flat[:: max(1, flat.size // 4096)], np.float64).sum())
+    key = (image.__array_interface__["data"][0], image.shape, image.strides, tuple(idx), probe)
+    hit = _CACHE.get("last")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    out = np.ascontiguousarray(image[list(idx)])
+    _CACHE["last"] = (key, out)
+    return out

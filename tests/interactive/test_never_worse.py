@@ -1,0 +1,117 @@
+"""The never-worse rule (interactive.guard) and the click targets (interactive.targets), on
+hand-made masks and with the click robot on real BraTS cases (cropped around the tumour)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tumorseg.cli.evaluate_clicks import load_image
+from napari_tumorseg.interactive.classic import ClassicEngine
+from napari_tumorseg.interactive.engines import segment_with_prompts
+from napari_tumorseg.interactive.guard import DROP, hold_to_clicks, new_clicks
+from napari_tumorseg.interactive.prompts import Prompts
+from napari_tumorseg.interactive.robot import RobotProgress, iter_clicks
+from napari_tumorseg.interactive.targets import target_channels, target_truth
+from napari_tumorseg.io.readers import read_path
+
+
+def test_positive_inside_negative_outside_and_far_changes_kept_back():
+    shape = (1, 40, 40)
+    old = np.zeros(shape, bool)
+    old[0, 5:15, 5:15] = True  # what is on screen
+    before = Prompts().with_click((0, 10, 10), True)
+    prompts = before.with_click((0, 30, 30), True).with_click((0, 20, 5), False)
+    engine_answer = np.zeros(shape, bool)
+    engine_answer[0, 25:35, 25:28] = True  # near the new positive click, but not on it
+    engine_answer[0, 18:23, 3:8] = True  # over the new negative click
+    # ... and the engine lost the old square, far from both new clicks.
+    out = hold_to_clicks(engine_answer, prompts, (1, 1, 1), previous=(before, old))
+    assert out[0, 30, 30], "a positive click is inside"
+    assert not out[0, 20, 5], "a negative click is outside"
+    assert out[0, 10, 10], "the earlier positive click stays inside"
+    assert out[0, 5:15, 5:15].all(), "the square, lost far from the new clicks, is back"
+    # The change touching no new click is not taken: the bar at x 25-27 lies apart from
+    # (0, 30, 30), whose own small ball is added instead.
+    assert not out[0, 25, 25]
+    assert 5 <= out[0, 27:34, 27:34].sum() <= 25
+
+
+def test_an_undo_or_a_box_is_a_fresh_answer():
+    a = Prompts().with_click((0, 1, 1)).with_click((0, 2, 2))
+    assert new_clicks(a, Prompts().with_click((0, 1, 1)))[0].shape == (1, 3)
+    assert new_clicks(Prompts().with_click((0, 1, 1)), a) is None
+    assert new_clicks(Prompts(box=(0, 1, 1, 5, 5)), Prompts()) is None
+
+
+def test_targets_follow_each_editions_labels():
+    labels = np.array([0, 1, 2, 3, 4])
+    assert target_truth(labels, "lesion").tolist() == [False, True, True, True, True]
+    # BraTS 2017-2021 (4 = enhancing) vs 2023 (3 = enhancing), from the case names.
+    assert target_truth(labels, "enhancing", names=["BraTS2021_00002_seg.nii.gz"]).tolist() == [0, 0, 0, 0, 1]
+    assert target_truth(labels, "enhancing", names=["BraTS-GLI-00000-000-seg.nii.gz"]).tolist() == [0, 0, 0, 1, 0]
+    assert target_truth(labels, "core", names=["BraTS2021_00002"]).tolist() == [0, 1, 0, 1, 1]
+    assert target_truth(np.array([0, 1, 2]), "whole").tolist() == [0, 1, 1]  # 2012 by its values
+    names = ["BraTS2021_00002_flair", "BraTS2021_00002_t1", "BraTS2021_00002_t1ce", "BraTS2021_00002_t2"]
+    for target in ("lesion", "whole", "core", "enhancing"):
+        idx = target_channels(names, target)
+        assert idx is None or all(0 <= i < 4 for i in idx)
+    assert target_channels(["a", "b"], "core") is None  # unnamed channels: all of them
+
+
+def _crop_case(case, seg, target, half=(24, 48, 48)):
+    """The case's channels and the target's truth, cropped around the target's centre."""
+    _, image, names = load_image(str(case), None)
+    gt = target_truth(read_path(seg)[0].data, target, names=[case.name, seg.name])
+    centre = [int(np.mean(ix)) for ix in np.nonzero(gt)]
+    box = tuple(slice(max(0, c - h), c + h) for c, h in zip(centre, half))
+    return np.ascontiguousarray(image[(slice(None),) + box]), gt[box], names
+
+
+CASES = [
+    ("brats_multi_year/BraTS2021_00006", "BraTS2021_00006_seg.nii.gz", "whole"),
+    ("brats_multi_year/BraTS-GLI-00000-000", "BraTS-GLI-00000-000-seg.nii.gz", "core"),
+    ("brats2013_deepmedic/validation/brats_2013_pat0003_1", "OTMultiClass.nii.gz", "whole"),
+]
+
+
+@pytest.mark.parametrize("folder,seg,target", CASES)
+def test_robot_on_real_cases_every_click_holds(shared_data, folder, seg, target):
+    case = shared_data / folder
+    image, gt, names = _crop_case(case, case / seg, target)
+    steps, result = [], None
+    for event in iter_clicks(ClassicEngine(), image, (1.0, 1.0, 1.0), gt, max_clicks=6, target=target,
+                             channel_names=names):
+        if isinstance(event, RobotProgress):
+            steps.append(event)
+        else:
+            result = event
+    clicks = []
+    for step in steps:
+        clicks.append((step.point, step.positive))
+        for point, positive in clicks:
+            assert step.mask[point] == positive, f"click {step.click}: {point} {'+' if positive else '-'}"
+    d = result.as_dict()
+    print(f"\n{case.name} {target} {image.shape}: Dice " + " ".join(f"{x:.3f}" for x in result.dice_per_click)
+          + f"; drops (> {DROP}): {d['n_drops']} {d['drops']}")
+    assert d["n_drops"] == len(result.drops)
+    assert all(a - b > DROP for _, a, b in result.drops)
+
+
+def test_segment_with_prompts_gives_the_classic_engine_the_targets_channels(shared_data):
+    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
+    image, gt, names = _crop_case(case, case / "BraTS2021_00006_seg.nii.gz", "enhancing", (8, 32, 32))
+    seen = []
+
+    class Spy(ClassicEngine):
+        def segment(self, image, spacing, prompts, prior=None, cancel=None):
+            seen.append(image.shape[0])
+            return super().segment(image, spacing, prompts, prior=prior, cancel=cancel)
+
+    engine = Spy()
+    point = tuple(int(np.mean(ix)) for ix in np.nonzero(gt))
+    for target in ("lesion", "enhancing"):
+        segment_with_prompts(engine, image, (1, 1, 1), Prompts().with_click(point), target=target,
+                             channel_names=names)
+    want = target_channels(names, "enhancing")
+    assert seen == [4, 4 if want is None else len(want)]
