@@ -29,6 +29,16 @@ def _number(kind, text: str):
     return value
 
 
+def add_precision(p: argparse.ArgumentParser) -> None:
+    """``--precision auto|fp32|bf16`` (napari_tumorseg.precision): a bad value is argparse's
+    one-line choices error."""
+    from napari_tumorseg.precision import CHOICES
+
+    p.add_argument("--precision", choices=CHOICES, default=None,
+                   help="numeric precision: auto (default: bf16 on a CPU with native bf16, i.e. AMX "
+                        "or AVX-512-BF16, fp32 on other CPUs, fp16 autocast on CUDA), fp32 or bf16")
+
+
 def positive_int(text: str) -> int:
     value = _number(int, text)
     if value < 1:

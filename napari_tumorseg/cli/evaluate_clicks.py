@@ -19,6 +19,7 @@ import json
 
 import numpy as np
 
+from napari_tumorseg.cli._args import add_precision
 from napari_tumorseg.errors import TumorSegError
 
 REPORT_AT = (1, 3, 5, 10)
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(the shipped starter model for a single image, the classic engine for a volume)")
     p.add_argument("--max-clicks", type=int, default=10, metavar="N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_precision(p)
     p.add_argument("--image-series", type=int, default=None, metavar="N",
                    help="which volume of IMAGE to use when it holds several (as in `tumorseg info`)")
     p.add_argument("--gt-series", type=int, default=None, metavar="N",
@@ -70,7 +72,7 @@ def load_image(path: str, series: int | None):
 
 def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, max_clicks: int = 10,
                     image_series: int | None = None, gt_series: int | None = None,
-                    progress=None) -> dict:
+                    progress=None, precision: str | None = None) -> dict:
     from napari_tumorseg.cli.evaluate import _load_mask, _same_grid
     from napari_tumorseg.interactive.engines import engine_from_name
     from napari_tumorseg.interactive.robot import RobotProgress, iter_clicks
@@ -84,6 +86,10 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
     if not gt.any():
         raise TumorSegError(f"GT {gt_path} is empty: there is nothing to click on")
     choice = engine_from_name(engine, volume=gt.ndim == 3 and gt.shape[0] > 1)
+    if hasattr(choice.engine, "precision"):  # a learned engine: --precision (auto: its own)
+        from napari_tumorseg.precision import resolve
+
+        choice.engine.precision = resolve(precision, "cpu")
     spacing = tuple(float(s) for s in ref.spacing)
     result = None
     for event in iter_clicks(choice.engine, image, spacing, gt, max_clicks=max_clicks):
@@ -117,7 +123,8 @@ def run(args) -> int:
               flush=True)
 
     result = evaluate_clicks(args.image, args.gt, args.engine, args.max_clicks, args.image_series,
-                             args.gt_series, progress=None if args.json else show)
+                             args.gt_series, progress=None if args.json else show,
+                             precision=args.precision)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

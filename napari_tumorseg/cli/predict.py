@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_tumorseg.cli._args import positive_int, probability
+from napari_tumorseg.cli._args import add_precision, positive_int, probability
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.progress import progress_text
 
@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sliding-window overlap for 3D models (default 0.8, as in GLIMS)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="CPU threads for torch (default: torch's, i.e. all cores)")
+    add_precision(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
@@ -167,7 +168,8 @@ def run(args) -> int:
 
     from napari_tumorseg.inference.starter import checkpoint_argument
 
-    predictor = load_predictor(checkpoint_argument(args.checkpoint), device=args.device, model=args.model)
+    predictor = load_predictor(checkpoint_argument(args.checkpoint), device=args.device, model=args.model,
+                               precision=args.precision)
     if predictor.is_classifier:
         if out.suffix.lower() != ".json":
             raise TumorSegError(f"{predictor.model_name} is a classifier: OUT must be a .json file")

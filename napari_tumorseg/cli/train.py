@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 
-from napari_tumorseg.cli._args import fraction, non_negative_int, positive_float, positive_int
+from napari_tumorseg.cli._args import add_precision, fraction, non_negative_int, positive_float, positive_int
 from napari_tumorseg.errors import TumorSegError
 
 
@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--val-fraction", type=fraction, dest="val_fraction", help="share of cases for validation, in [0, 1)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: all cores)")
+    add_precision(p)
     p.add_argument("--num-workers", type=non_negative_int, dest="num_workers")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--tiny", action="store_true", help="the model's tiny width (smoke tests)")
@@ -72,6 +73,7 @@ def _config(args):
         "resume": args.resume, "loss": args.loss, "seed": args.seed,
         "val_fraction": args.val_fraction, "threads": args.threads, "num_workers": args.num_workers,
         "recipe": args.recipe, "scheduler": args.scheduler, "max_minutes": args.max_minutes,
+        "precision": args.precision,
     }
     if args.no_augment:
         flags["augmentation"] = False
@@ -130,7 +132,8 @@ def run(args) -> int:
                 for w in ev.warnings:
                     print(f"warning: {w}", file=sys.stderr)
                 limit = ev.config.get("max_minutes")
-                print(f"training {ev.model} on {ev.device} ({ev.config.get('recipe')} recipe): "
+                print(f"training {ev.model} on {ev.device} in {ev.config.get('precision')} "
+                      f"({ev.config.get('recipe')} recipe): "
                       f"{ev.n_train} training / {ev.n_val} validation samples, epochs "
                       f"{ev.start_epoch + 1}-{ev.epochs}"
                       + (f" or {limit:g} min, whichever comes first" if limit else ""), flush=True)

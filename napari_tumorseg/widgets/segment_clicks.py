@@ -602,6 +602,8 @@ class SegmentClicksWidget(QWidget):
         if self._refining() is not None:
             text += f"\nrefining the prediction '{self.target().name}'"
         self.engine_status.setText(text)
+        prec = getattr(eng[0], "precision", None) if eng is not None else None  # learned engines
+        self.engine_status.setToolTip(f"precision: {prec.describe()}" if prec is not None else "")
 
     # ================================================================== segmentation
     def _schedule(self) -> None:
