@@ -46,6 +46,7 @@ from napari_tumorseg.widgets._common import (
     thread_worker,
     worker_error_handler,
 )
+from napari_tumorseg.widgets._precision import PrecisionCombo
 from napari_tumorseg.widgets._session import Prediction, session_for
 
 
@@ -108,6 +109,9 @@ class PredictWidget(QWidget):
         self.hint = hint_label(NO_MODEL_HINT)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda"])
+        self.precision = PrecisionCombo()
+        self.device.currentTextChanged.connect(self.precision.refresh)
+        self.precision.currentIndexChanged.connect(self._precision_changed)
 
         # -- input ----------------------------------------------------------------------
         self.image_layer = QComboBox()
@@ -160,6 +164,7 @@ class PredictWidget(QWidget):
         row.addWidget(self.device)
         row.addWidget(self.load_button)
         mf.addRow(row)
+        mf.addRow("Precision", self.precision)
         mf.addRow(self.model_label)
         in_box = QGroupBox("Input")
         inf = QFormLayout(in_box)
@@ -227,10 +232,11 @@ class PredictWidget(QWidget):
             from napari_tumorseg.inference.predict import Predictor
 
             source, device = self.source_combo.currentText(), self.device.currentText()
+            precision = self.precision.choice()
             if source == FROM_CHECKPOINT:
-                predictor = Predictor.from_checkpoint(path, device=device)
+                predictor = Predictor.from_checkpoint(path, device=device, precision=precision)
             else:
-                predictor = Predictor.from_registry(source, weights=path, device=device)
+                predictor = Predictor.from_registry(source, weights=path, device=device, precision=precision)
             self.session.set_predictor(predictor, path if source == FROM_CHECKPOINT else None)
         except TumorSegError as err:
             self.session.set_predictor(None)  # never predict with a model other than the one asked for
@@ -242,6 +248,13 @@ class PredictWidget(QWidget):
         self.overlap.setEnabled(is_3d)
         self.threshold.setEnabled(not self.predictor.is_classifier)
         return self.predictor
+
+    def _precision_changed(self, *_) -> None:
+        """A new choice applies to the loaded model from its next prediction."""
+        self.precision.refresh(self.device.currentText())
+        if self.predictor is not None:
+            self.predictor.set_precision(self.precision.choice())
+            self.model_label.setText(self.predictor.describe())
 
     def _refresh_layers(self, *_):
         set_choices(self.image_layer, [l.name for l in self.session.image_layers()])

@@ -64,6 +64,7 @@ from napari_tumorseg.widgets._common import (
     thread_worker,
     worker_error_handler,
 )
+from napari_tumorseg.widgets._precision import PrecisionCombo
 
 
 class LossHistory:
@@ -237,6 +238,9 @@ class TrainWidget(QWidget):
         self.strength.setValue(1.0)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.precision = PrecisionCombo()
+        self.device.currentTextChanged.connect(self.precision.refresh)
+        self.precision.currentIndexChanged.connect(lambda *_: self.precision.refresh(self.device.currentText()))
         self.val_fraction = QDoubleSpinBox()
         self.val_fraction.setRange(0.05, 0.9)
         self.val_fraction.setSingleStep(0.05)
@@ -290,7 +294,11 @@ class TrainWidget(QWidget):
         aug.addWidget(self.strength)
         hpf.addRow(aug)
         hpf.addRow("Validation fraction", self.val_fraction)
-        hpf.addRow("Device", self.device)
+        dev = QHBoxLayout()
+        dev.addWidget(self.device, 1)
+        dev.addWidget(QLabel("Precision"))
+        dev.addWidget(self.precision, 1)
+        hpf.addRow("Device", dev)
         hpf.addRow(self.show_prediction)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
@@ -424,6 +432,7 @@ class TrainWidget(QWidget):
             lr=lr,
             size=self.size.value(),
             device=self.device.currentText(),
+            precision=self.precision.choice(),
             augmentation=aug,
             val_fraction=self.val_fraction.value(),
             resume=str(resume) if resume else None,
@@ -524,7 +533,8 @@ class TrainWidget(QWidget):
                 self._pbar.set_description(f"Training {ev.model}")
             limit = ev.config.get("max_minutes")
             self.status.setText(
-                f"{ev.model} on {ev.device} ({ev.config.get('recipe')} recipe): {ev.n_train} training / "
+                f"{ev.model} on {ev.device} in {ev.config.get('precision')} "
+                f"({ev.config.get('recipe')} recipe): {ev.n_train} training / "
                 f"{ev.n_val} validation items; epochs {ev.start_epoch + 1}-{ev.epochs}"
                 + (f" or {limit:g} min" if limit else "")
                 + (f"; each step ≈ {ev.step_estimate_s:.1f} s" if ev.step_estimate_s else "")
