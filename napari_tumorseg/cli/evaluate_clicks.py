@@ -7,9 +7,13 @@ The protocol and the NoC cap (a threshold never reached counts as ``--max-clicks
 those of :mod:`napari_tumorseg.interactive.robot`.
 
 IMAGE is anything the readers open; when it holds several image volumes on one grid (a
-BraTS case folder: FLAIR and T1c) they are the channels of one case, in the readers' order.
-GT is binarised (every value > 0 is tumour: the whole tumour for BraTS labels). IMAGE and
-GT must lie on the same grid; nothing is resampled.
+BraTS case folder: FLAIR, T1, T1c, T2) they are the channels of one case, in the readers' order.
+``--target`` says what is segmented (:mod:`napari_tumorseg.interactive.targets`): ``lesion``
+(default) binarises GT (every value > 0); ``whole``, ``core`` and ``enhancing`` take the BraTS
+region from GT's labels in the case's own edition convention (read from the names, or
+``--convention``), and the classic engine reads the channels that target shows best.
+IMAGE and GT must lie on the same grid; nothing is resampled. Clicks that lower the Dice by
+more than 0.05 are reported as drops.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="simulate a user clicking on a case: Dice per click, NoC@80/85/90, seconds per click",
     )
     p.add_argument("image", help="the scan: NIfTI, DICOM folder, TIFF, JPG/PNG, or a case folder")
-    p.add_argument("gt", help="ground-truth mask on the same grid (every value > 0 is tumour)")
+    p.add_argument("gt", help="ground-truth mask or BraTS label map on the same grid")
+    p.add_argument("--target", default="lesion", choices=("lesion", "whole", "core", "enhancing"),
+                   help="what the clicks segment: lesion = every GT value > 0 (default); whole / core / "
+                        "enhancing = the BraTS whole tumour / tumour core / enhancing tumour")
+    p.add_argument("--convention", default=None, choices=("brats", "brats2023", "brats2012", "regionmap"),
+                   help="GT's label convention for --target whole|core|enhancing; default: from the "
+                        "case's names, else from its label values")
     p.add_argument("--engine", default=None, metavar="classic|CKPT",
                    help="'classic', or a click-guided checkpoint; default: the automatic choice "
                         "(the shipped starter model for a single image, the classic engine for a volume)")
@@ -72,19 +82,23 @@ def load_image(path: str, series: int | None):
 
 def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, max_clicks: int = 10,
                     image_series: int | None = None, gt_series: int | None = None,
-                    progress=None, precision: str | None = None) -> dict:
+                    progress=None, precision: str | None = None, target: str = "lesion",
+                    convention: str | None = None) -> dict:
     from napari_tumorseg.cli.evaluate import _load_mask, _same_grid
     from napari_tumorseg.interactive.engines import engine_from_name
     from napari_tumorseg.interactive.robot import RobotProgress, iter_clicks
+    from napari_tumorseg.interactive.targets import TARGETS, check_target, target_truth
 
     if max_clicks < 1:
         raise TumorSegError("--max-clicks must be at least 1")
+    check_target(target)
     ref, image, names = load_image(image_path, image_series)
     gt_vol, gt = _load_mask(gt_path, gt_series, "GT")
     _same_grid(ref, gt_vol)
-    gt = gt > 0
+    gt = target_truth(gt, target, convention, names=(image_path, gt_path, gt_vol.name))
     if not gt.any():
-        raise TumorSegError(f"GT {gt_path} is empty: there is nothing to click on")
+        what = "" if target == "lesion" else f" of {TARGETS[target]}"
+        raise TumorSegError(f"GT {gt_path} holds no voxel{what}: there is nothing to click on")
     choice = engine_from_name(engine, volume=gt.ndim == 3 and gt.shape[0] > 1)
     if hasattr(choice.engine, "precision"):  # a learned engine: --precision (auto: its own)
         from napari_tumorseg.precision import resolve
@@ -92,7 +106,8 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
         choice.engine.precision = resolve(precision, "cpu")
     spacing = tuple(float(s) for s in ref.spacing)
     result = None
-    for event in iter_clicks(choice.engine, image, spacing, gt, max_clicks=max_clicks):
+    for event in iter_clicks(choice.engine, image, spacing, gt, max_clicks=max_clicks, target=target,
+                             channel_names=names):
         if isinstance(event, RobotProgress):
             if progress is not None:
                 progress(event)
@@ -104,8 +119,10 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
     out.update({
         "image": str(image_path),
         "gt": str(gt_path),
-        "gt_rule": "every GT value > 0 is tumour (BraTS labels: whole tumour)",
+        "gt_rule": "every GT value > 0 is tumour (BraTS labels: whole tumour)" if target == "lesion"
+        else f"the {TARGETS[target]} region of GT's labels",
         "channels": names,
+        "channels_read": _channels_read(choice.engine, names, target),
         "shape": list(gt.shape),
         "spacing_mm": list(spacing),
         "dice_at": {str(k): result.dice_at(k) for k in REPORT_AT if k <= max_clicks},
@@ -113,6 +130,12 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
         if result.seconds_per_click else None,
     })
     return out
+
+
+def _channels_read(engine, names, target) -> list[str]:
+    chooser = getattr(engine, "channels_for", None)
+    idx = chooser(target, names) if chooser is not None else None
+    return list(names) if idx is None else [names[i] for i in idx]
 
 
 def run(args) -> int:
@@ -124,12 +147,13 @@ def run(args) -> int:
 
     result = evaluate_clicks(args.image, args.gt, args.engine, args.max_clicks, args.image_series,
                              args.gt_series, progress=None if args.json else show,
-                             precision=args.precision)
+                             precision=args.precision, target=args.target, convention=args.convention)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"Engine: {result['engine_reason']}")
-    print(f"Channels: {', '.join(result['channels'])}; GT: {result['gt_rule']}")
+    print(f"Target: {result['target']}; channels read: {', '.join(result['channels_read'])}; "
+          f"GT: {result['gt_rule']}")
     print("Dice after " + ", ".join(f"{k} click{'s' if k != '1' else ''}: {d:.4f}"
                                     for k, d in result["dice_at"].items()))
     noc = result["noc"]
@@ -139,4 +163,7 @@ def run(args) -> int:
     if result["median_seconds_per_click"] is not None:
         print(f"Seconds per click: median {result['median_seconds_per_click']:.3f}, "
               f"max {max(result['seconds_per_click']):.3f}")
+    drops = result["drops"]
+    print(f"Drops (a click lowering Dice by > {result['drop_threshold']}): {len(drops)}"
+          + "".join(f"; click {d['click']}: {d['dice_before']:.3f} -> {d['dice_after']:.3f}" for d in drops))
     return 0

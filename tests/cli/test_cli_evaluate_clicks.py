@@ -51,6 +51,7 @@ def test_text_report_on_a_2d_png(disc_2d, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "Engine: classic engine (no starter click model" in out
     assert "Dice after 1 click:" in out and "NoC@80/85/90:" in out
+    assert "Target: lesion" in out and "Drops (a click lowering Dice by > 0.05): 0" in out
     dice1 = float(out.split("Dice after 1 click: ")[1].split(",")[0])
     assert dice1 > 0.9
 
@@ -75,3 +76,21 @@ def test_bad_input_is_one_line_and_non_zero(disc_2d, capsys, case):
     assert code != 0
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("tumorseg evaluate-clicks: error:")
+
+
+def test_a_case_folder_and_a_brats_target(shared_data, capsys):
+    """A BraTS 2023 case folder (every sequence a channel) and --target enhancing: label 3 of
+    that edition, not label 4; drops are reported."""
+    case = shared_data / "brats_multi_year" / "BraTS-GLI-00000-000"
+    seg = case / "BraTS-GLI-00000-000-seg.nii.gz"
+    code = main(["evaluate-clicks", str(case), str(seg), "--engine", "classic", "--target", "enhancing",
+                 "--max-clicks", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["target"] == "enhancing" and "enhancing" in out["gt_rule"]
+    assert len(out["channels"]) == 4 and out["channels_read"]
+    assert out["n_drops"] == len(out["drops"])
+    first = out["clicks"][0]["zyx"]
+    from napari_tumorseg.io.readers import read_path
+
+    assert read_path(seg)[0].data[tuple(first)] == 3  # the first click is on BraTS 2023's enhancing label
