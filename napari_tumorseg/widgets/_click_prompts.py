@@ -87,6 +87,36 @@ def clicked_voxel(layer, world, dims) -> np.ndarray:
     return point
 
 
+def _plane(plane, layer) -> tuple[int, int]:
+    """The two data axes on screen (default: the last two)."""
+    n = len(spatial_shape(layer))
+    return (n - 2, n - 1) if plane is None else (int(plane[0]), int(plane[1]))
+
+
+def _index(point, plane, yx, ndim: int) -> tuple:
+    """Index arrays for the in-plane voxels ``yx`` (rows along ``plane[0]``) on ``point``'s slice."""
+    out = []
+    for a in range(ndim):
+        if a == plane[0]:
+            out.append(yx[:, 0])
+        elif a == plane[1]:
+            out.append(yx[:, 1])
+        else:
+            out.append(np.full(len(yx), int(np.round(point[a]))))
+    return tuple(out)
+
+
+def displayed_plane(layer, dims) -> tuple[int, int] | None:
+    """The layer's two data axes on screen in a 2D view, or None (3D view)."""
+    if dims.ndisplay != 2:
+        return None
+    offset = dims.ndim - layer.ndim
+    axes = [d - offset for d in dims.displayed if d >= offset]
+    n = len(spatial_shape(layer))
+    axes = [a for a in axes if a < n]
+    return (axes[0], axes[1]) if len(axes) == 2 else None
+
+
 def _last_index(items: list, value) -> int:
     return len(items) - 1 - items[::-1].index(value)
 
@@ -205,37 +235,70 @@ class PromptLayers:
         self.history = [h for h in self.history if h != "box"] + ["box"]
         self._changed()
 
-    def paint_scribble(self, points, positive: bool) -> None:
-        """One stroke through ``points`` (data coordinates, one slice): one undo step."""
+    def paint_scribble(self, points, positive: bool, plane=None) -> None:
+        """One stroke through ``points`` (data coordinates, one slice): one undo step.
+
+        ``plane`` is the pair of data axes on screen (default: the last two, an axial view);
+        the stroke lies on the first point's slice along the others."""
         layer = self.ensure_scribbles()
         points = [np.asarray(p, float) for p in points]
         value = SCRIBBLE_TUMOUR if positive else SCRIBBLE_NOT
+        plane = _plane(plane, layer)
         self._stroking = True  # the paint event that closes the stroke is ours
         try:
             with layer.block_history():
                 for p0, p1 in zip(points[:1] + points[:-1], points):
-                    self._stamp(layer, p0, p1, value)
+                    self._stamp(layer, p0, p1, value, plane)
         finally:
             self._stroking = False
         self.history.append("scribble")
         self._changed()
 
-    @staticmethod
-    def _stamp(layer, p0, p1, value) -> None:
-        """A disk brush of ~2 mm radius along the segment p0 -> p1 on p0's slice."""
+    def paint_lasso(self, points, positive: bool, plane=None) -> bool:
+        """The closed polygon through ``points`` (data coordinates, one slice), filled with its
+        outline, as one scribble (tumour or not): one undo step. False when it encloses nothing."""
+        from skimage.draw import polygon, polygon_perimeter
+
+        layer = self.ensure_scribbles()
+        plane = _plane(plane, layer)
+        pts = np.asarray([np.asarray(p, float) for p in points])
         shape = spatial_shape(layer)
-        r = np.maximum(1.0, 2.0 / np.abs(np.asarray(layer.scale, float))[-2:])
-        n = int(np.ceil(np.abs(p1[-2:] - p0[-2:]).max() * 2)) + 1
-        centres = np.round(np.linspace(p0[-2:], p1[-2:], n))
+        sub = (shape[plane[0]], shape[plane[1]])
+        rows, cols = pts[:, plane[0]], pts[:, plane[1]]
+        rr, cc = polygon(rows, cols, shape=sub)
+        if len(rr) == 0:
+            return False
+        pr, pc = polygon_perimeter(np.round(rows), np.round(cols), shape=sub, clip=False)
+        keep = (pr >= 0) & (pr < sub[0]) & (pc >= 0) & (pc < sub[1])
+        yx = np.unique(np.column_stack([np.concatenate([rr, pr[keep]]), np.concatenate([cc, pc[keep]])]), axis=0)
+        self._stroking = True
+        try:
+            with layer.block_history():
+                layer.data_setitem(_index(pts[0], plane, yx, len(shape)),
+                                   SCRIBBLE_TUMOUR if positive else SCRIBBLE_NOT)
+        finally:
+            self._stroking = False
+        self.history.append("scribble")
+        self._changed()
+        return True
+
+    @staticmethod
+    def _stamp(layer, p0, p1, value, plane=None) -> None:
+        """A disk brush of ~2 mm radius along the segment p0 -> p1 on p0's slice (in ``plane``)."""
+        shape = spatial_shape(layer)
+        plane = _plane(plane, layer)
+        ax = list(plane)
+        r = np.maximum(1.0, 2.0 / np.abs(np.asarray(layer.scale, float))[ax])
+        n = int(np.ceil(np.abs(p1[ax] - p0[ax]).max() * 2)) + 1
+        centres = np.round(np.linspace(p0[ax], p1[ax], n))
         ry, rx = int(np.ceil(r[0])), int(np.ceil(r[1]))
         dy, dx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
         disk = (dy / r[0]) ** 2 + (dx / r[1]) ** 2 <= 1.0
         yx = (centres[:, None, :] + np.stack([dy[disk], dx[disk]], axis=1)[None]).reshape(-1, 2)
         yx = np.unique(yx.astype(int), axis=0)
-        yx = yx[(yx[:, 0] >= 0) & (yx[:, 0] < shape[-2]) & (yx[:, 1] >= 0) & (yx[:, 1] < shape[-1])]
+        yx = yx[(yx[:, 0] >= 0) & (yx[:, 0] < shape[ax[0]]) & (yx[:, 1] >= 0) & (yx[:, 1] < shape[ax[1]])]
         if len(yx):
-            lead = tuple(np.full(len(yx), int(np.round(c))) for c in p0[:-2])
-            layer.data_setitem((*lead, yx[:, 0], yx[:, 1]), value)
+            layer.data_setitem(_index(p0, plane, yx, len(shape)), value)
 
     # -- napari's own edits -------------------------------------------------------------
     @staticmethod

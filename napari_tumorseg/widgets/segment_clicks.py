@@ -38,6 +38,7 @@ from napari_tumorseg.widgets._click_prompts import (
     PromptLayers,
     as_volume,
     clicked_voxel,
+    displayed_plane,
     from_volume,
     grid_kwargs,
     on_scan_grid,
@@ -59,6 +60,10 @@ from napari_tumorseg.widgets._session import session_for
 from napari_tumorseg.widgets.correct import apply_edit
 
 HINT = "Click on the tumour; Ctrl+click what is not tumour; Accept to keep"
+#: The dock's keys while its click tool holds the canvas (napari key names -> action).
+KEYS = {"P": "point", "B": "box", "S": "scribble", "L": "lasso", "T": "polarity", "Enter": "accept",
+        "Escape": "clear"}
+KEY_HINT = "keys: P point · B box · S scribble · L lasso · T tumour/not · Enter accept · Esc clear"
 NEW_LAYER = "new labels layer"
 AUTO = "automatic (best available)"
 CLASSIC = "classic (no model)"
@@ -81,12 +86,14 @@ def _label_names(layer) -> dict[int, str]:
     return out
 
 
-def _segment_job(engine, image, spacing, prompts, prior, cancel):
+def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, target="lesion",
+                 channel_names=None):
     """Worker-thread body: the engine's answer and the seconds it took."""
     from napari_tumorseg.interactive.engines import segment_with_prompts
 
     t0 = time.perf_counter()
-    mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior, cancel=cancel)
+    mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior, cancel=cancel,
+                                previous=previous, target=target, channel_names=channel_names)
     return mask, time.perf_counter() - t0
 
 
@@ -133,6 +140,8 @@ class SegmentClicksWidget(QWidget):
         self._auto_volume = False  # whether the automatic choice was made for a volume
         self._auto_worker = None
         self._switching = False
+        self._shown = None  # (prompts, mask) of the preview on screen: the never-worse rule's base
+        self._keys_on: list = []  # (keymap provider, key, what it had before) while our keys are bound
 
         # -- what to segment, where to put it -------------------------------------------
         self.hint = hint_label(HINT)
@@ -151,6 +160,13 @@ class SegmentClicksWidget(QWidget):
         self.load_button.clicked.connect(self._pick_checkpoint)
         self.engine_status = QLabel("")
         self.engine_status.setWordWrap(True)
+        from napari_tumorseg.interactive.targets import TARGETS
+
+        self.region_combo = QComboBox()
+        self.region_combo.addItems(list(TARGETS.values()))
+        self.region_combo.setToolTip("what the clicks segment: the lesion (any label), or the BraTS whole "
+                                     "tumour, tumour core or enhancing tumour (the engine reads the "
+                                     "sequences that show it best)")
 
         # -- prompts ----------------------------------------------------------------------
         self.positive_radio = QRadioButton("Tumour")
@@ -168,6 +184,15 @@ class SegmentClicksWidget(QWidget):
         self.scribble_button.setToolTip("on: drag to paint over tumour (Ctrl or 'Not tumour': over what is not)")
         self.scribble_button.setCheckable(True)
         self.scribble_button.toggled.connect(self._draw_mode_toggled)
+        self.lasso_button = QPushButton("Lasso")
+        self.lasso_button.setToolTip("on: drag a closed outline on the slice shown; its inside is the "
+                                     "prompt (tumour, or with Ctrl / 'Not tumour' what is not)")
+        self.lasso_button.setCheckable(True)
+        self.lasso_button.toggled.connect(self._draw_mode_toggled)
+        self.positive_radio.toggled.connect(self._show_tool)
+        self.tool_label = QLabel("")
+        self.tool_label.setWordWrap(True)
+        self.tool_label.setToolTip(KEY_HINT)
         self.undo_button = QPushButton("Undo prompt")
         self.undo_button.setToolTip("remove the last click, box or scribble (Ctrl+Z on the clicks layer)")
         self.undo_button.clicked.connect(self.undo_prompt)
@@ -203,14 +228,17 @@ class SegmentClicksWidget(QWidget):
         row.addWidget(self.load_button)
         form.addRow("Engine", row)
         form.addRow(self.engine_status)
+        form.addRow("Target", self.region_combo)
         row = QHBoxLayout()
         row.addWidget(self.positive_radio)
         row.addWidget(self.negative_radio)
         row.addStretch(1)
         row.addWidget(self.box_button)
         row.addWidget(self.scribble_button)
+        row.addWidget(self.lasso_button)
         form.addRow("Click", row)
         form.addRow(self.click_tool)
+        form.addRow(self.tool_label)
         buttons = QHBoxLayout()
         buttons.addWidget(self.undo_button)
         buttons.addWidget(self.clear_button)
@@ -237,7 +265,9 @@ class SegmentClicksWidget(QWidget):
         self.target_combo.currentTextChanged.connect(self._target_changed)
         self.value_spin.valueChanged.connect(self._show_value_name)
         self.engine_combo.currentTextChanged.connect(self._engine_changed)
+        self.region_combo.currentTextChanged.connect(self._region_changed)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.inserted.connect(self._layer_inserted)
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.session.events.prediction.connect(self._follow_prediction)
@@ -248,6 +278,7 @@ class SegmentClicksWidget(QWidget):
         # A click on the tumour segments it from the start (the dock's first use), unless
         # another dock's click tool already holds the canvas.
         self.click_tool.setChecked(self.session.active_tool is None)
+        self._show_tool()
 
     # ================================================================== layers
     def _is_ours(self, layer) -> bool:
@@ -363,9 +394,12 @@ class SegmentClicksWidget(QWidget):
     def _draw_mode_toggled(self, *_):
         """Box or Scribble on: its layer becomes the active one and does not pan, so a drag draws."""
         sender = self.sender()
+        draw = (self.box_button, self.scribble_button, self.lasso_button)
         if sender is not None and sender.isChecked():
-            other = self.scribble_button if sender is self.box_button else self.box_button
-            other.setChecked(False)
+            for other in draw:
+                if other is not sender:
+                    other.setChecked(False)
+        self._show_tool()
         if self.prompt_layers is None:
             if sender is not None and sender.isChecked():
                 notify_error(TumorSegError("open a scan to segment"))
@@ -373,11 +407,17 @@ class SegmentClicksWidget(QWidget):
             return
         self._switching = True  # making the layer moves the selection: not the user's choice
         try:
-            for button, ensure in ((self.box_button, self.prompt_layers.ensure_box),
-                                   (self.scribble_button, self.prompt_layers.ensure_scribbles)):
+            layers = self.prompt_layers
+            for button, ensure in ((self.box_button, layers.ensure_box),
+                                   (self.scribble_button, layers.ensure_scribbles),
+                                   (self.lasso_button, layers.ensure_scribbles)):
                 if button.isChecked() or button is sender:
                     layer = ensure()
-                    layer.mouse_pan = not button.isChecked()
+                    self._bind_layer_keys(layer)
+                    # Scribble and lasso share a layer: it pans only when neither is on.
+                    layer.mouse_pan = not any(b.isChecked() for b, e in (
+                        (self.box_button, layers.box), (self.scribble_button, layers.scribbles),
+                        (self.lasso_button, layers.scribbles)) if e is layer)
                     if button.isChecked():
                         self.viewer.layers.selection.active = layer
         finally:
@@ -389,7 +429,8 @@ class SegmentClicksWidget(QWidget):
             return
         active = self.viewer.layers.selection.active
         for button, layer in ((self.box_button, self.prompt_layers.box),
-                              (self.scribble_button, self.prompt_layers.scribbles)):
+                              (self.scribble_button, self.prompt_layers.scribbles),
+                              (self.lasso_button, self.prompt_layers.scribbles)):
             if button.isChecked() and (layer is None or active is not layer):
                 button.setChecked(False)
                 if layer is not None:
@@ -400,6 +441,88 @@ class SegmentClicksWidget(QWidget):
             self.session.claim_tool("Segment by clicks", self._release_click_tool)
         else:
             self.session.release_tool(self._release_click_tool)
+        self._bind_keys(on)
+        self._show_tool()
+
+    # ================================================================== keys
+    def _key_action(self, what: str):
+        def act(_provider=None):
+            if not self.click_tool.isChecked():
+                return
+            if what == "point":
+                for b in (self.box_button, self.scribble_button, self.lasso_button):
+                    b.setChecked(False)
+            elif what in ("box", "scribble", "lasso"):
+                button = getattr(self, f"{what}_button")
+                button.setChecked(not button.isChecked())
+            elif what == "polarity":
+                (self.negative_radio if self.positive_radio.isChecked() else self.positive_radio).setChecked(True)
+            elif what == "accept":
+                self.accept()
+            elif what == "clear":
+                self.clear()
+            self._show_tool()
+        act.__name__ = f"tumorseg_clicks_{what}"
+        return act
+
+    def _bind_on(self, provider) -> None:
+        for key, what in KEYS.items():
+            before = provider.bind_key(key, self._key_action(what), overwrite=True)
+            self._keys_on.append((provider, key, before))
+
+    def _bind_keys(self, on: bool) -> None:
+        """The dock's keys (:data:`KEYS`) on the viewer and on its own prompt layers (whose
+        layer types bind some of those letters), only while the click tool holds the canvas;
+        what they covered comes back when it lets go."""
+        if not on:
+            for provider, key, before in reversed(self._keys_on):
+                provider.bind_key(key, before, overwrite=True)
+            self._keys_on = []
+            return
+        if self._keys_on:
+            return
+        self._bind_on(self.viewer)
+        if self.prompt_layers is not None:
+            for layer in (self.prompt_layers.clicks, self.prompt_layers.box, self.prompt_layers.scribbles,
+                          self._preview):
+                self._bind_layer_keys(layer)
+
+    def _layer_inserted(self, event) -> None:
+        """A prompt or preview layer made while the keys are on gets them too."""
+        layer = event.value
+        if self._is_ours(layer):
+            self._bind_layer_keys(layer)
+
+    def _bind_layer_keys(self, layer) -> None:
+        if layer is None or not self.click_tool.isChecked() or not self._keys_on:
+            return
+        if any(p is layer for p, _, _ in self._keys_on):
+            return
+        self._bind_on(layer)
+
+    def tool(self) -> str:
+        """The drawing tool on: point, box, scribble or lasso."""
+        for name in ("box", "scribble", "lasso"):
+            if getattr(self, f"{name}_button").isChecked():
+                return name
+        return "point"
+
+    def _show_tool(self, *_) -> None:
+        polarity = "tumour" if self.positive_radio.isChecked() else "not tumour"
+        if self.click_tool.isChecked():
+            self.tool_label.setText(f"Tool: {self.tool()} · {polarity}  ({KEY_HINT})")
+        else:
+            self.tool_label.setText(f"Tool: off ({self.tool()} · {polarity})")
+
+    def region(self) -> str:
+        """The target the clicks segment (a name of :data:`interactive.targets.TARGETS`)."""
+        from napari_tumorseg.interactive.targets import target_from_label
+
+        return target_from_label(self.region_combo.currentText())
+
+    def _region_changed(self, *_):
+        if self._has_prompts():
+            self._schedule()
 
     def _release_click_tool(self) -> None:
         """Another dock took the canvas: clicks stop being prompts."""
@@ -412,6 +535,10 @@ class SegmentClicksWidget(QWidget):
     def start_scribbles(self) -> None:
         """Drags paint tumour (or, with 'Not tumour' or Ctrl, what is not) on the slice shown."""
         self.scribble_button.setChecked(True)
+
+    def start_lasso(self) -> None:
+        """A drag outlines a region on the slice shown; its inside is the prompt."""
+        self.lasso_button.setChecked(True)
 
     def add_click(self, point, positive: bool | None = None) -> None:
         """One click at ``point`` (the scan's data coordinates); None = the dock's Tumour/Not toggle."""
@@ -447,7 +574,15 @@ class SegmentClicksWidget(QWidget):
         press_pos = np.asarray(event.pos, float)
         start = clicked_voxel(scan, event.position, viewer.dims)
         drawing = ("box" if self.box_button.isChecked() and active is layers.box
-                   else "scribble" if self.scribble_button.isChecked() and active is layers.scribbles else None)
+                   else "scribble" if self.scribble_button.isChecked() and active is layers.scribbles
+                   else "lasso" if self.lasso_button.isChecked() and active is layers.scribbles else None)
+        plane = displayed_plane(scan, viewer.dims)
+        if plane is None:
+            plane = (scan.ndim - 2, scan.ndim - 1)
+        hidden = [a for a in range(len(start)) if a not in plane]
+        if drawing == "box" and plane != (len(start) - 2, len(start) - 1):
+            self.result_label.setText("a box is drawn on an axial slice (last two axes); use the lasso here")
+            drawing = "invalid"
         stroke = [start]
         moved = False
         while True:
@@ -456,18 +591,21 @@ class SegmentClicksWidget(QWidget):
             moved = moved or bool(np.abs(np.asarray(event.pos, float) - press_pos).max() > _CLICK_SLOP_PX)
             if moved and drawing is not None and scan in viewer.layers:
                 here = clicked_voxel(scan, event.position, viewer.dims)
-                here[:-2] = start[:-2]  # the stroke stays on the slice it started on
+                here[hidden] = start[hidden]  # the stroke stays on the slice it started on
                 stroke.append(here)
                 if drawing == "box":
                     layers.set_box(start, here)
             if event.type != "mouse_move":
                 break
-        if scan not in viewer.layers or layers is not self.prompt_layers:
+        if scan not in viewer.layers or layers is not self.prompt_layers or drawing == "invalid":
             return
         if drawing == "box" and moved:
             layers.box_done()
         elif drawing == "scribble":
-            layers.paint_scribble(stroke, positive)
+            layers.paint_scribble(stroke, positive, plane)
+        elif drawing == "lasso":
+            if not (moved and layers.paint_lasso(stroke, positive, plane)):
+                self.result_label.setText("a lasso is a closed outline: drag around the region")
         elif not moved:
             self.add_click(start, positive)
             if layers.clicks is not None:
@@ -638,6 +776,8 @@ class SegmentClicksWidget(QWidget):
             image = np.asarray(vol.data)
             image = image if vol.has_channels else image[None]
             spacing = tuple(vol.spacing)[-3:]
+            names = list(vol.channel_names) if vol.has_channels else [vol.name]
+            region = self.region()
             prior = None
             if refine is not None:
                 prior = as_volume(np.asarray(refine.labels_layer.data) > 0, refine.labels_layer.ndim)
@@ -646,16 +786,20 @@ class SegmentClicksWidget(QWidget):
             return
         gen = self.jobs.start()
         self.jobs_started += 1
+        shown = self._shown
+        previous = shown if shown is not None and shown[1].shape == image.shape[1:] else None
         worker = create_worker(_segment_job, engine, image, spacing, prompts, prior,
-                               self.jobs.cancel_for(gen), _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda res, gen=gen, refining=refine is not None: self._landed(gen, res, refining))
+                               self.jobs.cancel_for(gen), previous, region, names,
+                               _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda res, gen=gen, refining=refine is not None, prompts=prompts:
+                                self._landed(gen, res, refining, prompts))
         worker.errored.connect(lambda err, gen=gen: self._failed(gen, err))
         worker.finished.connect(self._job_finished)
         self._worker = worker
         self.result_label.setText("segmenting…")
         worker.start()
 
-    def _landed(self, gen: int, result, refining: bool) -> None:
+    def _landed(self, gen: int, result, refining: bool, prompts=None) -> None:
         if not self.jobs.is_current(gen):
             return  # a newer prompt came in: this answer is for prompts no longer on screen
         mask, seconds = result
@@ -664,6 +808,7 @@ class SegmentClicksWidget(QWidget):
             return
         self.last_seconds = seconds
         self._set_preview(mask, refining)
+        self._shown = (prompts, mask) if prompts is not None else None
 
     def _failed(self, gen: int, err: BaseException) -> None:
         if not self.jobs.is_current(gen):
@@ -688,6 +833,7 @@ class SegmentClicksWidget(QWidget):
         self.preview_mask = mask
         self._preview_refines = refining
         if mask is None:
+            self._shown = None
             if self._preview is not None and self._preview in self.viewer.layers:
                 self._preview.data = np.zeros_like(self._preview.data)
             self.result_label.setText("no preview")
@@ -746,6 +892,7 @@ class SegmentClicksWidget(QWidget):
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
         self.jobs.supersede()
+        self._bind_keys(False)
         if self._on_mouse in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
         super().closeEvent(event)
