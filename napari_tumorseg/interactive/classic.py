@@ -151,6 +151,15 @@ def _ball_index(point_lr, shape, radius_vox) -> tuple[np.ndarray, ...]:
     return tuple(idx)
 
 
+def _ball_mm(point, shape, spacing, radius_mm: float):
+    """(window, ball) of ``radius_mm`` (at least one voxel) around ``point``."""
+    r = [max(1, int(np.ceil(radius_mm / sp))) for sp in spacing]
+    win = tuple(slice(max(0, c - ri), min(n, c + ri + 1)) for c, ri, n in zip(point, r, shape))
+    grids = np.ogrid[win]
+    dist2 = sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, point, spacing))
+    return win, dist2 <= max(radius_mm, float(min(spacing))) ** 2
+
+
 def _inside(point, shape) -> bool:
     return all(0 <= p < s for p, s in zip(point, shape))
 
@@ -454,10 +463,19 @@ class ClassicEngine:
         lab, _ = ndimage.label(core)
         keep = np.unique(lab[fg_seed & core])
         core = np.isin(lab, keep[keep > 0])
-        if bg_lr or bg_scr is not None:
+        if bg_scr is not None:
             d_pos = ndimage.distance_transform_edt(~fg_seed, sampling=sp_lr)
-            d_neg = ndimage.distance_transform_edt(~bg_seed, sampling=sp_lr)
+            d_neg = ndimage.distance_transform_edt(~bg_scr, sampling=sp_lr)
             core &= d_pos < d_neg
+        if bg_lr:
+            # Round, not straight: each negative click takes a ball out of the core, half as
+            # wide as the way to the nearest positive seed, and the random walker places the
+            # boundary in it by intensity. (A cut at the mid-plane between the clicks left a
+            # straight line through tumour-like tissue on screen.)
+            d_pos = ndimage.distance_transform_edt(~fg_seed, sampling=sp_lr)
+            for p in bg_lr:
+                win, ball = _ball_mm(p, lshape, sp_lr, 0.5 * float(d_pos[p]))
+                core[win] &= ~ball
         labels[core] = 1
         labels[fg_seed] = 1
         labels[bg_seed] = 2

@@ -53,9 +53,11 @@ def _depth(comp, q, spacing) -> float:
     return float(d[tuple(q[k] - box[k].start + 1 for k in keep)])
 
 
-def _clear_near(result, comp, part, q, spacing) -> None:
-    """Clear ``part`` within 2 x (depth of q inside ``comp``) + one voxel of q."""
-    r = 2.0 * _depth(comp, q, spacing) + max(spacing)
+def _clear_near(result, comp, part, q, spacing, cap: float = np.inf) -> None:
+    """Clear ``part`` within 2 x (depth of q inside ``comp``) + one voxel of q, and within
+    ``cap`` mm (half the way to the nearest positive click): a round cut around the click,
+    never a straight one."""
+    r = min(2.0 * _depth(comp, q, spacing) + max(spacing), max(cap, max(spacing)))
     win = tuple(slice(max(0, c - int(np.ceil(r / sp))), min(n, c + int(np.ceil(r / sp)) + 1))
                 for c, sp, n in zip(q, spacing, result.shape))
     grids = np.ogrid[win]
@@ -155,9 +157,14 @@ def _edit(result, image, spacing, prompts, engine, cancel, whole_fraction) -> No
             # The component also holds tumour the user marked: the engine's region there is
             # tumour-like on both sides, so only its part near the click goes - a ball twice
             # as deep as the click lies inside the mask (a rim's thickness, a leak's width).
+            # Never past half the way to a positive click: within the ball the cut is round;
+            # the engine's region, bounded by its crop, could end on a straight face.
+            pos = np.asarray(prompts.positive, float).reshape(-1, 3)
             for q in hits:
                 if labels[q] == lab:
-                    _clear_near(result, comp, part, q, spacing)
+                    cap = (0.5 * float(np.sqrt((((pos - q) * spacing) ** 2).sum(axis=1)).min())
+                           if len(pos) else np.inf)
+                    _clear_near(result, comp, part, q, spacing, cap)
 
     if scr_bg is not None:
         result[scr_bg] = False

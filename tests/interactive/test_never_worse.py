@@ -37,6 +37,33 @@ def test_positive_inside_negative_outside_and_far_changes_kept_back():
     assert 5 <= out[0, 27:34, 27:34].sum() <= 25
 
 
+def test_a_negative_click_cuts_round_not_straight():
+    """A leak as bright as the tumour it hangs on: the negative click in it takes a round bite
+    (within half the way to the positive click), not a straight cut across the leak."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    disc = (yy - 48) ** 2 + (xx - 30) ** 2 <= 15 ** 2
+    leak = (yy >= 28) & (yy <= 68) & (xx >= 42) & (xx <= 80)
+    head = (yy - 48) ** 2 + (xx - 48) ** 2 <= 47 ** 2
+    image = (20 + 80 * head + 100 * (disc | leak) + rng.normal(0, 5, disc.shape)).astype(np.float32)[None, None]
+    engine = ClassicEngine()
+    first = Prompts().with_click((0, 48, 30))
+    m1 = segment_with_prompts(engine, image, (1, 1, 1), first)
+    assert m1[0][disc].all() and m1[0][leak].mean() > 0.9  # the leak came with the tumour
+    second = first.with_click((0, 48, 62), False)
+    m2 = segment_with_prompts(engine, image, (1, 1, 1), second, previous=(first, m1))
+    removed = m1 & ~m2
+    assert removed[0, 48, 62] and m2[0][disc].all()
+    # Within half the way (32 px) to the positive click, plus a voxel.
+    assert (np.hypot(*(np.argwhere(removed[0]) - (48, 62)).T) <= 17).all()
+    # The cut's edge (removed voxels beside kept ones) is no straight line.
+    from scipy import ndimage
+
+    edge = np.argwhere(removed[0] & ndimage.binary_dilation(m2[0])).astype(float)
+    residual = np.linalg.svd(edge - edge.mean(0), compute_uv=False)[-1] / np.sqrt(len(edge))
+    assert residual > 3.0, f"a straight cut (line fit residual {residual:.2f} px)"
+
+
 def test_an_undo_or_a_box_is_a_fresh_answer():
     a = Prompts().with_click((0, 1, 1)).with_click((0, 2, 2))
     assert new_clicks(a, Prompts().with_click((0, 1, 1)))[0].shape == (1, 3)
