@@ -12,7 +12,9 @@ robot get the same guarantee, whatever the engine:
 * **A click changes the result near itself, not far away**: when the prompts are the
   previous ones plus new clicks (the dock's and the robot's usual case), only the changes
   (voxels added or removed against the previous answer) in connected components that touch
-  a new click are taken; everywhere else the previous answer stays. An engine that
+  a new click are taken; everywhere else the previous answer stays. What a new positive
+  click adds to a non-empty answer lies within ``reach`` (3) x its distance to that answer
+  (at least ``floor_mm``, 10 mm) of it. An engine that
   re-solves the whole volume and loses a part of the tumour far from the click cannot take
   it away. Any other change of prompts (an undo, a new box or scribble) is a fresh answer,
   held to the click rules only.
@@ -66,8 +68,25 @@ def _ball(shape, q, radius_mm, spacing) -> tuple[tuple[slice, ...], np.ndarray]:
     return win, dist <= 1.0
 
 
+def _near_clicks(old, points, spacing, reach: float, floor_mm: float) -> np.ndarray:
+    """Balls around the positive ``points``, each ``reach`` x the point's distance (mm) to
+    ``old`` (at least ``floor_mm``)."""
+    shape = old.shape
+    out = np.zeros(shape, bool)
+    axes = [k for k in range(3) if shape[k] > 1]
+    dist = ndimage.distance_transform_edt(~old.reshape([shape[k] for k in axes]),
+                                          sampling=[spacing[k] for k in axes]).reshape(shape)
+    for q in _voxels(points, shape):
+        r = max(floor_mm, reach * float(dist[q]))
+        win = tuple(slice(max(0, c - int(np.ceil(r / sp))), min(n, c + int(np.ceil(r / sp)) + 1))
+                    for c, sp, n in zip(q, spacing, shape))
+        grids = np.ogrid[win]
+        out[win] |= sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, q, spacing)) <= r * r
+    return out
+
+
 def hold_to_clicks(mask, prompts: Prompts, spacing, previous: tuple[Prompts, np.ndarray] | None = None,
-                   seed_mm: float = 2.0) -> np.ndarray:
+                   seed_mm: float = 2.0, reach: float = 3.0, floor_mm: float = 10.0) -> np.ndarray:
     """``mask`` (an engine's answer to ``prompts``) held to the never-worse rule (module doc).
 
     ``previous`` is (prompts, mask) of the answer on screen before these prompts, or None.
@@ -91,6 +110,12 @@ def hold_to_clicks(mask, prompts: Prompts, spacing, previous: tuple[Prompts, np.
                 near |= set(np.unique(labels[win]).tolist())
             near.discard(0)
             keep = np.isin(labels, sorted(near)) if near else np.zeros(shape, bool)
+            if old.any() and len(added[0]):
+                # What a new positive click adds stays within ``reach`` x its distance to the
+                # answer on screen (the robot and a user click the middle of what is
+                # missing, so that distance is about the missing part's radius) of it: a
+                # leak through the crop cannot come with it.
+                keep &= ~(mask & ~old) | _near_clicks(old, added[0], spacing, reach, floor_mm)
             result = np.where(keep, mask, old)
     negatives = _voxels(prompts.negative, shape)
     for q in negatives:

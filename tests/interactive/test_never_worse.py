@@ -37,6 +37,20 @@ def test_positive_inside_negative_outside_and_far_changes_kept_back():
     assert 5 <= out[0, 27:34, 27:34].sum() <= 25
 
 
+def test_a_positive_click_adds_near_itself_not_a_leak_across_the_image():
+    shape = (1, 100, 100)
+    old = np.zeros(shape, bool)
+    old[0, 40:60, 10:30] = True
+    before = Prompts().with_click((0, 50, 20))
+    prompts = before.with_click((0, 50, 34))  # 5 px from the answer on screen
+    leak = old.copy()
+    leak[0, :, 30:] = True  # the engine floods everything right of the square
+    out = hold_to_clicks(leak, prompts, (1, 1, 1), previous=(before, old))
+    added = np.argwhere(out[0] & ~old[0])
+    assert out[0, 50, 34] and len(added) > 100
+    assert (np.hypot(*(added - (50, 34)).T) <= 15.0 + 1e-9).all()  # 3 x 5 px, the floor is 10
+
+
 def test_a_negative_click_cuts_round_not_straight():
     """A leak as bright as the tumour it hangs on: the negative click in it takes a round bite
     (within half the way to the positive click), not a straight cut across the leak."""
