@@ -145,7 +145,9 @@ def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> 
     from napari_tumorseg.io.readers import combine_channels
 
     have = primary.data.shape[0] if primary.has_channels else 1
-    if primary.has_channels and plan.names and have == plan.channels:
+    if primary.has_channels and plan.names and have >= plan.channels:
+        # A case with more sequences than the model reads (FLAIR, T1, T1c, T2 for a FLAIR +
+        # T1c model): the model's own, by name, in its order.
         return _reordered(primary, plan)
     if have >= plan.channels or (plan.channels == 1):
         return primary

@@ -98,3 +98,16 @@ def test_a_multichannel_case_is_reordered_to_the_checkpoint():
     assert out.channel_names == ["T1c", "FLAIR"] and out.data[0].max() == 2.0
     with pytest.raises(TumorSegError, match="'T2'"):
         assemble_input(case, [], ChannelPlan(2, ("FLAIR", "T2")))
+
+
+def test_a_case_with_more_sequences_gives_the_model_its_own():
+    # All four BraTS sequences open; a FLAIR + T1c model reads those two, in its order.
+    case = Volume(np.stack([np.full((2, 4, 4), float(v)) for v in range(4)]), name="case",
+                  channel_names=["flair", "t1", "t1ce", "t2"])
+    out = assemble_input(case, [], ChannelPlan(2, ("T1c", "FLAIR")))
+    assert out.channel_names == ["t1ce", "flair"]
+    assert [float(c.max()) for c in out.data] == [2.0, 0.0]
+    assert fit_channels(out.data, ChannelPlan(2, ("T1c", "FLAIR"))).shape[0] == 2
+    with pytest.raises(TumorSegError, match="'T1c'"):  # T1 alone is never taken for T1c
+        assemble_input(Volume(case.data[:2], name="case", channel_names=["flair", "t1"]), [],
+                       ChannelPlan(2, ("FLAIR", "T1c")))
