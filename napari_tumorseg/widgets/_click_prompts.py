@@ -217,12 +217,18 @@ class PromptLayers:
         self.history.append("click")
         layer.data = np.vstack([layer.data, pt[None]])  # the data event reports the change
 
-    def set_box(self, corner0, corner1) -> None:
-        """The (only) box: a rectangle on the slice of ``corner0`` (data coordinates), no event."""
+    def set_box(self, corner0, corner1, plane=None) -> None:
+        """The (only) box: a rectangle in ``plane`` (the two data axes on screen; default the
+        last two) on the slice of ``corner0`` (data coordinates), no event."""
         layer = self.ensure_box()
         a, b = np.asarray(corner0, float), np.asarray(corner1, float)
-        (y0, x0), (y1, x1) = a[-2:], b[-2:]
-        verts = np.array([(*a[:-2], y, x) for y, x in ((y0, x0), (y0, x1), (y1, x1), (y1, x0))])
+        r, c = _plane(plane, layer)
+        verts = []
+        for u, v in ((a[r], a[c]), (a[r], b[c]), (b[r], b[c]), (b[r], a[c])):
+            corner = a.copy()
+            corner[r], corner[c] = u, v
+            verts.append(corner)
+        verts = np.array(verts)
         with layer.events.data.blocker():
             if layer.nshapes:
                 layer.selected_data = set(range(layer.nshapes))
@@ -355,16 +361,43 @@ class PromptLayers:
             sign = self.clicks.features["positive"].to_numpy(bool)
             pos, neg = pts[sign], pts[~sign]
         box = None
+        outside = None
         if self.box is not None and len(self.box.data):
             verts = _to_zyx(self.box.data[-1], ndim)
             lo, hi = verts.min(axis=0), verts.max(axis=0)
-            box = (float(np.round(verts[0, 0])), lo[1], lo[2], hi[1], hi[2])
+            flat = [a for a in range(3) if np.isclose(lo[a], hi[a])]
+            if not flat or flat[0] == 0:  # an axial box (or a 2D image's)
+                box = (float(np.round(verts[0, 0])), lo[1], lo[2], hi[1], hi[2])
+            else:
+                # A box on a coronal or sagittal slice, said as the engines understand a box:
+                # tumour at its centre, not tumour around it on its slice.
+                pos = np.vstack([pos, ((lo + hi) / 2)[None]])
+                outside = self._around_box(flat[0], lo, hi)
         scribbles = None
         if self.scribbles is not None:
             data = np.asarray(self.scribbles.data)
             if data.any():
                 scribbles = as_volume(data, ndim)
+        if outside is not None:
+            scribbles = np.zeros(outside.shape, np.uint8) if scribbles is None else scribbles.copy()
+            scribbles[outside & (scribbles == 0)] = SCRIBBLE_NOT
         return Prompts(pos, neg, box, scribbles)
+
+    def _around_box(self, axis: int, lo, hi) -> np.ndarray:
+        """The slice of a box lying across ``axis``, less the box (bool, the scan's grid)."""
+        shape = as_volume(np.empty(spatial_shape(self.scan), bool), self.ndim).shape
+        out = np.zeros(shape, bool)
+        k = int(np.clip(np.round(lo[axis]), 0, shape[axis] - 1))
+        sl = [slice(None)] * 3
+        sl[axis] = k
+        out[tuple(sl)] = True
+        inner = [slice(None)] * 3
+        inner[axis] = k
+        for a in range(3):
+            if a != axis:
+                inner[a] = slice(int(np.clip(np.round(lo[a]), 0, shape[a])), int(np.clip(np.round(hi[a]) + 1, 0, shape[a])))
+        out[tuple(inner)] = False
+        return out
 
     def any(self) -> bool:
         """Anything said at all, negative clicks included (they refine a prediction)."""

@@ -580,9 +580,6 @@ class SegmentClicksWidget(QWidget):
         if plane is None:
             plane = (scan.ndim - 2, scan.ndim - 1)
         hidden = [a for a in range(len(start)) if a not in plane]
-        if drawing == "box" and plane != (len(start) - 2, len(start) - 1):
-            self.result_label.setText("a box is drawn on an axial slice (last two axes); use the lasso here")
-            drawing = "invalid"
         stroke = [start]
         moved = False
         while True:
@@ -594,10 +591,10 @@ class SegmentClicksWidget(QWidget):
                 here[hidden] = start[hidden]  # the stroke stays on the slice it started on
                 stroke.append(here)
                 if drawing == "box":
-                    layers.set_box(start, here)
+                    layers.set_box(start, here, plane)
             if event.type != "mouse_move":
                 break
-        if scan not in viewer.layers or layers is not self.prompt_layers or drawing == "invalid":
+        if scan not in viewer.layers or layers is not self.prompt_layers:
             return
         if drawing == "box" and moved:
             layers.box_done()

@@ -117,7 +117,7 @@ def test_keys_pick_tools_and_polarity_only_while_the_click_tool_is_on(make_napar
     assert dock.tool() == "box"
 
 
-def test_lasso_in_a_coronal_view_and_the_target_reaches_the_engine(make_napari_viewer, qtbot, shared_data):
+def test_lasso_and_box_in_a_coronal_view_and_the_target_reaches_the_engine(make_napari_viewer, qtbot, shared_data):
     viewer = make_napari_viewer(show=True)
     layer, seg = _open_crop(viewer, shared_data)
     dock = _dock(viewer, qtbot, layer)
@@ -153,3 +153,19 @@ def test_lasso_in_a_coronal_view_and_the_target_reaches_the_engine(make_napari_v
     dock.undo_prompt()
     qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
     assert not np.asarray(dock.prompt_layers.scribbles.data).any()
+
+    # A box on the coronal slice: tumour at its centre, not tumour around it on that slice.
+    _key(viewer, qtbot, Qt.Key_B)
+    assert dock.tool() == "box"
+    c0, c1 = (int(zs.min()), y, int(xs.min())), (int(zs.max()), y, int(xs.max()))
+    _stroke(viewer, qtbot, layer, [c0, c1])
+    qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
+    prompts = dock.prompts()
+    assert prompts.box is None and len(prompts.positive) == 1
+    np.testing.assert_allclose(prompts.positive[0], ((c0[0] + c1[0]) / 2, y, (c0[2] + c1[2]) / 2), atol=1.0)
+    around = prompts.scribbles == 2
+    assert around[:, y].any() and not np.delete(around, y, axis=1).any()
+    assert not around[c0[0] + 1:c1[0], y, c0[2] + 1:c1[2]].any() and around[0, y, 0]
+    mask = dock.preview_mask
+    assert mask is not None and mask[tuple(int(round(v)) for v in prompts.positive[0])]
+    assert not (mask & around).any()
