@@ -252,6 +252,14 @@ class ClassicEngine:
         self._last = (key, prompts, mask)
         return mask.copy()
 
+    def remember(self, image, spacing, prompts: Prompts, mask) -> None:
+        """``mask`` is the answer to ``prompts`` on screen (after the never-worse rule): the
+        next clicks fold into it rather than into this engine's own last answer."""
+        last = self._last
+        key = _image_key(_as_cyzx(image), tuple(float(s) for s in spacing))
+        if last is not None and last[0] == key and last[1] is prompts:
+            self._last = (key, prompts, np.asarray(mask, bool).copy())
+
     def _fold(self, image, spacing, prompts: Prompts, old: Prompts, mask, cancel) -> np.ndarray:
         """The last answer edited by the clicks added since, one at a time (as refine does).
 

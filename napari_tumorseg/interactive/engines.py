@@ -117,4 +117,8 @@ def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=Non
         shape = mask.shape
         base = np.zeros(shape, bool) if prior is None else np.asarray(prior, bool).reshape(shape)
         previous = (Prompts(), base)
-    return hold_to_clicks(mask, prompts, spacing, previous)
+    held = hold_to_clicks(mask, prompts, spacing, previous)
+    remember = getattr(engine, "remember", None)
+    if prior is None and remember is not None:
+        remember(image, spacing, prompts, held)  # the next click folds into what is on screen
+    return held

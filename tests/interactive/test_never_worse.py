@@ -48,7 +48,8 @@ def test_a_positive_click_adds_near_itself_not_a_leak_across_the_image():
     out = hold_to_clicks(leak, prompts, (1, 1, 1), previous=(before, old))
     added = np.argwhere(out[0] & ~old[0])
     assert out[0, 50, 34] and len(added) > 100
-    assert (np.hypot(*(added - (50, 34)).T) <= 15.0 + 1e-9).all()  # 3 x 5 px, the floor is 10
+    assert (np.hypot(*(added - (50, 34)).T) <= 20.0 + 1e-9).all()  # 4 x 5 px (the floor is 15)
+    assert not out[0, 50, 60] and not out[0, 5, 90]
 
 
 def test_a_negative_click_cuts_round_not_straight():
@@ -76,6 +77,18 @@ def test_a_negative_click_cuts_round_not_straight():
     edge = np.argwhere(removed[0] & ndimage.binary_dilation(m2[0])).astype(float)
     residual = np.linalg.svd(edge - edge.mean(0), compute_uv=False)[-1] / np.sqrt(len(edge))
     assert residual > 3.0, f"a straight cut (line fit residual {residual:.2f} px)"
+
+
+def test_a_negative_click_never_adds():
+    shape = (1, 40, 40)
+    old = np.zeros(shape, bool)
+    old[0, 10:20, 10:20] = True
+    before = Prompts().with_click((0, 15, 15))
+    prompts = before.with_click((0, 18, 18), False)
+    engine_answer = old.copy()
+    engine_answer[0, 18:30, 18:30] = True  # grown right at the negative click
+    out = hold_to_clicks(engine_answer, prompts, (1, 1, 1), previous=(before, old))
+    assert not (out & ~old).any() and not out[0, 18, 18] and out[0, 15, 15]
 
 
 def test_an_undo_or_a_box_is_a_fresh_answer():
