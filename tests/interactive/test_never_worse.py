@@ -150,6 +150,7 @@ def test_robot_on_real_cases_every_click_holds(shared_data, folder, seg, target)
           + f"; drops (> {DROP}): {d['n_drops']} {d['drops']}")
     assert d["n_drops"] == len(result.drops)
     assert all(a - b > DROP for _, a, b in result.drops)
+    assert d["n_drops"] == 0, f"a click lowered Dice by more than {DROP}: {d['drops']}"
 
 
 def test_segment_with_prompts_gives_the_classic_engine_the_targets_channels(shared_data):
