@@ -51,8 +51,13 @@ from napari_tumorseg.widgets._session import Prediction, session_for
 
 
 FROM_CHECKPOINT = "checkpoint (from training)"
+#: The shipped automatic model (inference/starter.py): the default when the install has it.
+STARTER = "starter: whole tumour, core, enhancing"
 NO_MODEL_HINT = ("Load a checkpoint (.pt from the Train dock), or use Segment by clicks "
                  "without a model.")
+STARTER_HINT = ("Ready: Predict runs the shipped research starter (BraTS whole tumour, core and "
+                "enhancing from FLAIR + T1c, open as channels). Check every result; or load your own "
+                "checkpoint.")
 #: Probabilities below this are not drawn: the scan shows through untinted.
 PROBABILITY_FLOOR = 0.05
 #: RGBA (0-1) of a predicted binary tumour, apart from the cyan outline of a ground truth.
@@ -96,12 +101,18 @@ class PredictWidget(QWidget):
         # -- model ----------------------------------------------------------------------
         from napari_tumorseg.models import list_models
 
+        from napari_tumorseg.inference.starter import LABEL, starter_path
+
         self.source_combo = QComboBox()
+        if starter_path() is not None:
+            self.source_combo.addItem(STARTER)
         self.source_combo.addItem(FROM_CHECKPOINT)
         self.source_combo.addItems(list_models())
-        self.source_combo.setToolTip("a training checkpoint, or a registry model (paper configuration) "
-                                     "with a weights file")
+        self.source_combo.setToolTip(f"{STARTER}: the {LABEL} shipped with the plugin; a training "
+                                     "checkpoint; or a registry model (paper configuration) with a weights file")
         self.ckpt_picker = PathPicker("checkpoint (.pt) from training", "Checkpoint (*.pt)", folder=False)
+        # Choosing a file means that file: the combo leaves the shipped model.
+        self.ckpt_picker.edit.textChanged.connect(self._weights_chosen)
         self.load_button = QPushButton("Load model")
         self.load_button.clicked.connect(self.load_model)
         self.model_label = QLabel("no model loaded")
@@ -205,11 +216,17 @@ class PredictWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._update_slice_class)
         self.session.events.predictor.connect(self._show_hint)
+        self.source_combo.currentTextChanged.connect(self._show_hint)
         self._refresh_layers()
         self._show_hint()
 
     def _show_hint(self, *_):
         self.hint.setVisible(self.predictor is None)
+        self.hint.setText(STARTER_HINT if self.source_combo.currentText() == STARTER else NO_MODEL_HINT)
+
+    def _weights_chosen(self, text: str) -> None:
+        if text.strip() and self.source_combo.currentText() == STARTER:
+            self.source_combo.setCurrentText(FROM_CHECKPOINT)
 
     # The model and the probability cache live in the viewer's session, shared by every dock.
     @property
@@ -224,7 +241,10 @@ class PredictWidget(QWidget):
     # -- model --------------------------------------------------------------------------
     @guarded("loading the model failed")
     def load_model(self):
-        path = self.ckpt_picker.path()
+        from napari_tumorseg.inference.starter import starter_path
+
+        starter = self.source_combo.currentText() == STARTER
+        path = starter_path() if starter else self.ckpt_picker.path()
         if path is None:
             notify_error(TumorSegError("choose a checkpoint or weights file — weights are never downloaded"))
             return None
@@ -233,11 +253,11 @@ class PredictWidget(QWidget):
 
             source, device = self.source_combo.currentText(), self.device.currentText()
             precision = self.precision.choice()
-            if source == FROM_CHECKPOINT:
+            if source in (FROM_CHECKPOINT, STARTER):
                 predictor = Predictor.from_checkpoint(path, device=device, precision=precision)
             else:
                 predictor = Predictor.from_registry(source, weights=path, device=device, precision=precision)
-            self.session.set_predictor(predictor, path if source == FROM_CHECKPOINT else None)
+            self.session.set_predictor(predictor, path if source in (FROM_CHECKPOINT, STARTER) else None)
         except TumorSegError as err:
             self.session.set_predictor(None)  # never predict with a model other than the one asked for
             self.model_label.setText("no model loaded")

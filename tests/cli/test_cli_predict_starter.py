@@ -1,0 +1,24 @@
+"""``tumorseg predict starter CASE -o OUT``: the shipped model on a case folder it never saw."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_tumorseg.brats import labels_to_regions
+from napari_tumorseg.cli import main
+from napari_tumorseg.io.nifti import read_nifti
+
+
+def test_predict_starter_on_a_brats_2021_case_folder(shared_data, tmp_path, capsys):
+    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
+    out = tmp_path / "regions.nii.gz"
+    assert main(["predict", "starter", str(case), "-o", str(out), "--threads", "2", "--quiet"]) == 0
+    pred = np.asarray(read_nifti(out).data)
+    truth_vol = read_nifti(case / "BraTS2021_00006_seg.nii.gz")
+    assert pred.shape == truth_vol.data.shape  # the source's grid and voxel order
+    assert set(np.unique(pred)) == {0, 1, 2, 3}  # oedema, core, enhancing
+    truth = labels_to_regions(np.asarray(truth_vol.data), "brats")
+    mine = np.stack([pred > 0, np.isin(pred, (2, 3)), pred == 3])
+    dice = [2 * (m & t).sum() / (m.sum() + t.sum()) for m, t in zip(mine, truth)]
+    # What the README reports for this case (bench_starter.py), with a margin.
+    assert dice[0] > 0.75 and dice[1] > 0.6 and dice[2] > 0.5, dice

@@ -1,0 +1,46 @@
+"""Right after install, Predict has a model: the shipped research starter gives whole tumour,
+core and enhancing on a case it never saw (issue 15), with nothing to choose first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_tumorseg.inference.starter import starter_path
+from napari_tumorseg.widgets.predict import FROM_CHECKPOINT, STARTER, label_layer_name
+from tests.widgets.conftest import add_dock, open_as_channels
+
+pytestmark = pytest.mark.gui
+
+
+def test_predict_runs_the_starter_without_a_checkpoint(make_napari_viewer, qtbot, shared_data, tmp_path):
+    assert starter_path() is not None, "resources/ ships the starter model"
+    viewer = make_napari_viewer()
+    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
+    # Every scan as a channel, and the truth (offered unticked) as labels to compare with.
+    open_as_channels(viewer, qtbot, case, lambda n: True)
+    truth = next(l for l in viewer.layers if type(l).__name__ == "Labels")
+    flair = next(l for l in viewer.layers if type(l).__name__ == "Image" and "flair" in l.name.lower())
+
+    dock = add_dock(viewer, "Predict")
+    assert dock.source_combo.currentText() == STARTER
+    assert dock.hint.isVisibleTo(dock) and "starter" in dock.hint.text()
+    dock.device.setCurrentText("cpu")
+    dock.image_layer.setCurrentText(flair.name)
+    z = int(np.argmax((np.asarray(truth.data) > 0).sum(axis=(1, 2))))
+    dock.range_span.setChecked(True)
+    dock.z_from.setValue(z - 3)
+    dock.z_to.setValue(z + 3)
+    with qtbot.waitSignal(dock.prediction_finished, timeout=300000):
+        assert dock.predict() is not None  # no checkpoint chosen: the starter loads itself
+    assert dock.predictor.output_kind == "regions"
+    labels = np.asarray(viewer.layers[label_layer_name(flair.name)].data)[z - 3:z + 4]
+    assert set(np.unique(labels)) <= {0, 1, 2, 3} and {1, 2, 3} & set(np.unique(labels))
+    gt = np.asarray(truth.data)[z - 3:z + 4] > 0
+    wt = labels > 0
+    dice = 2 * (wt & gt).sum() / (wt.sum() + gt.sum())
+    assert dice > 0.6, dice
+
+    # Choosing a file of one's own leaves the shipped model.
+    dock.ckpt_picker.set_path(str(tmp_path / "mine.pt"))
+    assert dock.source_combo.currentText() == FROM_CHECKPOINT
