@@ -80,6 +80,8 @@ class ViewerSession:
         self._ledgers: dict[int, tuple[weakref.ref, EditLedger]] = {}
         # The one canvas click tool of the viewer: (name shown to the user, its release callback).
         self._tool: tuple[str, Any] | None = None
+        # The first scan of the case opened last: docks make it their scan when a case opens.
+        self._newest_scan: weakref.ref | None = None
         self.events = EmitterGroup(source=self, case=None, predictor=None, prediction=None, edited=None,
                                    tool=None)
         viewer.layers.events.removed.connect(self._layer_removed)
@@ -101,6 +103,8 @@ class ViewerSession:
             self._volumes[id(layer)] = (weakref.ref(layer), volume, channel)
             if isinstance(layer.metadata, dict):
                 layer.metadata.setdefault("tumorseg", {})["case_channel"] = channel
+        if layers and volume.kind == "image":
+            self._newest_scan = weakref.ref(layers[0])
         self.events.case()
 
     def _entry(self, layer):
@@ -216,7 +220,8 @@ class ViewerSession:
             key = "tumorseg_tool"
             if key not in overlays:
                 overlays[key] = TextOverlay(position="top_left", color="#7fd4ff", font_size=9, visible=False)
-            overlays[key].text = f"Click tool: {self.active_tool}" if self._tool else ""
+            # Two short lines: one long one ran into the "A" letter of a narrow canvas.
+            overlays[key].text = f"Click tool:\n{self.active_tool}" if self._tool else ""
             overlays[key].visible = self._tool is not None
         self.events.tool()
 
@@ -284,7 +289,22 @@ class ViewerSession:
         # study (which registers it): per-case panels refresh.
         if (isinstance(layer, napari.layers.Image) and isinstance(layer.metadata, dict)
                 and not layer.metadata.get("tumorseg_output") and self._entry(layer) is None):
+            self._newest_scan = weakref.ref(layer)
             self.events.case()
+
+    @property
+    def newest_scan(self):
+        """The first scan of the case opened last (None once it is closed)."""
+        layer = self._newest_scan() if self._newest_scan is not None else None
+        return layer if layer is not None and layer in self.viewer.layers else None
+
+    def select_newest_scan(self, combo, refresh) -> None:
+        """A dock's scan choice follows the case just opened: ``refresh`` fills ``combo``
+        with the layer names first (the case event may come before the dock's own)."""
+        refresh()
+        layer = self.newest_scan
+        if layer is not None and combo.findText(layer.name) >= 0:
+            combo.setCurrentText(layer.name)
 
     def _layer_removed(self, event) -> None:
         layer = event.value

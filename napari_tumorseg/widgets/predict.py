@@ -216,6 +216,7 @@ class PredictWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.viewer.dims.events.current_step.connect(self._update_slice_class)
         self.session.events.predictor.connect(self._show_hint)
+        self.session.events.case.connect(self._new_case)
         self.source_combo.currentTextChanged.connect(self._show_hint)
         self._refresh_layers()
         self._show_hint()
@@ -263,7 +264,8 @@ class PredictWidget(QWidget):
             self.model_label.setText("no model loaded")
             notify_error(err)
             return None
-        self.model_label.setText(self.predictor.describe())
+        self._model_prefix = "research starter, not a medical device: " if starter else ""
+        self.model_label.setText(self._model_prefix + self.predictor.describe())
         is_3d = self.predictor.dims == 3
         self.overlap.setEnabled(is_3d)
         self.threshold.setEnabled(not self.predictor.is_classifier)
@@ -274,7 +276,10 @@ class PredictWidget(QWidget):
         self.precision.refresh(self.device.currentText())
         if self.predictor is not None:
             self.predictor.set_precision(self.precision.choice())
-            self.model_label.setText(self.predictor.describe())
+            self.model_label.setText(getattr(self, "_model_prefix", "") + self.predictor.describe())
+
+    def _new_case(self, *_):
+        self.session.select_newest_scan(self.image_layer, self._refresh_layers)
 
     def _refresh_layers(self, *_):
         set_choices(self.image_layer, [l.name for l in self.session.image_layers()])

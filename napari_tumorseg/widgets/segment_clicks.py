@@ -271,6 +271,7 @@ class SegmentClicksWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.session.events.prediction.connect(self._follow_prediction)
+        self.session.events.case.connect(self._new_case)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
         self.viewer.layers.selection.events.active.connect(self._active_changed)
         self._refresh_layers()
@@ -289,6 +290,9 @@ class SegmentClicksWidget(QWidget):
 
     def _label_layers(self) -> list:
         return [l for l in self.viewer.layers if isinstance(l, napari.layers.Labels) and not self._is_ours(l)]
+
+    def _new_case(self, *_):
+        self.session.select_newest_scan(self.scan_combo, self._refresh_layers)
 
     def _refresh_layers(self, *_):
         set_choices(self.scan_combo, [l.name for l in self._scan_layers()])

@@ -33,7 +33,7 @@ def test_predict_runs_the_starter_without_a_checkpoint(make_napari_viewer, qtbot
     dock.z_to.setValue(z + 3)
     with qtbot.waitSignal(dock.prediction_finished, timeout=300000):
         assert dock.predict() is not None  # no checkpoint chosen: the starter loads itself
-    assert dock.predictor.output_kind == "regions"
+    assert dock.predictor.output_kind == "regions" and "research starter" in dock.model_label.text()
     labels = np.asarray(viewer.layers[label_layer_name(flair.name)].data)[z - 3:z + 4]
     assert set(np.unique(labels)) <= {0, 1, 2, 3} and {1, 2, 3} & set(np.unique(labels))
     gt = np.asarray(truth.data)[z - 3:z + 4] > 0

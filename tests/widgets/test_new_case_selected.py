@@ -1,0 +1,32 @@
+"""A study opened after another becomes the scan of the docks that work on one (issue 14,
+"state follows the case"): Predict and Segment by clicks no longer stay on the sample."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_tumorseg.cli.view import open_viewer
+from tests.widgets.conftest import open_as_channels
+
+pytestmark = pytest.mark.gui
+
+
+def _dock(viewer, name):
+    return next(w for title, w in viewer.window.dock_widgets.items() if title.startswith(name))
+
+
+def test_the_case_opened_last_is_the_docks_scan(make_napari_viewer, qtbot, shared_data):
+    viewer = open_viewer(viewer=make_napari_viewer())  # tumorseg view: every dock and the sample
+    predict, clicks = _dock(viewer, "Predict"), _dock(viewer, "Segment by clicks")
+    first = predict.image_layer.currentText()
+    assert first and clicks.scan_combo.currentText() == first  # the sample's scan
+
+    open_as_channels(viewer, qtbot, shared_data / "brats_multi_year" / "BraTS2021_00002", lambda n: "seg" not in n)
+    assert predict.image_layer.currentText() == "FLAIR · BraTS2021_00002"
+    assert clicks.scan_combo.currentText() == "FLAIR · BraTS2021_00002"
+
+    # File -> Open (the plugin's reader) of a single scan: the same.
+    viewer.open(str(shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"
+                    / "Flair_subtrMeanDivStd.nii.gz"), plugin="napari-tumorseg")
+    newest = viewer.layers[-1].name
+    assert predict.image_layer.currentText() == newest == clicks.scan_combo.currentText()
