@@ -26,6 +26,20 @@ from qtpy.QtWidgets import (
 
 from napari_tumorseg.errors import first_line
 
+
+def _wait_for_workers() -> None:
+    # A worker still running when the process ends (a window closed right after a dock
+    # started loading a model) would emit into Qt objects already torn down and abort the
+    # process; at exit, before Python dismantles anything, let the pool's workers finish.
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(30000)
+
+
+import atexit as _atexit  # noqa: E402
+
+_atexit.register(_wait_for_workers)
+
 __all__ = ["PathPicker", "notify_error", "dismiss_notifications_before", "worker_error_handler", "set_choices", "show_info", "show_warning",
            "thread_worker", "scroll_body", "hint_label", "sanitise", "show_slice", "guarded"]
 

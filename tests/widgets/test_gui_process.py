@@ -45,3 +45,22 @@ def test_tumorseg_view_opens_docks_and_sample():
     )
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+
+
+def test_window_closed_while_a_dock_still_loads_its_model_exits_cleanly():
+    # Segment by clicks loads its automatic engine in a worker as soon as it opens; a user
+    # who closes the window at once must not get an abort (the worker emitting into Qt
+    # objects already torn down at exit).
+    script = (
+        "import napari\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "viewer = napari.Viewer(show=True)\n"
+        "QApplication.processEvents()\n"
+        "viewer.window.add_plugin_dock_widget('napari-tumorseg', 'Segment by clicks')\n"
+        "QApplication.processEvents()\n"
+        "viewer.close()\n"
+        "print('OK')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+    assert "has been deleted" not in res.stderr
