@@ -25,6 +25,8 @@ import torch.nn as nn
 from napari_tumorseg.errors import TumorSegError
 
 KINDS = ("disk", "gaussian")
+#: A click target -> the channel of a BraTS-regions output (WT, TC, ET) it reads.
+TARGET_CHANNEL = {"whole": 0, "core": 1, "enhancing": 2}
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,16 @@ class ClickEncoding:
     radius_mm: float = 5.0
     min_radius_px: float = 2.0
     with_prev_mask: bool = True
+    # What the clicks mean, as constant one-hot planes after the prompt maps ("whole",
+    # "core", "enhancing"): one network then serves every target the user may pick, and a
+    # positive click in oedema means "tumour" for the whole tumour but nothing for the core.
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(str(t) for t in self.targets))
+        bad = [t for t in self.targets if t not in TARGET_CHANNEL]
+        if bad:
+            raise TumorSegError(f"unknown click target(s) {', '.join(bad)}; use {', '.join(TARGET_CHANNEL)}")
         if self.kind not in KINDS:
             raise TumorSegError(f"unknown click encoding {self.kind!r}; use disk or gaussian")
         if not (self.radius_mm > 0 and math.isfinite(self.radius_mm)):
@@ -44,12 +54,26 @@ class ClickEncoding:
 
     @property
     def n_channels(self) -> int:
-        return 3 if self.with_prev_mask else 2
+        return (3 if self.with_prev_mask else 2) + len(self.targets)
 
     def to_config(self) -> dict:
-        return {"kind": self.kind, "radius_mm": float(self.radius_mm),
-                "min_radius_px": float(self.min_radius_px),
-                "with_prev_mask": bool(self.with_prev_mask), "channels": self.n_channels}
+        out = {"kind": self.kind, "radius_mm": float(self.radius_mm),
+               "min_radius_px": float(self.min_radius_px),
+               "with_prev_mask": bool(self.with_prev_mask), "channels": self.n_channels}
+        if self.targets:
+            out["targets"] = list(self.targets)
+        return out
+
+    def target_of(self, target: str | None) -> str | None:
+        """The target the network is told: ``target`` when it learned it, the whole tumour
+        for "lesion" or no target, None for a network without target planes."""
+        if not self.targets:
+            return None
+        if target in self.targets:
+            return target
+        if target in (None, "lesion", "whole") and "whole" in self.targets:
+            return "whole"
+        raise TumorSegError(f"this click model segments {', '.join(self.targets)}, not {target}")
 
     @classmethod
     def from_config(cls, value) -> "ClickEncoding":
@@ -60,14 +84,15 @@ class ClickEncoding:
             return value
         if not isinstance(value, dict):
             raise TumorSegError(f"click encoding must be a mapping, not {type(value).__name__}")
-        known = {"kind", "radius_mm", "min_radius_px", "with_prev_mask", "channels"}
+        known = {"kind", "radius_mm", "min_radius_px", "with_prev_mask", "channels", "targets"}
         unknown = sorted(set(value) - known)
         if unknown:
             raise TumorSegError(f"unknown click encoding option(s): {', '.join(unknown)}")
         enc = cls(kind=str(value.get("kind", "disk")),
                   radius_mm=float(value.get("radius_mm", 5.0)),
                   min_radius_px=float(value.get("min_radius_px", 2.0)),
-                  with_prev_mask=bool(value.get("with_prev_mask", True)))
+                  with_prev_mask=bool(value.get("with_prev_mask", True)),
+                  targets=tuple(value.get("targets") or ()))
         if "channels" in value and int(value["channels"]) != enc.n_channels:
             raise TumorSegError(
                 f"click encoding says {value['channels']} channels but its fields give {enc.n_channels}")
@@ -111,12 +136,16 @@ class ClickEncoding:
             np.maximum(out[box], val, out=out[box])
         return out
 
-    def maps(self, shape, spacing, positive, negative, prev=None) -> np.ndarray:
-        """(n_channels, *shape) float32: positive, negative and (optionally) previous mask."""
+    def maps(self, shape, spacing, positive, negative, prev=None, target: str | None = None) -> np.ndarray:
+        """(n_channels, *shape) float32: positive, negative, (optionally) previous mask and
+        (a network with ``targets``) the one-hot planes of ``target``."""
         chans = [self.click_map(shape, spacing, positive), self.click_map(shape, spacing, negative)]
         if self.with_prev_mask:
             chans.append(np.zeros(tuple(shape), np.float32) if prev is None
                          else np.asarray(prev, dtype=np.float32).reshape(tuple(shape)))
+        told = self.target_of(target)
+        for t in self.targets:
+            chans.append(np.full(tuple(shape), 1.0 if t == told else 0.0, np.float32))
         return np.stack(chans)
 
 
@@ -146,7 +175,11 @@ class ClickGuided(nn.Module):
         c = x.shape[1]
         n = self.encoding.n_channels
         if c == self.image_channels:
-            x = torch.cat([x, x.new_zeros((x.shape[0], n, *x.shape[2:]))], dim=1)
+            prompts = x.new_zeros((x.shape[0], n, *x.shape[2:]))
+            if self.encoding.targets:  # no prompt: told the whole tumour, as its no-click samples were
+                told = self.encoding.targets.index(self.encoding.target_of(None))
+                prompts[:, n - len(self.encoding.targets) + told] = 1.0
+            x = torch.cat([x, prompts], dim=1)
         elif c != self.image_channels + n:
             raise TumorSegError(
                 f"click-guided model expects {self.image_channels} image channels "

@@ -103,6 +103,9 @@ def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=Non
     from napari_tumorseg.interactive.targets import check_target, select_channels
 
     check_target(target)
+    set_target = getattr(engine, "set_target", None)
+    if set_target is not None:
+        set_target(target)
     image = np.asarray(image)
     image = select_channels(engine, image, target, channel_names)
     if prior is not None:

@@ -76,6 +76,7 @@ class LearnedEngine:
         self.threshold = float(threshold)
         self.precision = resolve("auto", "cpu")  # bf16 autocast on a CPU with native bf16
         self.path: str | None = None
+        self.target: str | None = None  # what the user segments (see set_target)
         self._norm_key = None
         self._norm = None
         self._grid_key = None
@@ -95,6 +96,33 @@ class LearnedEngine:
         engine = cls(model, ckpt, threshold)
         engine.path = str(path)
         return engine
+
+    # -- target and channels -------------------------------------------------------------
+    def set_target(self, target: str | None) -> None:
+        """What the clicks segment ("whole", "core", "enhancing", "lesion"): a network trained
+        on BraTS regions is told it and answers with that region; a one-object network
+        segments the clicked object whatever the target."""
+        self.encoding.target_of(target)  # a region the network never learned: one-line refusal
+        self.target = target
+
+    def channels_for(self, target: str, channel_names) -> list[int] | None:
+        """The case's channels this network reads, in its training order, matched by MR
+        sequence (None: as stored, when either side's names do not say sequences)."""
+        from napari_tumorseg.channels import channel_indices
+
+        wanted = list(self.prep.channel_names or ())
+        if not wanted or not channel_names:
+            return None
+        return channel_indices(list(channel_names), wanted, "the case")
+
+    def _region(self) -> int | None:
+        """The output channel of the target on a regions network (None: a one-object network)."""
+        from napari_tumorseg.interactive.encoding import TARGET_CHANNEL
+
+        if self.prep.get("target") != "regions":
+            return None
+        told = self.encoding.target_of(self.target) or "whole"
+        return TARGET_CHANNEL[told]
 
     # -- input ---------------------------------------------------------------------------
     @staticmethod
@@ -140,7 +168,7 @@ class LearnedEngine:
         shape = image.shape[1:]
         if prior is not None and tuple(np.shape(prior)) != tuple(shape):
             raise TumorSegError(f"the prior mask {np.shape(prior)} is not on the image grid {shape}")
-        key = self._key(image)
+        key = (self._key(image), self.target)  # another target never extends the last answer
         norm = self._normalized(image)
         prev = self._prev_for(key, prompts, prior)
         self._last_mask = self._last[2] if self._extends_last(key, prompts) else None
@@ -155,6 +183,12 @@ class LearnedEngine:
             return prior.astype(bool) if prior is not None else np.zeros(shape, bool)
         self._last = (key, prompts, mask)
         return mask
+
+    def remember(self, image, spacing, prompts: Prompts, mask) -> None:
+        """``mask`` is what the screen shows for ``prompts`` (after the never-worse rule): the
+        next click's previous-mask channel gets it, not this engine's raw answer."""
+        if self._last is not None and self._last[1] is prompts:
+            self._last = (self._last[0], prompts, np.asarray(mask, bool).copy())
 
     # -- 2D ------------------------------------------------------------------------------
     def _grid(self, shape_yx) -> tuple[int, int]:
@@ -180,7 +214,7 @@ class LearnedEngine:
         """(n, gh, gw) foreground probabilities for (z, pos, neg, prev) requests on the grid."""
         gh, gw = gvol.shape[-2:]
         x = gvol[[int(r[0]) for r in requests]]
-        maps = np.stack([self.encoding.maps((gh, gw), gspacing, p, n, prev)
+        maps = np.stack([self.encoding.maps((gh, gw), gspacing, p, n, prev, target=self.target)
                          for _, p, n, prev in requests])
         out = self.model(torch.cat([x, torch.from_numpy(maps)], dim=1))
         out = out[0] if isinstance(out, (list, tuple)) else out
@@ -201,6 +235,9 @@ class LearnedEngine:
     def _to_prob(self, logits: torch.Tensor) -> torch.Tensor:
         """(n, *sp) foreground probability: sigmoid of channel 0 (binary, or WT of the
         regions), or the softmax mass of the foreground classes."""
+        region = self._region()
+        if region is not None:
+            return torch.sigmoid(logits[:, region])
         if logits.shape[1] == 1 or (logits.ndim == 5 and logits.shape[1] == 3):
             return torch.sigmoid(logits[:, 0])
         return 1.0 - torch.softmax(logits, dim=1)[:, 0]
@@ -311,7 +348,8 @@ class LearnedEngine:
         _check(cancel)
         crop = torch.from_numpy(np.ascontiguousarray(norm[(slice(None),) + sl]))[None].float()
         pm = None if prev is None else prev[sl]
-        maps = self.encoding.maps(tuple(int(s) for s in size), spacing, pos - start, neg - start, pm)
+        maps = self.encoding.maps(tuple(int(s) for s in size), spacing, pos - start, neg - start, pm,
+                                  target=self.target)
         x = torch.cat([crop, torch.from_numpy(maps)[None]], dim=1)
         out = self.model(x)
         out = out[0] if isinstance(out, (list, tuple)) else out

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from napari_tumorseg.interactive.encoding import ClickEncoding
+from napari_tumorseg.interactive.encoding import TARGET_CHANNEL, ClickEncoding
 from napari_tumorseg.interactive.robot import depth_map
 
 
@@ -56,13 +56,17 @@ def error_click(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[np.ndarray, 
     return np.asarray(hit[0]), hit[1]
 
 
-def foreground(out, y_shape: tuple[int, ...]) -> torch.Tensor:
+def foreground(out, y_shape: tuple[int, ...], channels=None) -> torch.Tensor:
     """(N, *spatial) bool foreground of a model output: binary / region logits (channel 0,
-    the whole tumour), or 2-class and multiclass logits (argmax > 0)."""
+    the whole tumour, or each sample's region ``channels[i]``), or 2-class and multiclass
+    logits (argmax > 0)."""
     out = out[0] if isinstance(out, (list, tuple)) else out
     if tuple(out.shape[2:]) != tuple(y_shape):
         out = F.interpolate(out.float(), size=tuple(y_shape),
                             mode="bilinear" if out.ndim == 4 else "trilinear", align_corners=False)
+    if channels is not None:  # sigmoid regions, one region per sample
+        idx = torch.as_tensor(list(channels), device=out.device)
+        return out[torch.arange(out.shape[0], device=out.device), idx] > 0
     if out.shape[1] == 1:
         return out[:, 0] > 0
     if out.shape[1] == 3 and out.ndim == 5:  # GLIMS regions: WT is channel 0
@@ -108,9 +112,6 @@ class ClickSimulator:
         self.jitter = float(jitter)
         self.propagation_fraction = float(propagation_fraction) if encoding.with_prev_mask else 0.0
 
-    def _maps(self, shape, spacing, pos, neg, prev) -> np.ndarray:
-        return self.encoding.maps(shape, spacing, pos, neg, prev)
-
     def batch_inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds, spacings,
                      train: bool) -> tuple[torch.Tensor, list[tuple[list, list]]]:
         """``x`` with prompt channels appended, and the clicks of each sample.
@@ -120,8 +121,19 @@ class ClickSimulator:
         each sample, mm) come from the dataset.
         """
         spatial = tuple(x.shape[2:])
-        gt = target_foreground(y, spatial).cpu().numpy()
         n = x.shape[0]
+        targets = self.encoding.targets
+        if targets and y.ndim == x.ndim and y.shape[1] == len(TARGET_CHANNEL):
+            # Each sample clicks one region (drawn; validation cycles through them); the
+            # loss still sees every region.
+            told = [targets[int(np.random.default_rng([seeds[i], 11]).integers(len(targets)))]
+                    if train and seeds[i] is not None else targets[i % len(targets)] for i in range(n)]
+            channels = [TARGET_CHANNEL[t] for t in told]
+            gt = (y[torch.arange(n), torch.as_tensor(channels)] > 0.5).cpu().numpy()
+        else:
+            told, channels = [None] * n, None
+            gt = target_foreground(y, spatial).cpu().numpy()
+        self._told = told
         clicks: list[tuple[list, list]] = [([], []) for _ in range(n)]
         active = []
         rng_batch = np.random.default_rng(seeds[0] if train and seeds and seeds[0] is not None else 0)
@@ -144,7 +156,7 @@ class ClickSimulator:
             was_training = model.training
             model.eval()  # no batch-norm statistics from the click rounds
             with torch.no_grad():
-                pred = foreground(model(xin), spatial).cpu().numpy()
+                pred = foreground(model(xin), spatial, channels).cpu().numpy()
             model.train(was_training)
             for i in active:
                 if self.encoding.with_prev_mask:
@@ -155,6 +167,7 @@ class ClickSimulator:
         return self._stack(x, spatial, spacings, clicks, prev), clicks
 
     def _stack(self, x, spatial, spacings, clicks, prev) -> torch.Tensor:
-        maps = np.stack([self._maps(spatial, spacings[i], clicks[i][0], clicks[i][1], prev[i])
+        maps = np.stack([self.encoding.maps(spatial, spacings[i], clicks[i][0], clicks[i][1], prev[i],
+                                            target=self._told[i])
                          for i in range(x.shape[0])])
         return torch.cat([x, torch.from_numpy(maps).to(x.device, x.dtype)], dim=1)

@@ -506,7 +506,15 @@ class _Run:
 
                 if not self.output.dense:
                     raise TumorSegError(f"{self.model_name} is a classifier: it cannot be click-guided")
-                self.model_config["interactive"] = ClickEncoding.from_config(cfg.click_encoding).to_config()
+                enc = ClickEncoding.from_config(cfg.click_encoding)
+                if self.kind == "regions" and not enc.targets:
+                    # A regions model learns which region the clicks mean (whole tumour,
+                    # core, enhancing): one network for every target the user may pick.
+                    from dataclasses import replace as _replace
+
+                    from napari_tumorseg.interactive.encoding import TARGET_CHANNEL
+                    enc = _replace(enc, targets=tuple(TARGET_CHANNEL))
+                self.model_config["interactive"] = enc.to_config()
             first = train_refs[0].load()
             # Sources that store different scans, or the same in another order: the run
             # takes the sequences every case holds, matched by name (None: as stored).
