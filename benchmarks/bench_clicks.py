@@ -144,7 +144,9 @@ def engines(names):
                 continue
             out[name] = load_learned(ckpt)
         else:
+            t0 = time.perf_counter()
             out[name] = load_learned(name)
+            notes.append(f"{Path(name).name}: model load {time.perf_counter() - t0:.2f} s")
     return out, notes
 
 
@@ -208,6 +210,8 @@ def main(argv=None):
     ap.add_argument("--max-clicks", type=int, default=10)
     ap.add_argument("--coco-images", type=int, default=30)
     ap.add_argument("--only", default=None, help="run the groups whose name contains this")
+    ap.add_argument("--cases", default=None,
+                    help="run the cases whose name contains one of these (comma-separated): a held-out split")
     ap.add_argument("--json", default=None, help="also write every row here")
     ap.add_argument("--out", default=None, help="write the markdown tables here")
     ap.add_argument("--target", default="lesion", choices=("lesion", "whole", "core", "enhancing"))
@@ -227,6 +231,8 @@ def main(argv=None):
     seen = set()
     for group, name, image, spacing, gt, names in all_cases:
         if args.only and args.only not in group:
+            continue
+        if args.cases and not any(c in name for c in args.cases.split(",")):
             continue
         if args.smoke and group in seen:
             continue

@@ -13,6 +13,9 @@ from napari_tumorseg.errors import TumorSegError
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 STARTER_GLOB = "starter_click*.pt"
+#: The shipped click model for volumes (trained on BraTS volumes, told the target); the
+#: other ``starter_click*.pt`` is the one for single images.
+VOLUME_STARTER = "starter_click_brats.pt"
 
 
 @dataclass
@@ -22,9 +25,46 @@ class EngineChoice:
 
 
 def starter_checkpoint(resources: Path = RESOURCES) -> Path | None:
-    """The shipped click-guided starter checkpoint, when the package has one (first by name)."""
-    found = sorted(p for p in Path(resources).glob(STARTER_GLOB) if p.is_file())
+    """The shipped click-guided starter checkpoint for single images, when the package has
+    one (first by name)."""
+    found = sorted(p for p in Path(resources).glob(STARTER_GLOB) if p.is_file() and p.name != VOLUME_STARTER)
     return found[0] if found else None
+
+
+def volume_starter_checkpoint(resources: Path = RESOURCES) -> Path | None:
+    path = Path(resources) / VOLUME_STARTER
+    return path if path.is_file() else None
+
+
+class LearnedWhereItFits:
+    """A learned engine for the cases that hold the sequences it reads, the classic engine
+    for the others (a lone FLAIR, an unnamed scan): chosen per call by
+    :func:`segment_with_prompts` through :meth:`for_case`, so the dock and the robot make the
+    same choice."""
+
+    def __init__(self, learned, classic):
+        self.learned, self.classic = learned, classic
+        needs = " + ".join(learned.prep.channel_names or ()) or f"{learned.model.image_channels} channel(s)"
+        self.needs = needs
+        self.name = f"{learned.name} on {needs} cases, classic engine on others"
+        self.dims = learned.dims
+
+    def fits(self, channel_names, n_channels: int) -> bool:
+        if not channel_names:
+            return not self.learned.prep.channel_names and n_channels == int(self.learned.model.image_channels)
+        try:
+            return self.learned.channels_for("lesion", list(channel_names)) is not None
+        except TumorSegError:
+            return False
+
+    def for_case(self, channel_names, n_channels: int):
+        return self.learned if self.fits(channel_names, n_channels) else self.classic
+
+    def segment(self, image, spacing, prompts, prior=None, cancel=None):
+        """Direct calls (a prior being refined): the learned engine only when the image has
+        exactly its channels."""
+        engine = self.learned if self.fits(None, int(image.shape[0]) if image.ndim == 4 else 1) else self.classic
+        return engine.segment(image, spacing, prompts, prior=prior, cancel=cancel)
 
 
 def load_learned(path) -> object:
@@ -55,10 +95,21 @@ def default_engine(resources: Path = RESOURCES, volume: bool = False) -> EngineC
     """The best measured engine for the input, with the reason.
 
     Single images: the shipped starter model when one ships and loads, else classic.
-    Volumes (``volume=True``): classic, unless the starter is a 3D model.
+    Volumes (``volume=True``): the shipped volume click model on the cases that hold the
+    sequences it reads, the classic engine on the others; classic when none ships.
     """
     from napari_tumorseg.interactive.classic import ClassicEngine
 
+    if volume:
+        vckpt = volume_starter_checkpoint(resources)
+        if vckpt is not None:
+            try:
+                learned = load_learned(vckpt)
+            except TumorSegError as err:
+                return EngineChoice(ClassicEngine(), f"classic engine (volume model {vckpt.name} unusable: {err})")
+            both = LearnedWhereItFits(learned, ClassicEngine())
+            return EngineChoice(both, f"volume click model {vckpt.name} (measured better than the classic "
+                                      f"engine, benchmarks/RESULTS_clicks.md) on cases with {both.needs}")
     ckpt = starter_checkpoint(resources)
     if ckpt is None:
         return EngineChoice(ClassicEngine(), "classic engine (no starter click model ships with this install)")
@@ -103,6 +154,10 @@ def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=Non
     from napari_tumorseg.interactive.targets import check_target, select_channels
 
     check_target(target)
+    image = np.asarray(image)
+    for_case = getattr(engine, "for_case", None)
+    if for_case is not None:  # a learned engine where the case has its sequences, else classic
+        engine = for_case(channel_names, int(image.shape[0]) if image.ndim == 4 else 1)
     set_target = getattr(engine, "set_target", None)
     if set_target is not None:
         set_target(target)

@@ -143,9 +143,13 @@ class ClickSimulator:
             if rng is not None and rng.random() < self.propagation_fraction:
                 prev[i] = neighbour_like(gt[i], rng)  # a propagation step: no click
                 continue
-            if not gt[i].any():
-                continue
-            if rng is not None and rng.random() < self.no_click_fraction:
+            if not gt[i].any() or (rng is not None and rng.random() < self.no_click_fraction):
+                # No first click (nothing to click, or an automatic sample). Half of these
+                # in training still get the error rounds, starting from the automatic
+                # answer: a slice without the target is where a user's negative click
+                # removes a false positive, and the network must learn to obey it there.
+                if rng is not None and rng.random() < 0.5:
+                    active.append(i)
                 continue
             p = deep_point(gt[i], spacings[i], rng, self.jitter if rng is not None else 0.0)
             clicks[i][0].append(p)

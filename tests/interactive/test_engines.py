@@ -46,3 +46,46 @@ def test_a_volume_gets_the_classic_engine_when_the_starter_is_2d():
     volume = engines.default_engine(volume=True)
     assert getattr(image.engine, "dims", 2) == 2 and not isinstance(image.engine, ClassicEngine)
     assert isinstance(volume.engine, ClassicEngine) and volume.reason == engines.VOLUME_REASON
+
+
+def _volume_starter(folder):
+    """A (tiny, untrained) click model for volumes in ``folder`` under the shipped name:
+    FLAIR + T1c, BraTS regions, told the target."""
+    from napari_tumorseg.interactive.encoding import TARGET_CHANNEL, ClickEncoding
+    from napari_tumorseg.models import create_model, get_info
+    from napari_tumorseg.models.checkpoint import save_checkpoint
+
+    enc = ClickEncoding(targets=tuple(TARGET_CHANNEL)).to_config()
+    config = {**get_info("unet").tiny_config, "interactive": enc}
+    model = create_model("unet", in_channels=2, out_channels=3, **config)
+    prep = {"dims": 2, "channels": 2, "size": [32, 32], "spatial": "resize", "normalize": "robust",
+            "channel_names": ["FLAIR", "T1c"], "target": "regions", "region_convention": "brats2021"}
+    save_checkpoint(folder / engines.VOLUME_STARTER, model, model_name="unet", config=config,
+                    in_channels=2, out_channels=3, preprocessing=prep, class_names=["WT", "TC", "ET"],
+                    history=[])
+
+
+def test_a_volume_gets_the_volume_model_where_the_case_has_its_sequences(tmp_path):
+    import numpy as np
+
+    from napari_tumorseg.interactive.prompts import Prompts
+
+    _volume_starter(tmp_path)
+    # The image starter is another file: a volume model never answers single images.
+    assert engines.starter_checkpoint(tmp_path) is None
+    assert isinstance(engines.default_engine(tmp_path).engine, ClassicEngine)
+    choice = engines.default_engine(tmp_path, volume=True)
+    both = choice.engine
+    assert engines.VOLUME_STARTER in choice.reason and "FLAIR + T1c" in choice.reason
+    assert both.for_case(["T1c_case", "FLAIR_case"], 2) is both.learned  # matched by sequence
+    assert both.for_case(["FLAIR"], 1) is both.classic  # a lone FLAIR: classic
+    assert both.for_case(None, 2) is both.classic  # unnamed channels: classic
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(2, 4, 32, 32)).astype(np.float32)
+    click = Prompts(positive=[[2, 16, 16]])
+    mask = engines.segment_with_prompts(both, image, (1.0, 1.0, 1.0), click, target="core",
+                                        channel_names=["FLAIR", "T1c"])
+    assert mask[2, 16, 16] and both.learned.target == "core"
+    flair = engines.segment_with_prompts(both, image[:1], (1.0, 1.0, 1.0), click, target="whole",
+                                         channel_names=["FLAIR"])
+    assert flair[2, 16, 16] and both.learned.target == "core"  # the classic engine answered

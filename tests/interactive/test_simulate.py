@@ -44,3 +44,27 @@ def test_neighbour_like_masks_move_and_change_size_a_little():
         assert inter > 0.3 * mask.sum()  # shifted at most 3 px, grown or shrunk by 3 px
     blob = neighbour_like(np.zeros((64, 64), bool), rng)
     assert 20 <= blob.sum() <= 400  # an empty slice gets a disk of radius 3-10
+
+
+def test_slices_without_the_object_learn_negative_clicks():
+    """A slice without the object (or an automatic sample) still gets the error rounds in
+    training: a network that paints a false positive there is given a negative click on it,
+    as a user would, so it learns to obey negative clicks where the target is absent."""
+    import torch
+    import torch.nn as nn
+
+    from napari_tumorseg.interactive.encoding import ClickEncoding
+    from napari_tumorseg.interactive.simulate import ClickSimulator
+
+    class Everywhere(nn.Module):  # a false positive over the whole slice
+        def forward(self, x):
+            return torch.full((x.shape[0], 1, *x.shape[2:]), 5.0)
+
+    sim = ClickSimulator(ClickEncoding(radius_mm=2.0, with_prev_mask=False), iterations=2,
+                         no_click_fraction=0.0)
+    y = torch.zeros(16, 1, 32, 32)  # no object on any sample
+    x = torch.zeros(16, 1, 32, 32)
+    _, clicks = sim.batch_inputs(Everywhere(), x, y, list(range(1, 17)), [(1.0, 1.0)] * 16, train=True)
+    negatives = [len(neg) for pos, neg in clicks]
+    assert all(not pos for pos, _ in clicks)
+    assert 0 < sum(n > 0 for n in negatives) < 16  # about half of the samples, from their seeds
