@@ -38,14 +38,44 @@ def test_engine_from_name():
         engines.engine_from_name("/nonexistent/model.pt")
 
 
-def test_a_volume_gets_the_classic_engine_when_the_starter_is_2d():
+def test_a_volume_gets_the_classic_engine_when_only_the_2d_starter_ships(tmp_path):
+    import shutil
+
     ckpt = engines.starter_checkpoint()
     if ckpt is None:
         pytest.skip("no starter click model ships in this checkout")
-    image = engines.default_engine()
-    volume = engines.default_engine(volume=True)
+    shutil.copy(ckpt, tmp_path / ckpt.name)  # the image starter alone
+    image = engines.default_engine(tmp_path)
+    volume = engines.default_engine(tmp_path, volume=True)
     assert getattr(image.engine, "dims", 2) == 2 and not isinstance(image.engine, ClassicEngine)
     assert isinstance(volume.engine, ClassicEngine) and volume.reason == engines.VOLUME_REASON
+
+
+def test_the_shipped_volume_model_segments_an_unseen_case_from_one_click(shared_data):
+    """resources/starter_click_brats.pt on BraTS2021_00006 (never trained on): one click at
+    the deepest point of each region gives that region, read from the case folder."""
+    from napari_tumorseg.cli.evaluate_clicks import load_image
+    from napari_tumorseg.interactive.prompts import Prompts
+    from napari_tumorseg.interactive.robot import dice, next_click
+    from napari_tumorseg.interactive.targets import target_truth
+    from napari_tumorseg.io.readers import read_path
+
+    assert engines.volume_starter_checkpoint() is not None, "no volume click model ships"
+    choice = engines.default_engine(volume=True)
+    assert not isinstance(choice.engine, ClassicEngine)
+    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
+    ref, image, names = load_image(str(case), None)
+    labels = read_path(case / "BraTS2021_00006_seg.nii.gz")[0].data
+    import numpy as np
+
+    for target, floor in (("whole", 0.85), ("core", 0.80), ("enhancing", 0.75)):
+        gt = target_truth(labels, target, names=[case.name])
+        point, positive = next_click(np.zeros(gt.shape, bool), gt, ref.spacing)
+        assert positive
+        mask = engines.segment_with_prompts(choice.engine, image, ref.spacing, Prompts(positive=[point]),
+                                            target=target, channel_names=names)
+        assert dice(mask, gt) >= floor, (target, dice(mask, gt))
+    assert choice.engine.learned.target == "enhancing"  # the learned model answered, told the target
 
 
 def _volume_starter(folder):

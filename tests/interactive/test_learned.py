@@ -10,13 +10,14 @@ import torch.nn as nn
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.interactive.encoding import ClickEncoding, ClickGuided
+from napari_tumorseg.interactive.engines import starter_checkpoint
 from napari_tumorseg.interactive.learned import LearnedEngine
 from napari_tumorseg.interactive.prompts import ClickEngine, Prompts
 from napari_tumorseg.interactive.propagate import propagate
 from napari_tumorseg.metrics import segmentation_metrics
 
-STARTER = sorted((Path(__file__).resolve().parents[2] / "napari_tumorseg" / "resources").glob(
-    "starter_click_*.pt"))
+# The click starter for single images (the volume one, starter_click_brats.pt, has its own tests).
+STARTER = [p for p in [starter_checkpoint()] if p]
 
 
 def _ellipsoid(shape, centre, radii):
