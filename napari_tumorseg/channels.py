@@ -41,20 +41,43 @@ def _all_named(names: Sequence[str]) -> bool:
     return bool(names) and all(guess_sequence(str(n)) for n in names)
 
 
-def channel_indices(have: Sequence[str], wanted: Sequence[str], where: str = "the case") -> list[int] | None:
+def channel_indices(have: Sequence[str], wanted: Sequence[str], where: str = "the case",
+                    missing: str = "refuse") -> list[int | None] | None:
     """Where each ``wanted`` channel is among a case's channels ``have``, matched by MR
     sequence (a BraTS 2021 ``..._t1ce`` is a 2023 ``...-t1c`` is ``T1c``); None when a name
-    on either side says no sequence (the stored order is then the only order there is)."""
+    on either side says no sequence (the stored order is then the only order there is).
+    ``missing="zeros"``: a sequence the case lacks is None in the list (a zero channel for a
+    model trained to read any subset); the case must still hold one of them."""
     if not (_all_named(have) and _all_named(wanted)):
         return None
     keys = [_key(str(n)) for n in have]
     out = []
     for w in wanted:
         hits = [i for i, k in enumerate(keys) if k == _key(str(w))]
+        if not hits and missing == "zeros":
+            out.append(None)
+            continue
         if len(hits) != 1:
             raise TumorSegError(f"{where}: {'no' if not hits else len(hits)} {sequence_of(str(w))} scan"
                                 f"{'' if len(hits) < 2 else 's'} among its channels ({', '.join(map(str, have))})")
         out.append(hits[0])
+    if all(i is None for i in out):
+        raise TumorSegError(f"{where}: none of {', '.join(map(str, wanted))} among its channels "
+                            f"({', '.join(map(str, have))})")
+    return out
+
+
+def take_channels(czyx, indices):
+    """``czyx`` with the channels at ``indices``, a zero channel where an index is None."""
+    import numpy as np
+
+    czyx = np.asarray(czyx)
+    if all(i is not None for i in indices):
+        return czyx[list(indices)]
+    out = np.zeros((len(indices), *czyx.shape[1:]), czyx.dtype)
+    for k, i in enumerate(indices):
+        if i is not None:
+            out[k] = czyx[i]
     return out
 
 

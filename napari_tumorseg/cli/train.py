@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in OUT")
     p.add_argument("--interactive", action="store_true",
                    help="click-guided model: prompt channels and simulated clicks during training")
+    p.add_argument("--channels", metavar="SEQ,SEQ",
+                   help="the MR sequences the model reads, e.g. FLAIR,T1,T1c,T2; a case lacking one "
+                        "gets zeros there (default: the sequences every case holds)")
     p.add_argument("--regions", action="store_true",
                    help="BraTS whole tumour, core and enhancing as three outputs (segmentation models; "
                         "default: the model's own output)")
@@ -83,6 +86,8 @@ def _config(args):
         flags["overwrite"] = True
     if args.regions:
         flags["output"] = "regions"
+    if args.channels:
+        flags["channels"] = [c.strip() for c in args.channels.split(",") if c.strip()]
     if args.interactive or args.click_radius is not None:
         flags["interactive"] = True
     if args.click_radius is not None:

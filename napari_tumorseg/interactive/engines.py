@@ -44,7 +44,11 @@ class LearnedWhereItFits:
 
     def __init__(self, learned, classic):
         self.learned, self.classic = learned, classic
-        needs = " + ".join(learned.prep.channel_names or ()) or f"{learned.model.image_channels} channel(s)"
+        names = list(learned.prep.channel_names or ())
+        if names and learned.prep.missing_channels == "zeros":
+            needs = f"any of {', '.join(names)}"
+        else:
+            needs = " + ".join(names) or f"{learned.model.image_channels} channel(s)"
         self.needs = needs
         self.name = f"{learned.name} on {needs} cases, classic engine on others"
         self.dims = learned.dims

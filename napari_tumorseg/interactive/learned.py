@@ -107,13 +107,14 @@ class LearnedEngine:
 
     def channels_for(self, target: str, channel_names) -> list[int] | None:
         """The case's channels this network reads, in its training order, matched by MR
-        sequence (None: as stored, when either side's names do not say sequences)."""
+        sequence (None: as stored, when either side's names do not say sequences; an entry
+        None: a sequence the case lacks, given as zeros to a network trained for that)."""
         from napari_tumorseg.channels import channel_indices
 
         wanted = list(self.prep.channel_names or ())
         if not wanted or not channel_names:
             return None
-        return channel_indices(list(channel_names), wanted, "the case")
+        return channel_indices(list(channel_names), wanted, "the case", self.prep.missing_channels)
 
     def _region(self) -> int | None:
         """The output channel of the target on a regions network (None: a one-object network)."""

@@ -116,6 +116,8 @@ def select_channels(engine, image: np.ndarray, target: str, channel_names) -> np
     hit = _CACHE.get("last")
     if hit is not None and hit[0] == key:
         return hit[1]
-    out = np.ascontiguousarray(image[list(idx)])
+    from napari_tumorseg.channels import take_channels
+
+    out = np.ascontiguousarray(take_channels(image, idx))  # None: a sequence the case lacks (zeros)
     _CACHE["last"] = (key, out)
     return out

@@ -39,7 +39,7 @@ from napari_tumorseg.intensity import BACKGROUND
 
 _FACTOR_RANGES = ("scale_range", "gamma_range", "bias_range")
 _RANGES = _FACTOR_RANGES + ("shift_range",)
-_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p")
+_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p", "channel_drop_p")
 
 
 @dataclass
@@ -59,6 +59,10 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = (0.7, 1.5)
     bias_p: float = 0.3
     bias_range: tuple[float, float] = (0.7, 1.3)  # the field's values, min to max
+    # Each present channel is blanked (zero, as a sequence the case lacks) with this
+    # probability, one always kept: a model trained with missing_channels "zeros" learns
+    # to segment from any subset of its sequences.
+    channel_drop_p: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _PROBS:
@@ -201,6 +205,9 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
     s = float(cfg.strength)
     p = min(1.0, 0.5 * s)
     n_sp = image.ndim - 1
+    # A channel that is all zero is a sequence the case lacks: it stays zero (the
+    # intensity changes below act inside the other channels' foreground).
+    absent = (image == 0).reshape(image.shape[0], -1).all(dim=1) if image.shape[0] > 1 else None
     t_off = target.ndim - n_sp  # 1 for channel-first targets, 0 for label maps
     if cfg.flips:
         for axis in range(n_sp):
@@ -226,4 +233,16 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
         dims = tuple(range(1, image.ndim))
         mean = image.mean(dim=dims, keepdim=True)
         image = (image - mean) * factor + mean
+    if absent is not None:
+        drop = absent.clone()
+        if cfg.channel_drop_p > 0:
+            present = torch.nonzero(~absent).flatten().tolist()
+            for c in present:
+                if _u(gen) < cfg.channel_drop_p:
+                    drop[c] = True
+            if bool(drop.all()) and present:  # keep one sequence the case has
+                drop[present[int(torch.randint(0, len(present), (), generator=gen))]] = False
+        if bool(drop.any()):
+            image = image.clone()
+            image[drop] = 0
     return image.contiguous(), target.contiguous()

@@ -659,18 +659,19 @@ class _Prepared:
     label: int | None = None
 
 
-def case_channels(data: CaseData, names, where: str) -> np.ndarray:
+def case_channels(data: CaseData, names, where: str, missing: str = "refuse") -> np.ndarray:
     """A case's (c, z, y, x) image with its channels in the run's order ``names``, matched
     by MR sequence (sources store them in different orders and hold different scans);
-    unchanged when either side's names do not say sequences."""
-    from napari_tumorseg.channels import channel_indices
+    unchanged when either side's names do not say sequences. ``missing="zeros"``: a
+    sequence the case lacks is a zero channel."""
+    from napari_tumorseg.channels import channel_indices, take_channels
 
     if not names or not data.channel_names:
         return data.image
-    idx = channel_indices(list(data.channel_names), list(names), where)
+    idx = channel_indices(list(data.channel_names), list(names), where, missing)
     if idx is None or idx == list(range(data.image.shape[0])):
         return data.image
-    return data.image[idx]
+    return take_channels(data.image, idx)
 
 
 def prepare_case(ref: CaseRef, prep: Preprocessing | dict[str, Any],
@@ -682,7 +683,8 @@ def prepare_case(ref: CaseRef, prep: Preprocessing | dict[str, Any],
     """
     prep = Preprocessing.of(prep)
     data = ref.load()
-    image = apply_preprocessing(case_channels(data, prep.channel_names, ref.name), prep, layout="czyx")
+    image = apply_preprocessing(case_channels(data, prep.channel_names, ref.name, prep.missing_channels),
+                                prep, layout="czyx")
     if data.labels is None:
         return _Prepared(ref.case_id, ref.name, image, None, None, data.spacing, data.label)
     labels = preprocess_labels(data.labels, prep)

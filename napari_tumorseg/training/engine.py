@@ -153,6 +153,9 @@ class TrainConfig:
     click_encoding: dict | None = None  # ClickEncoding fields: kind, radius_mm, min_radius_px, with_prev_mask
     click_iterations: int = 3  # error-click rounds per batch, drawn in 0..N
     no_click_fraction: float = 0.2  # share of samples without any click (automatic segmentation)
+    # The sequences the model reads, by name (e.g. FLAIR, T1, T1c, T2); a case lacking one
+    # gets a zero channel there (None: the sequences every training case holds).
+    channels: list | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
@@ -186,6 +189,8 @@ class TrainConfig:
         if missing:
             raise TumorSegError(f"training config lacks {', '.join(missing)}")
         _check_ranges(values)
+        if values.get("channels"):
+            values = {**values, "channels": list(_sequences(values["channels"]))}
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -213,6 +218,28 @@ _RANGES = {
     "fg_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }
 
+
+
+def _sequences(names) -> tuple[str, ...]:
+    """``channels`` of a TrainConfig as MR sequence names (each must say one, once)."""
+    from napari_tumorseg.io.nifti import guess_sequence
+
+    names = [names] if isinstance(names, str) else list(names)
+    seqs = []
+    for n in names:
+        for part in str(n).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            seq = guess_sequence(part)
+            if not seq:
+                raise TumorSegError(f"channels: {part!r} is not an MR sequence (FLAIR, T1, T1c, T2)")
+            if seq in seqs:
+                raise TumorSegError(f"channels: {seq} given twice")
+            seqs.append(seq)
+    if not seqs:
+        raise TumorSegError("channels: name at least one MR sequence")
+    return tuple(seqs)
 
 def _check_ranges(values: dict) -> None:
     """One line for an option out of its range (a config file skips argparse's checks)."""
@@ -518,8 +545,14 @@ class _Run:
             first = train_refs[0].load()
             # Sources that store different scans, or the same in another order: the run
             # takes the sequences every case holds, matched by name (None: as stored).
-            shared = shared_channels([r.channel_names for r in train_refs + val_refs])
-            if shared:
+            if cfg.channels:
+                self.missing_channels = "zeros"
+                shared = _sequences(cfg.channels)
+                first.image = case_channels(first, shared, train_refs[0].name, "zeros")
+                first.channel_names = list(shared)
+            else:
+                shared = shared_channels([r.channel_names for r in train_refs + val_refs])
+            if shared and not cfg.channels:
                 first.image = case_channels(first, shared, train_refs[0].name)
                 first.channel_names = list(shared)
             data_ch = int(first.image.shape[0])
@@ -660,6 +693,7 @@ class _Run:
             normalize="robust" if cfg.normalize == "auto" else cfg.normalize,
             channel_mode=channel_mode,
             channel_names=tuple(first.channel_names or ()),
+            missing_channels=getattr(self, "missing_channels", "refuse"),
             class_names=tuple(self.class_names),
             **self.output.target_settings(np.unique(first.labels), cfg.region_convention or convention,
                                           int(self.out_channels)),

@@ -82,6 +82,9 @@ class Preprocessing(Mapping):
     clip_percentiles: tuple[float, float] = CLIP_PERCENTILES
     channel_mode: str = "as_is"
     channel_names: tuple[str, ...] = ()
+    # "refuse": a case must hold every sequence of channel_names; "zeros": a sequence it
+    # lacks is a zero channel (a model trained with channel dropout reads any subset).
+    missing_channels: str = "refuse"
     target: str = "binary"
     region_convention: str | None = None
     num_classes: int | None = None
@@ -102,6 +105,8 @@ class Preprocessing(Mapping):
                 raise TumorSegError(f"preprocessing {name} {getattr(self, name)!r} is not one of "
                                     f"{', '.join(allowed)}")
         output_kind(self.target)
+        if self.missing_channels not in ("refuse", "zeros"):
+            raise TumorSegError(f"preprocessing missing_channels must be refuse or zeros, got {self.missing_channels!r}")
         # Normalise sequences so two equal settings compare equal however they were given.
         object.__setattr__(self, "size", _ints(self.size, 2, "size"))
         object.__setattr__(self, "patch_size", _ints(self.patch_size, 3, "patch_size"))

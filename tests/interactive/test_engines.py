@@ -78,7 +78,7 @@ def test_the_shipped_volume_model_segments_an_unseen_case_from_one_click(shared_
     assert choice.engine.learned.target == "enhancing"  # the learned model answered, told the target
 
 
-def _volume_starter(folder):
+def _volume_starter(folder, names=("FLAIR", "T1c"), missing="refuse"):
     """A (tiny, untrained) click model for volumes in ``folder`` under the shipped name:
     FLAIR + T1c, BraTS regions, told the target."""
     from napari_tumorseg.interactive.encoding import TARGET_CHANNEL, ClickEncoding
@@ -87,11 +87,13 @@ def _volume_starter(folder):
 
     enc = ClickEncoding(targets=tuple(TARGET_CHANNEL)).to_config()
     config = {**get_info("unet").tiny_config, "interactive": enc}
-    model = create_model("unet", in_channels=2, out_channels=3, **config)
-    prep = {"dims": 2, "channels": 2, "size": [32, 32], "spatial": "resize", "normalize": "robust",
-            "channel_names": ["FLAIR", "T1c"], "target": "regions", "region_convention": "brats2021"}
+    n = len(names)
+    model = create_model("unet", in_channels=n, out_channels=3, **config)
+    prep = {"dims": 2, "channels": n, "size": [32, 32], "spatial": "resize", "normalize": "robust",
+            "channel_names": list(names), "target": "regions", "region_convention": "brats2021",
+            "missing_channels": missing}
     save_checkpoint(folder / engines.VOLUME_STARTER, model, model_name="unet", config=config,
-                    in_channels=2, out_channels=3, preprocessing=prep, class_names=["WT", "TC", "ET"],
+                    in_channels=n, out_channels=3, preprocessing=prep, class_names=["WT", "TC", "ET"],
                     history=[])
 
 
@@ -119,3 +121,20 @@ def test_a_volume_gets_the_volume_model_where_the_case_has_its_sequences(tmp_pat
     flair = engines.segment_with_prompts(both, image[:1], (1.0, 1.0, 1.0), click, target="whole",
                                          channel_names=["FLAIR"])
     assert flair[2, 16, 16] and both.learned.target == "core"  # the classic engine answered
+
+
+def test_a_model_for_any_subset_of_sequences_takes_a_lone_flair(tmp_path):
+    import numpy as np
+
+    from napari_tumorseg.interactive.prompts import Prompts
+
+    _volume_starter(tmp_path, ("FLAIR", "T1", "T1c", "T2"), missing="zeros")
+    both = engines.default_engine(tmp_path, volume=True).engine
+    assert "any of FLAIR, T1, T1c, T2" in both.name
+    assert both.for_case(["FLAIR"], 1) is both.learned
+    assert both.for_case(["T2_case", "T1c_case"], 2) is both.learned
+    assert both.for_case(["DWI_b1000"], 1) is both.classic  # none of its sequences
+    image = np.random.default_rng(1).normal(size=(1, 4, 32, 32)).astype(np.float32)
+    mask = engines.segment_with_prompts(both, image, (1.0, 1.0, 1.0), Prompts(positive=[[2, 16, 16]]),
+                                        target="whole", channel_names=["FLAIR"])
+    assert mask[2, 16, 16] and both.learned.target == "whole"
