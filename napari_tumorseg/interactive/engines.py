@@ -50,7 +50,7 @@ class LearnedWhereItFits:
         else:
             needs = " + ".join(names) or f"{learned.model.image_channels} channel(s)"
         self.needs = needs
-        self.name = f"{learned.name} on {needs} cases, classic engine on others"
+        self.name = f"{learned.name} on {needs}, else classic"
         self.dims = learned.dims
 
     def fits(self, channel_names, n_channels: int) -> bool:
@@ -112,8 +112,9 @@ def default_engine(resources: Path = RESOURCES, volume: bool = False) -> EngineC
             except TumorSegError as err:
                 return EngineChoice(ClassicEngine(), f"classic engine (volume model {vckpt.name} unusable: {err})")
             both = LearnedWhereItFits(learned, ClassicEngine())
-            return EngineChoice(both, f"volume click model {vckpt.name} (measured better than the classic "
-                                      f"engine, benchmarks/RESULTS_clicks.md) on cases with {both.needs}")
+            # Measured better than the classic engine on unseen cases (benchmarks/RESULTS_clicks.md).
+            return EngineChoice(both, f"volume click model {vckpt.name}; classic engine for a case "
+                                      f"without {both.needs}")
     ckpt = starter_checkpoint(resources)
     if ckpt is None:
         return EngineChoice(ClassicEngine(), "classic engine (no starter click model ships with this install)")
