@@ -770,8 +770,14 @@ class SegmentClicksWidget(QWidget):
         self.session.click_engine = engine
         try:
             scan = self._scan
+            learned = getattr(engine, "learned", None)  # the volume model, classic where it cannot read the case
             if hasattr(engine, "prep"):
                 vol = self.session.model_input(scan, engine)
+            elif learned is not None:
+                try:  # its sequences from the case's other open scans on the same grid
+                    vol = self.session.model_input(scan, learned)
+                except TumorSegError:
+                    vol = self.session.volume_of(scan)  # the case lacks them: the classic engine answers
             else:
                 vol = self.session.volume_of(scan)
             image = np.asarray(vol.data)

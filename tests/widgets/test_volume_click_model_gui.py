@@ -1,0 +1,41 @@
+"""The volume click model in the window: a BraTS case opened as `tumorseg view CASE` opens
+it (one layer per sequence), Segment by clicks on automatic, target "tumour core", one click
+on the T2 scan: the dock reads FLAIR and T1c from the case's other layers and answers with
+the model's core (the classic engine on T2 alone calls the oedema core too)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+CASE = "BraTS2021_00006"  # never seen by resources/starter_click_brats.pt
+
+
+def test_one_click_gives_the_tumour_core_from_the_case_sequences(make_napari_viewer, qtbot, shared_data):
+    from napari_tumorseg.cli.view import open_viewer
+    from napari_tumorseg.interactive.robot import dice, next_click
+    from napari_tumorseg.interactive.targets import target_truth
+    from napari_tumorseg.widgets.segment_clicks import AUTO, SegmentClicksWidget
+
+    folder = shared_data / "brats_multi_year" / CASE
+    viewer = open_viewer(str(folder), show=True, viewer=make_napari_viewer(show=True))
+    dock = next(w.findChild(SegmentClicksWidget) or w for n, w in viewer.window.dock_widgets.items()
+                if n.startswith("Segment by clicks"))
+    assert isinstance(dock, SegmentClicksWidget)
+    t2 = viewer.layers[f"{CASE}_t2"]
+    dock.scan_combo.setCurrentText(t2.name)
+    assert dock.engine_combo.currentText() == AUTO
+    qtbot.waitUntil(lambda: dock._auto is not None and dock._auto_worker is None, timeout=60000)
+    dock.region_combo.setCurrentText("tumour core")
+    truth = target_truth(np.asarray(viewer.layers[f"{CASE}_seg"].data), "core", names=[CASE])
+    point, positive = next_click(np.zeros(truth.shape, bool), truth, t2.scale)
+    dock.add_click(tuple(point), True)
+    qtbot.waitUntil(lambda: not dock.busy and dock.preview_mask is not None, timeout=120000)
+    engine = dock.session.click_engine
+    assert engine.learned.target == "core"  # the model answered, told the target
+    score = dice(dock.preview_mask, truth)
+    print(f"\nvolume click model in the dock, {CASE} core, one click: Dice {score:.3f} "
+          f"in {dock.last_seconds:.2f} s")
+    assert score >= 0.80
