@@ -521,6 +521,13 @@ class PredictWidget(QWidget):
         sp = [float(s) for s in pred.labels_layer.scale]
         if labels.ndim >= 3 and labels.shape[-3] > 1:
             size = f"{n * sp[-3] * sp[-2] * sp[-1] / 1000.0:.2f} mL"
+            if getattr(pred.predictor, "output_kind", None) == "regions":
+                # What a radiologist reads off a BraTS model: each region's volume.
+                from napari_tumorseg import brats
+                from napari_tumorseg.measurements import region_volumes
+
+                vols = region_volumes(labels, sp[-3:], brats.CONVENTIONS["regionmap"])
+                size = " · ".join(f"{r} {vols[r]['volume_ml']:.1f}" for r in ("WT", "TC", "ET")) + " mL"
         else:
             size = f"{n * sp[-2] * sp[-1] / 100.0:.2f} cm²"
         t = self.threshold.value() / 100.0

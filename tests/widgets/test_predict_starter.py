@@ -40,6 +40,12 @@ def test_predict_runs_the_starter_without_a_checkpoint(make_napari_viewer, qtbot
     wt = labels > 0
     dice = 2 * (wt & gt).sum() / (wt.sum() + gt.sum())
     assert dice > 0.6, dice
+    # The result line gives each region's volume, as counted on the labels layer.
+    full = np.asarray(viewer.layers[label_layer_name(flair.name)].data)
+    voxel_ml = float(np.prod(flair.scale[-3:])) / 1000.0
+    text = dock.volume_label.text()
+    for region, values in (("WT", (1, 2, 3)), ("TC", (2, 3)), ("ET", (3,))):
+        assert f"{region} {np.isin(full, values).sum() * voxel_ml:.1f}" in text, text
 
     # Choosing a file of one's own leaves the shipped model.
     dock.ckpt_picker.set_path(str(tmp_path / "mine.pt"))
