@@ -312,6 +312,9 @@ class TrainWidget(QWidget):
 
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        from napari_tumorseg.widgets._session import session_for
+
+        session_for(self.viewer).events.case.connect(self._new_case)
         self._refresh_layers()
         self.apply_preset(self.model_combo.currentText())
 
@@ -384,6 +387,22 @@ class TrainWidget(QWidget):
     def _refresh_layers(self, *_):
         for combo, kind in ((self.image_layer, napari.layers.Image), (self.labels_layer, napari.layers.Labels)):
             set_choices(combo, [l.name for l in self.viewer.layers if isinstance(l, kind)])
+
+    def _new_case(self, *_):
+        """"Open layers" follows the case just opened: its first scan, and the labels layer
+        on its grid opened last (its segmentation), when there is one."""
+        from napari_tumorseg.widgets._session import session_for
+
+        session = session_for(self.viewer)
+        session.select_newest_scan(self.image_layer, self._refresh_layers)
+        scan = session.newest_scan
+        if scan is None:
+            return
+        grid = tuple(session.volume_of(scan).spatial_shape)
+        masks = [l.name for l in self.viewer.layers
+                 if isinstance(l, napari.layers.Labels) and tuple(np.shape(l.data))[-len(grid):] == grid]
+        if masks:
+            self.labels_layer.setCurrentText(masks[-1])
 
     def _layer_data(self) -> list[tuple]:
         """The open image + labels pair as one in-memory training case."""

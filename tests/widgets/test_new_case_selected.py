@@ -1,5 +1,5 @@
 """A study opened after another becomes the scan of the docks that work on one (issue 14,
-"state follows the case"): Predict and Segment by clicks no longer stay on the sample."""
+"state follows the case"): Predict, Segment by clicks and Train's "Open layers" no longer stay on the sample."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def test_the_case_opened_last_is_the_docks_scan(make_napari_viewer, qtbot, share
                     / "Flair_subtrMeanDivStd.nii.gz"), plugin="napari-tumorseg")
     newest = viewer.layers[-1].name
     assert predict.image_layer.currentText() == newest == clicks.scan_combo.currentText()
+
+
+def test_train_open_layers_take_the_new_case_and_its_segmentation(make_napari_viewer, qtbot, shared_data):
+    viewer = open_viewer(viewer=make_napari_viewer())
+    train = _dock(viewer, "Train")
+    sample_scan = train.image_layer.currentText()
+    open_as_channels(viewer, qtbot, shared_data / "brats_multi_year" / "BraTS2021_00002", lambda n: True)
+    assert train.image_layer.currentText() == "FLAIR · BraTS2021_00002" != sample_scan
+    seg = train.labels_layer.currentText()
+    assert "BraTS2021_00002" in seg and "seg" in seg.lower(), seg
