@@ -77,14 +77,25 @@ def clicked_voxel(layer, world, dims) -> np.ndarray:
     offset = dims.ndim - layer.ndim
     displayed = [d - offset for d in dims.displayed if d >= offset]
     hidden = [d for d in range(layer.ndim) if d not in displayed]
-    try:
-        plane = layer._data_to_world.set_slice(displayed)
-        on_screen = np.asarray(layer._data_slice.point, float)
-    except AttributeError:  # napari moved its slicing internals: keep the exact 3D point
-        return point
-    point[displayed] = plane.inverse(world[displayed])
-    point[hidden] = np.round(on_screen[hidden])
+    to_world = data_to_world(layer)
+    point[displayed] = to_world.set_slice(displayed).inverse(world[displayed])
+    if hidden:
+        # The slice on screen, found as napari's slicing finds it: the world position of the
+        # hidden axes through the inverse transform restricted to them.
+        shown = np.asarray(dims.point, float)[-layer.ndim:]
+        point[hidden] = np.round(to_world.inverse.set_slice(hidden)(shown[hidden]))
     return point
+
+
+def data_to_world(layer):
+    """The layer's data -> world transform from its public properties: the affine after
+    scale, translate, rotate and shear (napari's own order)."""
+    from napari.utils.transforms import Affine
+
+    physical = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
+                      shear=layer.shear, ndim=layer.ndim)
+    return Affine(affine_matrix=np.asarray(layer.affine.affine_matrix) @ physical.affine_matrix,
+                  ndim=layer.ndim)
 
 
 def _plane(plane, layer) -> tuple[int, int]:
