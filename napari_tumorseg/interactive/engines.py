@@ -65,8 +65,8 @@ class LearnedWhereItFits:
         return self.learned if self.fits(channel_names, n_channels) else self.classic
 
     def segment(self, image, spacing, prompts, prior=None, cancel=None):
-        """Direct calls (a prior being refined): the learned engine only when the image has
-        exactly its channels."""
+        """A call that does not name the image's channels: the learned engine only when it
+        reads unnamed channels and the image has as many; otherwise the classic engine."""
         engine = self.learned if self.fits(None, int(image.shape[0]) if image.ndim == 4 else 1) else self.classic
         return engine.segment(image, spacing, prompts, prior=prior, cancel=cancel)
 

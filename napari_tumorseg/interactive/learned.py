@@ -120,7 +120,7 @@ class LearnedEngine:
         """The output channel of the target on a regions network (None: a one-object network)."""
         from napari_tumorseg.interactive.encoding import TARGET_CHANNEL
 
-        if self.prep.get("target") != "regions":
+        if self.prep.target != "regions":
             return None
         told = self.encoding.target_of(self.target) or "whole"
         return TARGET_CHANNEL[told]

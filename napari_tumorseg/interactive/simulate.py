@@ -133,7 +133,6 @@ class ClickSimulator:
         else:
             told, channels = [None] * n, None
             gt = target_foreground(y, spatial).cpu().numpy()
-        self._told = told
         clicks: list[tuple[list, list]] = [([], []) for _ in range(n)]
         active = []
         rng_batch = np.random.default_rng(seeds[0] if train and seeds and seeds[0] is not None else 0)
@@ -156,7 +155,7 @@ class ClickSimulator:
             active.append(i)
         rounds = int(rng_batch.integers(0, self.iterations + 1)) if train and active else 0
         for _ in range(rounds):
-            xin = self._stack(x, spatial, spacings, clicks, prev)
+            xin = self._stack(x, spatial, spacings, clicks, prev, told)
             was_training = model.training
             model.eval()  # no batch-norm statistics from the click rounds
             with torch.no_grad():
@@ -168,10 +167,10 @@ class ClickSimulator:
                 hit = error_click(pred[i], gt[i], spacings[i])
                 if hit is not None:
                     clicks[i][0 if hit[1] else 1].append(hit[0])
-        return self._stack(x, spatial, spacings, clicks, prev), clicks
+        return self._stack(x, spatial, spacings, clicks, prev, told), clicks
 
-    def _stack(self, x, spatial, spacings, clicks, prev) -> torch.Tensor:
+    def _stack(self, x, spatial, spacings, clicks, prev, told) -> torch.Tensor:
         maps = np.stack([self.encoding.maps(spatial, spacings[i], clicks[i][0], clicks[i][1], prev[i],
-                                            target=self._told[i])
+                                            target=told[i])
                          for i in range(x.shape[0])])
         return torch.cat([x, torch.from_numpy(maps).to(x.device, x.dtype)], dim=1)

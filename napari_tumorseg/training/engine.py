@@ -219,7 +219,6 @@ _RANGES = {
 }
 
 
-
 def _sequences(names) -> tuple[str, ...]:
     """``channels`` of a TrainConfig as MR sequence names (each must say one, once)."""
     from napari_tumorseg.io.nifti import guess_sequence
@@ -240,6 +239,7 @@ def _sequences(names) -> tuple[str, ...]:
     if not seqs:
         raise TumorSegError("channels: name at least one MR sequence")
     return tuple(seqs)
+
 
 def _check_ranges(values: dict) -> None:
     """One line for an option out of its range (a config file skips argparse's checks)."""
@@ -545,15 +545,12 @@ class _Run:
             first = train_refs[0].load()
             # Sources that store different scans, or the same in another order: the run
             # takes the sequences every case holds, matched by name (None: as stored).
-            if cfg.channels:
-                self.missing_channels = "zeros"
-                shared = _sequences(cfg.channels)
-                first.image = case_channels(first, shared, train_refs[0].name, "zeros")
-                first.channel_names = list(shared)
-            else:
-                shared = shared_channels([r.channel_names for r in train_refs + val_refs])
-            if shared and not cfg.channels:
-                first.image = case_channels(first, shared, train_refs[0].name)
+            # Named channels: those sequences, zeros where a case lacks one.
+            self.missing_channels = "zeros" if cfg.channels else "refuse"
+            shared = (_sequences(cfg.channels) if cfg.channels
+                      else shared_channels([r.channel_names for r in train_refs + val_refs]))
+            if shared:
+                first.image = case_channels(first, shared, train_refs[0].name, self.missing_channels)
                 first.channel_names = list(shared)
             data_ch = int(first.image.shape[0])
             self.in_channels = int(cfg.in_channels or (data_ch if not info.pretrained else info.in_channels))
@@ -693,7 +690,7 @@ class _Run:
             normalize="robust" if cfg.normalize == "auto" else cfg.normalize,
             channel_mode=channel_mode,
             channel_names=tuple(first.channel_names or ()),
-            missing_channels=getattr(self, "missing_channels", "refuse"),
+            missing_channels=self.missing_channels,
             class_names=tuple(self.class_names),
             **self.output.target_settings(np.unique(first.labels), cfg.region_convention or convention,
                                           int(self.out_channels)),

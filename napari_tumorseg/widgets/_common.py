@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 from functools import partial
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from napari.qt.threading import thread_worker as _napari_thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -31,14 +32,10 @@ def _wait_for_workers() -> None:
     # A worker still running when the process ends (a window closed right after a dock
     # started loading a model) would emit into Qt objects already torn down and abort the
     # process; at exit, before Python dismantles anything, let the pool's workers finish.
-    from qtpy.QtCore import QThreadPool
-
     QThreadPool.globalInstance().waitForDone(30000)
 
 
-import atexit as _atexit  # noqa: E402
-
-_atexit.register(_wait_for_workers)
+atexit.register(_wait_for_workers)
 
 __all__ = ["PathPicker", "notify_error", "dismiss_notifications_before", "worker_error_handler", "set_choices", "show_info", "show_warning",
            "thread_worker", "scroll_body", "hint_label", "sanitise", "show_slice", "guarded"]
