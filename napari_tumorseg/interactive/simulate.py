@@ -11,6 +11,15 @@ shifted, grown or shrunk (a random blob on an empty sample): what slice-to-slice
 feeds the network, the neighbouring slice's mask, which it must fit to this slice's object
 or drop where the object has ended. Everything a sample draws comes from its own seed, so a
 resumed epoch replays the same clicks.
+
+With ``style_fraction`` > 0 a share of the clicked samples (in batches with error rounds) is
+trained on a **restyled truth**: the clicked region grown or shrunk by 1-4 pixels, as another
+centre or another year's annotators draw it (BraTS 2023's oedema sits inside the line the
+2013 raters drew). The network's own answer then misses the truth all round its boundary,
+the error clicks land in that rim, and the loss asks for the whole boundary to move: the
+network learns that a click in a rim means "my boundary is off here and around", not only
+"under this disk". Without it a network that fits its training set never sees a click
+that says more than its own answer, and clicks after the first change little.
 """
 
 from __future__ import annotations
@@ -101,12 +110,47 @@ def neighbour_like(mask: np.ndarray, rng: np.random.Generator, max_px: int = 3) 
     return out
 
 
+def _restyle(mask: np.ndarray, rng: np.random.Generator, fraction: float,
+             max_px: int = 4) -> np.ndarray | None:
+    """``mask`` grown or shrunk by 1..``max_px`` pixels with probability ``fraction`` (None:
+    not restyled; a shrink that would empty the mask is not made)."""
+    if rng.random() >= fraction:
+        return None
+    k = int(rng.integers(1, max_px + 1))
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)  # square steps: round enough
+    if rng.random() < 0.5:
+        return ndimage.binary_dilation(mask, structure, iterations=k)
+    out = ndimage.binary_erosion(mask, structure, iterations=k)
+    return out if out.any() else None
+
+
+def _restylable(y: torch.Tensor, channels) -> bool:
+    """Region targets, one sigmoid channel or binary class indices: a target whose object
+    is one map (a multi-class label map is not restyled)."""
+    if channels is not None:
+        return True
+    if y.ndim >= 2 and y.is_floating_point() and y.shape[1] == 1:
+        return True
+    return not y.is_floating_point() and int(y.max()) <= 1
+
+
+def _set_target(y: torch.Tensor, i: int, channel: int | None, mask: np.ndarray) -> None:
+    """Write sample ``i``'s object (the region ``channel`` of region targets, else the one
+    object) into ``y`` in place."""
+    m = torch.from_numpy(np.ascontiguousarray(mask)).to(y.device)
+    if not y.is_floating_point():  # binary class indices
+        y[i] = m.to(y.dtype)
+    else:
+        y[i, 0 if channel is None else channel] = m.to(y.dtype)
+
+
 class ClickSimulator:
     """Adds the prompt channels to a training batch."""
 
     def __init__(self, encoding: ClickEncoding, iterations: int = 3, no_click_fraction: float = 0.2,
-                 jitter: float = 0.3, propagation_fraction: float = 0.25):
+                 jitter: float = 0.3, propagation_fraction: float = 0.25, style_fraction: float = 0.0):
         self.encoding = encoding
+        self.style_fraction = float(style_fraction)
         self.iterations = int(iterations)
         self.no_click_fraction = float(no_click_fraction)
         self.jitter = float(jitter)
@@ -114,7 +158,15 @@ class ClickSimulator:
 
     def batch_inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds, spacings,
                      train: bool) -> tuple[torch.Tensor, list[tuple[list, list]]]:
-        """``x`` with prompt channels appended, and the clicks of each sample.
+        """``x`` with prompt channels appended, and the clicks of each sample (see :meth:`prepare`)."""
+        xin, _, clicks = self.prepare(model, x, y, seeds, spacings, train)
+        return xin, clicks
+
+    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds, spacings,
+                train: bool) -> tuple[torch.Tensor, torch.Tensor, list[tuple[list, list]]]:
+        """``x`` with prompt channels appended, the targets to train on (``y``, with the
+        restyled samples' region replaced; ``y`` itself is not changed), and the clicks of
+        each sample.
 
         ``seeds`` (one per sample, None for validation: a fixed first click at the deepest
         point, no no-click share and no error rounds) and ``spacings`` (the grid spacing of
@@ -136,7 +188,9 @@ class ClickSimulator:
         clicks: list[tuple[list, list]] = [([], []) for _ in range(n)]
         active = []
         rng_batch = np.random.default_rng(seeds[0] if train and seeds and seeds[0] is not None else 0)
+        drawn_rounds = int(rng_batch.integers(0, self.iterations + 1)) if train else 0
         prev = np.zeros((n, *spatial), np.float32)
+        y_out = y
         for i in range(n):
             rng = np.random.default_rng(seeds[i]) if train and seeds[i] is not None else None
             if rng is not None and rng.random() < self.propagation_fraction:
@@ -153,7 +207,14 @@ class ClickSimulator:
             p = deep_point(gt[i], spacings[i], rng, self.jitter if rng is not None else 0.0)
             clicks[i][0].append(p)
             active.append(i)
-        rounds = int(rng_batch.integers(0, self.iterations + 1)) if train and active else 0
+            if rng is not None and drawn_rounds and self.style_fraction > 0 and _restylable(y, channels):
+                restyled = _restyle(gt[i], np.random.default_rng([seeds[i], 13]), self.style_fraction)
+                if restyled is not None:
+                    if y_out is y:
+                        y_out = y.clone()
+                    _set_target(y_out, i, None if channels is None else channels[i], restyled)
+                    gt[i] = restyled
+        rounds = drawn_rounds if active else 0
         for _ in range(rounds):
             xin = self._stack(x, spatial, spacings, clicks, prev, told)
             was_training = model.training
@@ -167,7 +228,7 @@ class ClickSimulator:
                 hit = error_click(pred[i], gt[i], spacings[i])
                 if hit is not None:
                     clicks[i][0 if hit[1] else 1].append(hit[0])
-        return self._stack(x, spatial, spacings, clicks, prev, told), clicks
+        return self._stack(x, spatial, spacings, clicks, prev, told), y_out, clicks
 
     def _stack(self, x, spatial, spacings, clicks, prev, told) -> torch.Tensor:
         maps = np.stack([self.encoding.maps(spatial, spacings[i], clicks[i][0], clicks[i][1], prev[i],

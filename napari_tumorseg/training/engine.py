@@ -153,6 +153,9 @@ class TrainConfig:
     click_encoding: dict | None = None  # ClickEncoding fields: kind, radius_mm, min_radius_px, with_prev_mask
     click_iterations: int = 3  # error-click rounds per batch, drawn in 0..N
     no_click_fraction: float = 0.2  # share of samples without any click (automatic segmentation)
+    # Share of clicked samples trained on their region grown or shrunk by 1-4 px (another
+    # annotator's line), so error clicks teach the network to move its whole boundary.
+    click_style_fraction: float = 0.0
     # The sequences the model reads, by name (e.g. FLAIR, T1, T1c, T2); a case lacking one
     # gets a zero channel there (None: the sequences every training case holds).
     channels: list | None = None
@@ -572,7 +575,8 @@ class _Run:
             from napari_tumorseg.interactive.simulate import ClickSimulator
 
             self.clicks = ClickSimulator(ClickEncoding.from_config(self.model_config["interactive"]),
-                                         cfg.click_iterations, cfg.no_click_fraction)
+                                         cfg.click_iterations, cfg.no_click_fraction,
+                                         style_fraction=cfg.click_style_fraction)
 
         # Channel adaptation must be possible for the data actually given.
         self.train_cases = self._prepare_all(train_refs)
@@ -780,10 +784,12 @@ class _Run:
 
     # -- steps ------------------------------------------------------------------------
     def click_inputs(self, x, y, ds, keys, train: bool):
-        """The batch with its prompt channels (simulated clicks; see interactive.simulate)."""
+        """The batch with its prompt channels (simulated clicks; see interactive.simulate)
+        and the targets to train on (restyled samples' region replaced)."""
         seeds = [k[1] if train else None for k in keys]
         spacings = [ds.spacing(k[0]) for k in keys]
-        return self.clicks.batch_inputs(self.model, x, y, seeds, spacings, train)[0]
+        xin, y_out, _ = self.clicks.prepare(self.model, x, y, seeds, spacings, train)
+        return xin, y_out
 
     def _forward_loss(self, x, y, net: nn.Module | None = None):
         # Autocast for the forward only; the loss and metrics get float32 logits.
@@ -862,7 +868,7 @@ class _Run:
                     return None, {}, True
                 x, y = batch[0].to(self.device), batch[1].to(self.device)
                 if self.clicks is not None:  # one click at the object's deepest point
-                    x = self.click_inputs(x, y, self.val_ds, plan.batch(bi), train=False)
+                    x, y = self.click_inputs(x, y, self.val_ds, plan.batch(bi), train=False)
                 # The bare module: DDP's forward would wait for ranks that do not validate.
                 out, loss = self._forward_loss(x, y, self.model)
                 loss_sum += float(loss) * x.shape[0]
@@ -1022,7 +1028,7 @@ def _train(run: _Run) -> Iterator[Event]:
             x, y = next(loader)
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             if run.clicks is not None:
-                x = run.click_inputs(x, y, run.train_ds, plan.batch(b), train=True)
+                x, y = run.click_inputs(x, y, run.train_ds, plan.batch(b), train=True)
             run.optimizer.zero_grad(set_to_none=True)
             out, loss = run._forward_loss(x, y)
             bad = not torch.isfinite(loss).item()

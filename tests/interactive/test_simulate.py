@@ -68,3 +68,55 @@ def test_slices_without_the_object_learn_negative_clicks():
     negatives = [len(neg) for pos, neg in clicks]
     assert all(not pos for pos, _ in clicks)
     assert 0 < sum(n > 0 for n in negatives) < 16  # about half of the samples, from their seeds
+
+
+def test_restyled_samples_move_the_whole_boundary_and_their_clicks_land_in_the_rim():
+    """With style_fraction a clicked sample's region is grown or shrunk by 1-4 px (another
+    annotator's line): the target changes all round the boundary, the network's own answer
+    (the original line) misses it in a rim, and the error clicks go into that rim. The
+    caller's ``y`` is not changed; validation never restyles."""
+    import torch
+    import torch.nn as nn
+
+    from napari_tumorseg.interactive.encoding import ClickEncoding
+    from napari_tumorseg.interactive.simulate import ClickSimulator
+
+    class Original(nn.Module):  # answers with the unrestyled regions (image channels 0-2)
+        def forward(self, x):
+            return (x[:, :3] - 0.5) * 10
+
+    enc = ClickEncoding(radius_mm=2.0, targets=("whole", "core", "enhancing"))
+    sim = ClickSimulator(enc, iterations=2, no_click_fraction=0.0, propagation_fraction=0.0,
+                         style_fraction=1.0)
+    n = 8
+    y = torch.zeros(n, 3, 64, 64)
+    y[:, 0, 16:48, 16:48] = 1
+    y[:, 1, 24:40, 24:40] = 1
+    y[:, 2, 28:36, 28:36] = 1
+    x = torch.cat([y, torch.zeros(n, 1, 64, 64)], 1)
+    y_before = y.clone()
+    restyled = 0
+    for start in (0, 8, 16):  # batches whose drawn error rounds are not all zero
+        _, y2, clicks = sim.prepare(Original(), x, y, list(range(start, start + n)), [(1.0, 1.0)] * n, True)
+        assert torch.equal(y, y_before)
+        for i in range(n):
+            changed = (y2[i] != y[i]).any(dim=(1, 2)).nonzero().flatten().tolist()
+            if not changed:
+                continue
+            restyled += 1
+            assert len(changed) == 1  # the clicked region only
+            c = changed[0]
+            new, old = y2[i, c] > 0.5, y[i, c] > 0.5
+            grown = bool((new & ~old).any())
+            assert grown != bool((old & ~new).any())  # grown or shrunk, not both
+            rim = (new ^ old).numpy()
+            # every side of the square moved: the rim surrounds the region
+            ys, xs = np.nonzero(rim)
+            assert ys.min() < old.nonzero()[:, 0].float().mean() < ys.max()
+            assert xs.min() < old.nonzero()[:, 1].float().mean() < xs.max()
+            pos, neg = clicks[i]
+            errs = pos[1:] if grown else neg
+            assert errs and all(rim[tuple(np.asarray(p, int))] for p in errs)
+    assert restyled >= 8
+    _, y_val, _ = sim.prepare(Original(), x, y, [None] * n, [(1.0, 1.0)] * n, False)
+    assert torch.equal(y_val, y)
