@@ -89,11 +89,16 @@ def _near_clicks(old, points, spacing, reach: float, floor_mm: float) -> np.ndar
     ``old`` (at least ``floor_mm``)."""
     shape = old.shape
     out = np.zeros(shape, bool)
-    axes = [k for k in range(3) if shape[k] > 1]
-    dist = ndimage.distance_transform_edt(~old.reshape([shape[k] for k in axes]),
-                                          sampling=[spacing[k] for k in axes]).reshape(shape)
+    # The distance from a click to the answer is to its nearest surface voxel: those few
+    # are searched directly (a distance transform of the whole volume took ~1 s a click).
+    surface = old & ~ndimage.binary_erosion(old, structure=_FULL, border_value=0)
+    where = np.argwhere(surface) * np.asarray(spacing, float)
     for q in _voxels(points, shape):
-        r = max(floor_mm, reach * float(dist[q]))
+        if old[q]:
+            dist_q = 0.0
+        else:
+            dist_q = float(np.sqrt(np.min(((where - np.asarray(q, float) * spacing) ** 2).sum(1))))
+        r = max(floor_mm, reach * dist_q)
         win = tuple(slice(max(0, c - int(np.ceil(r / sp))), min(n, c + int(np.ceil(r / sp)) + 1))
                     for c, sp, n in zip(q, spacing, shape))
         grids = np.ogrid[win]

@@ -11,6 +11,16 @@ answering prompts.
   ``prior`` mask, else nothing.
 * Every click gets its way under its own disk (a positive click's disk is always in the
   mask, a negative one's never), whatever the network says.
+* A click near the answer's edge also moves the object's probability threshold (2D models):
+  a negative click inside the answer within 8 mm of its edge says the boundary is drawn too
+  generously, so the threshold rises to just above the probability under the click; a
+  positive click outside it within 8 mm of its edge lowers it to just below. The object is
+  then propagated afresh at the new threshold. The threshold stays within [0.25, 0.85] and
+  never crosses the probability under an earlier click (each click keeps the side its user
+  put it on). A click far from the edge (a false blob, a missed part) is a local fix only.
+  Why: propagation fits each slice to the image, not to the clicked slice's edge, so
+  without this a boundary that sits a few voxels out all round (another centre's oedema
+  line) changes only on the clicked slice, click after click.
 * Boxes and scribbles, which the network was not trained on, become clicks: a box its
   centre (and the result is kept inside the box's slice rectangle on that slice), scribbles
   a few points spread along each stroke.
@@ -39,6 +49,10 @@ from napari_tumorseg.precision import resolve
 from napari_tumorseg.training.preprocessing import Preprocessing
 
 _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
+_THRESHOLD_RANGE = (0.25, 0.85)  # how far clicks may move the object's threshold
+_THRESHOLD_MARGIN = 0.05  # a click's probability is passed by this much
+_THRESHOLD_STEP = 0.2  # the most one click moves it: a click is one piece of evidence
+_EDGE_MM = 8.0  # a click this close to the answer's edge says where the edge belongs
 
 
 class _Cancelled(Exception):
@@ -74,6 +88,7 @@ class LearnedEngine:
         self.dims = self.prep.dims
         self.name = f"learned: {ckpt.get('model_name')}"
         self.threshold = float(threshold)
+        self.adapt_threshold = True  # clicks move the object's threshold (2D models; see above)
         self.precision = resolve("auto", "cpu")  # bf16 autocast on a CPU with native bf16
         self.path: str | None = None
         self.target: str | None = None  # what the user segments (see set_target)
@@ -83,6 +98,11 @@ class LearnedEngine:
         self._gvol: torch.Tensor | None = None
         self._last: tuple | None = None  # (image key, prompts, mask): the previous answer
         self._last_mask: np.ndarray | None = None
+        # The previous answer's grid probabilities (2D models): "raw" as the network gave
+        # them (read under a new click), "kept" zeroed off the propagated object (re-read at
+        # a new threshold), and the threshold it was cut at.
+        self._pvol: dict | None = None
+        self._pending: dict | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, threshold: float = 0.5) -> "LearnedEngine":
@@ -172,18 +192,75 @@ class LearnedEngine:
         key = (self._key(image), self.target)  # another target never extends the last answer
         norm = self._normalized(image)
         prev = self._prev_for(key, prompts, prior)
-        self._last_mask = self._last[2] if self._extends_last(key, prompts) else None
+        extends = self._extends_last(key, prompts)
+        self._last_mask = self._last[2] if extends else None
         pos, neg, box = _as_clicks(prompts, shape)
+        self._pending = None
         try:
             with torch.inference_mode(), self.precision.autocast():  # logits cast to float32 below
                 if self.dims == 3:
                     mask = self._segment_3d(norm, spacing, pos, neg, prev, prior, cancel)
                 else:
-                    mask = self._segment_2d(norm, spacing, pos, neg, box, prev, prior, cancel)
+                    thr = (self._click_threshold(prompts, shape, spacing) if extends and self.adapt_threshold
+                           else self.threshold)
+                    mask = self._segment_2d(norm, spacing, pos, neg, box, prev, prior, cancel, thr)
         except _Cancelled:
             return prior.astype(bool) if prior is not None else np.zeros(shape, bool)
         self._last = (key, prompts, mask)
+        self._pvol = self._pending
         return mask
+
+    def _click_threshold(self, prompts: Prompts, shape, spacing) -> float:
+        """The object's threshold after the clicks ``prompts`` adds to the previous answer's
+        (see the module docstring)."""
+        from scipy import ndimage
+
+        pv = self._pvol
+        if pv is None or tuple(pv["shape"]) != tuple(shape):
+            return self.threshold
+        raw, t_old = pv["raw"], float(pv["threshold"])
+        nz, gh, gw = raw.shape
+        h, w = shape[1:]
+        answer = self._last[2]
+
+        def near_edge(point, inside: bool) -> bool:
+            """Within 8 mm of the answer's edge on its slice, and within a third of the
+            answer's thickness there: in a thin structure (an enhancing rim) every voxel is
+            near an edge, and a click there says nothing about the boundary as a whole."""
+            z, y, x = (int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(point, shape))
+            m = answer[z]
+            if bool(m[y, x]) != inside or not m.any() or m.all():
+                return False
+            depth = ndimage.distance_transform_edt(m, sampling=spacing[1:])
+            d = depth[y, x] if inside else ndimage.distance_transform_edt(~m, sampling=spacing[1:])[y, x]
+            return float(d) <= min(_EDGE_MM, float(depth.max()) / 3.0)
+
+        def p_at(point) -> float:
+            z, y, x = (float(v) for v in point)
+            gy = int(np.clip(round((y + 0.5) * gh / h - 0.5), 0, gh - 1))
+            gx = int(np.clip(round((x + 0.5) * gw / w - 0.5), 0, gw - 1))
+            return float(raw[int(np.clip(round(z), 0, nz - 1)), gy, gx])
+
+        old = self._last[1]
+        lo, hi = _THRESHOLD_RANGE
+        t = t_old
+        for point in np.asarray(prompts.negative, float)[len(old.negative):]:
+            p = p_at(point)
+            if p >= t_old and near_edge(point, inside=True):
+                t = max(t, min(hi, p + _THRESHOLD_MARGIN, t_old + _THRESHOLD_STEP))
+        for point in np.asarray(prompts.positive, float)[len(old.positive):]:
+            p = p_at(point)
+            if p < t_old and near_edge(point, inside=False):
+                t = min(t, max(lo, p - _THRESHOLD_MARGIN, t_old - _THRESHOLD_STEP))
+        # Earlier clicks keep their side: no positive click the network had above the old
+        # threshold falls below the new one, no negative one it had below rises above.
+        above = [p for p in map(p_at, prompts.positive) if p >= t_old]
+        below = [p for p in map(p_at, prompts.negative) if p < t_old]
+        if t > t_old and above:
+            t = max(t_old, min(t, min(above) - 1e-3))
+        if t < t_old and below:
+            t = min(t_old, max(t, max(below) + 1e-3))
+        return float(t)
 
     def remember(self, image, spacing, prompts: Prompts, mask) -> None:
         """``mask`` is what the screen shows for ``prompts`` (after the never-worse rule): the
@@ -243,7 +320,7 @@ class LearnedEngine:
             return torch.sigmoid(logits[:, 0])
         return 1.0 - torch.softmax(logits, dim=1)[:, 0]
 
-    def _segment_2d(self, norm, spacing, pos, neg, box, prev, prior, cancel) -> np.ndarray:
+    def _segment_2d(self, norm, spacing, pos, neg, box, prev, prior, cancel, thr=None) -> np.ndarray:
         """Seeds on the prompted slices, propagation on the model grid, and one upsampling
         of every changed slice's probabilities to the image grid at the end."""
         nz, h, w = norm.shape[1:]
@@ -251,7 +328,7 @@ class LearnedEngine:
         gh, gw = gvol.shape[-2:]
         sy, sx = h / gh, w / gw
         gspacing = (spacing[1] * sy, spacing[2] * sx)
-        thr = self.threshold
+        thr = self.threshold if thr is None else float(thr)
         result = prior.astype(bool).copy() if prior is not None else np.zeros((nz, h, w), bool)
         empty = np.zeros((0, 2))
         probs: dict[int, torch.Tensor] = {}
@@ -260,10 +337,20 @@ class LearnedEngine:
                 _check(cancel)
                 reqs = [(z, empty, empty, None) for z in range(z0, min(nz, z0 + 8))]
                 probs.update(zip(range(z0, z0 + len(reqs)), self._probs(gvol, gspacing, reqs)))
-            return self._paste(result, probs, (h, w))
+            self._keep_probs(None, probs, probs, thr, (nz, h, w))
+            return self._paste(result, probs, (h, w), thr)
         last = self._last_mask  # this engine's previous answer when the prompts extend it
+        base = None  # the previous answer's probabilities re-read at a moved threshold
         if last is not None:
             result = last.copy()
+            if self._pvol is not None and thr != self._pvol["threshold"]:
+                # The object's threshold moved: every slice of the previous answer is re-read
+                # at it from the network's own probabilities (the parts touching the previous
+                # answer), and propagation from the clicked slices starts from that.
+                base = self._rethreshold(self._pvol, thr)
+                fresh = prior.astype(bool).copy() if prior is not None else np.zeros((nz, h, w), bool)
+                result = self._paste(fresh, {z: base["kept"][z] for z in base["slices"]}, (h, w), thr)
+                last = result
 
         def to_grid(points):  # voxel centres: (i + 0.5) * scale - 0.5 under resizing
             return (np.asarray(points, float).reshape(-1, 2) + 0.5) / (sy, sx) - 0.5
@@ -306,10 +393,12 @@ class LearnedEngine:
         # are zeroed) before upsampling; slices it cleared become empty.
         kept = {z: probs[z] * torch.from_numpy(m) if z in probs else torch.zeros((gh, gw))
                 for z, m in reached.items()}
+        self._keep_probs(None if last is None else base if base is not None else self._pvol,
+                         probs, kept, thr, (nz, h, w))
         # Slices the object reaches are replaced; the others keep the prior (another lesion
         # segmented before, or the model's prediction the clicks are correcting) or, after a
         # new click, the previous answer.
-        result = self._paste(result, kept, (h, w))
+        result = self._paste(result, kept, (h, w), thr)
         for z, (zp, zn) in clicks.items():
             result[z] = self._honour(result[z], spacing[1:], zp, zn)
             if box is not None and box[0] == z:
@@ -319,15 +408,47 @@ class LearnedEngine:
                 result[z] &= keep
         return result
 
-    def _paste(self, result: np.ndarray, probs: dict, size) -> np.ndarray:
+    @staticmethod
+    def _rethreshold(pv: dict, thr: float) -> dict:
+        """``pv`` (see ``_pvol``) cut at ``thr``: on every slice the previous answer reached,
+        the parts of ``raw > thr`` that touch its kept mask (``slices``: those slices)."""
+        from napari_tumorseg.interactive.propagate import connected_to
+
+        raw, kept_old = pv["raw"], pv["kept"]
+        kept = torch.zeros_like(kept_old)
+        slices = [z for z in range(raw.shape[0]) if bool(kept_old[z].any())]
+        for z in slices:
+            m = connected_to(raw[z].numpy() > thr, kept_old[z].numpy() > 0)
+            kept[z] = raw[z] * torch.from_numpy(m)
+        return {"raw": raw, "kept": kept, "threshold": thr, "shape": pv["shape"], "slices": slices}
+
+    def _keep_probs(self, base, raw: dict, kept: dict, thr: float, shape) -> None:
+        """The answer's grid probabilities, for the next click to read (see ``_pvol``): the
+        previous answer's (``base``) with this call's slices written over."""
+        if not raw and not kept:
+            return
+        some = next(iter(raw.values()) if raw else iter(kept.values()))
+        if base is None or tuple(base["shape"]) != tuple(shape):
+            zeros = torch.zeros((shape[0], *some.shape), dtype=torch.float32)
+            base = {"raw": zeros, "kept": zeros.clone()}
+        out = {"raw": base["raw"].clone(), "kept": base["kept"].clone(), "threshold": float(thr),
+               "shape": tuple(shape)}
+        for z, p in raw.items():
+            out["raw"][z] = p.float()
+        for z, p in kept.items():
+            out["kept"][z] = p.float()
+        self._pending = out
+
+    def _paste(self, result: np.ndarray, probs: dict, size, thr: float | None = None) -> np.ndarray:
         """Upsample grid probabilities (one batch) and threshold them into ``result``."""
         if not probs:
             return result
+        thr = self.threshold if thr is None else thr
         zs = sorted(probs)
         stack = torch.stack([probs[z] for z in zs])[:, None]
         if tuple(stack.shape[-2:]) != tuple(size):
             stack = F.interpolate(stack, size=tuple(size), mode="bilinear", align_corners=False)
-        masks = (stack[:, 0] > self.threshold).numpy()
+        masks = (stack[:, 0] > thr).numpy()
         for z, m in zip(zs, masks):
             result[z] = m
         return result
