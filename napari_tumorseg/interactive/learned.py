@@ -52,6 +52,7 @@ _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
 _THRESHOLD_RANGE = (0.25, 0.85)  # how far clicks may move the object's threshold
 _THRESHOLD_MARGIN = 0.05  # a click's probability is passed by this much
 _THRESHOLD_STEP = 0.2  # the most one click moves it: a click is one piece of evidence
+_SLICE_CHANGE = (0.5, 2.0)  # a re-cut slice keeping less / gaining more than this keeps its mask
 _EDGE_MM = 8.0  # a click this close to the answer's edge says where the edge belongs
 
 
@@ -347,17 +348,15 @@ class LearnedEngine:
                 # The object's threshold moved: every slice of the previous answer is re-read
                 # at it from the network's own probabilities (the parts touching the previous
                 # answer), and propagation from the clicked slices starts from that.
-                base = self._rethreshold(self._pvol, thr)
-                fresh = prior.astype(bool).copy() if prior is not None else np.zeros((nz, h, w), bool)
-                result = self._paste(fresh, {z: base["kept"][z] for z in base["slices"]}, (h, w), thr)
+                base = self._rethreshold(self._pvol, thr, _on_grid(last, (gh, gw)))
+                result = self._paste(result, {z: base["kept"][z] for z in base["recut"]}, (h, w), thr)
                 last = result
 
         def to_grid(points):  # voxel centres: (i + 0.5) * scale - 0.5 under resizing
             return (np.asarray(points, float).reshape(-1, 2) + 0.5) / (sy, sx) - 0.5
 
         def grid_mask(mask):
-            t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
-            return F.interpolate(t[:, None], size=(gh, gw), mode="nearest-exact")[:, 0].numpy() > 0.5
+            return _on_grid(mask, (gh, gw))
 
         slices = sorted({int(p[0]) for p in pos} | {int(p[0]) for p in neg})
         clicks, reqs = {}, []
@@ -409,18 +408,32 @@ class LearnedEngine:
         return result
 
     @staticmethod
-    def _rethreshold(pv: dict, thr: float) -> dict:
-        """``pv`` (see ``_pvol``) cut at ``thr``: on every slice the previous answer reached,
-        the parts of ``raw > thr`` that touch its kept mask (``slices``: those slices)."""
+    def _rethreshold(pv: dict, thr: float, shown: np.ndarray) -> dict:
+        """``pv`` (see ``_pvol``) cut at ``thr`` on every slice of ``shown`` (the answer on
+        screen, on the model grid: the never-worse rule may have kept parts the network's
+        last answer dropped): the parts of ``raw > thr`` that touch it (``recut``: those
+        slices; ``kept`` their probabilities).
+
+        A slice the new cut would more than halve or double keeps what is shown: there the
+        network is unsure of the whole cross-section, not of its edge, and a threshold moved
+        for the edge would wipe it."""
         from napari_tumorseg.interactive.propagate import connected_to
 
-        raw, kept_old = pv["raw"], pv["kept"]
-        kept = torch.zeros_like(kept_old)
-        slices = [z for z in range(raw.shape[0]) if bool(kept_old[z].any())]
-        for z in slices:
-            m = connected_to(raw[z].numpy() > thr, kept_old[z].numpy() > 0)
-            kept[z] = raw[z] * torch.from_numpy(m)
-        return {"raw": raw, "kept": kept, "threshold": thr, "shape": pv["shape"], "slices": slices}
+        raw = pv["raw"]
+        kept = pv["kept"].clone()
+        recut = []
+        for z in range(raw.shape[0]):
+            old = shown[z]
+            if not old.any():
+                kept[z] = 0.0
+                continue
+            m = connected_to(raw[z].numpy() > thr, old)
+            if _SLICE_CHANGE[0] * old.sum() <= m.sum() <= _SLICE_CHANGE[1] * old.sum():
+                kept[z] = raw[z] * torch.from_numpy(m)
+                recut.append(z)
+            else:
+                kept[z] = torch.from_numpy(old.astype(np.float32))  # stays at any threshold
+        return {"raw": raw, "kept": kept, "threshold": thr, "shape": pv["shape"], "recut": recut}
 
     def _keep_probs(self, base, raw: dict, kept: dict, thr: float, shape) -> None:
         """The answer's grid probabilities, for the next click to read (see ``_pvol``): the
@@ -478,6 +491,12 @@ class LearnedEngine:
         result[sl] = self._honour(self._to_prob(out.float())[0].numpy() > self.threshold, spacing,
                                   pos - start, neg - start)
         return result
+
+
+def _on_grid(mask: np.ndarray, size) -> np.ndarray:
+    """(z, y, x) bool mask brought to the model grid (z, *size), nearest neighbour."""
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+    return F.interpolate(t[:, None], size=tuple(size), mode="nearest-exact")[:, 0].numpy() > 0.5
 
 
 def _check(cancel) -> None:

@@ -54,7 +54,9 @@ def propagate(n_slices: int, seeds: dict[int, np.ndarray], segment_slices: Slice
     incremental: a front stops where its mask has agreed with the previous one (IoU >= 0.97)
     on ``settle`` slices in a row, as the slices beyond would come out the same (one slice is
     not enough: near the click a too-long object still agrees with the new one); where a
-    front finds the object ended, the previous answer's run of slices beyond is cleared.
+    front finds the object ended, the previous answer's run of slices beyond is cleared, unless
+    that run leads to a slice another front or seed still holds (between two clicked parts
+    the object goes on: clearing there cut eleven slices out of a whole tumour).
 
     A front also ends where its mask outgrows ``max_seed_ratio`` times the largest seed
     (the clicked slices): a network that has not learned the case spreads over the brain
@@ -95,8 +97,13 @@ def propagate(n_slices: int, seeds: dict[int, np.ndarray], segment_slices: Slice
             if agreed >= settle:
                 continue  # from here on the previous answer stands
             fronts.append((nz, d, agreed))
-    for z, d in ended:  # the object ends here now: so does the previous answer's run
+    for z, d in ended:  # the object ends here now: so does the previous answer's run ...
+        run = []
         while 0 <= z < n_slices and z not in out and z in previous and previous[z].any():
-            out[z] = np.zeros_like(previous[z])
+            run.append(z)
             z += d
+        if 0 <= z < n_slices and z in out and out[z].any():
+            continue  # ... unless the run leads to another part of the object still there
+        for k in run:
+            out[k] = np.zeros_like(previous[k])
     return out

@@ -218,3 +218,27 @@ def test_every_click_gets_its_way_under_its_disk():
     assert mask[0, 55, 55] and mask[0, 55, 57] and not mask[0, 55, 59]  # a 3 mm disk added
     assert not mask[0, 25, 25] and not mask[0, 25, 27] and mask[0, 25, 29]  # and one removed
     assert mask[0, 12, 12]  # the rest of what the network said stays
+
+
+def test_a_front_that_ends_between_two_clicked_parts_does_not_cut_the_object():
+    """Where one front finds the object ended, the previous answer's run beyond is cleared
+    only when it does not lead to a part another front still holds: between two clicked
+    slices the object goes on (a threshold moved by a click once cut eleven slices out of a
+    whole tumour this way)."""
+    n = 30
+    disk = _ellipsoid((1, 40, 40), (0, 20, 20), (1, 8, 8))[0]
+    wider = _ellipsoid((1, 40, 40), (0, 20, 20), (1, 9, 9))[0]  # no front settles on it
+    previous = {z: wider.copy() for z in range(5, 26)}  # the answer on screen: slices 5-25
+    faint = set(range(12, 15))  # the network, asked again, finds nothing on these slices
+
+    def segment_slices(reqs):  # past the faint band it agrees with the answer on screen
+        return [np.zeros_like(disk) if z in faint else wider if z > 14 else disk for z, *_ in reqs]
+
+    out = propagate(n, {8: disk, 20: wider}, segment_slices, previous=previous)
+    assert 17 in out and 16 not in out  # the front from slice 20 settled after three slices
+    kept = [z for z in range(n) if (out[z] if z in out else previous.get(z, np.zeros_like(disk))).any()]
+    assert set(range(5, 26)) <= set(kept)
+    # A run that ends without meeting another part is still cleared (the object got shorter).
+    previous = {z: wider.copy() for z in range(5, 26)}
+    out = propagate(n, {8: disk}, segment_slices, previous=previous)
+    assert all(not out[z].any() for z in range(12, 26))
