@@ -51,6 +51,9 @@ from napari_tumorseg.training.preprocessing import Preprocessing
 _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
 _THRESHOLD_RANGE = (0.25, 0.85)  # how far clicks may move the object's threshold
 _THRESHOLD_MARGIN = 0.05  # a click's probability is passed by this much
+# How far a propagated cross-section may outgrow the clicked one (see propagate): a thin
+# enhancing rim is clicked where it is thickest, which says nothing of its widest slice.
+_SEED_RATIO = {"enhancing": 4.0}
 _THRESHOLD_STEP = 0.2  # the most one click moves it: a click is one piece of evidence
 _SLICE_CHANGE = (0.5, 2.0)  # a re-cut slice keeping less / gaining more than this keeps its mask
 _EDGE_MM = 8.0  # a click this close to the answer's edge says where the edge belongs
@@ -383,7 +386,8 @@ class LearnedEngine:
             if last is not None:
                 g = grid_mask(last)
                 previous = {z: g[z] for z in range(nz)}
-            reached = propagate(nz, seeds, step, previous=previous, cancel=cancel)
+            reached = propagate(nz, seeds, step, previous=previous, cancel=cancel,
+                                max_seed_ratio=_SEED_RATIO.get(self.target, 1.5))
             if reached is None:
                 raise _Cancelled
         else:

@@ -242,3 +242,21 @@ def test_a_front_that_ends_between_two_clicked_parts_does_not_cut_the_object():
     previous = {z: wider.copy() for z in range(5, 26)}
     out = propagate(n, {8: disk}, segment_slices, previous=previous)
     assert all(not out[z].any() for z in range(12, 26))
+
+
+def test_an_enhancing_rim_propagates_past_the_cross_section_it_was_clicked_on():
+    """Propagation stops where a cross-section outgrows 1.5 x the clicked one (a leak
+    guard: the first click goes to a lesion's widest part); the enhancing rim is clicked
+    where it is thickest, not widest, so for that target the bound is 4 x."""
+    shape = (24, 64, 64)
+    zz, yy, xx = np.indices(shape)
+    radius = 3 + 0.45 * zz  # widens slice after slice: 3 px at z 0, 13 px at z 23
+    cone = np.hypot(yy - 32, xx - 32) <= radius
+    image = cone[None].astype(np.float32)
+    reach = {}
+    for target in ("whole", "enhancing"):
+        engine = _engine()
+        engine.set_target(target)
+        mask = engine.segment(image, (1.0, 1.0, 1.0), Prompts(positive=[[4, 32, 32]]))
+        reach[target] = int(np.nonzero(mask.any((1, 2)))[0].max())
+    assert reach["whole"] < 12 < reach["enhancing"]
