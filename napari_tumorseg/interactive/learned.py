@@ -214,6 +214,11 @@ class LearnedEngine:
         self._pvol = self._pending
         return mask
 
+    @property
+    def answer_threshold(self) -> float | None:
+        """The threshold the last answer was cut at (clicks near the edge move it; 2D models)."""
+        return None if self._pvol is None else float(self._pvol["threshold"])
+
     def _click_threshold(self, prompts: Prompts, shape, spacing) -> float:
         """The object's threshold after the clicks ``prompts`` adds to the previous answer's
         (see the module docstring)."""

@@ -88,13 +88,22 @@ def _label_names(layer) -> dict[int, str]:
 
 def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, target="lesion",
                  channel_names=None):
-    """Worker-thread body: the engine's answer and the seconds it took."""
+    """Worker-thread body: the engine's answer, the seconds it took, and the object's
+    threshold when clicks near the edge moved it (None otherwise: the user is told why the
+    boundary moved everywhere)."""
     from napari_tumorseg.interactive.engines import segment_with_prompts
 
     t0 = time.perf_counter()
     mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior, cancel=cancel,
                                 previous=previous, target=target, channel_names=channel_names)
-    return mask, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    used = engine
+    if hasattr(engine, "for_case"):
+        used = engine.for_case(channel_names, int(np.shape(image)[0]) if np.ndim(image) == 4 else 1)
+    moved = getattr(used, "answer_threshold", None)
+    if moved is not None and abs(moved - float(getattr(used, "threshold", moved))) < 1e-6:
+        moved = None
+    return mask, seconds, moved
 
 
 def describe_engine(engine) -> str:
@@ -128,6 +137,7 @@ class SegmentClicksWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.preview_mask: np.ndarray | None = None  # (z, y, x) bool on the scan grid
         self.last_seconds: float | None = None
+        self.moved_threshold: float | None = None  # the object's threshold after edge clicks
         self.jobs_started = 0
         self._scan = None  # the scan the prompts belong to
         self.prompt_layers: PromptLayers | None = None
@@ -809,7 +819,7 @@ class SegmentClicksWidget(QWidget):
     def _landed(self, gen: int, result, refining: bool, prompts=None) -> None:
         if not self.jobs.is_current(gen):
             return  # a newer prompt came in: this answer is for prompts no longer on screen
-        mask, seconds = result
+        mask, seconds, self.moved_threshold = result
         if self._scan is None or mask.shape != as_volume(np.empty(spatial_shape(self._scan), bool),
                                                          len(spatial_shape(self._scan))).shape:
             return
@@ -851,7 +861,9 @@ class SegmentClicksWidget(QWidget):
             spacing = self.session.volume_of(self._scan).spacing
             ml = n * float(np.prod(spacing)) / 1000.0
             secs = f"{self.last_seconds:.2f} s · " if self.last_seconds is not None else ""
-            self.result_label.setText(f"{secs}{n:,} voxels · {ml:.2f} mL")
+            moved = (f" · edge at probability {self.moved_threshold:.2f} (moved by clicks near it)"
+                     if self.moved_threshold is not None else "")
+            self.result_label.setText(f"{secs}{n:,} voxels · {ml:.2f} mL{moved}")
         self.preview_updated.emit()
 
     # ================================================================== accept / clear

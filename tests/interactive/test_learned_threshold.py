@@ -4,6 +4,7 @@ edge, or in a thin structure, is a local fix only. Checked with a network whose 
 is known in closed form (a soft ellipsoid), through the dock's and the robot's call."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -93,3 +94,19 @@ def test_clicks_far_from_the_edge_or_in_a_thin_rim_are_local_fixes():
     first, after = _clicks(_engine(), rim, (rim_click, False), first=in_rim)
     assert first[rim_click] and not after[rim_click]
     assert np.array_equal(first[far], after[far])
+
+
+def test_the_dock_job_reports_a_moved_threshold_and_only_then():
+    """Segment by clicks tells the user when clicks near the edge moved the boundary
+    everywhere: its worker job returns the moved threshold, None when it did not move."""
+    pytest.importorskip("qtpy")
+    from napari_tumorseg.widgets.segment_clicks import _segment_job
+
+    image = _soft_ellipsoid()
+    engine = _engine()
+    first = Prompts(positive=[CENTRE])
+    mask, _, moved = _segment_job(engine, image, SPACING, first, None, None)
+    assert moved is None
+    edge = first.with_click((CENTRE[0], CENTRE[1], CENTRE[2] + 12), False)
+    _, _, moved = _segment_job(engine, image, SPACING, edge, None, None, previous=(first, mask))
+    assert moved is not None and 0.5 < moved <= 0.85
