@@ -98,7 +98,8 @@ def test_clicks_far_from_the_edge_or_in_a_thin_rim_are_local_fixes():
 
 def test_the_dock_job_reports_a_moved_threshold_and_only_then():
     """Segment by clicks tells the user when clicks near the edge moved the boundary
-    everywhere: its worker job returns the moved threshold, None when it did not move."""
+    everywhere: its worker job returns the moved threshold, None when it did not move; a
+    new array holding the same image still continues the previous answer."""
     pytest.importorskip("qtpy")
     from napari_tumorseg.widgets.segment_clicks import _segment_job
 
@@ -108,5 +109,8 @@ def test_the_dock_job_reports_a_moved_threshold_and_only_then():
     mask, _, moved = _segment_job(engine, image, SPACING, first, None, None)
     assert moved is None
     edge = first.with_click((CENTRE[0], CENTRE[1], CENTRE[2] + 12), False)
-    _, _, moved = _segment_job(engine, image, SPACING, edge, None, None, previous=(first, mask))
+    # The dock stacks the case's sequences into a new array on every click: the engine must
+    # know it for the same image (an id-keyed cache made every click in the window a fresh
+    # answer, with no threshold move and 2 s a click).
+    _, _, moved = _segment_job(engine, image.copy(), SPACING, edge, None, None, previous=(first, mask))
     assert moved is not None and 0.5 < moved <= 0.85
