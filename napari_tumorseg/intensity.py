@@ -116,6 +116,22 @@ def background_candidates(vol: np.ndarray) -> np.ndarray | None:
     return band & finite
 
 
+_IN_PLANE = np.zeros((3, 3, 3), bool)
+_IN_PLANE[1] = ndi.generate_binary_structure(2, 1)  # 4-neighbours within a slice, none across
+
+
+def _fill_holes_per_slice(fg: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` on every (y, x) slice, in one labelling: the parts
+    of the outside not connected (4-neighbours, in the slice) to the slice's border are holes.
+    The slice-by-slice call was a third of a 16-slice prediction's time."""
+    lab, n = ndi.label(~fg, structure=_IN_PLANE)
+    outside = np.zeros(n + 1, bool)
+    outside[0] = True  # label 0: the foreground itself
+    for edge in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
+        outside[edge] = True
+    return ~outside[lab] | fg
+
+
 def foreground_mask(channel: np.ndarray) -> np.ndarray:
     """(z, y, x) bool foreground (head or brain) of one channel; see the module doc.
 
@@ -145,8 +161,7 @@ def foreground_mask(channel: np.ndarray) -> np.ndarray:
     background = keep[lab]
     fg = ~background & finite
     # Step 3: holes filled slice by slice, specks dropped.
-    for z in range(fg.shape[0]):
-        fg[z] = ndi.binary_fill_holes(fg[z])
+    fg = _fill_holes_per_slice(fg)
     fg &= finite
     lab, n = ndi.label(fg)
     if n > 1:
