@@ -262,3 +262,28 @@ def test_checkpoint_records_the_rule_and_old_ones_keep_theirs(tmp_path):
     assert np.all(robust[0][vol[0] == 0] == 0.0) and abs(float(robust[0][vol[0] != 0].mean())) < 1e-4
     with pytest.raises(Exception, match="clip_percentiles"):
         Preprocessing.for_model(2, 32, 1, normalize="robust", clip_percentiles=(99.0, 1.0))
+
+
+def test_holes_are_filled_slice_by_slice_as_scipy_fills_them():
+    """The one-labelling hole filling equals scipy's binary_fill_holes on every slice, and
+    never joins slices (a hole closed only through the next slice stays open)."""
+    from scipy import ndimage as ndi
+
+    from napari_tumorseg.intensity import _fill_holes_per_slice
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        shape = tuple(int(v) for v in rng.integers(1, 24, 3))
+        fg = rng.random(shape) < rng.uniform(0.2, 0.8)
+        expected = np.stack([ndi.binary_fill_holes(fg[z]) for z in range(shape[0])])
+        assert np.array_equal(_fill_holes_per_slice(fg), expected)
+    ring = np.zeros((3, 9, 9), bool)
+    ring[1, 2:7, 2:7] = True
+    ring[1, 3:6, 3:6] = False  # a hole in the middle slice
+    ring[0, 2:7, 2:7] = True
+    ring[0, 4, 4] = False  # its own one-voxel hole, over the other
+    out = _fill_holes_per_slice(ring)
+    assert out[1, 3:6, 3:6].all() and out[0, 4, 4] and not out[2].any()
+    open_ring = ring.copy()
+    open_ring[1, 4, 2] = False  # a gap in the wall: the middle slice's hole now opens outside
+    assert not _fill_holes_per_slice(open_ring)[1, 4, 4]
