@@ -91,12 +91,14 @@ def _near_clicks(old, points, spacing, reach: float, floor_mm: float) -> np.ndar
     out = np.zeros(shape, bool)
     # The distance from a click to the answer is to its nearest surface voxel: those few
     # are searched directly (a distance transform of the whole volume took ~1 s a click).
-    surface = old & ~ndimage.binary_erosion(old, structure=_FULL, border_value=0)
-    where = np.argwhere(surface) * np.asarray(spacing, float)
+    where = None
     for q in _voxels(points, shape):
         if old[q]:
             dist_q = 0.0
         else:
+            if where is None:
+                surface = old & ~ndimage.binary_erosion(old, structure=_FULL, border_value=0)
+                where = np.argwhere(surface) * np.asarray(spacing, float)
             dist_q = float(np.sqrt(np.min(((where - np.asarray(q, float) * spacing) ** 2).sum(1))))
         r = max(floor_mm, reach * dist_q)
         win = tuple(slice(max(0, c - int(np.ceil(r / sp))), min(n, c + int(np.ceil(r / sp)) + 1))

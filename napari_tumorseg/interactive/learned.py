@@ -51,12 +51,12 @@ from napari_tumorseg.training.preprocessing import Preprocessing
 _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
 _THRESHOLD_RANGE = (0.25, 0.85)  # how far clicks may move the object's threshold
 _THRESHOLD_MARGIN = 0.05  # a click's probability is passed by this much
-# How far a propagated cross-section may outgrow the clicked one (see propagate): a thin
-# enhancing rim is clicked where it is thickest, which says nothing of its widest slice.
-_SEED_RATIO = {"enhancing": 4.0}
 _THRESHOLD_STEP = 0.2  # the most one click moves it: a click is one piece of evidence
 _SLICE_CHANGE = (0.5, 2.0)  # a re-cut slice keeping less / gaining more than this keeps its mask
 _EDGE_MM = 8.0  # a click this close to the answer's edge says where the edge belongs
+# How far a propagated cross-section may outgrow the clicked one (see propagate): a thin
+# enhancing rim is clicked where it is thickest, which says nothing of its widest slice.
+_SEED_RATIO = {"enhancing": 4.0}
 
 
 class _Cancelled(Exception):
@@ -102,9 +102,8 @@ class LearnedEngine:
         self._gvol: torch.Tensor | None = None
         self._last: tuple | None = None  # (image key, prompts, mask): the previous answer
         self._last_mask: np.ndarray | None = None
-        # The previous answer's grid probabilities (2D models): "raw" as the network gave
-        # them (read under a new click), "kept" zeroed off the propagated object (re-read at
-        # a new threshold), and the threshold it was cut at.
+        # The previous answer's grid probabilities as the network gave them (2D models; read
+        # under a new click and re-cut at a moved threshold) and the threshold it was cut at.
         self._pvol: dict | None = None
         self._pending: dict | None = None
 
@@ -351,18 +350,17 @@ class LearnedEngine:
                 _check(cancel)
                 reqs = [(z, empty, empty, None) for z in range(z0, min(nz, z0 + 8))]
                 probs.update(zip(range(z0, z0 + len(reqs)), self._probs(gvol, gspacing, reqs)))
-            self._keep_probs(None, probs, probs, thr, (nz, h, w))
+            self._keep_probs(None, probs, thr, (nz, h, w))
             return self._paste(result, probs, (h, w), thr)
         last = self._last_mask  # this engine's previous answer when the prompts extend it
-        base = None  # the previous answer's probabilities re-read at a moved threshold
         if last is not None:
             result = last.copy()
             if self._pvol is not None and thr != self._pvol["threshold"]:
                 # The object's threshold moved: every slice of the previous answer is re-read
                 # at it from the network's own probabilities (the parts touching the previous
                 # answer), and propagation from the clicked slices starts from that.
-                base = self._rethreshold(self._pvol, thr, _on_grid(last, (gh, gw)))
-                result = self._paste(result, {z: base["kept"][z] for z in base["recut"]}, (h, w), thr)
+                recut = _rethreshold(self._pvol["raw"], thr, _on_grid(last, (gh, gw)))
+                result = self._paste(result, recut, (h, w), thr)
                 last = result
 
         def to_grid(points):  # voxel centres: (i + 0.5) * scale - 0.5 under resizing
@@ -406,8 +404,7 @@ class LearnedEngine:
         # are zeroed) before upsampling; slices it cleared become empty.
         kept = {z: probs[z] * torch.from_numpy(m) if z in probs else torch.zeros((gh, gw))
                 for z, m in reached.items()}
-        self._keep_probs(None if last is None else base if base is not None else self._pvol,
-                         probs, kept, thr, (nz, h, w))
+        self._keep_probs(None if last is None else self._pvol, probs, thr, (nz, h, w))
         # Slices the object reaches are replaced; the others keep the prior (another lesion
         # segmented before, or the model's prediction the clicks are correcting) or, after a
         # new click, the previous answer.
@@ -421,50 +418,18 @@ class LearnedEngine:
                 result[z] &= keep
         return result
 
-    @staticmethod
-    def _rethreshold(pv: dict, thr: float, shown: np.ndarray) -> dict:
-        """``pv`` (see ``_pvol``) cut at ``thr`` on every slice of ``shown`` (the answer on
-        screen, on the model grid: the never-worse rule may have kept parts the network's
-        last answer dropped): the parts of ``raw > thr`` that touch it (``recut``: those
-        slices; ``kept`` their probabilities).
-
-        A slice the new cut would more than halve or double keeps what is shown: there the
-        network is unsure of the whole cross-section, not of its edge, and a threshold moved
-        for the edge would wipe it."""
-        from napari_tumorseg.interactive.propagate import connected_to
-
-        raw = pv["raw"]
-        kept = pv["kept"].clone()
-        recut = []
-        for z in range(raw.shape[0]):
-            old = shown[z]
-            if not old.any():
-                kept[z] = 0.0
-                continue
-            m = connected_to(raw[z].numpy() > thr, old)
-            if _SLICE_CHANGE[0] * old.sum() <= m.sum() <= _SLICE_CHANGE[1] * old.sum():
-                kept[z] = raw[z] * torch.from_numpy(m)
-                recut.append(z)
-            else:
-                kept[z] = torch.from_numpy(old.astype(np.float32))  # stays at any threshold
-        return {"raw": raw, "kept": kept, "threshold": thr, "shape": pv["shape"], "recut": recut}
-
-    def _keep_probs(self, base, raw: dict, kept: dict, thr: float, shape) -> None:
+    def _keep_probs(self, base, raw: dict, thr: float, shape) -> None:
         """The answer's grid probabilities, for the next click to read (see ``_pvol``): the
         previous answer's (``base``) with this call's slices written over."""
-        if not raw and not kept:
+        if not raw:
             return
-        some = next(iter(raw.values()) if raw else iter(kept.values()))
         if base is None or tuple(base["shape"]) != tuple(shape):
-            zeros = torch.zeros((shape[0], *some.shape), dtype=torch.float32)
-            base = {"raw": zeros, "kept": zeros.clone()}
-        out = {"raw": base["raw"].clone(), "kept": base["kept"].clone(), "threshold": float(thr),
-               "shape": tuple(shape)}
+            volume = torch.zeros((shape[0], *next(iter(raw.values())).shape), dtype=torch.float32)
+        else:
+            volume = base["raw"].clone()
         for z, p in raw.items():
-            out["raw"][z] = p.float()
-        for z, p in kept.items():
-            out["kept"][z] = p.float()
-        self._pending = out
+            volume[z] = p.float()
+        self._pending = {"raw": volume, "threshold": float(thr), "shape": tuple(shape)}
 
     def _paste(self, result: np.ndarray, probs: dict, size, thr: float | None = None) -> np.ndarray:
         """Upsample grid probabilities (one batch) and threshold them into ``result``."""
@@ -505,6 +470,28 @@ class LearnedEngine:
         result[sl] = self._honour(self._to_prob(out.float())[0].numpy() > self.threshold, spacing,
                                   pos - start, neg - start)
         return result
+
+
+def _rethreshold(raw: torch.Tensor, thr: float, shown: np.ndarray) -> dict[int, torch.Tensor]:
+    """The probabilities ``raw`` (z, gh, gw) cut at ``thr`` on every slice of ``shown`` (the
+    answer on screen, on the model grid: the never-worse rule may have kept parts the
+    network's last answer dropped): slice -> the probabilities of the parts of ``raw > thr``
+    that touch it.
+
+    A slice the new cut would more than halve or double is left out (it keeps what is
+    shown): there the network is unsure of the whole cross-section, not of its edge, and a
+    threshold moved for the edge would wipe it."""
+    from napari_tumorseg.interactive.propagate import connected_to
+
+    out = {}
+    for z in range(raw.shape[0]):
+        old = shown[z]
+        if not old.any():
+            continue
+        m = connected_to(raw[z].numpy() > thr, old)
+        if _SLICE_CHANGE[0] * old.sum() <= m.sum() <= _SLICE_CHANGE[1] * old.sum():
+            out[z] = raw[z] * torch.from_numpy(m)
+    return out
 
 
 def _on_grid(mask: np.ndarray, size) -> np.ndarray:

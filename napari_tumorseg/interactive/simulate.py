@@ -189,6 +189,7 @@ class ClickSimulator:
         active = []
         rng_batch = np.random.default_rng(seeds[0] if train and seeds and seeds[0] is not None else 0)
         drawn_rounds = int(rng_batch.integers(0, self.iterations + 1)) if train else 0
+        restyle = bool(train and drawn_rounds and self.style_fraction > 0 and _restylable(y, channels))
         prev = np.zeros((n, *spatial), np.float32)
         y_out = y
         for i in range(n):
@@ -207,7 +208,7 @@ class ClickSimulator:
             p = deep_point(gt[i], spacings[i], rng, self.jitter if rng is not None else 0.0)
             clicks[i][0].append(p)
             active.append(i)
-            if rng is not None and drawn_rounds and self.style_fraction > 0 and _restylable(y, channels):
+            if restyle and rng is not None:
                 restyled = _restyle(gt[i], np.random.default_rng([seeds[i], 13]), self.style_fraction)
                 if restyled is not None:
                     if y_out is y:
