@@ -4,6 +4,12 @@
     python benchmarks/bench_cpu_recipe.py --dataset lgg --method peer --minutes 20
     python benchmarks/bench_cpu_recipe.py --report      # writes RESULTS_cpu_recipe.md
 
+Every set in one sitting (the two methods of a set side by side, one set after another):
+
+    for d in lgg coco brats; do
+      for m in recipe peer; do python benchmarks/bench_cpu_recipe.py --dataset $d --method $m & done; wait
+    done
+
 Each run appends one JSON line (every epoch's wall time since the run started and its
 validation Dice) to ``benchmarks/cpu_recipe_runs.jsonl``; ``--report`` turns the lines
 into the table of the best validation Dice reached after 5, 10 and 20 minutes: what a user
@@ -21,8 +27,10 @@ the same time, one torch thread each, so that they share whatever load the machi
   validated by the engine's own validation code, so the Dice is the same per-patient /
   per-image mean.
 
-Data: LGG (lgg_kaggle3m, split by patient: one patient trains, the other validates) and
-coco_ravirawal (its train folder trains, its valid folder validates).
+Data: LGG (lgg_kaggle3m, split by patient: one patient trains, the other validates),
+coco_ravirawal (its train folder trains, its valid folder validates) and BraTS
+(brats2013_deepmedic: its train patients train, its validation patients validate; the
+four sequences, whole tumour).
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("TUMORSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 RUNS = REPO / "benchmarks" / "cpu_recipe_runs.jsonl"
 RESULTS = REPO / "benchmarks" / "RESULTS_cpu_recipe.md"
-DATASETS = {"lgg": DATA / "lgg_kaggle3m", "coco": DATA / "coco_ravirawal"}
+DATASETS = {"lgg": DATA / "lgg_kaggle3m", "coco": DATA / "coco_ravirawal",
+            "brats": DATA / "brats2013_deepmedic"}
 BUDGETS = (5, 10, 20)
 
 

@@ -7,8 +7,9 @@ preprocessing -> the rule it records): training and validation
 (:mod:`napari_tumorseg.interactive.learned`) all call it, so every path turns a scan into
 model input the same way. The classic click engine works on raw intensities and needs none.
 
-Methods (``Preprocessing.normalize``): ``"robust"`` (below; the default of every new
-training run), and the rules of older checkpoints, kept exactly: ``"zscore"`` (mean / std
+Methods (``Preprocessing.normalize``): ``"robust"`` (below; what a new training run
+records for scanner data), ``"window8"`` (what it records for 8-bit exports, see
+:func:`window8`), and the rules of older checkpoints, kept exactly: ``"zscore"`` (mean / std
 of the whole volume, of the non-zero voxels when ``zscore_nonzero``), ``"scale255"`` (x /
 255), ``"minmax"``, ``"none"``; ``"auto"`` (a checkpoint that names no method) is the old
 rule: scale255 for uint8 data, else zscore.
@@ -215,7 +216,50 @@ def foreground_of(czyx: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- every rule
 
-NORMALIZATIONS = ("auto", "robust", "zscore", "scale255", "minmax", "none")
+NORMALIZATIONS = ("auto", "robust", "window8", "zscore", "scale255", "minmax", "none")
+
+
+def is_8bit(dtype) -> bool:
+    """Data stored as 8-bit (JPG / PNG / 8-bit TIFF exports): already windowed for display."""
+    return dtype is not None and np.dtype(dtype) == np.uint8
+
+
+def new_run_method(raw_dtype) -> str:
+    """The rule a new training run records: ``window8`` for 8-bit exports, else ``robust``.
+
+    An 8-bit export was windowed once per volume by whoever exported it (LGG kaggle_3m, the
+    Roboflow JPGs): the window is the one thing its images share, and re-standardising each
+    volume by its own foreground statistics makes the lesion's contrast depend on its size
+    (LGG: a FLAIR lesion 1.5 standard deviations above one patient's brain and 0.75 above
+    the other's, while both sit at 0.45 of the 8-bit range). Measured with the CPU recipe on
+    LGG's unseen patient: best validation Dice 0.54-0.57 robust, 0.65-0.76 window8
+    (benchmarks/RESULTS_cpu_recipe.md). Scanner data (int16, float) has no such window.
+    """
+    return "window8" if is_8bit(raw_dtype) else "robust"
+
+
+def window8(czyx: np.ndarray, raw_dtype=None, clip=CLIP_PERCENTILES) -> np.ndarray:
+    """(c, z, y, x) -> float32 in [0, 1]: 8-bit data by its own window (x / 255); other data
+    (a scanner's volume given to a model trained on 8-bit exports) by the window an exporter
+    would draw: per channel, the volume's minimum (its background) at 0 and its foreground's
+    upper clip percentile at 1, clipped. Unchanged by any increasing affine map of a scanner
+    volume's intensities, like :func:`normalize_robust`."""
+    img = np.asarray(czyx)
+    if is_8bit(raw_dtype if raw_dtype is not None else img.dtype):
+        return img.astype(np.float32) / 255.0
+    out = np.zeros(img.shape, np.float32)
+    for c in range(img.shape[0]):
+        vol = np.asarray(img[c], np.float32)
+        finite = np.isfinite(vol)
+        if not finite.any():
+            out[c] = vol
+            continue
+        fg = foreground_mask(vol) & finite
+        lo = float(vol[finite].min())
+        hi = float(np.percentile(vol[fg] if fg.any() else vol[finite], float(clip[1])))
+        scaled = (vol - lo) / (hi - lo) if hi > lo else np.zeros_like(vol)
+        out[c] = np.where(finite, np.clip(scaled, 0.0, 1.0), vol)
+    return out
 
 
 def legacy_method(dtype) -> str:
@@ -224,12 +268,15 @@ def legacy_method(dtype) -> str:
 
 
 def normalize_intensity(image: np.ndarray, method: str, nonzero: bool = True,
-                        clip=CLIP_PERCENTILES) -> np.ndarray:
-    """Per-channel intensity normalisation of a whole (c, z, y, x) array, float32."""
+                        clip=CLIP_PERCENTILES, raw_dtype=None) -> np.ndarray:
+    """Per-channel intensity normalisation of a whole (c, z, y, x) array, float32.
+    ``raw_dtype``: the type the data was stored in (``window8`` goes by it)."""
     if method == "auto":
         method = legacy_method(np.asarray(image).dtype)
     if method == "robust":
         return normalize_robust(image, clip)
+    if method == "window8":
+        return window8(image, raw_dtype, clip)
     img = np.asarray(image).astype(np.float32, copy=True)
     if method == "none":
         return img
@@ -261,4 +308,5 @@ def normalize_input(czyx: np.ndarray, prep, raw_dtype=None) -> np.ndarray:
     if method == "auto":
         method = legacy_method(raw_dtype if raw_dtype is not None else np.asarray(czyx).dtype)
     clip = get("clip_percentiles", None) or CLIP_PERCENTILES
-    return normalize_intensity(czyx, str(method), bool(get("zscore_nonzero", True)), tuple(clip))
+    return normalize_intensity(czyx, str(method), bool(get("zscore_nonzero", True)), tuple(clip),
+                               raw_dtype=raw_dtype)

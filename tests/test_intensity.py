@@ -287,3 +287,30 @@ def test_holes_are_filled_slice_by_slice_as_scipy_fills_them():
     open_ring = ring.copy()
     open_ring[1, 4, 2] = False  # a gap in the wall: the middle slice's hole now opens outside
     assert not _fill_holes_per_slice(open_ring)[1, 4, 4]
+
+
+def test_window8_keeps_an_exports_window_and_windows_scanner_data_alike(shared_data, raw_case):
+    from napari_tumorseg.intensity import new_run_method
+
+    # An 8-bit export (LGG slice, RGB -> channels): exactly x / 255, what its exporter chose.
+    import tifffile
+
+    rgb = tifffile.imread(shared_data / "lgg_kaggle3m" / "TCGA_CS_4941_19960909"
+                          / "TCGA_CS_4941_19960909_12.tif")
+    czyx = np.moveaxis(rgb, -1, 0)[:, None]
+    assert czyx.dtype == np.uint8 and new_run_method(czyx.dtype) == "window8"
+    out = normalize_input(czyx, {"normalize": "window8"}, czyx.dtype)
+    assert out.dtype == np.float32 and np.array_equal(out, czyx.astype(np.float32) / 255.0)
+    # RGB averaged to grey is float by then: the stored type still decides.
+    grey = czyx.mean(axis=0, keepdims=True)
+    assert np.allclose(normalize_input(grey, {"normalize": "window8"}, np.uint8), grey / 255.0)
+    # A scanner volume (a model trained on exports, used on a raw scan): background at 0, the
+    # foreground's 99.5th percentile at 1, the same for the raw scan and its z-scored copy.
+    image, labels = raw_case
+    assert new_run_method(image.dtype) == "robust"
+    raw = normalize_input(image[:1], {"normalize": "window8"}, image.dtype)
+    copy = normalize_input(zscored_2013_way(image[:1], "brain"), {"normalize": "window8"}, np.float32)
+    assert raw.min() == 0.0 and raw.max() == 1.0 and np.all(raw[0][image[0] == 0] == 0.0)
+    assert np.abs(raw - copy).max() < 1e-4
+    lesion, brain = raw[0][labels > 0].mean(), raw[0][(image[0] > 0) & (labels == 0)].mean()
+    assert lesion > brain > 0.1  # FLAIR lesion brighter than the brain, both in range

@@ -55,6 +55,8 @@ from napari_tumorseg.brats import REGION_NAMES
 from napari_tumorseg.channels import shared_channels
 from napari_tumorseg.errors import TumorSegError, first_line
 from napari_tumorseg.fileio import atomic_path
+from napari_tumorseg.intensity import new_run_method
+from napari_tumorseg.models.unet import norm_for_data
 from napari_tumorseg.output_kinds import output_kind
 from napari_tumorseg.training import distributed as dist_utils
 from napari_tumorseg.training.augment import AugmentConfig
@@ -567,6 +569,8 @@ class _Run:
                 self.class_names = list(info.class_names)
                 self.out_channels = int(info.out_channels)
             self.prep = self._preprocessing(first, info, train_refs[0].label_convention)
+            if self.model_config.get("norm") == "auto":
+                self.model_config["norm"] = norm_for_data(first.image)
         # Names of the metric channels beyond one (GLIMS: WT, TC, ET).
         self.region_names = self.output.channel_names(self.class_names, int(self.out_channels)) or []
         self.clicks = None
@@ -689,9 +693,10 @@ class _Run:
         cfg = self.cfg
         _, channel_mode = adapt_channels(first.image[:, :1, :1, :1], self.in_channels)
         fields = dict(
-            # A new run normalises by the rule that does not depend on how a source stored
-            # its scans (napari_tumorseg.intensity); "auto" in a checkpoint is the old rule.
-            normalize="robust" if cfg.normalize == "auto" else cfg.normalize,
+            # A new run records a rule that does not depend on how a source stored its scans
+            # (napari_tumorseg.intensity): robust for scanner data, the 8-bit window for 8-bit
+            # exports; "auto" in a checkpoint is the old rule.
+            normalize=new_run_method(first.image.dtype) if cfg.normalize == "auto" else cfg.normalize,
             channel_mode=channel_mode,
             channel_names=tuple(first.channel_names or ()),
             missing_channels=self.missing_channels,

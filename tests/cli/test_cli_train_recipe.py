@@ -38,7 +38,8 @@ def test_cli_defaults_to_the_cpu_recipe_without_cuda(shared_data, tmp_path, smal
     resolved, config = _resolved(out)
     assert resolved["recipe"] == "cpu" and resolved["loss"] == "bce_dice" and resolved["lr"] == 0.001
     assert config["width"] == 4  # --width wins over the recipe's 16
-    assert config["norm"] == "instance"  # the rest of the recipe's model config stays
+    # The rest of the recipe's model config stays; its norm follows the data (single images).
+    assert config["norm"] == "instance"
 
 
 def test_cli_recipe_paper_switches(shared_data, tmp_path, small, capsys):
@@ -81,5 +82,5 @@ def test_cli_models_shows_the_cpu_recipe(capsys):
     assert "CPU recipe (the default without CUDA" in capsys.readouterr().out
     assert main(["models", "--json"]) == 0
     infos = {i["name"]: i for i in json.loads(capsys.readouterr().out)}
-    assert infos["unet"]["cpu_recipe"]["model_config"] == {"width": 16, "norm": "instance"}
+    assert infos["unet"]["cpu_recipe"]["model_config"] == {"width": 16, "norm": "auto"}
     assert infos["segformer"]["cpu_recipe"] is None

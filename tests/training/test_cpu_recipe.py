@@ -149,3 +149,31 @@ def test_step_estimate_is_close_to_a_real_step():
     real = time.perf_counter() - t
     # Generous: the machine is shared; the estimate only has to tell 1 s from a minute.
     assert real / 5 < estimate < real * 5, (estimate, real)
+
+
+def _start(shared_data, tmp_path, data, **kw):
+    """The StartEvent and best checkpoint of a one-epoch CPU-recipe run on ``data``."""
+    from napari_tumorseg.models.checkpoint import load_checkpoint
+
+    cfg = _cfg(shared_data, tmp_path, data=data, recipe="cpu", size=32,
+               **{"model_config": {"width": 4}, **kw})
+    evs = list(train(cfg))
+    assert isinstance(evs[-1], DoneEvent), evs[-1]
+    _, ck = load_checkpoint(tmp_path / "run" / "best.pt", build=False)
+    return ck
+
+
+def test_the_recipe_picks_norm_and_intensity_rule_from_the_data(shared_data, tmp_path):
+    # Single 8-bit images from many scanners (Roboflow JPGs): instance norm, the 8-bit window.
+    ck = _start(shared_data, tmp_path / "coco", shared_data / "coco_ravirawal")
+    assert ck["config"]["norm"] == "instance" and ck["preprocessing"]["normalize"] == "window8"
+    # 8-bit slices of patient volumes (LGG): BatchNorm, the 8-bit window.
+    ck = _start(shared_data, tmp_path / "lgg", shared_data / "lgg_kaggle3m")
+    assert ck["config"]["norm"] == "batch" and ck["preprocessing"]["normalize"] == "window8"
+    # Scanner volumes (BraTS NIfTI): BatchNorm, the robust z-score.
+    ck = _start(shared_data, tmp_path / "brats", shared_data / "brats2013_deepmedic")
+    assert ck["config"]["norm"] == "batch" and ck["preprocessing"]["normalize"] == "robust"
+    # A norm the user names wins.
+    ck = _start(shared_data, tmp_path / "named", shared_data / "lgg_kaggle3m",
+                model_config={"width": 4, "norm": "group"})
+    assert ck["config"]["norm"] == "group"

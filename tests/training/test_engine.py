@@ -65,8 +65,8 @@ def test_checkpoint_contents(short_run):
     assert ck["config"]["width"] == 4
     prep = ck["preprocessing"]
     assert prep["size"] == [48, 48] and prep["spatial"] == "resize" and prep["dims"] == 2
-    # New runs normalise by the source-independent rule (napari_tumorseg.intensity), JPGs too.
-    assert prep["normalize"] == "robust" and prep["clip_percentiles"] == [0.5, 99.5]
+    # New runs on 8-bit JPGs keep the export's window (napari_tumorseg.intensity.new_run_method).
+    assert prep["normalize"] == "window8" and prep["clip_percentiles"] == [0.5, 99.5]
     assert prep["channels"] == 1 and prep["target"] == "binary"
     hist = ck["history"]
     assert [h["epoch"] for h in hist] == [1, 2]
