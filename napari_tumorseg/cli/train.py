@@ -105,7 +105,7 @@ def _fmt(value) -> str:
 
 def run(args) -> int:
     from napari_tumorseg.training import distributed
-    from napari_tumorseg.training.engine import train
+    from napari_tumorseg.training.engine import recipe_summary, train
 
     cfg = _config(args)
     if args.width is not None:
@@ -138,7 +138,7 @@ def run(args) -> int:
                     print(f"warning: {w}", file=sys.stderr)
                 limit = ev.config.get("max_minutes")
                 print(f"training {ev.model} on {ev.device} in {ev.config.get('precision')} "
-                      f"({ev.config.get('recipe')} recipe): "
+                      f"({recipe_summary(ev.config)}): "
                       f"{ev.n_train} training / {ev.n_val} validation samples, epochs "
                       f"{ev.start_epoch + 1}-{ev.epochs}"
                       + (f" or {limit:g} min, whichever comes first" if limit else ""), flush=True)

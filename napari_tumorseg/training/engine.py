@@ -753,6 +753,7 @@ class _Run:
                 "device": str(self.device), "world_size": self.ctx.world_size,
                 "recipe": self.recipe.name, "max_minutes": self.max_minutes,
                 "threads": torch.get_num_threads(),
+                **({"norm": self.model_config["norm"]} if "norm" in self.model_config else {}),
         }
 
     def _restore(self, ck: dict) -> None:
@@ -946,6 +947,22 @@ def _resumed_precision(ck: dict, device_type: str) -> str:
     if name is None and not resolved.get("amp", False):
         return "fp32"
     return "auto"
+
+
+_NORM_WORDS = {"batch": "BatchNorm", "instance": "instance norm", "group": "GroupNorm"}
+_INTENSITY_WORDS = {"robust": "robust z-score", "window8": "8-bit window"}
+
+
+def recipe_summary(config: dict) -> str:
+    """``cpu recipe; BatchNorm; 8-bit window``: what a StartEvent's config says the run chose
+    where the data decides (the start line of the CLI and the Train dock)."""
+    parts = [f"{config.get('recipe')} recipe"]
+    if config.get("norm") in _NORM_WORDS:
+        parts.append(_NORM_WORDS[config["norm"]])
+    method = (config.get("preprocessing") or {}).get("normalize")
+    if method in _INTENSITY_WORDS:
+        parts.append(_INTENSITY_WORDS[method])
+    return "; ".join(parts)
 
 
 def _take(refs, n: int, seed: int):

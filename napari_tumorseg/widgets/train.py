@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models import default_recipe, get_info, get_recipe, list_models
 from napari_tumorseg.progress import progress_text
-from napari_tumorseg.training.engine import LAST, TrainConfig, pick_device, train
+from napari_tumorseg.training.engine import LAST, TrainConfig, pick_device, recipe_summary, train
 from napari_tumorseg.training.losses import LOSS_NAMES
 from napari_tumorseg.training.events import (
     CancelledEvent,
@@ -553,7 +553,7 @@ class TrainWidget(QWidget):
             limit = ev.config.get("max_minutes")
             self.status.setText(
                 f"{ev.model} on {ev.device} in {ev.config.get('precision')} "
-                f"({ev.config.get('recipe')} recipe): {ev.n_train} training / "
+                f"({recipe_summary(ev.config)}): {ev.n_train} training / "
                 f"{ev.n_val} validation items; epochs {ev.start_epoch + 1}-{ev.epochs}"
                 + (f" or {limit:g} min" if limit else "")
                 + (f"; each step ≈ {ev.step_estimate_s:.1f} s" if ev.step_estimate_s else "")

@@ -34,7 +34,8 @@ def test_cli_defaults_to_the_cpu_recipe_without_cuda(shared_data, tmp_path, smal
     out = tmp_path / "cpu"
     assert _train(shared_data, out, small, "--epochs", "1", "--width", "4") == 0
     text = capsys.readouterr().out
-    assert "(cpu recipe)" in text and "or 10 min, whichever comes first" in text
+    # The start line names what the data decided: single JPGs -> instance norm, their window.
+    assert "(cpu recipe; instance norm; 8-bit window)" in text and "or 10 min, whichever comes first" in text
     resolved, config = _resolved(out)
     assert resolved["recipe"] == "cpu" and resolved["loss"] == "bce_dice" and resolved["lr"] == 0.001
     assert config["width"] == 4  # --width wins over the recipe's 16
@@ -46,7 +47,7 @@ def test_cli_recipe_paper_switches(shared_data, tmp_path, small, capsys):
     out = tmp_path / "paper"
     assert _train(shared_data, out, small, "--recipe", "paper", "--epochs", "1", "--width", "4",
                   "--batch-size", "2") == 0
-    assert "(paper recipe)" in capsys.readouterr().out
+    assert "(paper recipe; 8-bit window)" in capsys.readouterr().out
     resolved, config = _resolved(out)
     assert resolved["recipe"] == "paper" and resolved["max_minutes"] is None
     assert (resolved["loss"], resolved["lr"], resolved["scheduler"]) == ("bce", 0.001, "step")
