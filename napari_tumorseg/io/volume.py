@@ -82,6 +82,8 @@ class Volume:
             # outline in its own colour, so a filled prediction under it stays readable.
             # (Labels takes no ``contour`` argument: apply_display_hints sets it on insertion.)
             meta["tumorseg_display"] = {"contour": 2}
+            # The Correct dock offers it as the ground truth to measure against.
+            meta["tumorseg"]["reference"] = True
             colors = self.metadata.get("label_colors")
             if colors:  # a segmentation's own segment colours (3D Slicer's .seg.nrrd)
                 kwargs["colormap"] = {None: GROUND_TRUTH_COLOR, 0: (0.0, 0.0, 0.0, 0.0),

@@ -77,6 +77,9 @@ class CorrectWidget(QWidget):
         self.labels_combo = QComboBox()
         self.image_combo = QComboBox()
         self.gt_combo = QComboBox()
+        # Until the user picks a ground truth, an opened reference mask is offered as one.
+        self._gt_chosen = False
+        self.gt_combo.activated.connect(self._gt_picked)
 
         # -- editing ----------------------------------------------------------------------
         self.click_keep = QCheckBox("Click to keep a component")
@@ -189,9 +192,11 @@ class CorrectWidget(QWidget):
             self.labels_combo.setCurrentText(p.labels_layer.name)
             if p.source in self.viewer.layers:
                 self.image_combo.setCurrentText(p.source.name)
+        self._offer_reference()
 
     def _case_changed(self, *_):
         """Another study is on screen: the last one's figures and lines go."""
+        self._gt_chosen = False  # its reference mask may be offered as the ground truth
         self.table.setRowCount(0)
         self.last_report, self.last_measure = "", {}
         if self.diameter_layer is not None and self.diameter_layer in self.viewer.layers:
@@ -216,6 +221,23 @@ class CorrectWidget(QWidget):
                 preferred = p.labels_layer.name if p is not None and p.labels_layer is not None else None
                 combo.setCurrentText(preferred if preferred in names and combo is self.labels_combo else names[0])
             combo.blockSignals(False)
+        self._offer_reference()
+
+    def _gt_picked(self, *_):
+        self._gt_chosen = True
+
+    def _offer_reference(self) -> None:
+        """An opened mask (a reference: the reader marks it) becomes the ground truth while
+        the user has not picked one, so the measurement says Dice against it at once."""
+        if self._gt_chosen or self.gt_combo.currentText() not in ("", "(none)"):
+            return
+        editing = self.labels_combo.currentText()
+        for layer in self.viewer.layers:
+            meta = layer.metadata.get("tumorseg") if isinstance(layer.metadata, dict) else None
+            if (isinstance(layer, napari.layers.Labels) and layer.name != editing
+                    and isinstance(meta, dict) and meta.get("reference")):
+                self.gt_combo.setCurrentText(layer.name)
+                return
 
     def labels_layer(self):
         name = self.labels_combo.currentText()

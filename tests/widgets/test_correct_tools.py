@@ -114,3 +114,22 @@ def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, qtbot, s
     assert line_layer.shown.all()
     roi.visible = flair.visible = True
     save_screenshot(viewer, screenshot_dir / "correct_table_diameter.png")
+
+
+def test_an_opened_reference_mask_is_offered_as_ground_truth_until_the_user_picks(make_napari_viewer, shared_data):
+    viewer = make_napari_viewer()
+    flair, roi = _open_brainix(viewer, shared_data)
+    edit = viewer.add_labels(np.zeros(roi.data.shape, np.uint8), name="my edit", scale=roi.scale,
+                             translate=roi.translate)
+    widget = add_dock(viewer, "Correct and export")
+    widget.labels_combo.setCurrentText(edit.name)
+    # The reader marked the ROI a reference: the dock measures against it without being asked.
+    widget._refresh_layers()
+    assert widget.gt_combo.currentText() == roi.name
+    assert not (isinstance(edit.metadata.get("tumorseg"), dict) and edit.metadata["tumorseg"].get("reference"))
+    # The user picks "(none)": a reference opened later does not take the choice back.
+    widget.gt_combo.setCurrentText("(none)")
+    widget.gt_combo.activated.emit(widget.gt_combo.currentIndex())
+    viewer.open(str(shared_data / "dicom_brainix" / "ROI"), plugin="napari-tumorseg")
+    assert sum(type(l).__name__ == "Labels" for l in viewer.layers) == 3
+    assert widget.gt_combo.currentText() == "(none)"

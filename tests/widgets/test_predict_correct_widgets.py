@@ -87,7 +87,8 @@ def test_predict_threshold_correct_measure_export(make_napari_viewer, qtbot, sha
     correct = add_dock(viewer, "Correct and export")
     correct.labels_combo.setCurrentText(labels.name)
     correct.image_combo.setCurrentText(flair.name)
-    correct.gt_combo.setCurrentText(roi.name)
+    # The opened ROI is a reference mask: offered as the ground truth without asking.
+    assert correct.gt_combo.currentText() == roi.name
     before = labels.data.copy()
     from scipy import ndimage
 
