@@ -264,7 +264,7 @@ def window8(czyx: np.ndarray, raw_dtype=None, clip=CLIP_PERCENTILES) -> np.ndarr
 
 def legacy_method(dtype) -> str:
     """What ``"auto"`` means in a checkpoint: the old rule, by the data's type."""
-    return "scale255" if np.dtype(dtype) == np.uint8 else "zscore"
+    return "scale255" if is_8bit(dtype) else "zscore"
 
 
 def normalize_intensity(image: np.ndarray, method: str, nonzero: bool = True,
