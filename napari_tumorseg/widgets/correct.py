@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari
+from napari.utils.colormaps.standardize_color import transform_color
 import numpy as np
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtGui import QKeySequence
@@ -434,13 +435,14 @@ class CorrectWidget(QWidget):
         width = max(1.0, 0.004 * max(layer.data.shape[-2:]))  # pixels of the scan
         if layer.ndim >= 3:
             width *= float(min(np.abs(layer.scale[-2:])))  # the line's units are mm there
-        features = {"label": [ln[1] for ln in lines]}
+        features = {"label": [ln[1] for ln in lines], "text": [ln[1] for ln in lines]}
         colors = [ln[2] for ln in lines]
+        self._diameter_colors = transform_color(colors)
         if self.diameter_layer is None:
             self.diameter_layer = self.viewer.add_shapes(
                 data, shape_type="line", name=f"{layer.name} diameter", edge_color=colors,
                 edge_width=width, features=features,
-                text={"string": "{label}", "color": "yellow", "size": 10, "anchor": "upper_left"},
+                text={"string": "{text}", "color": "yellow", "size": 10, "anchor": "upper_left"},
                 metadata={"tumorseg_output": "diameter"}, **geometry)
         else:
             shapes = self.diameter_layer
@@ -458,14 +460,26 @@ class CorrectWidget(QWidget):
         if line is None or line not in self.viewer.layers or len(line.data) == 0:
             return
         if where is None:  # a 2D mask: one slice, always shown
-            line.shown = np.ones(len(line.data), bool)
-            return
-        layer, zs = where
-        if layer not in self.viewer.layers or len(zs) != len(line.data):
-            line.shown = np.zeros(len(line.data), bool)
-            return
-        here = round(float(layer.world_to_data(self.viewer.dims.point)[-3]))
-        line.shown = np.asarray(zs) == here
+            shown = np.ones(len(line.data), bool)
+        else:
+            layer, zs = where
+            if layer not in self.viewer.layers or len(zs) != len(line.data):
+                shown = np.zeros(len(line.data), bool)
+            else:
+                here = round(float(layer.world_to_data(self.viewer.dims.point)[-3]))
+                shown = np.asarray(zs) == here
+        line.shown = shown
+        # napari's Shapes draws every shape of 2D data on every slice (it has no per-shape
+        # visibility), so a line off its slice is drawn transparent and its text left blank:
+        # a radiologist must not read another slice's diameter on this one.
+        colors = getattr(self, "_diameter_colors", None)
+        if colors is not None and len(colors) == len(shown):
+            faded = np.array(colors, float)
+            faded[:, 3] = np.where(shown, faded[:, 3], 0.0)
+            line.edge_color = faded
+        labels = list(line.features["label"])
+        line.features = {"label": labels, "text": [t if s else "" for t, s in zip(labels, shown)]}
+        line.refresh_text()
 
     # -- export -------------------------------------------------------------------------
     def _source_volume(self, labels_layer):
