@@ -67,14 +67,41 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-#: This process, as snapshots record it: pid and start time (a reused pid is another process).
-_OWNER = {"pid": os.getpid(), "started": _process_start(os.getpid())}
+def _boot_ticks(pid: int) -> tuple[str, int] | None:
+    """(boot id, start in clock ticks since boot) of a Linux process, or None elsewhere.
+
+    The wall-clock start time (psutil) is the boot time plus those ticks, and the boot time
+    is read from the clock *now*: when the clock is stepped (NTP, a laptop waking) a live
+    process's start moves by as much, and its snapshots looked orphaned (seen on a CI machine
+    whose clock jumped). The ticks and the boot id do not move."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return boot, int(stat[stat.rindex(")") + 2:].split()[19])  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _identity(pid: int) -> dict:
+    ident = {"pid": pid, "started": _process_start(pid)}
+    ticks = _boot_ticks(pid)
+    if ticks is not None:
+        ident["boot"], ident["ticks"] = ticks
+    return ident
+
+
+#: This process, as snapshots record it: pid and start (a reused pid is another process).
+_OWNER = _identity(os.getpid())
 
 
 def _owner_alive(owner: dict) -> bool:
     pid = owner.get("pid")
     if not isinstance(pid, int):
         return False
+    if "ticks" in owner and "boot" in owner:
+        now = _boot_ticks(pid)
+        if now is not None:
+            return now == (owner["boot"], owner["ticks"])
     started = _process_start(pid)
     return started is not None and (owner.get("started") is None or abs(started - owner["started"]) < 1.0)
 

@@ -24,6 +24,24 @@ def test_a_snapshot_of_a_live_process_is_not_an_orphan(tmp_path):
     assert recovery.read_snapshot(path).load()[0, 0, 0] == 1
 
 
+def test_a_stepped_clock_does_not_orphan_a_live_process(tmp_path):
+    """The wall clock stepped a minute (NTP): this process's wall-clock start reads otherwise,
+    its boot and start ticks do not; a pid reused after the writer died has other ticks."""
+    import os
+
+    me = recovery._identity(os.getpid())
+    if "ticks" not in me:
+        import pytest
+
+        pytest.skip("no /proc here: the wall-clock start is all there is")
+    stepped = {**me, "started": me["started"] + 60.0}
+    assert recovery._owner_alive(stepped)
+    assert not recovery._owner_alive({**stepped, "ticks": me["ticks"] + 1})
+    assert not recovery._owner_alive({**stepped, "boot": "another boot"})
+    # Snapshots written before the ticks were recorded keep the wall-clock rule.
+    assert recovery._owner_alive({"pid": me["pid"], "started": me["started"]})
+
+
 def test_a_dead_writer_leaves_an_orphan_and_damaged_files_are_skipped(tmp_path):
     code = ("import numpy as np\nfrom pathlib import Path\nfrom napari_tumorseg import recovery\n"
             f"recovery.write_snapshot('gone', np.ones((2, 4, 4), np.uint8), name='x', geometry={{}}, "
