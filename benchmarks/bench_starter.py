@@ -58,12 +58,15 @@ def truth_of(case: Path) -> tuple[np.ndarray, str]:
     return labels_to_regions(np.asarray(vol.data).astype(np.int64), convention), convention
 
 
-def run_case(ckpt: str, case: Path, threads: int, out_dir: Path, precision: str | None) -> dict:
+def run_case(ckpt: str, case: Path, threads: int, out_dir: Path, precision: str | None,
+             keep_all: bool = False) -> dict:
     out = out_dir / f"{case.name}.nii.gz"
     cmd = [sys.executable, "-m", "napari_tumorseg.cli", "predict", ckpt, str(case), "-o", str(out),
            "--threads", str(threads), "--quiet", "--overwrite"]
     if precision:
         cmd += ["--precision", precision]
+    if keep_all:
+        cmd.append("--keep-all-components")
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t
@@ -87,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default=None, help="auto|fp32|bf16 (default: the CLI's)")
     ap.add_argument("--label", default="", help="a note for the results file (which run, what data)")
+    ap.add_argument("--keep-all-components", action="store_true", dest="keep_all",
+                    help="the model's map as it is (no oedema-without-core cleanup)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     roots = args.data or [DATA / "brats_multi_year"]
@@ -98,10 +103,11 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            rows.append(run_case(args.checkpoint, case, args.threads, Path(tmp), args.precision))
+            rows.append(run_case(args.checkpoint, case, args.threads, Path(tmp), args.precision, args.keep_all))
             print(rows[-1], file=sys.stderr)
     ok = [r for r in rows if "error" not in r]
-    lines = [f"### {time.strftime('%Y-%m-%d %H:%M')} — {args.checkpoint} {args.label}".rstrip(),
+    cleanup = "--keep-all-components" if args.keep_all else "default cleanup (oedema without a core dropped)"
+    lines = [f"### {time.strftime('%Y-%m-%d %H:%M')} — {args.checkpoint} {args.label}; {cleanup}".rstrip(),
              "", f"CPU: {cpu_description()}; threads {args.threads}; load average at start {load:.2f}, "
              f"at end {os.getloadavg()[0]:.2f}", "",
              "| case | convention | Dice WT | Dice TC | Dice ET | WT mL (true) | TC mL (true) | ET mL (true) | s |",

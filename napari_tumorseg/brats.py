@@ -88,6 +88,42 @@ def regions_to_labels(regions, threshold: float = 0.5) -> np.ndarray:
     return out
 
 
+def drop_coreless_components(labels) -> tuple[np.ndarray, int]:
+    """A ``regionmap`` label map without the tumour components that have no core.
+
+    Oedema is the brain's reaction to a tumour: a connected region of predicted oedema with
+    no core voxel (label 2 or 3) anywhere in it is not a tumour a radiologist would outline.
+    Measured on the shipped starter (BraTS 2021 / 2023 cases it never saw): most of its
+    false positives are such islands - 100 on the 2023 case (17 mL of bright cortex on that
+    year's FLAIR), 31 on BraTS2021_00006 - while every true lesion holds a core; dropping
+    them raised whole-tumour Dice 0.667 -> 0.723 and 0.907 -> 0.922 and left core and
+    enhancing unchanged. The rule asks for a core, not a size, so a small metastasis with a
+    few enhancing voxels stays. A map with no core at all is returned as it is (what the model
+    saw in a non-enhancing case is still shown). Components are 3D (26-connected) in a
+    volume, 8-connected in one slice.
+
+    Returns the cleaned map (a new array) and how many components were dropped.
+    """
+    from scipy import ndimage as ndi
+
+    lab = np.asarray(labels)
+    tumour = lab > 0
+    core = lab >= CORE
+    if not core.any():
+        return lab.copy(), 0
+    # Labelled inside the tumour's bounding box only: a slider move re-runs this.
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in
+                (np.flatnonzero(tumour.any(axis=tuple(a for a in range(lab.ndim) if a != d)))
+                 for d in range(lab.ndim)))
+    comp, n = ndi.label(tumour[box], structure=np.ones((3,) * lab.ndim, bool))
+    has_core = np.zeros(n + 1, bool)
+    has_core[comp[core[box]]] = True
+    has_core[0] = True  # background stays background
+    out = lab.copy()
+    out[box][~has_core[comp]] = 0
+    return out, int(n + 1 - np.count_nonzero(has_core))
+
+
 def guess_convention(label_values) -> str:
     """``brats2012`` when the labels are a subset of {0, 1, 2}, else ``brats``."""
     vals = {int(v) for v in label_values}

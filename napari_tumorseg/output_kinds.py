@@ -75,6 +75,14 @@ class OutputKind:
         brats.check_threshold(threshold)
         return (np.asarray(prob) > threshold).astype(np.uint8)
 
+    #: What :meth:`clean` removes, for a checkbox or a flag; "" where it removes nothing.
+    cleanup: str = ""
+
+    def clean(self, labels: np.ndarray) -> tuple[np.ndarray, int]:
+        """Labels from :meth:`to_labels` without what cannot be a tumour, and how many
+        components went. Only kinds with a rule (:attr:`cleanup`) change anything."""
+        return labels, 0
+
     # -- names and colours
     def channel_names(self, class_names: Sequence[str], num_classes: int) -> list[str] | None:
         """Names of the probability map's leading channels; None for one (z, y, x) map."""
@@ -117,6 +125,11 @@ class _Regions(OutputKind):
 
     def to_labels(self, prob, threshold=0.5):
         return brats.regions_to_labels(prob, threshold)
+
+    cleanup = "oedema without a core"
+
+    def clean(self, labels):
+        return brats.drop_coreless_components(labels)
 
     def channel_names(self, class_names, num_classes):
         return list(class_names) if len(class_names) == 3 else list(brats.REGION_NAMES)

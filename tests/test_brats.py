@@ -13,6 +13,7 @@ from napari_tumorseg.brats import (
     ENHANCING,
     REGION_COLORS,
     REGION_LABEL_NAMES,
+    drop_coreless_components,
     guess_convention,
     labels_to_regions,
     regions_to_labels,
@@ -82,3 +83,39 @@ def test_region_colors_are_a_napari_colormap():
     np.testing.assert_allclose(mapped[1], REGION_COLORS[EDEMA], atol=1e-6)
     np.testing.assert_allclose(mapped[3], REGION_COLORS[ENHANCING], atol=1e-6)
     assert mapped[0][3] == 0
+
+
+def test_oedema_without_a_core_is_dropped_and_a_small_cored_lesion_stays(shared_data):
+    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
+    seg = np.asarray(nib.load(case / "BraTS2021_00006_seg.nii.gz").dataobj).astype(np.uint8)
+    wt, tc, et = labels_to_regions(seg, "brats")
+    truth = np.zeros(seg.shape, np.uint8)
+    truth[wt], truth[tc], truth[et] = EDEMA, CORE, ENHANCING
+    out, dropped = drop_coreless_components(truth)
+    # The raters' own map has no oedema without a core: the rule takes nothing from it.
+    assert dropped == 0 and np.array_equal(out, truth)
+
+    # Far from the tumour: an oedema island (goes), a 3-voxel enhancing spot (a small
+    # metastasis: stays) and a 2 mL oedema blob around one core voxel (stays, whole).
+    spiked = out.copy()
+    free = np.argwhere(ndimage.binary_dilation(truth > 0, iterations=20) == 0)
+    z, y, x = free[len(free) // 3]
+    spiked[z:z + 4, y:y + 4, x:x + 4] = EDEMA
+    z2, y2, x2 = free[2 * len(free) // 3]
+    spiked[z2, y2, x2:x2 + 3] = ENHANCING
+    z3, y3, x3 = free[len(free) // 2]
+    spiked[z3:z3 + 12, y3:y3 + 12, x3:x3 + 12] = EDEMA
+    spiked[z3 + 6, y3 + 6, x3 + 6] = CORE
+    clean, n = drop_coreless_components(spiked)
+    assert n == 1 and not clean[z:z + 4, y:y + 4, x:x + 4].any()
+    assert (clean[z2, y2, x2:x2 + 3] == ENHANCING).all()
+    assert (clean[z3:z3 + 12, y3:y3 + 12, x3:x3 + 12] > 0).all()
+    assert np.array_equal(clean[out > 0], out[out > 0])  # the tumour itself untouched
+    assert spiked[z, y, x] == EDEMA  # a new array: the input is not changed
+
+    # No core anywhere (a model that saw only oedema): nothing is dropped; one slice works too.
+    only_oedema = np.where(spiked > 0, EDEMA, 0).astype(np.uint8)
+    assert drop_coreless_components(only_oedema)[1] == 0
+    plane = spiked[z]
+    plane_clean, n2 = drop_coreless_components(plane)
+    assert plane_clean.ndim == 2 and (n2 == 0 or not plane_clean[y:y + 4, x:x + 4].any())

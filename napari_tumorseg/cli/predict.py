@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="CPU threads for torch (default: torch's, i.e. all cores)")
     add_precision(p)
+    p.add_argument("--keep-all-components", action="store_true", dest="keep_all",
+                   help="region models (the starter): keep connected regions of oedema that hold no "
+                        "core (by default they are dropped: most false positives on unseen scans)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
@@ -152,7 +155,12 @@ def run(args) -> int:
         probability_path,
     )
     from napari_tumorseg.fileio import check_writable, staged_outputs
-    from napari_tumorseg.inference.predict import load_predictor, predict_volume, probabilities_to_labels
+    from napari_tumorseg.inference.predict import (
+        clean_labels,
+        load_predictor,
+        predict_volume,
+        probabilities_to_labels,
+    )
 
     out = Path(args.output)
     if not 0.0 <= args.threshold <= 1.0:
@@ -209,6 +217,9 @@ def run(args) -> int:
         progress.end()
     prob = final.probabilities
     labels = probabilities_to_labels(prob, args.threshold, predictor.output_kind)
+    dropped = 0
+    if not args.keep_all:
+        labels, dropped = clean_labels(labels, predictor.output_kind)
     image = volume.data if fmt == "coco" else None
     # Labels and probabilities land together or not at all (a full disk between the two
     # must not leave a labels file whose probability map is missing).
@@ -225,6 +236,11 @@ def run(args) -> int:
     print(f"{volume.name} ({shape}): {n_fg} labelled voxels = {n_fg * voxel_ml:.2f} mL "
           f"at threshold {args.threshold:g}; wrote {written[0]}"
           + (f" and {len(written) - 1} more file(s)" if len(written) > 1 else ""))
+    if dropped:
+        from napari_tumorseg.output_kinds import output_kind
+
+        print(f"dropped {dropped} component(s) of {output_kind(predictor.output_kind).cleanup} "
+              "(--keep-all-components keeps them)")
     # The dock's rule, on the same numbers: an empty or whole-volume result is written, and said.
     from napari_tumorseg.user_edits import result_problem
 

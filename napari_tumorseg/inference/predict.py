@@ -547,6 +547,14 @@ def probabilities_to_labels(prob: np.ndarray, threshold: float = 0.5,
     return output_kinds.output_kind(output_kind).to_labels(prob, threshold)
 
 
+def clean_labels(labels: np.ndarray, output_kind: str | output_kinds.OutputKind = "binary"
+                 ) -> tuple[np.ndarray, int]:
+    """Labels of a whole predicted map without the components its kind says are no tumour
+    (regions: oedema without a core, :func:`napari_tumorseg.brats.drop_coreless_components`);
+    other kinds come back unchanged. Returns the labels and how many components went."""
+    return output_kinds.output_kind(output_kind).clean(labels)
+
+
 # ----------------------------------------------------------------------------- classifier
 
 

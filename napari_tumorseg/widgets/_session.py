@@ -18,7 +18,7 @@ viewer frees its case. Events tell the other docks that something changed.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,12 @@ class Prediction:
     prob_layer: Any = None
     labels_layer: Any = None
     threshold: float = 0.5
+    #: z indices the map holds a prediction for (a whole-volume rule needs them all).
+    predicted_z: set = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.predicted_z) >= self.probabilities.shape[-3]
 
 
 class ViewerSession:

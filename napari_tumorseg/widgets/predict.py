@@ -17,6 +17,7 @@ from napari.utils import progress
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -158,6 +159,15 @@ class PredictWidget(QWidget):
         self.threshold.setValue(50)
         self.threshold_label = QLabel("0.50")
         self.threshold.valueChanged.connect(self._threshold_changed)
+        self.clean_box = QCheckBox("Drop oedema without a core")
+        self.clean_box.setChecked(True)
+        self.clean_box.setToolTip(
+            "Region models: a connected region of predicted oedema that holds no core is not a tumour "
+            "a radiologist outlines (most false positives on unseen scans). Applied once the whole "
+            "volume is predicted; voxels you edited stay yours.")
+        self.clean_box.setVisible(False)
+        self.clean_box.toggled.connect(self._clean_toggled)
+        self.dropped_components = 0
         self.volume_label = QLabel("")
         self.volume_label.setToolTip("volume of the labels at this threshold, from the cached probabilities")
         self.status = QLabel("")
@@ -198,6 +208,7 @@ class PredictWidget(QWidget):
         thr.addWidget(self.threshold, 1)
         thr.addWidget(self.threshold_label)
         of.addRow("Threshold", thr)
+        of.addRow(self.clean_box)
         of.addRow("Result", self.volume_label)
         of.addRow(self.class_label)
         buttons = QHBoxLayout()
@@ -269,7 +280,23 @@ class PredictWidget(QWidget):
         is_3d = self.predictor.dims == 3
         self.overlap.setEnabled(is_3d)
         self.threshold.setEnabled(not self.predictor.is_classifier)
+        self.clean_box.setVisible(self._cleanup() != "")
         return self.predictor
+
+    def _cleanup(self, predictor=None) -> str:
+        """What the model's output kind drops from a whole map ("" if nothing)."""
+        from napari_tumorseg.output_kinds import output_kind
+
+        predictor = predictor or self.predictor
+        if predictor is None or predictor.is_classifier:
+            return ""
+        return output_kind(predictor.output_kind).cleanup
+
+    @guarded("cleaning the result failed")
+    def _clean_toggled(self, _checked: bool) -> None:
+        if self._worker is None:
+            self._refresh_outputs(None)
+            self._check_result(None, notify=False)
 
     def _precision_changed(self, *_) -> None:
         """A new choice applies to the loaded model from its next prediction."""
@@ -357,17 +384,16 @@ class PredictWidget(QWidget):
                                       cancel=cancel)
 
         def on_event(ev):
-            if ev.total and pbar.total != ev.total:
-                pbar.total = ev.total
-            pbar.update(ev.done - pbar.n)
             if ev.kind == "progress" and ev.planes is not None and ev.slices:
                 self.session.prediction.probabilities[..., ev.slices, :, :] = ev.planes
                 self._refresh_outputs(ev.slices)
             elif ev.kind in ("done", "cancelled"):
                 if ev.probabilities is not None and ev.slices:
-                    self.session.prediction.probabilities[..., ev.slices, :, :] = \
-                        ev.probabilities[..., ev.slices, :, :]
-                    self._refresh_outputs(ev.slices)
+                    pred = self.session.prediction
+                    pred.probabilities[..., ev.slices, :, :] = ev.probabilities[..., ev.slices, :, :]
+                    pred.predicted_z.update(int(z) for z in ev.slices)
+                    # A whole map gets its kind's cleanup (a 3D rule: done once every slice is in).
+                    self._refresh_outputs(None if self._cleans(pred) else ev.slices)
                 self.status.setText(
                     f"{ev.kind}: {len(ev.slices)} slice(s) in {ev.elapsed_s:.1f} s" if ev.kind == "done"
                     else f"cancelled; {len(ev.slices)} slice(s) kept"
@@ -375,6 +401,10 @@ class PredictWidget(QWidget):
                 self._check_result(ev.slices, notify=True)
                 if ev.kind == "done":
                     dismiss_notifications_before(started, self)
+            # Last: napari's progress bar may process pending events, the run's end among them.
+            if ev.total and pbar.total != ev.total:
+                pbar.total = ev.total
+            pbar.update(ev.done - pbar.n)
 
         worker = self._run(work(), on_event)
         worker.finished.connect(pbar.close)
@@ -478,6 +508,8 @@ class PredictWidget(QWidget):
         if labels_layer is None:
             return
         kind = pred.predictor.output_kind
+        if self._cleans(pred):
+            slices = None  # a whole-volume rule: never a slab's raw threshold over a cleaned map
         # Derived voxels follow the threshold; voxels the user edited stay theirs. Written
         # without history: moving the slider back restores the derived ones, and the user's
         # undo stack keeps only what the user did.
@@ -491,6 +523,11 @@ class PredictWidget(QWidget):
             region, derived = None, probabilities_to_labels(pred.probabilities, t, kind)[0]
         if region is not None and isinstance(slices, (list, tuple, np.ndarray)):
             region = (np.asarray(slices), slice(None), slice(None))
+        self.dropped_components = 0
+        if slices is None and self._cleans(pred):
+            from napari_tumorseg.inference.predict import clean_labels
+
+            derived, self.dropped_components = clean_labels(derived, kind)
         merged, kept = merge_derived(current, derived, edited, region)
         if slices is None or labels_layer.ndim < 3:
             labels_layer.data[...] = merged
@@ -498,6 +535,10 @@ class PredictWidget(QWidget):
             labels_layer.data[region] = merged[region]
         labels_layer.refresh()
         self.kept_edits = kept
+
+    def _cleans(self, pred) -> bool:
+        """Whether the labels of ``pred`` get its kind's cleanup now: asked for, and whole."""
+        return self.clean_box.isChecked() and self._cleanup(pred.predictor) != "" and pred.complete
 
     @guarded("threshold failed")
     def _threshold_changed(self, value: int) -> None:
@@ -541,7 +582,9 @@ class PredictWidget(QWidget):
         top = float(np.max(pred.probabilities)) if pred.probabilities.size else 0.0
         problem = result_problem(n, predicted, top, t)
         kept = getattr(self, "kept_edits", 0)
+        dropped = self.dropped_components
         text = (f"{size} ({n} voxels)" + (f" · {kept} edited voxels kept" if kept else "")
+                + (f" · {dropped} region(s) of {self._cleanup(pred.predictor)} dropped" if dropped else "")
                 + (f" — {problem}" if problem else ""))
         self.volume_label.setText(text)
         if problem and notify:
