@@ -264,29 +264,39 @@ def test_checkpoint_records_the_rule_and_old_ones_keep_theirs(tmp_path):
         Preprocessing.for_model(2, 32, 1, normalize="robust", clip_percentiles=(99.0, 1.0))
 
 
-def test_holes_are_filled_slice_by_slice_as_scipy_fills_them():
-    """The one-labelling hole filling equals scipy's binary_fill_holes on every slice, and
-    never joins slices (a hole closed only through the next slice stays open)."""
+def test_one_in_plane_labelling_is_background_then_holes_filled_as_scipy_fills_them():
+    """Steps 2 and 3 in one labelling equal the two steps as written: the candidates
+    connected (3D, faces) to the ring, then scipy's binary_fill_holes on every slice of the
+    rest; and a hole closed only through the next slice stays open."""
     from scipy import ndimage as ndi
 
-    from napari_tumorseg.intensity import _fill_holes_per_slice
+    from napari_tumorseg.intensity import _outside_per_slice
+
+    def two_steps(cand):
+        lab, n = ndi.label(cand)
+        ring = np.zeros(cand.shape, bool)
+        ring[:, 0, :] = ring[:, -1, :] = ring[:, :, 0] = ring[:, :, -1] = True
+        keep = np.zeros(n + 1, bool)
+        keep[np.unique(lab[ring & cand])] = True
+        keep[0] = False
+        fg = ~keep[lab]
+        return np.stack([ndi.binary_fill_holes(fg[z]) for z in range(cand.shape[0])])
 
     rng = np.random.default_rng(3)
-    for _ in range(30):
+    for _ in range(60):
         shape = tuple(int(v) for v in rng.integers(1, 24, 3))
-        fg = rng.random(shape) < rng.uniform(0.2, 0.8)
-        expected = np.stack([ndi.binary_fill_holes(fg[z]) for z in range(shape[0])])
-        assert np.array_equal(_fill_holes_per_slice(fg), expected)
-    ring = np.zeros((3, 9, 9), bool)
-    ring[1, 2:7, 2:7] = True
-    ring[1, 3:6, 3:6] = False  # a hole in the middle slice
-    ring[0, 2:7, 2:7] = True
-    ring[0, 4, 4] = False  # its own one-voxel hole, over the other
-    out = _fill_holes_per_slice(ring)
-    assert out[1, 3:6, 3:6].all() and out[0, 4, 4] and not out[2].any()
-    open_ring = ring.copy()
-    open_ring[1, 4, 2] = False  # a gap in the wall: the middle slice's hole now opens outside
-    assert not _fill_holes_per_slice(open_ring)[1, 4, 4]
+        cand = rng.random(shape) < rng.uniform(0.2, 0.8)
+        assert np.array_equal(~_outside_per_slice(cand), two_steps(cand))
+    head = np.ones((3, 9, 9), bool)  # candidates: the background around a head
+    head[1, 2:7, 2:7] = False
+    head[1, 3:6, 3:6] = True  # dark inside the middle slice's head: a hole
+    head[0, 2:7, 2:7] = False
+    head[0, 4, 4] = True  # its own one-voxel hole, over the other
+    fg = ~_outside_per_slice(head)
+    assert fg[1, 3:6, 3:6].all() and fg[0, 4, 4] and not fg[2].any()
+    open_head = head.copy()
+    open_head[1, 4, 2] = True  # a gap in the wall: the middle slice's hole now opens outside
+    assert not (~_outside_per_slice(open_head))[1, 4, 4]
 
 
 def test_window8_keeps_an_exports_window_and_windows_scanner_data_alike(shared_data, raw_case):

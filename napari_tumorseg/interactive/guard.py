@@ -73,15 +73,22 @@ def _ball(shape, q, radius_mm, spacing) -> tuple[tuple[slice, ...], np.ndarray]:
 
 def _touching(change: np.ndarray, clicked) -> np.ndarray:
     """The connected components (26-connected) of ``change`` within a voxel of a click."""
+    out = np.zeros(change.shape, bool)
     if not clicked or not change.any():
-        return np.zeros(change.shape, bool)
-    labels, _ = ndimage.label(change, structure=_FULL)
-    near = set()
+        return out
+    # Labelled inside the change's bounding box: a click's change is small, the volume is
+    # 9 M voxels (the whole-volume labelling was a tenth of a click's time).
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in
+                (np.flatnonzero(change.any(axis=tuple(a for a in range(change.ndim) if a != d)))
+                 for d in range(change.ndim)))
+    labels, n = ndimage.label(change[box], structure=_FULL)
+    near = np.zeros(n + 1, bool)
     for q in clicked:
-        win = tuple(slice(max(0, c - 1), c + 2) for c in q)
-        near |= set(np.unique(labels[win]).tolist())
-    near.discard(0)
-    return np.isin(labels, sorted(near)) if near else np.zeros(change.shape, bool)
+        win = tuple(slice(max(0, c - 1 - b.start), max(0, c + 2 - b.start)) for c, b in zip(q, box))
+        near[labels[win]] = True
+    near[0] = False
+    out[box] = near[labels]
+    return out
 
 
 def _near_clicks(old, points, spacing, reach: float, floor_mm: float) -> np.ndarray:

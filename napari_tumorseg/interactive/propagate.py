@@ -30,9 +30,10 @@ def connected_to(mask: np.ndarray, ref: np.ndarray, grow: int = 2) -> np.ndarray
         return mask
     lab, n = ndimage.label(mask)
     near = ndimage.binary_dilation(ref, iterations=grow) if grow else ref
-    keep = np.unique(lab[near & mask])
-    keep = keep[keep > 0]
-    return np.isin(lab, keep)
+    keep = np.zeros(n + 1, bool)
+    keep[lab[near & mask]] = True
+    keep[0] = False
+    return keep[lab]
 
 
 def _agree(a: np.ndarray, b: np.ndarray, iou: float = 0.97) -> bool:
