@@ -20,6 +20,8 @@ printed and written)::
 
     python benchmarks/bench_precision.py                # full: ~15-25 min on 2 cores
     python benchmarks/bench_precision.py --quick        # smoke test, a minute: no results file
+    python benchmarks/bench_precision.py --speed-only   # the speed rows with the shipped models,
+                                                        # plus (d) a volume click and (e) its network
 
 Writes ``benchmarks/RESULTS_precision.md`` (not in --quick mode unless ``--out`` is given).
 """
@@ -46,7 +48,8 @@ from napari_tumorseg.precision import cpu_bf16_flags, cpu_description, resolve
 
 DATA = Path(os.environ.get("TUMORSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 BRATS_CASE = DATA / "brats2013_deepmedic/validation/brats_2013_pat0003_1"
-STARTER = sorted((REPO / "napari_tumorseg" / "resources").glob("starter_click_*.pt"))
+# The 2D click starter (single images); the volume one is (d)'s (engines.volume_starter_checkpoint).
+STARTER = [REPO / "napari_tumorseg" / "resources" / "starter_click_unet.pt"]
 # (name, training data, what the validation cases are)
 SETS = [
     ("BraTS 2013 (FLAIR+T1c, 4 cases)", DATA / "brats2013_deepmedic"),
@@ -135,6 +138,86 @@ def bench_clicks(repeats: int) -> dict[str, float]:
     return out
 
 
+VOLUME_CASE = DATA / "brats_multi_year/BraTS2021_00006"
+
+
+def _volume_click_setup():
+    from napari_tumorseg.interactive.prompts import Prompts
+    from napari_tumorseg.interactive.simulate import deep_point
+    from napari_tumorseg.io.nifti import read_nifti
+
+    vols = [read_nifti(VOLUME_CASE / f"BraTS2021_00006_{s}.nii.gz") for s in ("flair", "t1", "t1ce", "t2")]
+    image = np.stack([np.asarray(v.data, np.float32) for v in vols])
+    gt = np.asarray(read_nifti(VOLUME_CASE / "BraTS2021_00006_seg.nii.gz").data) > 0
+    spacing = vols[0].spacing
+    z = int(np.argmax(gt.reshape(gt.shape[0], -1).sum(1)))
+    y, x = deep_point(gt[z], spacing[1:])
+    return image, spacing, Prompts(positive=[[z, y, x]]), ["FLAIR", "T1", "T1c", "T2"]
+
+
+def bench_volume_click(repeats: int) -> dict[str, float]:
+    """(d) one click of the volume click engine, as the dock and the robot call it
+    (``segment_with_prompts``, whole tumour, 240x240x155, four sequences)."""
+    from napari_tumorseg.interactive.engines import load_learned, segment_with_prompts, volume_starter_checkpoint
+
+    image, spacing, prompts, names = _volume_click_setup()
+    out = {}
+    for name in ("fp32", "bf16"):
+        engine = load_learned(volume_starter_checkpoint())
+        engine.precision = resolve(name, "cpu")
+        out[name] = _timed(lambda e=engine: segment_with_prompts(e, image, spacing, prompts, target="whole",
+                                                                 channel_names=names), repeats)
+    return out
+
+
+def bench_click_network(repeats: int) -> dict[str, float]:
+    """(e) the volume click model's forward pass alone at the batch a click runs it with:
+    two slices (the up and down fronts of propagation) at its 128x128 grid. The ceiling
+    of (d)'s ratio, whatever the work around the network costs."""
+    from napari_tumorseg.interactive.engines import load_learned, volume_starter_checkpoint
+
+    engine = load_learned(volume_starter_checkpoint())
+    model = engine.model.eval()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.randn(2, first.in_channels, *engine._grid((240, 240)))
+    out = {}
+    for name in ("fp32", "bf16"):
+        def call(bf16=name == "bf16"):
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                model(x)
+        out[name] = _timed(call, repeats * 4)
+    return out
+
+
+def speed_only(args) -> None:
+    """Speed rows alone, with the shipped models, appended to the results file."""
+    from napari_tumorseg.inference.starter import starter_path
+
+    repeats = args.repeats
+    load = os.getloadavg()
+    rows = [(f"(a) training step, unet width 16, batch 8, 128x128", bench_train_step(16, 8, 128, repeats)),
+            ("(b) Predictor, a 240x240x16 BraTS 2013 volume (FLAIR + T1c), the shipped starter",
+             bench_predict(starter_path(), 16, repeats)),
+            ("(c) 2D click engine (starter_click_unet), one click on a 240x240 BraTS slice", bench_clicks(repeats)),
+            ("(d) volume click engine, one click, whole tumour, 240x240x155, four sequences",
+             bench_volume_click(repeats)),
+            ("(e) its network alone, batch 2 (the two fronts), 128x128: the ceiling of (d)",
+             bench_click_network(repeats))]
+    end = os.getloadavg()
+    lines = [f"## Speed rows, shipped models ({time.strftime('%Y-%m-%d %H:%M')}, `--speed-only`)", "",
+             f"CPU: {cpu_description()}; {torch.get_num_threads()} threads; load average at start "
+             f"{load[0]:.2f}, at end {end[0]:.2f}; median of {repeats} calls after a warm-up", "",
+             "| what | fp32 s | bf16 s | fp32 / bf16 |", "|---|---:|---:|---:|"]
+    for what, t in rows:
+        lines.append(f"| {what} | {t['fp32']:.3f} | {t['bf16']:.3f} | {t['fp32'] / t['bf16']:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "RESULTS_precision.md"
+    with open(out, "a", encoding="utf-8") as fh:
+        fh.write("\n" + text)
+    print(f"appended to {out}")
+
+
 # ----------------------------------------------------------------------------- accuracy
 
 
@@ -186,8 +269,13 @@ def main() -> None:
     ap.add_argument("--train-minutes", type=float, default=4.0, help="training per benchmark set")
     ap.add_argument("--max-cases", type=int, default=40, help="validation cases (images) per set")
     ap.add_argument("--out", default=None, help="results file (default: benchmarks/RESULTS_precision.md)")
+    ap.add_argument("--speed-only", action="store_true", dest="speed_only",
+                    help="the speed rows alone, with the shipped models (no training); appends")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.speed_only:
+        speed_only(args)
+        return
     quick = args.quick
     repeats = 1 if quick else args.repeats
 
