@@ -598,9 +598,9 @@ DRAWN_LESIONS = 5
 
 
 def _diameter_lines(m: dict) -> list[tuple[list, str, str]]:
-    """(two (z, y, x) ends, text, colour) of the lines to draw: the longest diameter and its
-    perpendicular of the lesion holding the case's largest diameter first, then of the
-    other largest lesions (by volume), DRAWN_LESIONS in all."""
+    """(two (z, y, x) ends, text, colour) of the lines to draw: the longest diameter (labelled
+    with both diameters) and its perpendicular (unlabelled) of the lesion holding the case's
+    largest diameter first, then of the other largest lesions (by volume), DRAWN_LESIONS in all."""
     lesions = [les for les in m.get("lesions") or [] if les["diameter_mm"] > 0]
     if not lesions:
         ends = m.get("diameter_endpoints")
@@ -612,9 +612,14 @@ def _diameter_lines(m: dict) -> list[tuple[list, str, str]]:
     out = []
     for les in chosen:
         tag = f"#{les['lesion']} " if len(lesions) > 1 else ""
-        out.append((les["diameter_endpoints"], f"{tag}{les['diameter_mm']:.1f} mm", "yellow"))
-        if les["perpendicular_mm"] > 0:
-            out.append((les["perpendicular_endpoints"], f"{tag}{les['perpendicular_mm']:.1f} mm", "cyan"))
+        perpendicular = les["perpendicular_mm"] > 0
+        # One label per lesion, the bidimensional product as a report quotes it (RANO:
+        # "81.4 × 55.6 mm"): two labels anchored at the crossing lines' corners overlapped.
+        text = (f"{tag}{les['diameter_mm']:.1f} × {les['perpendicular_mm']:.1f} mm" if perpendicular
+                else f"{tag}{les['diameter_mm']:.1f} mm")
+        out.append((les["diameter_endpoints"], text, "yellow"))
+        if perpendicular:
+            out.append((les["perpendicular_endpoints"], "", "cyan"))
     return out
 
 

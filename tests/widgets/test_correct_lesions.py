@@ -58,6 +58,11 @@ def test_two_lesions_listed_and_their_diameters_drawn(make_napari_viewer):
     shapes = widget.diameter_layer
     assert type(shapes).__name__ == "Shapes"
     assert len(shapes.data) == 4 and list(shapes.shape_type) == ["line"] * 4
+    # One label per lesion, on its longest diameter: both diameters, as a report quotes them.
+    here = {t for t in shapes.features["text"] if t}
+    assert list(shapes.features["label"])[1::2] == ["", ""]
+    assert f"#1 {big['diameter_mm']:.1f} × {big['perpendicular_mm']:.1f} mm" in list(shapes.features["label"])
+    assert len(here) == 1  # the other lesion's label is on its own slice only
     where = {1: vol[:5] > 0, 2: vol[5:] > 0}
     for i, (les, offset) in enumerate(((big, 0), (small, 5))):
         z = les["slice"]
