@@ -50,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CPU threads for torch (default: torch's, i.e. all cores)")
     add_precision(p)
     p.add_argument("--keep-all-components", action="store_true", dest="keep_all",
-                   help="region models (the starter): keep connected regions of oedema that hold no "
-                        "core (by default they are dropped: most false positives on unseen scans)")
+                   help="keep what the model's cleanup drops: region models (the starter) drop "
+                        "oedema that holds no core; a model whose validation cases chose it keeps "
+                        "only its largest component")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
@@ -156,7 +157,6 @@ def run(args) -> int:
     )
     from napari_tumorseg.fileio import check_writable, staged_outputs
     from napari_tumorseg.inference.predict import (
-        clean_labels,
         load_predictor,
         predict_volume,
         probabilities_to_labels,
@@ -219,7 +219,7 @@ def run(args) -> int:
     labels = probabilities_to_labels(prob, args.threshold, predictor.output_kind)
     dropped = 0
     if not args.keep_all:
-        labels, dropped = clean_labels(labels, predictor.output_kind)
+        labels, dropped = predictor.clean(labels)
     image = volume.data if fmt == "coco" else None
     # Labels and probabilities land together or not at all (a full disk between the two
     # must not leave a labels file whose probability map is missing).
@@ -237,9 +237,7 @@ def run(args) -> int:
           f"at threshold {args.threshold:g}; wrote {written[0]}"
           + (f" and {len(written) - 1} more file(s)" if len(written) > 1 else ""))
     if dropped:
-        from napari_tumorseg.output_kinds import output_kind
-
-        print(f"dropped {dropped} component(s) of {output_kind(predictor.output_kind).cleanup} "
+        print(f"dropped {dropped} component(s): {predictor.cleanup} "
               "(--keep-all-components keeps them)")
     # The dock's rule, on the same numbers: an empty or whole-volume result is written, and said.
     from napari_tumorseg.user_edits import result_problem

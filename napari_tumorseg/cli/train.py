@@ -154,6 +154,10 @@ def run(args) -> int:
                     print(f"time limit reached after epoch {ev.epochs_run}", flush=True)
                 print(f"done: {ev.epochs_run} epoch(s); best epoch {ev.best_epoch}; "
                       f"wrote {ev.last_checkpoint}, {ev.best_checkpoint}, {ev.history_csv}")
+                if ev.postprocessing:
+                    from napari_tumorseg.inference.postprocess import describe
+
+                    print(describe(ev.postprocessing) + "; kept in best.pt", flush=True)
             elif name == "CancelledEvent":
                 print(f"cancelled at epoch {ev.epoch + 1}, batch {ev.batch}; state saved to "
                       f"{ev.checkpoint} (resume with --resume)", file=sys.stderr)

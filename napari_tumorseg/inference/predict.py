@@ -138,6 +138,40 @@ class Predictor:
         self.channels_last = self.dims == 2 and self.device.type == "cpu"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        #: The rule chosen on the model's validation cases (inference.postprocess), or None.
+        self.postprocessing: dict | None = None
+
+    # -- cleanup of a whole map
+
+    @property
+    def _rule(self) -> str | None:
+        from napari_tumorseg.inference import postprocess
+
+        rule = (self.postprocessing or {}).get("rule")
+        return rule if rule in postprocess.DESCRIPTIONS and self.kind.name in ("binary", "multiclass") else None
+
+    @property
+    def cleanup(self) -> str:
+        """What :meth:`clean` removes from a whole map's labels ("" when nothing)."""
+        from napari_tumorseg.inference import postprocess
+
+        if self.kind.cleanup:
+            return self.kind.cleanup
+        rule = self._rule
+        return postprocess.DESCRIPTIONS[rule] if rule else ""
+
+    def clean(self, labels: np.ndarray) -> tuple[np.ndarray, int]:
+        """Labels of a whole predicted map without what this model's rule removes (its
+        kind's: oedema without a core; or the rule chosen on its validation cases), and how
+        many components went."""
+        if self.kind.cleanup:
+            return self.kind.clean(labels)
+        rule = self._rule
+        if rule is None:
+            return labels, 0
+        from napari_tumorseg.inference import postprocess
+
+        return postprocess.apply_rule(labels, rule)
 
     # -- construction
 
@@ -148,9 +182,12 @@ class Predictor:
         from napari_tumorseg.models.checkpoint import load_checkpoint
 
         model, ckpt = load_checkpoint(path, map_location="cpu", build=True)
-        return cls(model, ckpt["model_name"], ckpt.get("preprocessing") or None,
-                   ckpt.get("class_names") or None, ckpt.get("config"), device, amp, str(path),
-                   precision=precision)
+        predictor = cls(model, ckpt["model_name"], ckpt.get("preprocessing") or None,
+                        ckpt.get("class_names") or None, ckpt.get("config"), device, amp, str(path),
+                        precision=precision)
+        choice = (ckpt.get("extra") or {}).get("postprocessing")
+        predictor.postprocessing = dict(choice) if isinstance(choice, dict) else None
+        return predictor
 
     @classmethod
     def from_registry(
@@ -545,14 +582,6 @@ def probabilities_to_labels(prob: np.ndarray, threshold: float = 0.5,
     2 core, 3 enhancing). multiclass (K, z, y, x): the arg-max class (threshold unused).
     """
     return output_kinds.output_kind(output_kind).to_labels(prob, threshold)
-
-
-def clean_labels(labels: np.ndarray, output_kind: str | output_kinds.OutputKind = "binary"
-                 ) -> tuple[np.ndarray, int]:
-    """Labels of a whole predicted map without the components its kind says are no tumour
-    (regions: oedema without a core, :func:`napari_tumorseg.brats.drop_coreless_components`);
-    other kinds come back unchanged. Returns the labels and how many components went."""
-    return output_kinds.output_kind(output_kind).clean(labels)
 
 
 # ----------------------------------------------------------------------------- classifier

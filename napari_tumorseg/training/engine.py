@@ -854,6 +854,48 @@ class _Run:
                                            num_workers=self.cfg.num_workers,
                                            generator=torch.Generator().manual_seed(self.cfg.seed))
 
+    def choose_postprocessing(self) -> dict | None:
+        """Whether best.pt keeps only its largest component, decided on the validation
+        cases and written into best.pt (``extra["postprocessing"]``; see
+        :mod:`napari_tumorseg.inference.postprocess`). One-object 2D models only: region
+        models have their own rule, click models answer the user's clicks, 3D models would
+        need the sliding window here. None when not measured (or cancelled)."""
+        from napari_tumorseg.inference.postprocess import choose_rule
+
+        if (self.output.name not in ("binary", "multiclass") or self.clicks is not None
+                or self.prep.dims != 2 or not self.val_cases):
+            return None
+        ckpt = torch.load(self.best_path, map_location="cpu", weights_only=True)
+        model = self.model
+        model.load_state_dict(ckpt["state_dict"])  # the run is over: its best weights
+        model.eval()
+        mult = max(1, int(self.info.input_multiple))
+        pairs = []
+        with torch.no_grad():
+            for case in self.val_cases:
+                if self.cancel() or case.target is None:
+                    return None
+                img = case.image
+                h, w = img.shape[-2:]
+                ph, pw = -h % mult, -w % mult
+                masks = []
+                for z0 in range(0, img.shape[1], self.batch_size):
+                    x = torch.from_numpy(np.ascontiguousarray(img[:, z0:z0 + self.batch_size].transpose(1, 0, 2, 3)))
+                    if ph or pw:
+                        x = F.pad(x, (0, pw, 0, ph))
+                    out = self.precision.run(model, x.to(self.device))
+                    out = (out[0] if isinstance(out, (list, tuple)) else out).float()
+                    if tuple(out.shape[-2:]) != tuple(x.shape[-2:]):
+                        out = F.interpolate(out, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+                    masks.append(self.output.predicted_mask(out).any(1)[..., :h, :w].cpu().numpy())
+                truth = np.asarray(self.output.target_mask(case.target)).any(0)
+                pairs.append((np.concatenate(masks), truth))
+        choice = choose_rule(pairs)
+        ckpt.setdefault("extra", {})["postprocessing"] = choice
+        with atomic_path(self.best_path, overwrite=True) as tmp:
+            torch.save(ckpt, tmp)
+        return choice
+
     def validate(self) -> tuple[float | None, dict, bool]:
         """(val loss, metrics, cancelled). Runs on rank 0 only."""
         if len(self.val_ds) == 0:
@@ -1138,10 +1180,12 @@ def _train(run: _Run) -> Iterator[Event]:
             break
         if out_of_time:
             break
+    choice = run.choose_postprocessing() if main and run.best_path.exists() else None
     yield DoneEvent(len(run.history), run.best_epoch, run.best_score, str(run.last_path),
                     str(run.best_path) if run.best_path.exists() else None,
                     str(run.history_path), stopped_early,
-                    time_limit_reached=out_of_time and len(run.history) < run.epochs)
+                    time_limit_reached=out_of_time and len(run.history) < run.epochs,
+                    postprocessing=choice)
 
 
 def _score(run: _Run, val_loss, metrics: dict, train_loss: float) -> float:

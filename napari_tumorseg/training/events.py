@@ -61,6 +61,8 @@ class DoneEvent:
     history_csv: str
     stopped_early: bool = False
     time_limit_reached: bool = False  # stopped after the epoch that passed max_minutes
+    #: The cleanup chosen on the validation cases and stored in best.pt (inference.postprocess).
+    postprocessing: dict | None = None
 
 
 @dataclass

@@ -51,6 +51,15 @@ from napari_tumorseg.widgets._precision import PrecisionCombo
 from napari_tumorseg.widgets._session import Prediction, session_for
 
 
+CLEANUP_TIPS = {
+    "regions": ("A connected region of predicted oedema that holds no core is not a tumour a "
+                "radiologist outlines (most false positives on unseen scans). Applied once the whole "
+                "volume is predicted; voxels you edited stay yours."),
+    "largest": ("This model's training found, on its validation cases, that keeping only the largest "
+                "connected component raises Dice (small false positives apart from the tumour). Untick "
+                "for multifocal disease. Applied once the whole volume is predicted; voxels you edited "
+                "stay yours."),
+}
 FROM_CHECKPOINT = "checkpoint (from training)"
 #: The shipped automatic model (inference/starter.py): the default when the install has it.
 STARTER = "starter: whole tumour, core, enhancing"
@@ -161,10 +170,7 @@ class PredictWidget(QWidget):
         self.threshold.valueChanged.connect(self._threshold_changed)
         self.clean_box = QCheckBox("Drop oedema without a core")
         self.clean_box.setChecked(True)
-        self.clean_box.setToolTip(
-            "Region models: a connected region of predicted oedema that holds no core is not a tumour "
-            "a radiologist outlines (most false positives on unseen scans). Applied once the whole "
-            "volume is predicted; voxels you edited stay yours.")
+        self.clean_box.setToolTip(CLEANUP_TIPS["regions"])
         self.clean_box.setVisible(False)
         self.clean_box.toggled.connect(self._clean_toggled)
         self.dropped_components = 0
@@ -280,17 +286,21 @@ class PredictWidget(QWidget):
         is_3d = self.predictor.dims == 3
         self.overlap.setEnabled(is_3d)
         self.threshold.setEnabled(not self.predictor.is_classifier)
-        self.clean_box.setVisible(self._cleanup() != "")
+        cleanup = self._cleanup()
+        self.clean_box.setVisible(cleanup != "")
+        if cleanup:
+            self.clean_box.setText("Drop oedema without a core" if self.predictor.output_kind == "regions"
+                                   else "Keep the largest component (chosen on validation)")
+            self.clean_box.setToolTip(CLEANUP_TIPS["regions" if self.predictor.output_kind == "regions"
+                                                   else "largest"])
         return self.predictor
 
     def _cleanup(self, predictor=None) -> str:
         """What the model's output kind drops from a whole map ("" if nothing)."""
-        from napari_tumorseg.output_kinds import output_kind
-
         predictor = predictor or self.predictor
         if predictor is None or predictor.is_classifier:
             return ""
-        return output_kind(predictor.output_kind).cleanup
+        return predictor.cleanup
 
     @guarded("cleaning the result failed")
     def _clean_toggled(self, _checked: bool) -> None:
@@ -525,9 +535,7 @@ class PredictWidget(QWidget):
             region = (np.asarray(slices), slice(None), slice(None))
         self.dropped_components = 0
         if slices is None and self._cleans(pred):
-            from napari_tumorseg.inference.predict import clean_labels
-
-            derived, self.dropped_components = clean_labels(derived, kind)
+            derived, self.dropped_components = pred.predictor.clean(derived)
         merged, kept = merge_derived(current, derived, edited, region)
         if slices is None or labels_layer.ndim < 3:
             labels_layer.data[...] = merged
@@ -584,7 +592,7 @@ class PredictWidget(QWidget):
         kept = getattr(self, "kept_edits", 0)
         dropped = self.dropped_components
         text = (f"{size} ({n} voxels)" + (f" · {kept} edited voxels kept" if kept else "")
-                + (f" · {dropped} region(s) of {self._cleanup(pred.predictor)} dropped" if dropped else "")
+                + (f" · {dropped} component(s) dropped: {self._cleanup(pred.predictor)}" if dropped else "")
                 + (f" — {problem}" if problem else ""))
         self.volume_label.setText(text)
         if problem and notify:

@@ -581,13 +581,16 @@ class TrainWidget(QWidget):
                 self._show_prediction(ev.checkpoint)
             self.epoch_done.emit(ev)
         elif isinstance(ev, DoneEvent):
+            from napari_tumorseg.inference.postprocess import describe as describe_postprocessing
+
             self.last_result = ev
             show_info(f"training done: best {ev.best_checkpoint or ev.last_checkpoint}")
             self.status.setText(
                 f"done after {ev.epochs_run} epoch(s)"
                 + (" (time limit reached)" if ev.time_limit_reached else "")
                 # The folder's name, not its path: a long path cannot wrap and widens the dock.
-                + f"; history in {Path(ev.history_csv).parent.name}/{Path(ev.history_csv).name}")
+                + f"; history in {Path(ev.history_csv).parent.name}/{Path(ev.history_csv).name}"
+                + (f"; {describe_postprocessing(ev.postprocessing)}" if ev.postprocessing else ""))
             self.resume_picker.set_path(ev.last_checkpoint)
         elif isinstance(ev, CancelledEvent):
             self.last_result = ev

@@ -77,7 +77,7 @@ def test_a_whole_volume_drops_oedema_without_a_core_and_keeps_what_the_user_pain
 
     cleaned = np.array(layer.data)
     assert islands(cleaned) == 0 and dock.dropped_components > 5  # 31 when measured
-    assert f"{dock.dropped_components} region(s) of oedema without a core dropped" in dock.volume_label.text()
+    assert f"{dock.dropped_components} component(s) dropped: oedema without a core" in dock.volume_label.text()
     gt = np.asarray(truth.data) > 0
     dock.clean_box.setChecked(False)  # the model's own map comes back, islands and all
     raw = np.array(layer.data)
