@@ -269,3 +269,47 @@ def test_cancel_stops_a_prediction(make_napari_viewer, qtbot, shared_data, brain
     done = np.flatnonzero(widget.probabilities.reshape(widget.probabilities.shape[0], -1).any(axis=1))
     assert len(done) < flair.data.shape[0]
     assert widget.predict_button.isEnabled()
+
+
+def test_a_model_whose_validation_chose_the_largest_component_keeps_it(
+        make_napari_viewer, qtbot, shared_data, tmp_path):
+    """best.pt's post-processing (inference.postprocess) in the Predict dock: named in its
+    box, applied to the whole volume, and unticking gives the model's own labels back."""
+    from scipy import ndimage as ndi
+
+    ckpt = torch.load(_brainix_path(shared_data, tmp_path), map_location="cpu", weights_only=True)
+    ckpt["extra"] = {"postprocessing": {"rule": "largest_component", "cases": 1, "dice_raw": 0.5,
+                                        "dice_rule": 0.6}}
+    path = tmp_path / "largest.pt"
+    torch.save(ckpt, path)
+    viewer = make_napari_viewer()
+    flair, _roi = _open_brainix(viewer, shared_data)
+    widget = add_dock(viewer, "Predict")
+    widget.ckpt_picker.set_path(path)
+    widget.device.setCurrentText("cpu")
+    assert widget.load_model() is not None
+    assert widget.clean_box.isVisibleTo(widget) and "largest component" in widget.clean_box.text()
+    widget.threshold.setValue(5)  # a low threshold: islands of noise beside the tumour
+    widget.image_layer.setCurrentText(flair.name)
+    with qtbot.waitSignal(widget.prediction_finished, timeout=300000):
+        assert widget.predict() is not None
+    layer = viewer.layers[label_layer_name(flair.name)]
+    count = lambda m: ndi.label(m > 0, np.ones((3, 3, 3), bool))[1]  # noqa: E731
+    assert count(np.asarray(layer.data)) == 1
+    widget.clean_box.setChecked(False)
+    n_all = count(np.asarray(layer.data))
+    assert n_all >= 1
+    widget.clean_box.setChecked(True)
+    assert count(np.asarray(layer.data)) == 1
+    if n_all > 1:
+        assert "dropped" in widget.volume_label.text()
+
+
+def _brainix_path(shared_data, tmp_path):
+    flair = read_path(shared_data / "dicom_brainix" / "FLAIR")[0]
+    roi = read_path(shared_data / "dicom_brainix" / "ROI")[0]
+    model, prep = train_tiny_unet(flair.data, roi.data, steps=30)
+    path = tmp_path / "unet_brainix.pt"
+    save_checkpoint(path, model, model_name="unet", config={"width": 4}, in_channels=1, out_channels=1,
+                    preprocessing=prep, class_names=["background", "tumour"], history=[])
+    return path
