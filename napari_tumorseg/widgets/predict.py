@@ -175,6 +175,9 @@ class PredictWidget(QWidget):
         self.clean_box.toggled.connect(self._clean_toggled)
         self.dropped_components = 0
         self.volume_label = QLabel("")
+        # Wrapped: the result line grows (regions' volumes, kept edits, dropped components)
+        # and an unwrapped label widened the dock past a 1366-px screen.
+        self.volume_label.setWordWrap(True)
         self.volume_label.setToolTip("volume of the labels at this threshold, from the cached probabilities")
         self.status = QLabel("")
         self.status.setWordWrap(True)
