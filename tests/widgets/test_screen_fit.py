@@ -69,3 +69,18 @@ def test_all_docks_fit_a_small_screen(make_napari_viewer, qtbot, tabify, screens
     assert img.shape[0] <= SCREEN[1] + 1
     imsave(screenshot_dir / f"screen_fit_{'tabbed' if tabify else 'stacked'}.png", img, check_contrast=False)
     assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 50
+
+
+def test_a_long_result_line_wraps_instead_of_widening_the_predict_dock(make_napari_viewer):
+    """Seen in a screenshot: the result line with the dropped components widened the Predict
+    dock past a 1366-px screen (a horizontal scrollbar, the line cut off)."""
+    from tests.widgets.conftest import add_dock
+
+    viewer = make_napari_viewer()
+    dock = add_dock(viewer, "Predict")
+    body = dock.volume_label.parentWidget()  # the Result box
+    dock.volume_label.setText("WT 154.7 · TC 64.3 · ET 26.9 mL (154666 voxels) · 123 edited voxels kept · "
+                              "31 component(s) dropped: oedema without a core")
+    QApplication.processEvents()
+    # Unwrapped, the Result box asked for ~1000 px (measured); wrapped, its other rows set it.
+    assert body.minimumSizeHint().width() < 400, body.minimumSizeHint()
