@@ -111,10 +111,9 @@ def drop_coreless_components(labels) -> tuple[np.ndarray, int]:
     core = lab >= CORE
     if not core.any():
         return lab.copy(), 0
-    # Labelled inside the tumour's bounding box only: a slider move re-runs this.
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in
-                (np.flatnonzero(tumour.any(axis=tuple(a for a in range(lab.ndim) if a != d)))
-                 for d in range(lab.ndim)))
+    from napari_tumorseg.editing import bounding_box
+
+    box = bounding_box(tumour)  # labelled inside it only: a slider move re-runs this
     comp, n = ndi.label(tumour[box], structure=np.ones((3,) * lab.ndim, bool))
     has_core = np.zeros(n + 1, bool)
     has_core[comp[core[box]]] = True

@@ -31,21 +31,13 @@ RULES = (NONE, LARGEST)
 DESCRIPTIONS = {LARGEST: "components apart from the largest (chosen on validation)"}
 
 
-def _structure(mask: np.ndarray) -> np.ndarray:
-    """Full connectivity: 26 in a volume, 8 in one slice (a (1, y, x) image is one slice)."""
-    if mask.ndim == 3 and mask.shape[0] == 1:
-        s = np.zeros((3, 3, 3), bool)
-        s[1] = True
-        return s
-    return np.ones((3,) * mask.ndim, bool)
-
-
 def largest_component(mask) -> tuple[np.ndarray, int]:
-    """The largest connected component of a bool mask, and how many others were dropped."""
+    """The largest connected component of a bool mask, and how many others were dropped.
+    Full connectivity: 26-connected in a volume, 8 in a (1, y, x) image (no slice beside it)."""
     m = np.asarray(mask, bool)
     if not m.any():
         return m.copy(), 0
-    lab, n = ndi.label(m, structure=_structure(m))
+    lab, n = ndi.label(m, structure=np.ones((3,) * m.ndim, bool))
     if n <= 1:
         return m.copy(), 0
     sizes = np.bincount(lab.ravel())

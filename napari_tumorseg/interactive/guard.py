@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from napari_tumorseg.editing import bounding_box
 from napari_tumorseg.interactive.prompts import Prompts
 
 #: A click that lowers Dice by more than this is a drop (the click robot counts them).
@@ -78,9 +79,7 @@ def _touching(change: np.ndarray, clicked) -> np.ndarray:
         return out
     # Labelled inside the change's bounding box: a click's change is small, the volume is
     # 9 M voxels (the whole-volume labelling was a tenth of a click's time).
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in
-                (np.flatnonzero(change.any(axis=tuple(a for a in range(change.ndim) if a != d)))
-                 for d in range(change.ndim)))
+    box = bounding_box(change)
     labels, n = ndimage.label(change[box], structure=_FULL)
     near = np.zeros(n + 1, bool)
     for q in clicked:

@@ -405,8 +405,7 @@ class PredictWidget(QWidget):
                     pred = self.session.prediction
                     pred.probabilities[..., ev.slices, :, :] = ev.probabilities[..., ev.slices, :, :]
                     pred.predicted_z.update(int(z) for z in ev.slices)
-                    # A whole map gets its kind's cleanup (a 3D rule: done once every slice is in).
-                    self._refresh_outputs(None if self._cleans(pred) else ev.slices)
+                    self._refresh_outputs(ev.slices)  # whole and cleaned once every slice is in
                 self.status.setText(
                     f"{ev.kind}: {len(ev.slices)} slice(s) in {ev.elapsed_s:.1f} s" if ev.kind == "done"
                     else f"cancelled; {len(ev.slices)} slice(s) kept"
@@ -521,7 +520,8 @@ class PredictWidget(QWidget):
         if labels_layer is None:
             return
         kind = pred.predictor.output_kind
-        if self._cleans(pred):
+        cleans = self._cleans(pred)
+        if cleans:
             slices = None  # a whole-volume rule: never a slab's raw threshold over a cleaned map
         # Derived voxels follow the threshold; voxels the user edited stay theirs. Written
         # without history: moving the slider back restores the derived ones, and the user's
@@ -537,7 +537,7 @@ class PredictWidget(QWidget):
         if region is not None and isinstance(slices, (list, tuple, np.ndarray)):
             region = (np.asarray(slices), slice(None), slice(None))
         self.dropped_components = 0
-        if slices is None and self._cleans(pred):
+        if cleans:
             derived, self.dropped_components = pred.predictor.clean(derived)
         merged, kept = merge_derived(current, derived, edited, region)
         if slices is None or labels_layer.ndim < 3:

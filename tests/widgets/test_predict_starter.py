@@ -13,20 +13,24 @@ from tests.widgets.conftest import add_dock, open_as_channels
 pytestmark = pytest.mark.gui
 
 
+def _unseen_case_in_predict(viewer, qtbot, shared_data):
+    """BraTS2021_00006 (never in the starter's training) opened with every scan as a channel
+    and its truth (offered unticked) as labels; the Predict dock on its FLAIR, on the CPU."""
+    open_as_channels(viewer, qtbot, shared_data / "brats_multi_year" / "BraTS2021_00006", lambda n: True)
+    truth = next(l for l in viewer.layers if type(l).__name__ == "Labels")
+    flair = next(l for l in viewer.layers if type(l).__name__ == "Image" and "flair" in l.name.lower())
+    dock = add_dock(viewer, "Predict")
+    dock.device.setCurrentText("cpu")
+    dock.image_layer.setCurrentText(flair.name)
+    return truth, flair, dock
+
+
 def test_predict_runs_the_starter_without_a_checkpoint(make_napari_viewer, qtbot, shared_data, tmp_path):
     assert starter_path() is not None, "resources/ ships the starter model"
     viewer = make_napari_viewer()
-    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
-    # Every scan as a channel, and the truth (offered unticked) as labels to compare with.
-    open_as_channels(viewer, qtbot, case, lambda n: True)
-    truth = next(l for l in viewer.layers if type(l).__name__ == "Labels")
-    flair = next(l for l in viewer.layers if type(l).__name__ == "Image" and "flair" in l.name.lower())
-
-    dock = add_dock(viewer, "Predict")
+    truth, flair, dock = _unseen_case_in_predict(viewer, qtbot, shared_data)
     assert dock.source_combo.currentText() == STARTER
     assert dock.hint.isVisibleTo(dock) and "starter" in dock.hint.text()
-    dock.device.setCurrentText("cpu")
-    dock.image_layer.setCurrentText(flair.name)
     z = int(np.argmax((np.asarray(truth.data) > 0).sum(axis=(1, 2))))
     dock.range_span.setChecked(True)
     dock.z_from.setValue(z - 3)
@@ -57,13 +61,7 @@ def test_a_whole_volume_drops_oedema_without_a_core_and_keeps_what_the_user_pain
     from scipy import ndimage as ndi
 
     viewer = make_napari_viewer()
-    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
-    open_as_channels(viewer, qtbot, case, lambda n: True)
-    truth = next(l for l in viewer.layers if type(l).__name__ == "Labels")
-    flair = next(l for l in viewer.layers if type(l).__name__ == "Image" and "flair" in l.name.lower())
-    dock = add_dock(viewer, "Predict")
-    dock.device.setCurrentText("cpu")
-    dock.image_layer.setCurrentText(flair.name)
+    truth, flair, dock = _unseen_case_in_predict(viewer, qtbot, shared_data)
     dock.range_all.setChecked(True)
     with qtbot.waitSignal(dock.prediction_finished, timeout=300000):
         assert dock.predict() is not None
