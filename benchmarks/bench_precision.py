@@ -3,7 +3,7 @@
 Speed (median of ``--repeats`` timed calls after a warm-up, each precision in turn):
 
 * (a) a training step of ``unet`` width 16, batch 8, 128x128, one channel (forward, BCE +
-  Dice loss on float32 logits, backward, Adam step);
+  Dice loss on float32 logits, backward, Adam step), channels-last as the engine runs it;
 * (b) a ``Predictor`` prediction of a 240x240x16 volume cut from a real BraTS 2013 case
   (FLAIR + T1c; ``predict_array``, batch 8, every slice; the checkpoint trained for the
   accuracy part of the BraTS set, at the CPU recipe's input size);
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from napari_tumorseg.precision import cpu_bf16_flags, cpu_description, resolve
+from napari_tumorseg.precision import cpu_bf16_flags, cpu_description, prefer_channels_last, resolve
 
 DATA = Path(os.environ.get("TUMORSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 BRATS_CASE = DATA / "brats2013_deepmedic/validation/brats_2013_pat0003_1"
@@ -85,6 +85,7 @@ def bench_train_step(width: int, batch: int, size: int, repeats: int) -> dict[st
         prec = resolve(name, "cpu")
         torch.manual_seed(0)
         model = create_model("unet", in_channels=1, out_channels=1, width=width).train()
+        prefer_channels_last(model, "cpu", 2)  # as the training engine lays it out
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         x = torch.randn(batch, 1, size, size)
         y = (torch.rand(batch, 1, size, size) > 0.8).float()

@@ -150,3 +150,21 @@ def resolve(choice, device, amp: bool | None = None) -> Precision:
         return Precision("cpu", torch.bfloat16, "bf16", "the CPU has native bf16 (" +
                          ", ".join(cpu_bf16_flags()) + ")" if cpu_bf16_flags() else "forced by TUMORSEG_CPU_BF16")
     return Precision("cpu", None, "fp32", "the CPU has no native bf16")
+
+
+def prefer_channels_last(model, device, dims: int) -> bool:
+    """Put a 2D model that runs on a CPU in channels-last (NHWC) layout; True when done.
+
+    oneDNN's CPU convolutions run faster on NHWC: measured on this project's U-Net (width
+    16, 2 cores) a training step 1.3x in fp32 and 1.9x → 2.45x of fp32-NCHW under bf16,
+    a batch-2 click forward 2.0x → 2.2x. The model's layout is enough: a convolution whose
+    weight is channels-last gives a channels-last output for either input layout. 3D and
+    CUDA models keep theirs (not measured here).
+    """
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dims != 2 or dev.type != "cpu":
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True

@@ -49,3 +49,35 @@ def test_bf16_autocast_runs_convolutions_in_bf16_and_stays_close():
 def test_the_cpu_is_described_for_benchmarks():
     text = cpu_description()
     assert "cores" in text and ("bf16" in text)
+
+
+def test_a_2d_model_on_the_cpu_runs_channels_last_with_the_same_output():
+    from napari_tumorseg.models import create_model
+    from napari_tumorseg.precision import prefer_channels_last
+
+    torch.manual_seed(0)
+    flat = create_model("unet", in_channels=2, out_channels=1, width=4).eval()
+    nhwc = create_model("unet", in_channels=2, out_channels=1, width=4).eval()
+    nhwc.load_state_dict(flat.state_dict())
+    assert prefer_channels_last(nhwc, "cpu", 2)
+    conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 2, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(nhwc(x), flat(x), atol=1e-5)
+    # a checkpoint saved from it loads into a model laid out as usual
+    again = create_model("unet", in_channels=2, out_channels=1, width=4).eval()
+    again.load_state_dict(nhwc.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(again(x), flat(x), atol=1e-5)
+
+
+def test_3d_and_cuda_models_keep_their_layout():
+    from napari_tumorseg.precision import prefer_channels_last
+
+    conv3 = torch.nn.Conv3d(2, 4, 3)
+    assert not prefer_channels_last(conv3, "cpu", 3)
+    assert conv3.weight.is_contiguous()
+    conv2 = torch.nn.Conv2d(2, 4, 3)
+    assert not prefer_channels_last(conv2, "cuda", 2)  # only moved where it was measured
+    assert conv2.weight.is_contiguous()

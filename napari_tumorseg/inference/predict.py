@@ -43,6 +43,7 @@ import torch.nn as nn
 from napari_tumorseg import output_kinds
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import Volume
+from napari_tumorseg.precision import prefer_channels_last
 from napari_tumorseg.training.preprocessing import Preprocessing
 
 CancelFn = Callable[[], bool]
@@ -133,11 +134,9 @@ class Predictor:
         self._amp_switch = amp
         self.set_precision(precision)
         self.source = source
-        # oneDNN runs 2D convolutions faster on NHWC tensors (about 1.2x for unet on CPU);
-        # a model that cannot take them falls back to NCHW on its first forward.
-        self.channels_last = self.dims == 2 and self.device.type == "cpu"
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        # NHWC on a CPU (precision.prefer_channels_last); a model that cannot take it falls
+        # back to NCHW on its first forward.
+        self.channels_last = prefer_channels_last(self.model, self.device, self.dims)
         #: The rule chosen on the model's validation cases (inference.postprocess), or None.
         self.postprocessing: dict | None = None
 

@@ -45,7 +45,7 @@ from napari_tumorseg.intensity import normalize_input
 from napari_tumorseg.interactive.encoding import ClickGuided
 from napari_tumorseg.interactive.prompts import Prompts
 from napari_tumorseg.interactive.propagate import propagate
-from napari_tumorseg.precision import resolve
+from napari_tumorseg.precision import prefer_channels_last, resolve
 from napari_tumorseg.training.preprocessing import Preprocessing
 
 _SCRIBBLE_POINTS = 5  # clicks drawn from each scribble stroke
@@ -90,6 +90,7 @@ class LearnedEngine:
         self.normalize_scope = dict(ckpt.get("preprocessing") or {}).get("normalize_scope", "volume")
         self.encoding = model.encoding
         self.dims = self.prep.dims
+        prefer_channels_last(self.model, "cpu", self.dims)  # the engine runs on the CPU
         self.name = f"learned: {ckpt.get('model_name')}"
         self.threshold = float(threshold)
         self.adapt_threshold = True  # clicks move the object's threshold (2D models; see above)

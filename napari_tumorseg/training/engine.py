@@ -58,6 +58,7 @@ from napari_tumorseg.fileio import atomic_path
 from napari_tumorseg.intensity import new_run_method
 from napari_tumorseg.models.unet import norm_for_data
 from napari_tumorseg.output_kinds import output_kind
+from napari_tumorseg.precision import prefer_channels_last
 from napari_tumorseg.training import distributed as dist_utils
 from napari_tumorseg.training.augment import AugmentConfig
 from napari_tumorseg.training.datasets import (
@@ -605,6 +606,7 @@ class _Run:
         if self.resume_ckpt is not None:
             model.load_state_dict(self.resume_ckpt["state_dict"], strict=True)
         self.model = model.to(self.device)
+        self.channels_last = prefer_channels_last(self.model, self.device, self.dims)
         self.net = self.model
         if self.ctx.world_size > 1:
             self.net = dist_utils.wrap_ddp(self.model, self.device)

@@ -75,3 +75,11 @@ def test_auto_follows_the_processor(shared_data, monkeypatch, flag, dtype):
     finally:
         hook.remove()
     assert seen and set(seen) == {dtype} and mask.dtype == bool
+
+
+def test_the_volume_click_model_runs_channels_last():
+    from napari_tumorseg.interactive.engines import load_learned, volume_starter_checkpoint
+
+    engine = load_learned(volume_starter_checkpoint())
+    conv = next(m for m in engine.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -102,3 +102,28 @@ def test_a_bad_precision_ends_the_run_with_one_line(shared_data, tmp_path):
     evs = list(train(_cfg(shared_data, tmp_path, precision="fp8")))
     assert type(evs[-1]).__name__ == "ErrorEvent"
     assert "precision must be one of auto, fp32, bf16" in evs[-1].message and "\n" not in evs[-1].message
+
+
+def test_a_2d_run_on_the_cpu_trains_channels_last_and_saves_plain_weights(shared_data, tmp_path):
+    """NHWC is the CPU's faster layout (precision.prefer_channels_last); the checkpoint it
+    writes still loads into a model built the usual way and gives the same output."""
+    seen = []
+
+    def hook(module, args, output):
+        if isinstance(module, torch.nn.Conv2d) and module.training:
+            seen.append(output.is_contiguous(memory_format=torch.channels_last))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        evs = list(train(_cfg(shared_data, tmp_path, precision="fp32")))
+    finally:
+        handle.remove()
+    assert isinstance(evs[-1], DoneEvent), evs[-1]
+    assert seen and all(seen)
+    model, ck = load_checkpoint(tmp_path / "best.pt")
+    x = torch.randn(1, 1, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        flat = model(x)
+        model.to(memory_format=torch.channels_last)
+        assert torch.allclose(model(x), flat, atol=1e-5)
