@@ -2,7 +2,7 @@
 
     nice -n 10 python benchmarks/bench_clicks.py [--engines classic,starter,auto0]
         [--target lesion|whole|core|enhancing] [--max-clicks 10] [--coco-images 30]
-        [--out benchmarks/RESULTS_clicks.md] [--smoke]
+        [--sequences FLAIR,T1c] [--out benchmarks/RESULTS_clicks.md] [--smoke]
 
 ``--target`` (default ``lesion``, every label > 0): ``whole`` / ``core`` / ``enhancing`` run
 the BraTS cases only (brats_multi_year with its four sequences, brats2013_deepmedic FLAIR +
@@ -215,6 +215,9 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="also write every row here")
     ap.add_argument("--out", default=None, help="write the markdown tables here")
     ap.add_argument("--target", default="lesion", choices=("lesion", "whole", "core", "enhancing"))
+    ap.add_argument("--sequences", default=None, metavar="SEQ,SEQ",
+                    help="BraTS targets: give the engines only these sequences of each case (e.g. "
+                         "FLAIR: a case that lacks the others), matched by name")
     ap.add_argument("--smoke", action="store_true",
                     help="first case of each group, 2 clicks, 2 COCO images: does it run (no timing)")
     args = ap.parse_args(argv)
@@ -240,6 +243,13 @@ def main(argv=None):
         if not gt.any():
             print(f"{group} {name}: no {args.target} voxel; skipped", flush=True)
             continue
+        if args.sequences and names:
+            from napari_tumorseg.channels import channel_indices
+
+            wanted = [q.strip() for q in args.sequences.split(",") if q.strip()]
+            keep = [i for i in channel_indices(list(names), wanted, name, "zeros") if i is not None]
+            image, names = image[keep], [names[i] for i in keep]
+            group = f"{group} ({'+'.join(wanted)} only)"
         for eng_name, engine in engs.items():
             r = run_case(eng_name, engine, image, spacing, gt, args.max_clicks, args.target, names)
             r.update(engine=eng_name, group=group, case=name, dims="2D" if gt.shape[0] == 1 else "3D",

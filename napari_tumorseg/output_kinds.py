@@ -126,6 +126,11 @@ class _Regions(OutputKind):
     def to_labels(self, prob, threshold=0.5):
         return brats.regions_to_labels(prob, threshold)
 
+    def metric_masks(self, logits, target):
+        # NaN marks a region a one-object mask does not label (datasets.lesion_only_regions):
+        # neither a hit nor a false positive there.
+        return self.predicted_mask(logits) & ~torch.isnan(target), target > 0.5
+
     cleanup = "oedema without a core"
 
     def clean(self, labels):

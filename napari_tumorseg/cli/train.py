@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regions", action="store_true",
                    help="BraTS whole tumour, core and enhancing as three outputs (segmentation models; "
                         "default: the model's own output)")
+    p.add_argument("--pretrained", metavar="CKPT",
+                   help="start from these weights: one of our checkpoints of the same model (its "
+                        "sequences placed by name, a new one at zero weight) or a bare state dict")
     p.add_argument("--click-radius", type=float, dest="click_radius", metavar="MM",
                    help="--interactive: radius of a click in mm (default 5)")
     p.set_defaults(func=run)
@@ -76,7 +79,7 @@ def _config(args):
         "resume": args.resume, "loss": args.loss, "seed": args.seed,
         "val_fraction": args.val_fraction, "threads": args.threads, "num_workers": args.num_workers,
         "recipe": args.recipe, "scheduler": args.scheduler, "max_minutes": args.max_minutes,
-        "precision": args.precision,
+        "precision": args.precision, "pretrained": args.pretrained,
     }
     if args.no_augment:
         flags["augmentation"] = False
@@ -142,6 +145,8 @@ def run(args) -> int:
                       f"{ev.n_train} training / {ev.n_val} validation samples, epochs "
                       f"{ev.start_epoch + 1}-{ev.epochs}"
                       + (f" or {limit:g} min, whichever comes first" if limit else ""), flush=True)
+                if ev.config.get("warm_start"):
+                    print(ev.config["warm_start"], flush=True)
             elif name == "EpochEvent":
                 m = ev.metrics
                 key = "accuracy" if "accuracy" in m else "dice"

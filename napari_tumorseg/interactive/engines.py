@@ -16,6 +16,15 @@ STARTER_GLOB = "starter_click*.pt"
 #: The shipped click model for volumes (trained on BraTS volumes, told the target); the
 #: other ``starter_click*.pt`` is the one for single images.
 VOLUME_STARTER = "starter_click_brats.pt"
+#: The shipped click model for volumes that hold FLAIR or T1c but not both: the same model
+#: widened to read any of FLAIR, T1, T1c, T2 (zeros for a missing one). Measured on the two
+#: held-out cases (benchmarks/RESULTS_clicks.md): on a lone FLAIR or T1c it beats the classic
+#: engine at the first clicks, on a lone T2 it is worse, and with every sequence it is below
+#: the FLAIR + T1c model; so it answers only the cases that model cannot.
+VOLUME_ANY = "starter_click_brats_any.pt"
+#: A case must hold one of these for VOLUME_ANY to answer it (else: the classic engine).
+VOLUME_ANY_NEEDS = ("FLAIR", "T1c")
+VOLUME_MODELS = (VOLUME_STARTER, VOLUME_ANY)
 
 
 @dataclass
@@ -27,7 +36,7 @@ class EngineChoice:
 def starter_checkpoint(resources: Path = RESOURCES) -> Path | None:
     """The shipped click-guided starter checkpoint for single images, when the package has
     one (first by name)."""
-    found = sorted(p for p in Path(resources).glob(STARTER_GLOB) if p.is_file() and p.name != VOLUME_STARTER)
+    found = sorted(p for p in Path(resources).glob(STARTER_GLOB) if p.is_file() and p.name not in VOLUME_MODELS)
     return found[0] if found else None
 
 
@@ -36,22 +45,50 @@ def volume_starter_checkpoint(resources: Path = RESOURCES) -> Path | None:
     return path if path.is_file() else None
 
 
-class LearnedWhereItFits:
-    """A learned engine for the cases that hold the sequences it reads, the classic engine
-    for the others (a lone FLAIR, an unnamed scan): chosen per call by
-    :func:`segment_with_prompts` through :meth:`for_case`, so the dock and the robot make the
-    same choice."""
+def volume_any_checkpoint(resources: Path = RESOURCES) -> Path | None:
+    path = Path(resources) / VOLUME_ANY
+    return path if path.is_file() else None
 
-    def __init__(self, learned, classic):
+
+def _holds_one_of(channel_names, sequences) -> bool:
+    from napari_tumorseg.channels import sequence_of
+
+    have = {sequence_of(str(n)).lower() for n in channel_names or ()}
+    return any(s.lower() in have for s in sequences)
+
+
+def _needs(learned) -> str:
+    names = list(learned.prep.channel_names or ())
+    if names and learned.prep.missing_channels == "zeros":
+        return f"any of {', '.join(names)}"
+    return " + ".join(names) or f"{learned.model.image_channels} channel(s)"
+
+
+class LearnedWhereItFits:
+    """A learned engine for the cases that hold the sequences it reads, then (optionally) a
+    second one for the cases that hold one of ``fallback_needs``, the classic engine for the
+    others (an unnamed scan, a lone T2): chosen per call by :func:`segment_with_prompts`
+    through :meth:`for_case`, so the dock and the robot make the same choice."""
+
+    def __init__(self, learned, classic, fallback=None, fallback_needs=()):
         self.learned, self.classic = learned, classic
-        names = list(learned.prep.channel_names or ())
-        if names and learned.prep.missing_channels == "zeros":
-            needs = f"any of {', '.join(names)}"
-        else:
-            needs = " + ".join(names) or f"{learned.model.image_channels} channel(s)"
-        self.needs = needs
-        self.name = f"{learned.name} on {needs}, else classic"
+        self.fallback, self.fallback_needs = fallback, tuple(fallback_needs)
+        self.needs = _needs(learned)
+        self.name = f"{learned.name} on {self.needs}"
+        if fallback is not None:
+            self.name += f"; {fallback.name} ({VOLUME_ANY}) on a case with {' or '.join(self.fallback_needs)}"
+        self.name += ", else classic"
         self.dims = learned.dims
+
+    @property
+    def precision(self):
+        return self.learned.precision
+
+    @precision.setter
+    def precision(self, value) -> None:  # --precision reaches every model of the chain
+        for engine in (self.learned, self.fallback):
+            if engine is not None:
+                engine.precision = value
 
     def fits(self, channel_names, n_channels: int) -> bool:
         if not channel_names:
@@ -62,7 +99,15 @@ class LearnedWhereItFits:
             return False
 
     def for_case(self, channel_names, n_channels: int):
-        return self.learned if self.fits(channel_names, n_channels) else self.classic
+        if self.fits(channel_names, n_channels):
+            return self.learned
+        if self.fallback is not None and channel_names and _holds_one_of(channel_names, self.fallback_needs):
+            try:
+                if self.fallback.channels_for("lesion", list(channel_names)) is not None:
+                    return self.fallback
+            except TumorSegError:
+                pass
+        return self.classic
 
     def segment(self, image, spacing, prompts, prior=None, cancel=None):
         """A call that does not name the image's channels: the learned engine only when it
@@ -111,10 +156,18 @@ def default_engine(resources: Path = RESOURCES, volume: bool = False) -> EngineC
                 learned = load_learned(vckpt)
             except TumorSegError as err:
                 return EngineChoice(ClassicEngine(), f"classic engine (volume model {vckpt.name} unusable: {err})")
-            both = LearnedWhereItFits(learned, ClassicEngine())
+            fallback, note = None, ""
+            anyckpt = volume_any_checkpoint(resources)
+            if anyckpt is not None:
+                try:
+                    fallback = load_learned(anyckpt)
+                    note = f"; {anyckpt.name} for a case with {' or '.join(VOLUME_ANY_NEEDS)} alone"
+                except TumorSegError as err:
+                    note = f" ({anyckpt.name} unusable: {err})"
+            both = LearnedWhereItFits(learned, ClassicEngine(), fallback, VOLUME_ANY_NEEDS)
             # Measured better than the classic engine on unseen cases (benchmarks/RESULTS_clicks.md).
-            return EngineChoice(both, f"volume click model {vckpt.name}; classic engine for a case "
-                                      f"without {both.needs}")
+            return EngineChoice(both, f"volume click model {vckpt.name}{note}; classic engine for "
+                                      f"{'the other cases' if fallback is not None else 'a case without ' + both.needs}")
     ckpt = starter_checkpoint(resources)
     if ckpt is None:
         return EngineChoice(ClassicEngine(), "classic engine (no starter click model ships with this install)")

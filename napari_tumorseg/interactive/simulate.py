@@ -178,8 +178,14 @@ class ClickSimulator:
         if targets and y.ndim == x.ndim and y.shape[1] == len(TARGET_CHANNEL):
             # Each sample clicks one region (drawn; validation cycles through them); the
             # loss still sees every region.
-            told = [targets[int(np.random.default_rng([seeds[i], 11]).integers(len(targets)))]
-                    if train and seeds[i] is not None else targets[i % len(targets)] for i in range(n)]
+            # A sample clicks only a region its mask labels (a one-object mask: the whole
+            # tumour; NaN marks the others, see datasets.lesion_only_regions).
+            labelled = ~torch.isnan(y).flatten(2).any(-1).cpu().numpy()  # (N, regions)
+            told = []
+            for i in range(n):
+                mine = [t for t in targets if labelled[i, TARGET_CHANNEL[t]]] or list(targets)
+                told.append(mine[int(np.random.default_rng([seeds[i], 11]).integers(len(mine)))]
+                            if train and seeds[i] is not None else mine[i % len(mine)])
             channels = [TARGET_CHANNEL[t] for t in told]
             gt = (y[torch.arange(n), torch.as_tensor(channels)] > 0.5).cpu().numpy()
         else:

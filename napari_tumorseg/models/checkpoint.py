@@ -263,6 +263,70 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     return model
 
 
+def is_checkpoint_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds one of this plugin's checkpoints (not a bare state dict)."""
+    try:
+        obj = _read(path, "cpu")
+    except TumorSegError:
+        return False
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def warm_start(model: nn.Module, path: str | os.PathLike, channel_names) -> str:
+    """Start ``model`` from one of our checkpoints of the same architecture; returns what
+    was done, in words.
+
+    A run may read more sequences than the checkpoint did (a FLAIR + T1c click model
+    taught to read T1 and T2 too): the first layer's weights are placed by sequence name and
+    a sequence the checkpoint never read starts at zero weight, so the widened model first
+    gives exactly the checkpoint's answers and learns what the new sequences add.
+    """
+    from napari_tumorseg.channels import channel_indices
+
+    _, ckpt = load_checkpoint(path, build=False)
+    src = ckpt["state_dict"]
+    own = model.state_dict()
+    old_names = list((ckpt.get("preprocessing") or {}).get("channel_names") or [])
+    new_names = list(channel_names or [])
+    old_in = int(ckpt["in_channels"])
+    new_in = len(new_names) if new_names else old_in
+    state, widened = {}, []
+    for key, value in own.items():
+        w = src.get(key)
+        if w is None:
+            raise TumorSegError(f"pretrained {path}: missing weight {key!r} for this model")
+        w = w.to(value.dtype)
+        if tuple(w.shape) == tuple(value.shape):
+            state[key] = w
+            continue
+        extra = value.shape[1] - new_in if value.ndim >= 2 else -1
+        if (value.ndim >= 2 and w.shape[0] == value.shape[0] and w.shape[2:] == value.shape[2:]
+                and extra >= 0 and w.shape[1] == old_in + extra and old_names and new_names):
+            idx = channel_indices(new_names, old_names, f"pretrained {Path(path).name}", "refuse")
+            if idx is None:
+                raise TumorSegError(f"pretrained {path}: its channels ({', '.join(old_names)}) "
+                                    "name no sequences to place among this run's")
+            out = torch.zeros_like(value)
+            for k_old, k_new in enumerate(idx):
+                out[:, k_new] = w[:, k_old]
+            out[:, new_in:] = w[:, old_in:]  # the prompt channels follow the image ones
+            state[key] = out
+            widened.append(key)
+            continue
+        raise TumorSegError(f"pretrained {path}: shape mismatch at {key!r}: file has "
+                            f"{tuple(w.shape)}, model needs {tuple(value.shape)}")
+    extra_keys = [k for k in src if k not in own]
+    if extra_keys:
+        raise TumorSegError(f"pretrained {path}: weight {extra_keys[0]!r} does not belong to this model")
+    check_finite_weights(state, f"pretrained {path}")
+    model.load_state_dict(state, strict=True)
+    if not widened:
+        return f"started from {Path(path).name}"
+    new = [n for n in new_names if n not in old_names]
+    return (f"started from {Path(path).name}, widened from {', '.join(old_names)} to "
+            f"{', '.join(new_names)} ({', '.join(new)} at zero weight)")
+
+
 def checkpoint_summary(ckpt: dict) -> dict:
     """Small JSON-friendly description (no tensors), e.g. for ``tumorseg info``."""
     n_params = sum(v.numel() for v in ckpt.get("state_dict", {}).values()

@@ -39,7 +39,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,10 @@ class CaseRef:
     channel_names: tuple[str, ...] | None = None  # known before loading (NIfTI file names)
     label_convention: str | None = None  # the BraTS convention its names say (brats.convention_from_names)
     source: str = ""  # the data folder it came from
+    # Its mask marks the lesion as one object (a TIFF / PNG / COCO / DICOM ROI mask), not
+    # BraTS sub-regions: a regions run learns its whole tumour and nothing of core or
+    # enhancing from it (see prepare_case).
+    lesion_only: bool = False
 
 
 @dataclass
@@ -174,7 +178,7 @@ def _coco_refs(json_path: Path, split: str | None) -> list[CaseRef]:
             return CaseData(image, mask[None].astype(np.int64))
 
         stem = Path(img["file_name"]).stem
-        refs.append(CaseRef(case_id_from_name(stem), img["file_name"], load, split))
+        refs.append(CaseRef(case_id_from_name(stem), img["file_name"], load, split, lesion_only=True))
     return refs
 
 
@@ -244,7 +248,7 @@ def _pair_refs(folder: Path, split: str | None) -> list[CaseRef]:
                 raise TumorSegError(f"{pairs[0][0].parent.name}: slices differ in size or channels")
             return CaseData(np.concatenate(imgs, axis=1), np.concatenate(masks, axis=0))
 
-        refs.append(CaseRef(case_id, case, load, split))
+        refs.append(CaseRef(case_id, case, load, split, lesion_only=True))
     return refs
 
 
@@ -269,7 +273,7 @@ def _image_mask_refs(folder: Path, split: str | None) -> list[CaseRef]:
             _check_same_grid(img, lab, ip.name)
             return CaseData(img, lab)
 
-        refs.append(CaseRef(case_id_from_name(ip.stem), ip.name, load, split))
+        refs.append(CaseRef(case_id_from_name(ip.stem), ip.name, load, split, lesion_only=True))
     unmatched += [f"{mask_dir.name}/{mp.name}" for mp in sorted(masks.values()) if mp not in used]
     _UNMATCHED.setdefault(folder, []).extend(unmatched)
     return refs
@@ -379,7 +383,7 @@ def _dicom_case(folder: Path, split: str | None) -> CaseRef | None:
             )
         return CaseData(np.stack(chans), labels_arr, spacing, channel_names=names)
 
-    return CaseRef(folder.name, folder.name, load, split)
+    return CaseRef(folder.name, folder.name, load, split, lesion_only=True)
 
 
 def _dicom_refs(folder: Path, split: str | None) -> list[CaseRef]:
@@ -589,7 +593,7 @@ def _open_path(path: Path) -> DataSource:
 
 
 def split_refs(
-    source: DataSource, val_fraction: float, seed: int
+    source: DataSource, val_fraction: float, seed: int, val_cases: Sequence[str] | None = None
 ) -> tuple[list[CaseRef], list[CaseRef], list[str]]:
     """(train, val, warnings): split by patient, never by slice; a fixed seed.
 
@@ -597,14 +601,22 @@ def split_refs(
     patient under two BraTS editions' names is one unit), across every source. Items a source
     puts in its own train / valid folders stay there, and so does every other item of their
     patients; a validation item whose patient is also in training is dropped (reported in
-    the warnings). The patients no folder places are split with ``val_fraction`` and the seed.
+    the warnings). ``val_cases`` (case ids) are validation, with their patients, as if a
+    folder placed them. The patients no folder places are split with ``val_fraction`` and
+    the seed.
     """
     warnings: list[str] = list(source.warnings)
     groups: dict[str, list[CaseRef]] = {}
     for r in source.refs:
         groups.setdefault(patient_key(r.case_id), []).append(r)
     fixed_train = {k for k, refs in groups.items() if any(r.split == "train" for r in refs)}
+    named = {patient_key(str(c)) for c in (val_cases or ())}
+    unknown = sorted(named - set(groups))
+    if unknown:
+        raise TumorSegError(f"val_cases names {unknown[0]}, which is not a case of the data")
+    fixed_train = fixed_train - named
     fixed_val = {k for k, refs in groups.items() if any(r.split == "val" for r in refs)} - fixed_train
+    fixed_val |= named
     free = [k for k in groups if k not in fixed_train and k not in fixed_val]
     # In the order of their first case id: with one case a patient, exactly the order of
     # the sorted case ids, as before patients were grouped.
@@ -674,6 +686,45 @@ def case_channels(data: CaseData, names, where: str, missing: str = "refuse") ->
     return take_channels(data.image, idx)
 
 
+def lesion_only_regions(labels: np.ndarray) -> np.ndarray:
+    """The (3, ...) region target of a one-object mask: the lesion is the whole tumour; core
+    and enhancing are unknown (NaN: the loss, the metrics and the click simulator leave
+    them out for this sample), not absent, which would teach "no core here"."""
+    wt = (np.asarray(labels) > 0).astype(np.float32)
+    unknown = np.full_like(wt, np.nan)
+    return np.stack([wt, unknown, unknown])
+
+
+def name_channels(source: DataSource, names_by_folder: dict) -> None:
+    """Give the items of some data folders the sequence names their files do not carry
+    (LGG kaggle_3m's TIFFs: pre-contrast T1, FLAIR, post-contrast T1c as R, G, B), so a run
+    matches their channels by sequence like a NIfTI case's (``case_channels``)."""
+    if not names_by_folder:
+        return
+    wanted = {Path(k).expanduser().resolve(): tuple(str(n) for n in v) for k, v in names_by_folder.items()}
+    found = set()
+    for ref in source.refs:
+        names = wanted.get(Path(ref.source).resolve()) if ref.source else None
+        if names is None:
+            continue
+        found.add(Path(ref.source).resolve())
+        ref.channel_names = names
+        ref.load = _named_load(ref.load, names, ref.name)
+    missing = [str(k) for k in wanted if k not in found]
+    if missing:
+        raise TumorSegError(f"source_channels names {missing[0]}, which is not one of the data folders")
+
+
+def _named_load(load, names: tuple[str, ...], where: str):
+    def named() -> CaseData:
+        data = load()
+        if data.image.shape[0] != len(names):
+            raise TumorSegError(f"{where}: {data.image.shape[0]} channel(s), but source_channels "
+                                f"names {len(names)} ({', '.join(names)})")
+        return replace(data, channel_names=list(names))
+    return named
+
+
 def prepare_case(ref: CaseRef, prep: Preprocessing | dict[str, Any],
                  per_case_convention: bool = False) -> _Prepared:
     """Load a case and bring it to the model's grid, channels, intensities and target.
@@ -689,6 +740,10 @@ def prepare_case(ref: CaseRef, prep: Preprocessing | dict[str, Any],
         return _Prepared(ref.case_id, ref.name, image, None, None, data.spacing, data.label)
     labels = preprocess_labels(data.labels, prep)
     kind = output_kind(prep.target)
+    if kind.name == "regions" and ref.lesion_only:
+        target = lesion_only_regions(labels)
+        spacing = resized_spacing(data.spacing, data.image.shape[-2:], prep)
+        return _Prepared(ref.case_id, ref.name, image, target, labels, spacing)
     if per_case_convention and prep.region_convention is not None:
         convention = ref.label_convention or guess_convention(np.unique(data.labels))
         prep = prep.replace(region_convention=convention)

@@ -69,6 +69,7 @@ from napari_tumorseg.training.datasets import (
     case_channels,
     check_foreground,
     data_paths,
+    name_channels,
     open_source,
     prepare_case,
     split_refs,
@@ -162,6 +163,11 @@ class TrainConfig:
     # The sequences the model reads, by name (e.g. FLAIR, T1, T1c, T2); a case lacking one
     # gets a zero channel there (None: the sequences every training case holds).
     channels: list | None = None
+    # The sequences of data folders whose files do not name them, folder -> names in stored
+    # order (LGG kaggle_3m: [T1, FLAIR, T1c]), so they join a run matched by sequence.
+    source_channels: dict | None = None
+    # Case ids (with their patients) to validate on, whatever the split would draw.
+    val_cases: list | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
@@ -511,11 +517,12 @@ class _Run:
         self.augment_cfg = AugmentConfig.from_value(
             self.recipe.augmentation if cfg.augmentation is None else cfg.augmentation)
         source = open_source(cfg.data)
+        name_channels(source, cfg.source_channels or {})
         if not self.output.dense and source.kind != "classes":
             raise TumorSegError(f"{self.model_name} is a classifier: give one folder of images per class")
         if self.output.dense and source.kind == "classes":
             raise TumorSegError(f"{self.model_name} segments: the data has class folders but no masks")
-        train_refs, val_refs, warns = split_refs(source, cfg.val_fraction, cfg.seed)
+        train_refs, val_refs, warns = split_refs(source, cfg.val_fraction, cfg.seed, cfg.val_cases)
         self.warnings += warns
         if cfg.max_train_items:
             train_refs = _take(train_refs, cfg.max_train_items, cfg.seed)
@@ -532,9 +539,12 @@ class _Run:
             self.class_names = list(ck.get("class_names") or info.class_names)
             first = None
         else:
-            self.model_config = {**self.recipe.model_config, **(info.tiny_config if cfg.tiny else {}),
+            # Starting from one of our checkpoints: its architecture (width, norm, click
+            # encoding), which its weights need; the config's model_config still wins.
+            warm = self._warm_start_config()
+            self.model_config = {**self.recipe.model_config, **warm, **(info.tiny_config if cfg.tiny else {}),
                                  **(cfg.model_config or {})}
-            if cfg.interactive:
+            if cfg.interactive and not ("interactive" in warm and cfg.click_encoding is None):
                 from napari_tumorseg.interactive.encoding import ClickEncoding
 
                 if not self.output.dense:
@@ -587,6 +597,10 @@ class _Run:
         self.train_cases = self._prepare_all(train_refs)
         if self.output.dense:
             check_foreground([c.labels for c in self.train_cases], str(cfg.data))
+        if self.kind == "regions" and not any(
+                _labelled_regions(c.target)[1:].all() for c in self.train_cases if c.target is not None):
+            raise TumorSegError("a regions model learns core and enhancing from BraTS label maps, and "
+                                "every mask given marks one lesion: train a binary model on it")
         self.val_cases = self._prepare_all(val_refs)
         self.train_ds, self.val_ds = self._datasets()
         if len(self.train_ds) == 0:
@@ -594,15 +608,33 @@ class _Run:
         self.train_ids = sorted({r.case_id for r in train_refs})
         self.val_ids = sorted({r.case_id for r in val_refs})
 
+    def _warm_start_config(self) -> dict:
+        """The model config of ``pretrained`` when it is one of our checkpoints of this model."""
+        from napari_tumorseg.models.checkpoint import is_checkpoint_file, load_checkpoint
+
+        path = self.cfg.pretrained
+        if not path or not is_checkpoint_file(path):
+            return {}
+        _, ck = load_checkpoint(path, build=False)
+        if ck["model_name"] != self.model_name:
+            raise TumorSegError(f"pretrained {path} is a {ck['model_name']!r} checkpoint, not {self.model_name!r}")
+        return dict(ck.get("config") or {})
+
     def _build_model(self) -> None:
         """Model (resumed weights, or pretrained ones), loss, optimiser, schedule, scaler."""
         from napari_tumorseg.models import create_model
 
+        from napari_tumorseg.models.checkpoint import is_checkpoint_file, warm_start
+
         cfg, preset = self.cfg, self.recipe.preset
+        pretrained = None if self.resume_ckpt is not None else cfg.pretrained
+        # One of our checkpoints: weights placed by the run's sequences (warm_start); a
+        # bare state dict or a paper's weights: the builder's own loading.
+        ours = bool(pretrained) and is_checkpoint_file(pretrained)
         model = create_model(self.model_name, in_channels=self.in_channels,
                              out_channels=self.out_channels,
-                             pretrained=None if self.resume_ckpt is not None else cfg.pretrained,
-                             **self.model_config)
+                             pretrained=None if ours else pretrained, **self.model_config)
+        self.warm_start_note = warm_start(model, pretrained, self.prep.channel_names) if ours else None
         if self.resume_ckpt is not None:
             model.load_state_dict(self.resume_ckpt["state_dict"], strict=True)
         self.model = model.to(self.device)
@@ -756,6 +788,7 @@ class _Run:
                 "recipe": self.recipe.name, "max_minutes": self.max_minutes,
                 "threads": torch.get_num_threads(),
                 **({"norm": self.model_config["norm"]} if "norm" in self.model_config else {}),
+                **({"warm_start": self.warm_start_note} if getattr(self, "warm_start_note", None) else {}),
         }
 
     def _restore(self, ck: dict) -> None:
@@ -947,7 +980,13 @@ class _Run:
             if pred_vol.shape[0] == 1:
                 avg.add(segmentation_metrics(pred_vol[0], tgt_vol[0], spacing, hd=self.cfg.hd95))
             else:
-                regs = multi_region_metrics(pred_vol, tgt_vol, spacing, self.region_names or None,
+                names = list(self.region_names or [])
+                known = _labelled_regions(case.target)
+                if not known.all():  # a one-object mask: its whole tumour only
+                    pred_vol, tgt_vol = pred_vol[known], tgt_vol[known]
+                    names = [n for n, k in zip(names, known) if k] if names else [
+                        REGION_NAMES[i] for i in np.flatnonzero(known)]
+                regs = multi_region_metrics(pred_vol, tgt_vol, spacing, names or None,
                                             hd=self.cfg.hd95)
                 row = dict(regs.pop("mean"))
                 for name, m in regs.items():
@@ -979,6 +1018,14 @@ class _Run:
                 yield ci, case, pred[:, 0], tgt[:, 0], case.spacing[1:]
             else:
                 yield ci, case, pred, tgt, case.spacing
+
+
+def _labelled_regions(target: np.ndarray) -> np.ndarray:
+    """(C,) bool: the target's channels that carry a label (NaN marks an unknown region)."""
+    t = np.asarray(target)
+    if not np.issubdtype(t.dtype, np.floating):
+        return np.ones(t.shape[0], bool)
+    return ~np.isnan(t.reshape(t.shape[0], -1)).any(1)
 
 
 def _resumed_precision(ck: dict, device_type: str) -> str:

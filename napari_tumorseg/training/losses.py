@@ -105,11 +105,50 @@ class SegLoss(nn.Module):
         _sigmoid_mode(mode)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.is_floating_point() and _sigmoid_mode(self.mode):
+            unknown = torch.isnan(target)
+            if bool(unknown.any()):
+                return self._partial(logits, target, unknown)
         loss = logits.new_zeros((), dtype=torch.float32)
         if self.w_ce:
             loss = loss + self.w_ce * _ce(logits, target, self.mode)
         if self.w_dice:
             loss = loss + self.w_dice * soft_dice_loss(logits, target, self.mode, **self.dice_kwargs)
+        return loss
+
+    def _partial(self, logits: torch.Tensor, target: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor:
+        """The loss over the (sample, channel) maps that carry a label: a NaN anywhere in a
+        map marks it unknown (a one-object mask in a regions run: core and enhancing). With
+        every map known it equals :meth:`forward`'s (the same means, fewer terms)."""
+        from monai.losses import DiceLoss
+
+        if target.shape != logits.shape:
+            raise TumorSegError(f"target {tuple(target.shape)} does not match output {tuple(logits.shape)}")
+        known = ~unknown.flatten(2).any(-1)  # (N, C)
+        loss = logits.new_zeros((), dtype=torch.float32)
+        if not bool(known.any()):
+            return loss + 0.0 * logits.float().sum()  # nothing to learn here; keeps the graph
+        logits, t = logits.float(), torch.nan_to_num(target.float(), nan=0.0)
+        if self.w_ce:
+            bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none").flatten(2).mean(-1)
+            loss = loss + self.w_ce * bce[known].mean()
+        if self.w_dice:
+            kw = dict(self.dice_kwargs)
+            smooth = float(kw.pop("smooth", 1e-5))
+            nr, dr = kw.pop("smooth_nr", None), kw.pop("smooth_dr", None)
+            batch = bool(kw.pop("batch", False))
+            dice = DiceLoss(sigmoid=True, squared_pred=bool(kw.pop("squared", False)), batch=False,
+                            reduction="none", smooth_nr=smooth if nr is None else float(nr),
+                            smooth_dr=smooth if dr is None else float(dr))
+            if batch:  # one Dice per channel over the samples that label it
+                terms = [DiceLoss(sigmoid=True, batch=True, squared_pred=dice.squared_pred,
+                                  smooth_nr=dice.smooth_nr, smooth_dr=dice.smooth_dr)(
+                             logits[known[:, c], c:c + 1], t[known[:, c], c:c + 1])
+                         for c in range(logits.shape[1]) if bool(known[:, c].any())]
+                loss = loss + self.w_dice * torch.stack(terms).mean()
+            else:
+                per_map = dice(logits, t).reshape(known.shape)
+                loss = loss + self.w_dice * per_map[known].mean()
         return loss
 
     def extra_repr(self) -> str:

@@ -138,3 +138,33 @@ def test_a_model_for_any_subset_of_sequences_takes_a_lone_flair(tmp_path):
     mask = engines.segment_with_prompts(both, image, (1.0, 1.0, 1.0), Prompts(positive=[[2, 16, 16]]),
                                         target="whole", channel_names=["FLAIR"])
     assert mask[2, 16, 16] and both.learned.target == "whole"
+
+
+def test_a_case_with_flair_or_t1c_alone_gets_the_any_subset_model(tmp_path):
+    """The chain the robot measured: FLAIR + T1c model where the case has both, the model
+    for any subset where it holds FLAIR or T1c alone, classic for the rest (a lone T2)."""
+    import numpy as np
+
+    from napari_tumorseg.interactive.prompts import Prompts
+    from napari_tumorseg.precision import resolve
+
+    _volume_starter(tmp_path)
+    (tmp_path / "any").mkdir()
+    _volume_starter(tmp_path / "any", ("FLAIR", "T1", "T1c", "T2"), missing="zeros")
+    (tmp_path / "any" / engines.VOLUME_STARTER).rename(tmp_path / engines.VOLUME_ANY)
+    assert engines.starter_checkpoint(tmp_path) is None  # neither is the single-image starter
+    choice = engines.default_engine(tmp_path, volume=True)
+    chain = choice.engine
+    assert engines.VOLUME_ANY in choice.reason and chain.fallback is not None
+    assert chain.for_case(["FLAIR", "T1", "T1c", "T2"], 4) is chain.learned
+    assert chain.for_case(["FLAIR"], 1) is chain.fallback
+    assert chain.for_case(["T1c_case", "T2_case"], 2) is chain.fallback
+    assert chain.for_case(["T2"], 1) is chain.classic
+    assert chain.for_case(["T1", "T2"], 2) is chain.classic
+    assert chain.for_case(None, 1) is chain.classic
+    image = np.random.default_rng(2).normal(size=(1, 4, 32, 32)).astype(np.float32)
+    mask = engines.segment_with_prompts(chain, image, (1.0, 1.0, 1.0), Prompts(positive=[[2, 16, 16]]),
+                                        target="core", channel_names=["T1c"])
+    assert mask[2, 16, 16] and chain.fallback.target == "core" and chain.learned.target is None
+    chain.precision = resolve("fp32", "cpu")
+    assert chain.learned.precision.name == chain.fallback.precision.name == "fp32"

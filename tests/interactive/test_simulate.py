@@ -120,3 +120,31 @@ def test_restyled_samples_move_the_whole_boundary_and_their_clicks_land_in_the_r
     assert restyled >= 8
     _, y_val, _ = sim.prepare(Original(), x, y, [None] * n, [(1.0, 1.0)] * n, False)
     assert torch.equal(y_val, y)
+
+
+def test_a_one_object_mask_is_clicked_as_the_whole_tumour_only():
+    """A sample whose core and enhancing are unknown (NaN: an LGG / COCO mask in a regions
+    run) is only ever told "whole"; fully labelled samples still draw every target."""
+    import torch
+    import torch.nn as nn
+
+    from napari_tumorseg.interactive.encoding import TARGET_CHANNEL, ClickEncoding
+    from napari_tumorseg.interactive.simulate import ClickSimulator
+
+    class Nothing(nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 3, *x.shape[2:]), -5.0)
+
+    enc = ClickEncoding(radius_mm=2.0, with_prev_mask=False, targets=tuple(TARGET_CHANNEL))
+    sim = ClickSimulator(enc, iterations=0, no_click_fraction=0.0)
+    n = 40
+    y = torch.zeros(n, 3, 32, 32)
+    y[:, :, 8:24, 8:24] = 1.0
+    y[n // 2:, 1:] = float("nan")  # the second half: one-object masks
+    x = torch.zeros(n, 1, 32, 32)
+    xin, _, _ = sim.prepare(Nothing(), x, y, list(range(1, n + 1)), [(1.0, 1.0)] * n, train=True)
+    told = xin[:, -len(TARGET_CHANNEL):].flatten(2).amax(-1).argmax(1)  # the target plane set
+    assert set(told[n // 2:].tolist()) == {TARGET_CHANNEL["whole"]}
+    # fully labelled samples draw from every target, as before (the same draw from the seed)
+    drawn = [int(np.random.default_rng([seed, 11]).integers(3)) for seed in range(1, n // 2 + 1)]
+    assert told[:n // 2].tolist() == drawn and set(drawn) == {0, 1, 2}

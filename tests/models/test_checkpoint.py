@@ -190,3 +190,35 @@ def test_pretrained_initialisation(tmp_path):
     torch.save({"a": [1, 2]}, junk)
     with pytest.raises(TumorSegError, match="no model weights"):
         create_model("unet", in_channels=3, pretrained=str(junk), **TINY["unet"])
+
+
+def test_warm_start_widens_a_click_model_to_more_sequences_with_the_same_answers():
+    """The shipped FLAIR + T1c click model, widened to FLAIR, T1, T1c, T2: the new sequences
+    start at zero weight, so whatever T1 and T2 hold the answers are the checkpoint's."""
+    import torch
+
+    from napari_tumorseg.interactive.engines import volume_starter_checkpoint
+    from napari_tumorseg.models import create_model
+    from napari_tumorseg.models.checkpoint import is_checkpoint_file, load_checkpoint, warm_start
+
+    path = volume_starter_checkpoint()
+    old, ck = load_checkpoint(path)
+    old.float()
+    assert ck["preprocessing"]["channel_names"] == ["FLAIR", "T1c"] and is_checkpoint_file(path)
+    new = create_model("unet", in_channels=4, out_channels=3, **ck["config"]).eval()
+    note = warm_start(new, path, ["T2", "FLAIR", "T1", "T1c"])
+    assert note.endswith("widened from FLAIR, T1c to T2, FLAIR, T1, T1c (T2, T1 at zero weight)")
+    n_prompt = old.encoding.n_channels
+    torch.manual_seed(0)
+    flair, t1c = torch.randn(2, 1, 64, 64), torch.randn(2, 1, 64, 64)
+    prompts = torch.rand(2, n_prompt, 64, 64)
+    t1, t2 = torch.randn(2, 1, 64, 64) * 5, torch.randn(2, 1, 64, 64) * 5
+    with torch.no_grad():
+        want = old(torch.cat([flair, t1c, prompts], 1))
+        got = new(torch.cat([t2, flair, t1, t1c, prompts], 1))
+    assert torch.allclose(got, want, atol=1e-4)
+    # a run that does not read every sequence of the checkpoint cannot take its weights
+    narrower = create_model("unet", in_channels=3, out_channels=3, **ck["config"]).eval()
+    with pytest.raises(TumorSegError, match="no T1c scan"):
+        warm_start(narrower, path, ["T1", "T2", "FLAIR"])
+    assert not is_checkpoint_file(__file__)

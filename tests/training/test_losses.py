@@ -183,3 +183,36 @@ def test_glims_preset_matches_monai_dicece():
     kw = {k: v for k, v in preset.loss_params.items() if not k.startswith("lambda")}
     want = DiceLoss(**kw)(x, y) + torch.nn.functional.binary_cross_entropy_with_logits(x, y)
     assert float(ours(x, y)) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_unknown_region_maps_are_left_out_of_the_loss():
+    """A one-object mask in a regions run marks core and enhancing unknown (NaN): those maps
+    add nothing and get no gradient; with every map known the loss is the usual one."""
+    torch.manual_seed(0)
+    for spec in ("bce_dice", "dice"):
+        loss_fn = build_loss(spec, mode="regions")
+        logits = torch.randn(4, 3, 16, 16)
+        target = (torch.rand(4, 3, 16, 16) > 0.7).float()
+        full = loss_fn(logits, target)
+        assert torch.allclose(loss_fn._partial(logits, target, torch.zeros_like(target, dtype=torch.bool)), full)
+        partial = target.clone()
+        partial[1:3, 1:] = float("nan")  # two samples know their whole tumour only
+        lg = logits.clone().requires_grad_(True)
+        value = loss_fn(lg, partial)
+        assert torch.isfinite(value)
+        value.backward()
+        assert float(lg.grad[1:3, 1:].abs().max()) == 0.0
+        assert float(lg.grad[1:3, 0].abs().max()) > 0.0 and float(lg.grad[0].abs().max()) > 0.0
+        changed = logits.clone()
+        changed[1:3, 1:] = 50.0  # anything there
+        assert torch.allclose(loss_fn(changed, partial), value.detach())
+        # the same as the loss over the labelled samples alone, channel by channel
+        only = [loss_fn(logits[i:i + 1, c:c + 1], target[i:i + 1, c:c + 1])
+                for i in range(4) for c in range(3) if not (1 <= i < 3 and c > 0)]
+        if spec == "dice":
+            assert float(value) == pytest.approx(float(torch.stack(only).mean()), rel=1e-5)
+    everything_unknown = torch.full((2, 3, 8, 8), float("nan"))
+    lg = torch.randn(2, 3, 8, 8, requires_grad=True)
+    out = build_loss("bce_dice", mode="regions")(lg, everything_unknown)
+    out.backward()
+    assert float(out) == 0.0 and float(lg.grad.abs().max()) == 0.0

@@ -171,3 +171,84 @@ def test_cli_takes_several_data_folders(shared_data, tmp_path):
     assert data_paths(cfg.data) == [shared_data / DEEPMEDIC, shared_data / MULTI]
     cfg = _config(build_parser().parse_args(base + ["--data", a]))
     assert cfg.data == a
+
+
+LGG = "lgg_kaggle3m"
+
+
+def test_lgg_joins_a_regions_run_by_sequence_with_its_whole_tumour_only(shared_data):
+    """LGG kaggle_3m's TIFFs name no sequence: source_channels names them (T1, FLAIR, T1c), so
+    they fill a four-sequence run's channels by name (T2 a zero channel); their masks mark
+    the lesion as one object, so the region target is the whole tumour with core and
+    enhancing unknown (NaN), not absent."""
+    from napari_tumorseg.training.datasets import name_channels
+
+    src = open_source(shared_data / LGG)
+    assert all(r.lesion_only for r in src.refs)
+    name_channels(src, {str(shared_data / LGG): ["T1", "FLAIR", "T1c"]})
+    ref = src.refs[0]
+    raw = ref.load()
+    assert raw.channel_names == ["T1", "FLAIR", "T1c"]
+    prep = Preprocessing(dims=2, channels=4, channel_names=["FLAIR", "T1", "T1c", "T2"],
+                         missing_channels="zeros", target="regions", region_convention="brats")
+    case = prepare_case(ref, prep, per_case_convention=True)
+    assert case.image.shape[0] == 4 and not case.image[3].any()  # no T2: zeros
+    # FLAIR is the stored second channel: the run's first channel follows it
+    flair_raw = raw.image[1].astype(np.float32)
+    z = int(np.argmax(raw.labels.reshape(raw.labels.shape[0], -1).sum(1)))
+    assert np.corrcoef(case.image[0, z].ravel(), flair_raw[z].ravel())[0, 1] > 0.9
+    assert np.corrcoef(case.image[0, z].ravel(), raw.image[0, z].astype(np.float32).ravel())[0, 1] < 0.9
+    wt, tc, et = case.target
+    assert np.array_equal(wt > 0.5, case.labels > 0) and wt.any()
+    assert np.isnan(tc).all() and np.isnan(et).all()
+    with pytest.raises(TumorSegError, match="source_channels names"):
+        bad = open_source(shared_data / LGG)
+        name_channels(bad, {str(shared_data / LGG): ["FLAIR", "T1c"]})
+        bad.refs[0].load()
+    with pytest.raises(TumorSegError, match="not one of the data folders"):
+        name_channels(open_source(shared_data / LGG), {str(shared_data / DEEPMEDIC): ["FLAIR"]})
+
+
+def test_val_cases_pins_the_validation_patients(shared_data, mixed):
+    # DeepMedic's own validation folder (pat0003, pat0004) stays validation; the named case joins it
+    folders = {"brats_2013_pat0003_1", "brats_2013_pat0004_1"}
+    train, val, _ = split_refs(mixed, 0.0, 0, val_cases=["BraTS2021_00002"])
+    assert {r.case_id for r in val} == folders | {"BraTS2021_00002"}
+    assert "BraTS2021_00002" not in {r.case_id for r in train} and len(train) == 5
+    # a case its source folder puts in training moves to validation when named
+    train, val, _ = split_refs(mixed, 0.0, 0, val_cases=["brats_2013_pat0005_1"])
+    assert {r.case_id for r in val} == folders | {"brats_2013_pat0005_1"}
+    assert "brats_2013_pat0005_1" not in {r.case_id for r in train}
+    with pytest.raises(TumorSegError, match="not a case of the data"):
+        split_refs(mixed, 0.0, 0, val_cases=["nobody"])
+
+
+def test_a_regions_run_on_one_object_masks_alone_is_refused(shared_data, tmp_path):
+    cfg = TrainConfig(model="unet", data=shared_data / LGG, out_dir=str(tmp_path), output="regions",
+                      epochs=1, size=64, tiny=True, max_train_items=1, hd95=False, threads=1)
+    from napari_tumorseg.training.engine import train
+
+    evs = list(train(cfg))
+    assert "every mask given marks one lesion" in evs[-1].message
+
+
+def test_a_click_run_mixes_brats_volumes_and_lgg_slices_and_validates_on_lgg(shared_data, tmp_path):
+    """The volume click model's second stage in miniature: BraTS 2012 (all four sequences,
+    regions) beside LGG (three named sequences, whole tumour only), validated on an LGG
+    patient: the loss, the clicks and the validation Dice use its whole tumour alone."""
+    from napari_tumorseg.training.engine import train
+
+    cfg = TrainConfig(model="unet", data=[shared_data / "brats2012_hg0015", shared_data / LGG],
+                      out_dir=str(tmp_path), output="regions", interactive=True, click_iterations=1,
+                      channels=["FLAIR", "T1", "T1c", "T2"],
+                      source_channels={str(shared_data / LGG): ["T1", "FLAIR", "T1c"]},
+                      val_cases=["TCGA_CS_4941"], epochs=1, size=64, tiny=True, max_train_items=2,
+                      hd95=False, threads=1, batch_size=8, recipe="paper", augmentation=False)
+    evs = list(train(cfg))
+    done = evs[-1]
+    assert isinstance(done, DoneEvent), done
+    start = next(e for e in evs if isinstance(e, StartEvent))
+    assert start.val_cases == ["TCGA_CS_4941"]
+    metrics = [e for e in evs if type(e).__name__ == "EpochEvent"][-1].metrics
+    assert np.isfinite(metrics["dice"]) and np.isfinite(metrics["dice_WT"])
+    assert "dice_TC" not in metrics and "dice_ET" not in metrics  # not labelled there
