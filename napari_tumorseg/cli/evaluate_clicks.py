@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -116,13 +117,17 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
     out = result.as_dict()
     out["engine"] = choice.engine.name
     out["engine_reason"] = choice.reason
+    used = choice.engine
+    if hasattr(used, "for_case"):  # a chain of engines: the one that answered this case
+        used = used.for_case(names, int(image.shape[0]) if np.ndim(image) == 4 else 1)
+    out["engine_used"] = getattr(used, "path", None) and Path(used.path).name or str(used.name)
     out.update({
         "image": str(image_path),
         "gt": str(gt_path),
         "gt_rule": "every GT value > 0 is tumour (BraTS labels: whole tumour)" if target == "lesion"
         else f"the {TARGETS[target]} region of GT's labels",
         "channels": names,
-        "channels_read": _channels_read(choice.engine, names, target),
+        "channels_read": _channels_read(used, names, target),
         "shape": list(gt.shape),
         "spacing_mm": list(spacing),
         "dice_at": {str(k): result.dice_at(k) for k in REPORT_AT if k <= max_clicks},
@@ -135,7 +140,7 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
 def _channels_read(engine, names, target) -> list[str]:
     chooser = getattr(engine, "channels_for", None)
     idx = chooser(target, names) if chooser is not None else None
-    return list(names) if idx is None else [names[i] for i in idx]
+    return list(names) if idx is None else [names[i] for i in idx if i is not None]  # None: a zero channel
 
 
 def run(args) -> int:
@@ -151,7 +156,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"Engine: {result['engine_reason']}")
+    print(f"Engine: {result['engine_reason']}; this case: {result['engine_used']}")
     print(f"Target: {result['target']}; channels read: {', '.join(result['channels_read'])}; "
           f"GT: {result['gt_rule']}")
     print("Dice after " + ", ".join(f"{k} click{'s' if k != '1' else ''}: {d:.4f}"

@@ -94,3 +94,18 @@ def test_a_case_folder_and_a_brats_target(shared_data, capsys):
     from napari_tumorseg.io.readers import read_path
 
     assert read_path(seg)[0].data[tuple(first)] == 3  # the first click is on BraTS 2023's enhancing label
+
+
+def test_a_lone_flair_is_answered_by_the_any_subset_model(shared_data, capsys):
+    """The automatic engine on a lone FLAIR of an unseen case: the model widened to any
+    subset answers (the FLAIR + T1c one cannot, the classic engine is the measured weaker),
+    and the report names it; one click already gives most of the whole tumour."""
+    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
+    code = main(["evaluate-clicks", str(case / "BraTS2021_00006_flair.nii.gz"),
+                 str(case / "BraTS2021_00006_seg.nii.gz"), "--target", "whole", "--max-clicks", "1",
+                 "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["engine_used"] == "starter_click_brats_any.pt"
+    assert out["channels_read"] == ["BraTS2021_00006_flair"]
+    assert out["dice_at"]["1"] >= 0.8
