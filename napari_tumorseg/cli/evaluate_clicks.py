@@ -120,6 +120,7 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
     used = choice.engine
     if hasattr(used, "for_case"):  # a chain of engines: the one that answered this case
         used = used.for_case(names, int(image.shape[0]) if np.ndim(image) == 4 else 1)
+        out["engine_reason"] = f"{choice.engine.name} ({choice.reason})"
     out["engine_used"] = getattr(used, "path", None) and Path(used.path).name or str(used.name)
     out.update({
         "image": str(image_path),

@@ -57,6 +57,12 @@ def _holds_one_of(channel_names, sequences) -> bool:
     return any(s.lower() in have for s in sequences)
 
 
+def _label(engine) -> str:
+    """A model by its file (what the user can find in resources/), else its own name."""
+    path = getattr(engine, "path", None)
+    return Path(path).name if path else str(engine.name)
+
+
 def _needs(learned) -> str:
     names = list(learned.prep.channel_names or ())
     if names and learned.prep.missing_channels == "zeros":
@@ -74,10 +80,10 @@ class LearnedWhereItFits:
         self.learned, self.classic = learned, classic
         self.fallback, self.fallback_needs = fallback, tuple(fallback_needs)
         self.needs = _needs(learned)
-        self.name = f"{learned.name} on {self.needs}"
+        self.name = f"{_label(learned)} on {self.needs}"
         if fallback is not None:
-            self.name += f"; {fallback.name} ({VOLUME_ANY}) on a case with {' or '.join(self.fallback_needs)}"
-        self.name += ", else classic"
+            self.name += f"; {_label(fallback)} on {' or '.join(self.fallback_needs)} alone"
+        self.name += "; else classic"
         self.dims = learned.dims
 
     @property
@@ -161,13 +167,14 @@ def default_engine(resources: Path = RESOURCES, volume: bool = False) -> EngineC
             if anyckpt is not None:
                 try:
                     fallback = load_learned(anyckpt)
-                    note = f"; {anyckpt.name} for a case with {' or '.join(VOLUME_ANY_NEEDS)} alone"
                 except TumorSegError as err:
                     note = f" ({anyckpt.name} unusable: {err})"
             both = LearnedWhereItFits(learned, ClassicEngine(), fallback, VOLUME_ANY_NEEDS)
             # Measured better than the classic engine on unseen cases (benchmarks/RESULTS_clicks.md).
+            if fallback is not None:  # the name says which model answers which case
+                return EngineChoice(both, "the measured best for the sequences a case holds")
             return EngineChoice(both, f"volume click model {vckpt.name}{note}; classic engine for "
-                                      f"{'the other cases' if fallback is not None else 'a case without ' + both.needs}")
+                                      f"a case without {both.needs}")
     ckpt = starter_checkpoint(resources)
     if ckpt is None:
         return EngineChoice(ClassicEngine(), "classic engine (no starter click model ships with this install)")

@@ -90,20 +90,22 @@ def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, 
                  channel_names=None):
     """Worker-thread body: the engine's answer, the seconds it took, and the object's
     threshold when clicks near the edge moved it (None otherwise: the user is told why the
-    boundary moved everywhere)."""
+    boundary moved everywhere), and which model of a chain answered this scan (None: the
+    engine is one model)."""
     from napari_tumorseg.interactive.engines import segment_with_prompts
 
     t0 = time.perf_counter()
     mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior, cancel=cancel,
                                 previous=previous, target=target, channel_names=channel_names)
     seconds = time.perf_counter() - t0
-    used = engine
+    used, by = engine, None
     if hasattr(engine, "for_case"):
         used = engine.for_case(channel_names, int(np.shape(image)[0]) if np.ndim(image) == 4 else 1)
+        by = Path(used.path).name if getattr(used, "path", None) else "classic engine"
     moved = getattr(used, "answer_threshold", None)
     if moved is not None and abs(moved - float(getattr(used, "threshold", moved))) < 1e-6:
         moved = None
-    return mask, seconds, moved
+    return mask, seconds, moved, by
 
 
 def describe_engine(engine) -> str:
@@ -138,6 +140,7 @@ class SegmentClicksWidget(QWidget):
         self.preview_mask: np.ndarray | None = None  # (z, y, x) bool on the scan grid
         self.last_seconds: float | None = None
         self.moved_threshold: float | None = None  # the object's threshold after edge clicks
+        self.answered_by: str | None = None  # which model of the automatic chain answered
         self.jobs_started = 0
         self._scan = None  # the scan the prompts belong to
         self.prompt_layers: PromptLayers | None = None
@@ -819,7 +822,7 @@ class SegmentClicksWidget(QWidget):
     def _landed(self, gen: int, result, refining: bool, prompts=None) -> None:
         if not self.jobs.is_current(gen):
             return  # a newer prompt came in: this answer is for prompts no longer on screen
-        mask, seconds, self.moved_threshold = result
+        mask, seconds, self.moved_threshold, self.answered_by = result
         if self._scan is None or mask.shape != as_volume(np.empty(spatial_shape(self._scan), bool),
                                                          len(spatial_shape(self._scan))).shape:
             return
@@ -863,7 +866,8 @@ class SegmentClicksWidget(QWidget):
             secs = f"{self.last_seconds:.2f} s · " if self.last_seconds is not None else ""
             moved = (f" · edge at probability {self.moved_threshold:.2f} (moved by clicks near it)"
                      if self.moved_threshold is not None else "")
-            self.result_label.setText(f"{secs}{n:,} voxels · {ml:.2f} mL{moved}")
+            by = f" · by {self.answered_by}" if getattr(self, "answered_by", None) else ""
+            self.result_label.setText(f"{secs}{n:,} voxels · {ml:.2f} mL{by}{moved}")
         self.preview_updated.emit()
 
     # ================================================================== accept / clear

@@ -155,7 +155,9 @@ def test_a_case_with_flair_or_t1c_alone_gets_the_any_subset_model(tmp_path):
     assert engines.starter_checkpoint(tmp_path) is None  # neither is the single-image starter
     choice = engines.default_engine(tmp_path, volume=True)
     chain = choice.engine
-    assert engines.VOLUME_ANY in choice.reason and chain.fallback is not None
+    assert chain.fallback is not None and "measured best" in choice.reason
+    assert chain.name == (f"{engines.VOLUME_STARTER} on FLAIR + T1c; {engines.VOLUME_ANY} on FLAIR or T1c "
+                          "alone; else classic")
     assert chain.for_case(["FLAIR", "T1", "T1c", "T2"], 4) is chain.learned
     assert chain.for_case(["FLAIR"], 1) is chain.fallback
     assert chain.for_case(["T1c_case", "T2_case"], 2) is chain.fallback

@@ -106,11 +106,11 @@ def test_the_dock_job_reports_a_moved_threshold_and_only_then():
     image = _soft_ellipsoid()
     engine = _engine()
     first = Prompts(positive=[CENTRE])
-    mask, _, moved = _segment_job(engine, image, SPACING, first, None, None)
+    mask, _, moved, _ = _segment_job(engine, image, SPACING, first, None, None)
     assert moved is None
     edge = first.with_click((CENTRE[0], CENTRE[1], CENTRE[2] + 12), False)
     # The dock stacks the case's sequences into a new array on every click: the engine must
     # know it for the same image (an id-keyed cache made every click in the window a fresh
     # answer, with no threshold move and 2 s a click).
-    _, _, moved = _segment_job(engine, image.copy(), SPACING, edge, None, None, previous=(first, mask))
+    _, _, moved, _ = _segment_job(engine, image.copy(), SPACING, edge, None, None, previous=(first, mask))
     assert moved is not None and 0.5 < moved <= 0.85

@@ -39,3 +39,33 @@ def test_one_click_gives_the_tumour_core_from_the_case_sequences(make_napari_vie
     print(f"\nvolume click model in the dock, {CASE} core, one click: Dice {score:.3f} "
           f"in {dock.last_seconds:.2f} s")
     assert score >= 0.80
+    assert f"by {engine.learned.path.split('/')[-1]}" in dock.result_label.text()
+
+
+def test_a_lone_flair_is_answered_by_the_any_subset_model_and_the_dock_says_so(make_napari_viewer, qtbot,
+                                                                               shared_data):
+    """`tumorseg view` on one FLAIR file: no T1c to pair it with, so the automatic chain hands
+    the click to starter_click_brats_any.pt, and the result line names it."""
+    from napari_tumorseg.cli.view import open_viewer
+    from napari_tumorseg.interactive.engines import VOLUME_ANY
+    from napari_tumorseg.interactive.robot import dice, next_click
+    from napari_tumorseg.interactive.targets import target_truth
+    from napari_tumorseg.io.readers import read_path
+    from napari_tumorseg.widgets.segment_clicks import SegmentClicksWidget
+
+    folder = shared_data / "brats_multi_year" / CASE
+    viewer = open_viewer(str(folder / f"{CASE}_flair.nii.gz"), show=True, viewer=make_napari_viewer(show=True))
+    dock = next(w.findChild(SegmentClicksWidget) or w for n, w in viewer.window.dock_widgets.items()
+                if n.startswith("Segment by clicks"))
+    flair = viewer.layers[0]
+    dock.scan_combo.setCurrentText(flair.name)
+    qtbot.waitUntil(lambda: dock._auto is not None and dock._auto_worker is None, timeout=60000)
+    assert VOLUME_ANY in dock.engine_status.text()
+    dock.region_combo.setCurrentText("whole tumour")
+    truth = target_truth(np.asarray(read_path(folder / f"{CASE}_seg.nii.gz")[0].data), "whole", names=[CASE])
+    point, _ = next_click(np.zeros(truth.shape, bool), truth, flair.scale)
+    dock.add_click(tuple(point), True)
+    qtbot.waitUntil(lambda: not dock.busy and dock.preview_mask is not None, timeout=120000)
+    assert f"by {VOLUME_ANY}" in dock.result_label.text()
+    assert dock.session.click_engine.fallback.target == "whole"
+    assert dice(dock.preview_mask, truth) >= 0.80
