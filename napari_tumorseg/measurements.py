@@ -390,6 +390,15 @@ def region_volumes(labels, spacing, regions: dict[str, tuple[int, ...]]) -> dict
     return out
 
 
+#: RANO's measurable lesion: two perpendicular diameters of at least 10 mm, seen on two or more
+#: axial slices (Wen et al., J Clin Oncol 2010); smaller ones are listed as non-measurable.
+RANO_MIN_MM = 10.0
+
+
+def rano_measurable(diameter_mm: float, perpendicular_mm: float, n_slices: int) -> bool:
+    return diameter_mm >= RANO_MIN_MM and perpendicular_mm >= RANO_MIN_MM and n_slices >= 2
+
+
 def measure_lesions(labels, spacing, regions: dict[str, tuple[int, ...]] | None = None,
                     lesion_labels=None) -> list[dict[str, Any]]:
     """Every lesion, largest volume first (ties: first in z, y, x order).
@@ -400,7 +409,8 @@ def measure_lesions(labels, spacing, regions: dict[str, tuple[int, ...]] | None 
     ``volume_ml``, ``centroid_zyx``, ``slices`` (first, last z), ``bbox_zyx`` (first and
     last voxel), ``slice`` (where it is measured), ``diameter_mm`` and
     ``diameter_endpoints``, ``perpendicular_mm`` and ``perpendicular_endpoints``,
-    ``product_mm2``; endpoints are two (z, y, x) voxel positions.
+    ``product_mm2``, ``measurable`` (:func:`rano_measurable`); endpoints are two (z, y, x)
+    voxel positions.
     """
     vol = _as_volume(labels)
     sp = _spacing3(spacing)
@@ -421,6 +431,7 @@ def measure_lesions(labels, spacing, regions: dict[str, tuple[int, ...]] | None 
             "slices": [pos[0], pos[0]], "bbox_zyx": [pos, list(pos)], "slice": pos[0],
             "diameter_mm": 0.0, "diameter_endpoints": [point, list(point)],
             "perpendicular_mm": 0.0, "perpendicular_endpoints": [point, list(point)], "product_mm2": 0.0,
+            "measurable": False,
         }
         if regions is not None:
             lesion["regions_ml"] = {name: float(vv) if value in regions[name] else 0.0
@@ -450,6 +461,7 @@ def measure_lesions(labels, spacing, regions: dict[str, tuple[int, ...]] | None 
             "perpendicular_mm": float(perp),
             "perpendicular_endpoints": [[zz, float(e[0] + off[1]), float(e[1] + off[2])] for e in pends],
             "product_mm2": float(d * perp),
+            "measurable": rano_measurable(float(d), float(perp), int(box[0].stop - box[0].start)),
         }
         if regions is not None:
             lesion["regions_ml"] = {name: float(np.count_nonzero(np.isin(lab, regions[name])) * vv)
@@ -494,6 +506,7 @@ def measure(labels, spacing, label_names: dict[int, str] | None = None, *,
         "bidimensional_product_mm2": top["product_mm2"] if top else 0.0,
         "n_components": len(lesions),
         "n_lesions": len(lesions),
+        "n_measurable": sum(1 for les in lesions if les["measurable"]),
         "component_volumes_ml": [les["volume_ml"] for les in lesions],
         "lesions": lesions,
     }
@@ -550,6 +563,7 @@ _LINES = [
     ("diameter_slice", "  on slice", "{}"),
     ("diameter_lesion", "  of lesion", "{}"),
     ("n_components", "Lesions (26-connected components)", "{:d}"),
+    ("n_measurable", "  measurable (RANO: both diameters ≥ 10 mm, ≥ 2 slices)", "{:d}"),
     ("dice", "Dice", "{:.4f}"),
     ("iou", "IoU", "{:.4f}"),
     ("precision", "Precision", "{:.4f}"),
@@ -561,10 +575,15 @@ _LINES = [
 ]
 
 
+NON_MEASURABLE = "non-measurable (RANO: under 10 × 10 mm or on one slice)"
+
+
 def lesion_text(les: dict[str, Any]) -> str:
-    """One lesion in one line: volume, longest x perpendicular, product, slice."""
+    """One lesion in one line: volume, longest x perpendicular, product, slice, and whether
+    RANO would measure it."""
     return (f"{les['volume_ml']:.3f} mL, {les['diameter_mm']:.1f} x {les['perpendicular_mm']:.1f} mm "
-            f"({les['product_mm2']:.0f} mm²) on slice {les['slice']}")
+            f"({les['product_mm2']:.0f} mm²) on slice {les['slice']}"
+            + ("" if les.get("measurable", True) else f"; {NON_MEASURABLE}"))
 
 
 def lesion_lines(lesions: list[dict[str, Any]], cap: int | None = LESION_DISPLAY_CAP) -> list[str]:

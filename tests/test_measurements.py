@@ -414,3 +414,25 @@ def test_brats2013_regions_and_lesions(shared_data):
     assert et_only["voxel_count"] == int(et.sum())
     assert all(les["labels"] == [4] for les in et_only["lesions"])
     assert et_only["regions"] == r
+
+
+def test_rano_measurability_of_each_lesion(shared_data):
+    """RANO measures a lesion whose two perpendicular diameters are both >= 10 mm on two or more
+    slices; smaller lesions (a prediction's specks) are listed as non-measurable, not hidden."""
+    from napari_tumorseg.io.readers import read_path
+    from napari_tumorseg.measurements import format_report, measure
+
+    vol = np.zeros((8, 64, 64), np.uint8)
+    vol[1:4, 5:17, 5:17] = 1      # 12 x 12 mm on three slices: measurable
+    vol[1:4, 30:38, 30:48] = 1    # 18 x 8 mm: the perpendicular is short
+    vol[6, 40:55, 5:20] = 1       # 15 x 15 mm on one slice
+    m = measure(vol, (1.0, 1.0, 1.0))
+    measurable = {tuple(les["bbox_zyx"][0]): les["measurable"] for les in m["lesions"]}
+    assert measurable == {(1, 5, 5): True, (1, 30, 30): False, (6, 40, 5): False}
+    assert m["n_measurable"] == 1 and m["n_lesions"] == 3
+    text = format_report(m)
+    assert text.count("non-measurable (RANO") == 2 and "measurable (RANO" in text
+    # a real tumour: BraTS2021_00006's whole tumour is one measurable lesion
+    seg = read_path(shared_data / "brats_multi_year" / "BraTS2021_00006" / "BraTS2021_00006_seg.nii.gz")[0]
+    real = measure(np.asarray(seg.data) > 0, seg.spacing)
+    assert real["lesions"][0]["measurable"] and real["lesions"][0]["diameter_mm"] > 50

@@ -121,12 +121,13 @@ def measure_mask(path: str, series: int | None = None, image: str | None = None,
 
 def _lesion_table(lesions: list[dict], cap: int | None) -> list[str]:
     header = ["lesion", "volume mL", "voxels", "longest mm", "perp. mm", "product mm²", "slice",
-              "slices", "labels"]
+              "slices", "labels", "RANO"]
     shown = lesions if cap is None else lesions[:cap]
     body = [[str(les["lesion"]), f"{les['volume_ml']:.3f}", str(les["voxel_count"]),
              f"{les['diameter_mm']:.1f}", f"{les['perpendicular_mm']:.1f}", f"{les['product_mm2']:.0f}",
              str(les["slice"]), f"{les['slices'][0]}-{les['slices'][1]}",
-             ",".join(map(str, les["labels"]))] for les in shown]
+             ",".join(map(str, les["labels"])),
+             "measurable" if les.get("measurable", True) else "non-measurable"] for les in shown]
     widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -143,7 +144,8 @@ def format_table(result: dict, cap: int | None = LESION_DISPLAY_CAP) -> str:
         + " x ".join(f"{s:.4g}" for s in result["spacing_mm"]) + " mm (z, y, x)",
         f"Measured: {'label(s) ' + ', '.join(map(str, result['lesion_labels'])) if 'lesion_labels' in result else 'every value > 0'}",
         f"Tumour volume: {result['volume_ml']:.3f} mL ({result['voxel_count']} voxels)",
-        f"Lesions: {result['n_lesions']} (26-connected components)",
+        f"Lesions: {result['n_lesions']} (26-connected components), {result.get('n_measurable', 0)} measurable "
+        "(RANO: both diameters ≥ 10 mm, on ≥ 2 slices)",
     ]
     if result["n_lesions"]:
         lines.append(

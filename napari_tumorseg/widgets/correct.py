@@ -650,7 +650,8 @@ def measurement_rows(m: dict, c: dict | None) -> list[tuple[str, str]]:
         rows.append(("Diameter on slice", str(m["diameter_slice"])))
     if lesions and len(lesions) > 1:
         rows.append(("Diameter of lesion", str(m.get("diameter_lesion"))))
-    rows.append(("Lesions", str(m.get("n_lesions", m["n_components"]))))
+    rows.append(("Lesions", str(m.get("n_lesions", m["n_components"]))
+                 + (f" ({m['n_measurable']} measurable, RANO)" if "n_measurable" in m else "")))
     if c is not None:
         rows += [("IoU", num(c["iou"], "{:.3f}")), ("Precision", num(c["precision"], "{:.3f}")),
                  ("Recall", num(c["recall"], "{:.3f}")), ("HD95", num(c["hd95_mm"], "{:.1f} mm")),
@@ -670,7 +671,8 @@ def measurement_rows(m: dict, c: dict | None) -> list[tuple[str, str]]:
         k = les["lesion"]
         rows += [(f"Lesion {k}", num(les["volume_ml"], "{:.2f} mL")),
                  (f"  lesion {k} longest × perpendicular",
-                  f"{les['diameter_mm']:.1f} × {les['perpendicular_mm']:.1f} mm"),
+                  f"{les['diameter_mm']:.1f} × {les['perpendicular_mm']:.1f} mm"
+                  + ("" if les.get("measurable", True) else " · non-measurable (RANO)")),
                  (f"  lesion {k} product", num(les["product_mm2"], "{:.0f} mm²")),
                  (f"  lesion {k} slice", str(les["slice"]))]
         if les.get("regions_ml"):
