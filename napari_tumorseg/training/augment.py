@@ -39,7 +39,7 @@ from napari_tumorseg.intensity import BACKGROUND
 
 _FACTOR_RANGES = ("scale_range", "gamma_range", "bias_range")
 _RANGES = _FACTOR_RANGES + ("shift_range",)
-_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p", "channel_drop_p")
+_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p")
 
 
 @dataclass
@@ -61,8 +61,10 @@ class AugmentConfig:
     bias_range: tuple[float, float] = (0.7, 1.3)  # the field's values, min to max
     # Each present channel is blanked (zero, as a sequence the case lacks) with this
     # probability, one always kept: a model trained with missing_channels "zeros" learns
-    # to segment from any subset of its sequences.
-    channel_drop_p: float = 0.0
+    # to segment from any subset of its sequences. A list gives one probability per channel
+    # of the run (its `channels` order): sequences seen in few training cases can be blanked
+    # more often, so the model leans on them less.
+    channel_drop_p: float | tuple = 0.0
 
     def __post_init__(self) -> None:
         for name in _PROBS:
@@ -70,6 +72,15 @@ class AugmentConfig:
             if not 0.0 <= value <= 1.0:
                 raise TumorSegError(f"augmentation {name} must be within 0-1, got {getattr(self, name)!r}")
             setattr(self, name, value)
+        drop = self.channel_drop_p
+        values = list(drop) if isinstance(drop, (list, tuple)) else [drop]
+        try:
+            values = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise TumorSegError(f"augmentation channel_drop_p must be numbers, got {drop!r}") from None
+        if not values or not all(0.0 <= v <= 1.0 for v in values):
+            raise TumorSegError(f"augmentation channel_drop_p must be within 0-1, got {drop!r}")
+        self.channel_drop_p = tuple(values) if isinstance(drop, (list, tuple)) else values[0]
         for name in _RANGES:
             value = getattr(self, name)
             try:
@@ -235,10 +246,14 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
         image = (image - mean) * factor + mean
     if absent is not None:
         drop = absent.clone()
-        if cfg.channel_drop_p > 0:
+        per_channel = cfg.channel_drop_p if isinstance(cfg.channel_drop_p, tuple) else None
+        if per_channel is not None and len(per_channel) != len(absent):
+            raise TumorSegError(f"augmentation channel_drop_p names {len(per_channel)} channels, "
+                                f"the run has {len(absent)}")
+        if max(per_channel or (cfg.channel_drop_p,)) > 0:
             present = torch.nonzero(~absent).flatten().tolist()
             for c in present:
-                if _u(gen) < cfg.channel_drop_p:
+                if _u(gen) < (per_channel[c] if per_channel is not None else cfg.channel_drop_p):
                     drop[c] = True
             if bool(drop.all()) and present:  # keep one sequence the case has
                 drop[present[int(torch.randint(0, len(present), (), generator=gen))]] = False

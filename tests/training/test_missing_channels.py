@@ -49,6 +49,26 @@ def test_channel_dropout_blanks_some_never_all_and_absent_ones_stay_blank():
         AugmentConfig(channel_drop_p=1.5)
 
 
+def test_channel_dropout_per_channel():
+    """One probability per channel: a sequence seen in few training cases can be blanked more
+    often than the ones every case holds (here: channel 0 never, channel 2 always)."""
+    image = torch.ones(4, 16, 16)
+    target = torch.zeros(1, 16, 16)
+    cfg = AugmentConfig(channel_drop_p=[0.0, 0.5, 1.0, 0.5], scale_p=0.0, shift_p=0.0, gamma_p=0.0,
+                        bias_p=0.0, flips=False, rotate=False, blur=False, contrast=False)
+    live_sets = set()
+    for seed in range(40):
+        x, _ = augment(image, target, torch.Generator().manual_seed(seed), cfg)
+        live = tuple(int(c) for c in range(4) if x[c].abs().sum() > 0)
+        assert 0 in live and 2 not in live, live
+        live_sets.add(live)
+    assert {(0,), (0, 1), (0, 3), (0, 1, 3)} == live_sets
+    with pytest.raises(TumorSegError, match="names 2 channels, the run has 4"):
+        augment(image, target, torch.Generator().manual_seed(0), AugmentConfig(channel_drop_p=[0.1, 0.2]))
+    with pytest.raises(TumorSegError, match="channel_drop_p"):
+        AugmentConfig(channel_drop_p=[0.1, 2.0])
+
+
 def test_training_with_named_channels_reads_cases_that_lack_some(tmp_path, shared_data):
     from napari_tumorseg.training.engine import DoneEvent, TrainConfig, run_to_end
 
