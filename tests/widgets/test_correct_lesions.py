@@ -39,7 +39,7 @@ def test_two_lesions_listed_and_their_diameters_drawn(make_napari_viewer):
     assert m["n_lesions"] == 2
 
     rows = {widget.table.item(r, 0).text(): widget.table.item(r, 1).text() for r in range(widget.table.rowCount())}
-    assert rows["Lesions"] == "2"
+    assert rows["Lesions"] == "2 (2 measurable, RANO)"
     assert "Lesion 1" in rows and "Lesion 2" in rows and "Lesion 3" not in rows
     big, small = m["lesions"]
     assert rows["Lesion 1"] == f"{big['volume_ml']:.2f} mL"
@@ -115,7 +115,10 @@ def test_brainix_roi_with_a_false_positive_is_two_lesions(make_napari_viewer, sh
     m = widget.last_measure
     assert m["n_lesions"] == 2
     rows = {widget.table.item(r, 0).text(): widget.table.item(r, 1).text() for r in range(widget.table.rowCount())}
-    assert rows["Lesions"] == "2" and "Lesion 2" in rows
+    # the 10 x 10 voxel blob (about 8 mm across) is listed, as RANO would not measure it
+    assert rows["Lesions"] == "2 (1 measurable, RANO)" and "Lesion 2" in rows
+    assert rows["  lesion 2 longest × perpendicular"].endswith("non-measurable (RANO)")
+    assert not rows["  lesion 1 longest × perpendicular"].endswith("(RANO)")
     # The false positive is lesion 2 (smaller), measured on its own.
     assert m["lesions"][1]["voxel_count"] == 200
     assert m["lesions"][1]["diameter_mm"] == pytest.approx(9 * np.hypot(*roi.scale[1:]), rel=1e-6)
