@@ -162,6 +162,30 @@ class ViewerSession:
                 out.append(vol)
         return out
 
+    def case_input(self, layer, sequences) -> Volume:
+        """``layer``'s scan with the case's other scans on its grid whose MR sequence is one of
+        ``sequences`` (a click model that reads any subset of them: what the case has, by name;
+        the model gives zeros to the rest). The scan alone when nothing else qualifies."""
+        import numpy as np
+
+        from napari_tumorseg.channels import sequence_of
+        from napari_tumorseg.io.readers import combine_channels
+
+        primary = self.volume_of(layer)
+        if primary.has_channels or primary.kind != "image":
+            return primary
+        wanted = {str(q).lower() for q in sequences or ()}
+        seqs = {sequence_of(primary).lower()}
+        chosen = [primary]
+        for vol in self.case_volumes(exclude=layer):
+            seq = sequence_of(vol).lower()
+            if (vol.kind == "image" and not vol.has_channels and seq in wanted and seq not in seqs
+                    and vol.spatial_shape == primary.spatial_shape
+                    and np.allclose(vol.affine, primary.affine, atol=1e-2)):
+                chosen.append(vol)
+                seqs.add(seq)
+        return primary if len(chosen) == 1 else combine_channels(chosen, name=primary.name)
+
     def model_input(self, layer, predictor) -> Volume:
         """What ``predictor`` gets for ``layer``: its case's channels, in the checkpoint's order."""
         from napari_tumorseg.channels import ChannelPlan, assemble_input, fit_channels

@@ -790,7 +790,11 @@ class SegmentClicksWidget(QWidget):
                 try:  # its sequences from the case's other open scans on the same grid
                     vol = self.session.model_input(scan, learned)
                 except TumorSegError:
-                    vol = self.session.volume_of(scan)  # the case lacks them: the classic engine answers
+                    # The case lacks them: the chain's model for any subset reads what the case
+                    # has (by name), or the classic engine answers.
+                    fallback = getattr(engine, "fallback", None)
+                    vol = (self.session.case_input(scan, fallback.prep.channel_names) if fallback is not None
+                           else self.session.volume_of(scan))
             else:
                 vol = self.session.volume_of(scan)
             image = np.asarray(vol.data)

@@ -69,3 +69,35 @@ def test_a_lone_flair_is_answered_by_the_any_subset_model_and_the_dock_says_so(m
     assert f"by {VOLUME_ANY}" in dock.result_label.text()
     assert dock.session.click_engine.fallback.target == "whole"
     assert dice(dock.preview_mask, truth) >= 0.80
+
+
+def test_a_case_without_t1c_gives_the_any_subset_model_every_sequence_it_has(make_napari_viewer, qtbot,
+                                                                             shared_data):
+    """A case open without its T1c (and T1): the FLAIR + T1c model cannot read it, so the chain's
+    model for any subset gets the case's FLAIR and T2 by name (T1 and T1c as zeros) — not the
+    clicked scan alone."""
+    from napari_tumorseg.cli.view import open_viewer
+    from napari_tumorseg.interactive.engines import VOLUME_ANY
+    from napari_tumorseg.interactive.robot import next_click
+    from napari_tumorseg.interactive.targets import target_truth
+    from napari_tumorseg.widgets.segment_clicks import SegmentClicksWidget
+
+    folder = shared_data / "brats_multi_year" / CASE
+    viewer = open_viewer(str(folder), show=True, viewer=make_napari_viewer(show=True))
+    for name in (f"{CASE}_t1ce", f"{CASE}_t1"):
+        viewer.layers.remove(name)
+    dock = next(w.findChild(SegmentClicksWidget) or w for n, w in viewer.window.dock_widgets.items()
+                if n.startswith("Segment by clicks"))
+    flair = viewer.layers[f"{CASE}_flair"]
+    dock.scan_combo.setCurrentText(flair.name)
+    qtbot.waitUntil(lambda: dock._auto is not None and dock._auto_worker is None, timeout=60000)
+    dock.region_combo.setCurrentText("whole tumour")
+    truth = target_truth(np.asarray(viewer.layers[f"{CASE}_seg"].data), "whole", names=[CASE])
+    point, _ = next_click(np.zeros(truth.shape, bool), truth, flair.scale)
+    dock.add_click(tuple(point), True)
+    qtbot.waitUntil(lambda: not dock.busy and dock.preview_mask is not None, timeout=120000)
+    assert f"by {VOLUME_ANY}" in dock.result_label.text()
+    read = dock.session.click_engine.fallback._norm  # FLAIR, T1, T1c, T2 as the model got them
+    assert read.shape[0] == 4
+    assert np.abs(read[0]).sum() > 0 and np.abs(read[3]).sum() > 0  # FLAIR and T2 read
+    assert not np.abs(read[1]).any() and not np.abs(read[2]).any()  # T1 and T1c: zeros
