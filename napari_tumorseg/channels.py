@@ -157,6 +157,12 @@ def fit_channels(czyx: np.ndarray, plan: ChannelPlan, where: str = "the image") 
     )
 
 
+def on_grid(vol: Volume, primary: Volume) -> bool:
+    """Whether ``vol`` lies on ``primary``'s voxel grid (shape and affine): the only way two
+    scans become channels of one input, since nothing is resampled."""
+    return vol.spatial_shape == primary.spatial_shape and np.allclose(vol.affine, primary.affine, atol=1e-2)
+
+
 def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> Volume:
     """The model input for a case: ``primary`` alone, or with scans from ``others`` as channels.
 
@@ -189,8 +195,7 @@ def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> 
             f"the model needs {plan.channels} input channels but the checkpoint does not name them "
             f"and the case has {len(pool)} scans: open them as channels of one case in the right order"
         )
-    same_grid = [v for v in chosen if v.spatial_shape == primary.spatial_shape
-                 and np.allclose(v.affine, primary.affine, atol=1e-2)]
+    same_grid = [v for v in chosen if on_grid(v, primary)]
     if len(same_grid) != len(chosen):
         off = next(v for v in chosen if not any(v is s for s in same_grid))
         raise TumorSegError(f"scan '{off.name}' is not on the grid of '{primary.name}'; nothing is resampled")

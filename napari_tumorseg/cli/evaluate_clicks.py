@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -86,7 +85,7 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
                     progress=None, precision: str | None = None, target: str = "lesion",
                     convention: str | None = None) -> dict:
     from napari_tumorseg.cli.evaluate import _load_mask, _same_grid
-    from napari_tumorseg.interactive.engines import engine_from_name
+    from napari_tumorseg.interactive.engines import engine_from_name, engine_label
     from napari_tumorseg.interactive.robot import RobotProgress, iter_clicks
     from napari_tumorseg.interactive.targets import TARGETS, check_target, target_truth
 
@@ -121,7 +120,7 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
     if hasattr(used, "for_case"):  # a chain of engines: the one that answered this case
         used = used.for_case(names, int(image.shape[0]) if np.ndim(image) == 4 else 1)
         out["engine_reason"] = f"{choice.engine.name} ({choice.reason})"
-    out["engine_used"] = getattr(used, "path", None) and Path(used.path).name or str(used.name)
+    out["engine_used"] = engine_label(used)
     out.update({
         "image": str(image_path),
         "gt": str(gt_path),

@@ -57,10 +57,11 @@ def _holds_one_of(channel_names, sequences) -> bool:
     return any(s.lower() in have for s in sequences)
 
 
-def _label(engine) -> str:
-    """A model by its file (what the user can find in resources/), else its own name."""
+def engine_label(engine, default: str | None = None) -> str:
+    """A model by its file (what the user can find in resources/), else ``default`` or the
+    engine's own name: how the chain, the dock and the robot name who answered."""
     path = getattr(engine, "path", None)
-    return Path(path).name if path else str(engine.name)
+    return Path(path).name if path else (default or str(engine.name))
 
 
 def _needs(learned) -> str:
@@ -80,9 +81,9 @@ class LearnedWhereItFits:
         self.learned, self.classic = learned, classic
         self.fallback, self.fallback_needs = fallback, tuple(fallback_needs)
         self.needs = _needs(learned)
-        self.name = f"{_label(learned)} on {self.needs}"
+        self.name = f"{engine_label(learned)} on {self.needs}"
         if fallback is not None:
-            self.name += f"; {_label(fallback)} on {' or '.join(self.fallback_needs)} alone"
+            self.name += f"; {engine_label(fallback)} on {' or '.join(self.fallback_needs)} alone"
         self.name += "; else classic"
         self.dims = learned.dims
 

@@ -613,7 +613,9 @@ class _Run:
         from napari_tumorseg.models.checkpoint import is_checkpoint_file, load_checkpoint
 
         path = self.cfg.pretrained
-        if not path or not is_checkpoint_file(path):
+        # Decided once: _build_model warm-starts from it (a bare state dict goes to the builder).
+        self.warm_from = path if path and is_checkpoint_file(path) else None
+        if self.warm_from is None:
             return {}
         _, ck = load_checkpoint(path, build=False)
         if ck["model_name"] != self.model_name:
@@ -623,14 +625,13 @@ class _Run:
     def _build_model(self) -> None:
         """Model (resumed weights, or pretrained ones), loss, optimiser, schedule, scaler."""
         from napari_tumorseg.models import create_model
-
-        from napari_tumorseg.models.checkpoint import is_checkpoint_file, warm_start
+        from napari_tumorseg.models.checkpoint import warm_start
 
         cfg, preset = self.cfg, self.recipe.preset
         pretrained = None if self.resume_ckpt is not None else cfg.pretrained
-        # One of our checkpoints: weights placed by the run's sequences (warm_start); a
-        # bare state dict or a paper's weights: the builder's own loading.
-        ours = bool(pretrained) and is_checkpoint_file(pretrained)
+        # One of our checkpoints (_warm_start_config): weights placed by the run's sequences
+        # (warm_start); a bare state dict or a paper's weights: the builder's own loading.
+        ours = pretrained is not None and pretrained == getattr(self, "warm_from", None)
         model = create_model(self.model_name, in_channels=self.in_channels,
                              out_channels=self.out_channels,
                              pretrained=None if ours else pretrained, **self.model_config)

@@ -137,17 +137,16 @@ class SegLoss(nn.Module):
             smooth = float(kw.pop("smooth", 1e-5))
             nr, dr = kw.pop("smooth_nr", None), kw.pop("smooth_dr", None)
             batch = bool(kw.pop("batch", False))
-            dice = DiceLoss(sigmoid=True, squared_pred=bool(kw.pop("squared", False)), batch=False,
-                            reduction="none", smooth_nr=smooth if nr is None else float(nr),
-                            smooth_dr=smooth if dr is None else float(dr))
+            common = dict(sigmoid=True, squared_pred=bool(kw.pop("squared", False)),
+                          smooth_nr=smooth if nr is None else float(nr),
+                          smooth_dr=smooth if dr is None else float(dr))
             if batch:  # one Dice per channel over the samples that label it
-                terms = [DiceLoss(sigmoid=True, batch=True, squared_pred=dice.squared_pred,
-                                  smooth_nr=dice.smooth_nr, smooth_dr=dice.smooth_dr)(
-                             logits[known[:, c], c:c + 1], t[known[:, c], c:c + 1])
+                dice = DiceLoss(batch=True, **common)
+                terms = [dice(logits[known[:, c], c:c + 1], t[known[:, c], c:c + 1])
                          for c in range(logits.shape[1]) if bool(known[:, c].any())]
                 loss = loss + self.w_dice * torch.stack(terms).mean()
             else:
-                per_map = dice(logits, t).reshape(known.shape)
+                per_map = DiceLoss(reduction="none", **common)(logits, t).reshape(known.shape)
                 loss = loss + self.w_dice * per_map[known].mean()
         return loss
 

@@ -166,9 +166,7 @@ class ViewerSession:
         """``layer``'s scan with the case's other scans on its grid whose MR sequence is one of
         ``sequences`` (a click model that reads any subset of them: what the case has, by name;
         the model gives zeros to the rest). The scan alone when nothing else qualifies."""
-        import numpy as np
-
-        from napari_tumorseg.channels import sequence_of
+        from napari_tumorseg.channels import on_grid, sequence_of
         from napari_tumorseg.io.readers import combine_channels
 
         primary = self.volume_of(layer)
@@ -180,8 +178,7 @@ class ViewerSession:
         for vol in self.case_volumes(exclude=layer):
             seq = sequence_of(vol).lower()
             if (vol.kind == "image" and not vol.has_channels and seq in wanted and seq not in seqs
-                    and vol.spatial_shape == primary.spatial_shape
-                    and np.allclose(vol.affine, primary.affine, atol=1e-2)):
+                    and on_grid(vol, primary)):
                 chosen.append(vol)
                 seqs.add(seq)
         return primary if len(chosen) == 1 else combine_channels(chosen, name=primary.name)

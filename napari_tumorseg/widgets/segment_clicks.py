@@ -92,7 +92,7 @@ def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, 
     threshold when clicks near the edge moved it (None otherwise: the user is told why the
     boundary moved everywhere), and which model of a chain answered this scan (None: the
     engine is one model)."""
-    from napari_tumorseg.interactive.engines import segment_with_prompts
+    from napari_tumorseg.interactive.engines import engine_label, segment_with_prompts
 
     t0 = time.perf_counter()
     mask = segment_with_prompts(engine, image, spacing, prompts, prior=prior, cancel=cancel,
@@ -101,7 +101,7 @@ def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, 
     used, by = engine, None
     if hasattr(engine, "for_case"):
         used = engine.for_case(channel_names, int(np.shape(image)[0]) if np.ndim(image) == 4 else 1)
-        by = Path(used.path).name if getattr(used, "path", None) else "classic engine"
+        by = engine_label(used, default="classic engine")
     moved = getattr(used, "answer_threshold", None)
     if moved is not None and abs(moved - float(getattr(used, "threshold", moved))) < 1e-6:
         moved = None

@@ -13,26 +13,42 @@ pytestmark = pytest.mark.gui
 CASE = "BraTS2021_00006"  # never seen by resources/starter_click_brats.pt
 
 
-def test_one_click_gives_the_tumour_core_from_the_case_sequences(make_napari_viewer, qtbot, shared_data):
-    from napari_tumorseg.cli.view import open_viewer
-    from napari_tumorseg.interactive.robot import dice, next_click
-    from napari_tumorseg.interactive.targets import target_truth
-    from napari_tumorseg.widgets.segment_clicks import AUTO, SegmentClicksWidget
+def _clicks_dock(viewer):
+    """The Segment by clicks dock napari made for the viewer (`tumorseg view` opens it)."""
+    from napari_tumorseg.widgets.segment_clicks import SegmentClicksWidget
 
-    folder = shared_data / "brats_multi_year" / CASE
-    viewer = open_viewer(str(folder), show=True, viewer=make_napari_viewer(show=True))
     dock = next(w.findChild(SegmentClicksWidget) or w for n, w in viewer.window.dock_widgets.items()
                 if n.startswith("Segment by clicks"))
     assert isinstance(dock, SegmentClicksWidget)
-    t2 = viewer.layers[f"{CASE}_t2"]
-    dock.scan_combo.setCurrentText(t2.name)
-    assert dock.engine_combo.currentText() == AUTO
+    return dock
+
+
+def _one_click(dock, qtbot, scan, truth, region):
+    """On ``scan`` with the automatic engine and ``region`` as the target: one click at the
+    truth's deepest point, and the answer waited for."""
+    from napari_tumorseg.interactive.robot import next_click
+
+    dock.scan_combo.setCurrentText(scan.name)
     qtbot.waitUntil(lambda: dock._auto is not None and dock._auto_worker is None, timeout=60000)
-    dock.region_combo.setCurrentText("tumour core")
-    truth = target_truth(np.asarray(viewer.layers[f"{CASE}_seg"].data), "core", names=[CASE])
-    point, positive = next_click(np.zeros(truth.shape, bool), truth, t2.scale)
+    dock.region_combo.setCurrentText(region)
+    point, _ = next_click(np.zeros(truth.shape, bool), truth, scan.scale)
     dock.add_click(tuple(point), True)
     qtbot.waitUntil(lambda: not dock.busy and dock.preview_mask is not None, timeout=120000)
+
+
+def test_one_click_gives_the_tumour_core_from_the_case_sequences(make_napari_viewer, qtbot, shared_data):
+    from napari_tumorseg.cli.view import open_viewer
+    from napari_tumorseg.interactive.robot import dice
+    from napari_tumorseg.interactive.targets import target_truth
+    from napari_tumorseg.widgets.segment_clicks import AUTO
+
+    folder = shared_data / "brats_multi_year" / CASE
+    viewer = open_viewer(str(folder), show=True, viewer=make_napari_viewer(show=True))
+    dock = _clicks_dock(viewer)
+    assert dock.engine_combo.currentText() == AUTO
+    t2 = viewer.layers[f"{CASE}_t2"]
+    truth = target_truth(np.asarray(viewer.layers[f"{CASE}_seg"].data), "core", names=[CASE])
+    _one_click(dock, qtbot, t2, truth, "tumour core")
     engine = dock.session.click_engine
     assert engine.learned.target == "core"  # the model answered, told the target
     score = dice(dock.preview_mask, truth)
@@ -48,24 +64,19 @@ def test_a_lone_flair_is_answered_by_the_any_subset_model_and_the_dock_says_so(m
     the click to starter_click_brats_any.pt, and the result line names it."""
     from napari_tumorseg.cli.view import open_viewer
     from napari_tumorseg.interactive.engines import VOLUME_ANY
-    from napari_tumorseg.interactive.robot import dice, next_click
+    from napari_tumorseg.interactive.robot import dice
     from napari_tumorseg.interactive.targets import target_truth
     from napari_tumorseg.io.readers import read_path
-    from napari_tumorseg.widgets.segment_clicks import SegmentClicksWidget
 
     folder = shared_data / "brats_multi_year" / CASE
     viewer = open_viewer(str(folder / f"{CASE}_flair.nii.gz"), show=True, viewer=make_napari_viewer(show=True))
-    dock = next(w.findChild(SegmentClicksWidget) or w for n, w in viewer.window.dock_widgets.items()
-                if n.startswith("Segment by clicks"))
+    dock = _clicks_dock(viewer)
+    truth = target_truth(np.asarray(read_path(folder / f"{CASE}_seg.nii.gz")[0].data), "whole", names=[CASE])
     flair = viewer.layers[0]
     dock.scan_combo.setCurrentText(flair.name)
     qtbot.waitUntil(lambda: dock._auto is not None and dock._auto_worker is None, timeout=60000)
     assert VOLUME_ANY in dock.engine_status.text()
-    dock.region_combo.setCurrentText("whole tumour")
-    truth = target_truth(np.asarray(read_path(folder / f"{CASE}_seg.nii.gz")[0].data), "whole", names=[CASE])
-    point, _ = next_click(np.zeros(truth.shape, bool), truth, flair.scale)
-    dock.add_click(tuple(point), True)
-    qtbot.waitUntil(lambda: not dock.busy and dock.preview_mask is not None, timeout=120000)
+    _one_click(dock, qtbot, flair, truth, "whole tumour")
     assert f"by {VOLUME_ANY}" in dock.result_label.text()
     assert dock.session.click_engine.fallback.target == "whole"
     assert dice(dock.preview_mask, truth) >= 0.80
@@ -78,24 +89,15 @@ def test_a_case_without_t1c_gives_the_any_subset_model_every_sequence_it_has(mak
     clicked scan alone."""
     from napari_tumorseg.cli.view import open_viewer
     from napari_tumorseg.interactive.engines import VOLUME_ANY
-    from napari_tumorseg.interactive.robot import next_click
     from napari_tumorseg.interactive.targets import target_truth
-    from napari_tumorseg.widgets.segment_clicks import SegmentClicksWidget
 
     folder = shared_data / "brats_multi_year" / CASE
     viewer = open_viewer(str(folder), show=True, viewer=make_napari_viewer(show=True))
     for name in (f"{CASE}_t1ce", f"{CASE}_t1"):
         viewer.layers.remove(name)
-    dock = next(w.findChild(SegmentClicksWidget) or w for n, w in viewer.window.dock_widgets.items()
-                if n.startswith("Segment by clicks"))
-    flair = viewer.layers[f"{CASE}_flair"]
-    dock.scan_combo.setCurrentText(flair.name)
-    qtbot.waitUntil(lambda: dock._auto is not None and dock._auto_worker is None, timeout=60000)
-    dock.region_combo.setCurrentText("whole tumour")
+    dock = _clicks_dock(viewer)
     truth = target_truth(np.asarray(viewer.layers[f"{CASE}_seg"].data), "whole", names=[CASE])
-    point, _ = next_click(np.zeros(truth.shape, bool), truth, flair.scale)
-    dock.add_click(tuple(point), True)
-    qtbot.waitUntil(lambda: not dock.busy and dock.preview_mask is not None, timeout=120000)
+    _one_click(dock, qtbot, viewer.layers[f"{CASE}_flair"], truth, "whole tumour")
     assert f"by {VOLUME_ANY}" in dock.result_label.text()
     read = dock.session.click_engine.fallback._norm  # FLAIR, T1, T1c, T2 as the model got them
     assert read.shape[0] == 4
