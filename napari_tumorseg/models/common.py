@@ -49,3 +49,20 @@ class AnySizeSegmenter(nn.Module):
                 cropped.append(crop_to(o, tuple(-(-s // f) for s, f in zip(spatial, factor))))
             return type(out)(cropped) if isinstance(out, tuple) else cropped
         return crop_to(out, spatial)
+
+
+class InstanceNorm2d(nn.GroupNorm):
+    """Affine instance norm, computed as a GroupNorm with one channel per group.
+
+    The same maths as ``nn.InstanceNorm2d(c, affine=True)`` (each channel of each image
+    normalised by its own mean and variance, then scaled and shifted per channel) and the same
+    parameter names (``weight``, ``bias``), so checkpoints load either way. Why not the stock
+    module: PyTorch's CPU ``instance_norm`` reshapes to (1, N*C, H, W) and returns a contiguous
+    tensor, so in a channels-last network (the CPU default, ``precision.prefer_channels_last``)
+    every norm paid two layout copies and its max-pool ran on the wrong layout; group_norm keeps
+    channels-last and took a quarter of the time (0.17 vs 0.69 ms at 2 x 16 x 128 x 128, fp32,
+    2 threads)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__(num_features, num_features, eps=eps, affine=True)
+        self.num_features = num_features

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.models.common import crop_to, pad_to_multiple
+from napari_tumorseg.models.common import InstanceNorm2d, crop_to, pad_to_multiple
 from napari_tumorseg.models.registry import ModelInfo, Recipe, TrainingPreset, register_model
 
 DEPTH = 4  # down blocks; the bottleneck sits at 1 / 2**DEPTH resolution
@@ -69,7 +69,7 @@ def _norm_layer(norm: str, channels: int) -> nn.Module:
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return InstanceNorm2d(channels)
     if norm == "group":  # groups of 4 channels (Wu & He 2018 use 16-32 groups at width 64)
         return nn.GroupNorm(max(1, channels // 4), channels)
     raise TumorSegError(f"unet norm must be 'batch', 'instance' or 'group', not {norm!r}")

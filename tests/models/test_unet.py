@@ -8,6 +8,7 @@ import torch
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.models import create_model, get_info, model_info
+from napari_tumorseg.models.common import InstanceNorm2d
 from napari_tumorseg.models.unet import UNet
 
 
@@ -61,7 +62,7 @@ def test_instance_norm_option_keeps_paper_batchnorm_default():
     paper = create_model("unet", width=4)
     assert all(isinstance(d.conv.norm, torch.nn.BatchNorm2d) for d in paper.downs)
     inst = create_model("unet", width=4, norm="instance")
-    norms = [m for m in inst.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    norms = [m for m in inst.modules() if isinstance(m, InstanceNorm2d)]
     assert len(norms) == 9 and all(n.affine for n in norms)  # 4 down, bottleneck, 4 up
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in inst.modules())
     # Instance norm makes a sample's output independent of the rest of its batch in training.
@@ -73,6 +74,26 @@ def test_instance_norm_option_keeps_paper_batchnorm_default():
     assert len(gns) == 9 and gns[0].num_groups == 2  # 8 channels in groups of 4
     with pytest.raises(TumorSegError, match="norm"):
         create_model("unet", width=4, norm="layer")
+
+
+def test_instance_norm_is_torchs_instance_norm_and_keeps_channels_last():
+    torch.manual_seed(0)
+    ours = InstanceNorm2d(6)
+    stock = torch.nn.InstanceNorm2d(6, affine=True)
+    with torch.no_grad():
+        ours.weight.copy_(torch.randn(6))
+        ours.bias.copy_(torch.randn(6))
+    stock.load_state_dict(ours.state_dict())  # same parameter names: old checkpoints load
+    assert set(stock.state_dict()) == set(ours.state_dict())
+    x = torch.randn(3, 6, 20, 24) * 5 + 2
+    assert torch.allclose(ours(x), stock(x), atol=1e-4)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    y = ours(cl)
+    assert torch.allclose(y, stock(x), atol=1e-4)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    # a sample's output does not depend on the rest of its batch, in training mode too
+    ours.train()
+    assert torch.allclose(ours(x)[1:2], ours(x[1:2]), atol=1e-5)
 
 
 def test_unknown_config_is_one_line_error():

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.intensity import normalize_input
@@ -139,3 +140,29 @@ def test_deterministic_under_the_engines_per_sample_seeds(brats_slices):
     assert not torch.equal(first[0][0], first[len(ds)][0])
     # Without a seed (validation) a sample is never augmented.
     assert torch.equal(ds[0][0], torch.from_numpy(image[:, 0]))
+
+
+def test_lesion_contrast_scales_the_lesion_about_normal_tissue(brats_slices):
+    x, y = _sample(brats_slices)
+    fg = (x != 0).any(dim=0)
+    lesion = y > 0
+    cfg = AugmentConfig(**{**ONLY, "lesion_contrast_p": 1.0, "lesion_contrast_range": (0.5, 0.5)})
+    xa, ya = augment(x, y, torch.Generator().manual_seed(0), cfg)
+    assert torch.equal(ya, y)
+    assert torch.equal(xa[:, ~fg], x[:, ~fg])
+    # Inside the lesion the distance to the normal tissue's median halves; the taper lies
+    # outside it, within two 5 x 5 means (4 px on each axis); farther out nothing moves.
+    far = torch.from_numpy(ndimage.distance_transform_edt(~lesion.numpy()) > 4 * 2 ** 0.5) & fg
+    assert torch.equal(xa[:, far], x[:, far])
+    assert not torch.equal(xa[:, ~far & ~lesion & fg], x[:, ~far & ~lesion & fg])
+    for c in range(2):
+        ref = x[c][fg & ~lesion].median()
+        assert torch.allclose(xa[c][lesion] - ref, 0.5 * (x[c][lesion] - ref), atol=1e-4)
+    # a region-map target (r, y, x) with unknown (NaN) regions marks its lesion the same way
+    regions = torch.stack([lesion.float(), torch.full(lesion.shape, float("nan")), torch.full(lesion.shape, float("nan"))])
+    xr, _ = augment(x, regions, torch.Generator().manual_seed(0), cfg)
+    assert torch.equal(xr, xa)
+    # off by default: a run's draws stay as they were
+    assert AugmentConfig().lesion_contrast_p == 0.0
+    with pytest.raises(TumorSegError, match="lesion_contrast_range"):
+        AugmentConfig(lesion_contrast_range=(0.0, 1.0))
