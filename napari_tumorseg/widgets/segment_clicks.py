@@ -315,6 +315,8 @@ class SegmentClicksWidget(QWidget):
             self._scan_changed(self.scan_combo.currentText())
         if self.target_combo.currentText() != before:
             self._target_changed(self.target_combo.currentText())
+        else:
+            self._show_mode()  # a scan of the case opened or closed: who answers may change
 
     def scan(self):
         name = self.scan_combo.currentText()
@@ -748,9 +750,47 @@ class SegmentClicksWidget(QWidget):
             return p
         return None
 
+    def _engine_input(self, engine, scan):
+        """(image (c, z, y, x), spacing, channel names): what ``engine`` reads for ``scan``, the
+        one rule for a click and for saying beforehand which model of a chain answers."""
+        learned = getattr(engine, "learned", None)  # the volume model, classic where it cannot read the case
+        if hasattr(engine, "prep"):
+            vol = self.session.model_input(scan, engine)
+        elif learned is not None:
+            try:  # its sequences from the case's other open scans on the same grid
+                vol = self.session.model_input(scan, learned)
+            except TumorSegError:
+                # The case lacks them: the chain's model for any subset reads what the case
+                # has (by name), or the classic engine answers.
+                fallback = getattr(engine, "fallback", None)
+                vol = (self.session.case_input(scan, fallback.prep.channel_names) if fallback is not None
+                       else self.session.volume_of(scan))
+        else:
+            vol = self.session.volume_of(scan)
+        image = np.asarray(vol.data)
+        image = image if vol.has_channels else image[None]
+        names = list(vol.channel_names) if vol.has_channels else [vol.name]
+        return image, tuple(vol.spacing)[-3:], names
+
+    def _answers_this_scan(self, engine) -> str | None:
+        """Which model of a chain will answer clicks on the chosen scan (None: one engine, or
+        no scan yet): said before the first click, not only in the result line."""
+        from napari_tumorseg.interactive.engines import engine_label
+
+        if not hasattr(engine, "for_case") or self._scan is None or self._scan not in self.viewer.layers:
+            return None
+        try:
+            image, _, names = self._engine_input(engine, self._scan)
+        except TumorSegError:
+            return None
+        return engine_label(engine.for_case(names, int(image.shape[0])), default="classic engine")
+
     def _show_mode(self) -> None:
         eng = self.engine()
         text = eng[1] if eng is not None else self.engine_status.text() or "automatic: loading…"
+        by = self._answers_this_scan(eng[0]) if eng is not None else None
+        if by is not None:
+            text += f"\nthis scan: {by}"
         if self._refining() is not None:
             text += f"\nrefining the prediction '{self.target().name}'"
         self.engine_status.setText(text)
@@ -782,25 +822,7 @@ class SegmentClicksWidget(QWidget):
         engine = eng[0]
         self.session.click_engine = engine
         try:
-            scan = self._scan
-            learned = getattr(engine, "learned", None)  # the volume model, classic where it cannot read the case
-            if hasattr(engine, "prep"):
-                vol = self.session.model_input(scan, engine)
-            elif learned is not None:
-                try:  # its sequences from the case's other open scans on the same grid
-                    vol = self.session.model_input(scan, learned)
-                except TumorSegError:
-                    # The case lacks them: the chain's model for any subset reads what the case
-                    # has (by name), or the classic engine answers.
-                    fallback = getattr(engine, "fallback", None)
-                    vol = (self.session.case_input(scan, fallback.prep.channel_names) if fallback is not None
-                           else self.session.volume_of(scan))
-            else:
-                vol = self.session.volume_of(scan)
-            image = np.asarray(vol.data)
-            image = image if vol.has_channels else image[None]
-            spacing = tuple(vol.spacing)[-3:]
-            names = list(vol.channel_names) if vol.has_channels else [vol.name]
+            image, spacing, names = self._engine_input(engine, self._scan)
             region = self.region()
             prior = None
             if refine is not None:

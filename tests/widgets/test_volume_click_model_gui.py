@@ -47,6 +47,13 @@ def test_one_click_gives_the_tumour_core_from_the_case_sequences(make_napari_vie
     dock = _clicks_dock(viewer)
     assert dock.engine_combo.currentText() == AUTO
     t2 = viewer.layers[f"{CASE}_t2"]
+    dock.scan_combo.setCurrentText(t2.name)
+    qtbot.waitUntil(lambda: dock._auto is not None and dock._auto_worker is None, timeout=60000)
+    assert "this scan: starter_click_brats.pt" in dock.engine_status.text()  # FLAIR + T1c are open
+    viewer.layers.remove(f"{CASE}_t1ce")  # without T1c the chain's any-subset model answers
+    assert "this scan: starter_click_brats_any.pt" in dock.engine_status.text()
+    viewer.open(str(folder / f"{CASE}_t1ce.nii.gz"), plugin="napari-tumorseg")
+    assert "this scan: starter_click_brats.pt" in dock.engine_status.text()
     truth = target_truth(np.asarray(viewer.layers[f"{CASE}_seg"].data), "core", names=[CASE])
     _one_click(dock, qtbot, t2, truth, "tumour core")
     engine = dock.session.click_engine
@@ -76,6 +83,7 @@ def test_a_lone_flair_is_answered_by_the_any_subset_model_and_the_dock_says_so(m
     dock.scan_combo.setCurrentText(flair.name)
     qtbot.waitUntil(lambda: dock._auto is not None and dock._auto_worker is None, timeout=60000)
     assert VOLUME_ANY in dock.engine_status.text()
+    assert f"this scan: {VOLUME_ANY}" in dock.engine_status.text()  # said before the first click
     _one_click(dock, qtbot, flair, truth, "whole tumour")
     assert f"by {VOLUME_ANY}" in dock.result_label.text()
     assert dock.session.click_engine.fallback.target == "whole"
