@@ -91,6 +91,9 @@ def test_instance_norm_is_torchs_instance_norm_and_keeps_channels_last():
     y = ours(cl)
     assert torch.allclose(y, stock(x), atol=1e-4)
     assert y.is_contiguous(memory_format=torch.channels_last)
+    # a bf16 training step takes the stock kernel (see the class): the same normalisation
+    with torch.autocast("cpu", torch.bfloat16):
+        assert torch.allclose(ours(x).float(), stock(x).float(), atol=0.05)
     # a sample's output does not depend on the rest of its batch, in training mode too
     ours.train()
     assert torch.allclose(ours(x)[1:2], ours(x[1:2]), atol=1e-5)
