@@ -18,7 +18,7 @@ from napari_tumorseg.training.datasets import SegDataset, _Prepared, sample_seed
 
 CASE = "brats_multi_year/BraTS-GLI-00000-000"
 ONLY = {"flips": False, "rotate": False, "blur": False, "contrast": False,
-        "scale_p": 0.0, "shift_p": 0.0, "gamma_p": 0.0, "bias_p": 0.0}
+        "scale_p": 0.0, "shift_p": 0.0, "gamma_p": 0.0, "bias_p": 0.0, "lesion_contrast_p": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,9 @@ def test_lesion_contrast_scales_the_lesion_about_normal_tissue(brats_slices):
     regions = torch.stack([lesion.float(), torch.full(lesion.shape, float("nan")), torch.full(lesion.shape, float("nan"))])
     xr, _ = augment(x, regions, torch.Generator().manual_seed(0), cfg)
     assert torch.equal(xr, xa)
-    # off by default: a run's draws stay as they were
-    assert AugmentConfig().lesion_contrast_p == 0.0
+    # on by default (measured: see AugmentConfig); 0 switches it off without changing other draws
+    assert AugmentConfig().lesion_contrast_p > 0
+    x0, _ = augment(x, y, torch.Generator().manual_seed(0), AugmentConfig(**{**ONLY, "lesion_contrast_p": 0.0}))
+    assert torch.equal(x0, x)
     with pytest.raises(TumorSegError, match="lesion_contrast_range"):
         AugmentConfig(lesion_contrast_range=(0.0, 1.0))
