@@ -178,14 +178,16 @@ def bench_click_network(repeats: int) -> dict[str, float]:
     from napari_tumorseg.interactive.engines import load_learned, volume_starter_checkpoint
 
     engine = load_learned(volume_starter_checkpoint())
-    model = engine.model.eval()
-    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    x = torch.randn(2, first.in_channels, *engine._grid((240, 240)))
+    first = next(m for m in engine.model.modules() if isinstance(m, torch.nn.Conv2d))
+    # as the engine calls it: channels-last input, its autocast context, its forward (_net)
+    x = torch.randn(2, first.in_channels, *engine._grid((240, 240))).contiguous(memory_format=torch.channels_last)
     out = {}
     for name in ("fp32", "bf16"):
-        def call(bf16=name == "bf16"):
-            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                model(x)
+        engine.precision = resolve(name, "cpu")
+
+        def call():
+            with torch.inference_mode(), engine.precision.autocast():
+                engine._net(x)
         out[name] = _timed(call, repeats * 4)
     return out
 

@@ -33,6 +33,7 @@ answering prompts.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -98,6 +99,7 @@ class LearnedEngine:
         self.path: str | None = None
         self.target: str | None = None  # what the user segments (see set_target)
         self._norm_key = None
+        self._bf16_model = None  # the network in bf16 weights, made at the first bf16 call
         self._norm = None
         self._grid_key = None
         self._gvol: torch.Tensor | None = None
@@ -302,13 +304,26 @@ class LearnedEngine:
             self._gvol, self._grid_key = t.contiguous(), self._norm_key
         return self._gvol
 
+    def _net(self, x: torch.Tensor):
+        """The network's forward. In bf16 (a CPU with native bf16) a 2D network runs on a bf16
+        copy of its weights with autocast off: autocast recast every weight at each of a
+        click's ~44 calls and handed the norms fp32 activations (a volume click 0.61 s, against
+        0.56 s so, and 0.81 s in fp32; masks Dice 0.9996 to fp32). The caller casts the
+        output to float32."""
+        if self.precision.dtype is not torch.bfloat16 or self.dims != 2:
+            return self.model(x)
+        if self._bf16_model is None:
+            self._bf16_model = copy.deepcopy(self.model).to(torch.bfloat16).eval()
+        with torch.autocast("cpu", enabled=False):
+            return self._bf16_model(x.to(torch.bfloat16))
+
     def _probs(self, gvol: torch.Tensor, gspacing, requests) -> torch.Tensor:
         """(n, gh, gw) foreground probabilities for (z, pos, neg, prev) requests on the grid."""
         gh, gw = gvol.shape[-2:]
         x = gvol[[int(r[0]) for r in requests]]
         maps = np.stack([self.encoding.maps((gh, gw), gspacing, p, n, prev, target=self.target)
                          for _, p, n, prev in requests])
-        out = self.model(torch.cat([x, torch.from_numpy(maps)], dim=1))
+        out = self._net(torch.cat([x, torch.from_numpy(maps)], dim=1))
         out = out[0] if isinstance(out, (list, tuple)) else out
         if tuple(out.shape[-2:]) != (gh, gw):  # SegFormer predicts at 1/4 of its input
             out = F.interpolate(out.float(), size=(gh, gw), mode="bilinear", align_corners=False)

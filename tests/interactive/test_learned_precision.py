@@ -66,12 +66,17 @@ def test_auto_follows_the_processor(shared_data, monkeypatch, flag, dtype):
     engine = LearnedEngine.from_checkpoint(STARTER[0])
     assert engine.precision.dtype == (None if dtype is torch.float32 else dtype)
     seen = []
-    conv = next(m for m in engine.model.modules() if isinstance(m, torch.nn.Conv2d))
-    hook = conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     image, spacing, gt = _lgg_slice(shared_data)
     p = deep_point(gt, (1.0, 1.0))
+    engine.segment(image, spacing, Prompts(positive=[[0, p[0], p[1]]]))
+    # bf16 runs a bf16 copy of the weights (made at the first call); the loaded model stays fp32
+    ran = engine._bf16_model if dtype is torch.bfloat16 else engine.model
+    assert ran is not None and all(q.dtype == dtype for q in ran.parameters())
+    assert all(q.dtype == torch.float32 for q in engine.model.parameters())
+    conv = next(m for m in ran.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     try:
-        mask = engine.segment(image, spacing, Prompts(positive=[[0, p[0], p[1]]]))
+        mask = engine.segment(image, spacing, Prompts(positive=[[0, p[0], p[1] + 1]]))
     finally:
         hook.remove()
     assert seen and set(seen) == {dtype} and mask.dtype == bool
