@@ -60,7 +60,7 @@ from napari_tumorseg.models.unet import norm_for_data
 from napari_tumorseg.output_kinds import output_kind
 from napari_tumorseg.precision import prefer_channels_last
 from napari_tumorseg.training import distributed as dist_utils
-from napari_tumorseg.training.augment import AugmentConfig
+from napari_tumorseg.training.augment import AugmentConfig, lesion_contrast_for_data
 from napari_tumorseg.training.datasets import (
     ClassDataset,
     EpochPlan,
@@ -538,6 +538,10 @@ class _Run:
             self.prep = Preprocessing.from_dict(ck["preprocessing"])
             self.class_names = list(ck.get("class_names") or info.class_names)
             first = None
+            if not _names_option(cfg.augmentation, "lesion_contrast_p"):
+                # as the run trained (0 for a checkpoint from before the option)
+                done = ((ck.get("extra") or {}).get("resolved") or {}).get("augmentation") or {}
+                self.augment_cfg.lesion_contrast_p = float(done.get("lesion_contrast_p", 0.0))
         else:
             # Starting from one of our checkpoints: its architecture (width, norm, click
             # encoding), which its weights need; the config's model_config still wins.
@@ -582,6 +586,8 @@ class _Run:
             self.prep = self._preprocessing(first, info, train_refs[0].label_convention)
             if self.model_config.get("norm") == "auto":
                 self.model_config["norm"] = norm_for_data(first.image)
+            if not _names_option(cfg.augmentation, "lesion_contrast_p"):
+                self.augment_cfg.lesion_contrast_p = lesion_contrast_for_data(first.image)
         # Names of the metric channels beyond one (GLIMS: WT, TC, ET).
         self.region_names = self.output.channel_names(self.class_names, int(self.out_channels)) or []
         self.clicks = None
@@ -1039,6 +1045,12 @@ def _resumed_precision(ck: dict, device_type: str) -> str:
     if name is None and not resolved.get("amp", False):
         return "fp32"
     return "auto"
+
+
+def _names_option(augmentation, option: str) -> bool:
+    """Whether the run's ``augmentation`` setting names ``option`` itself (then it wins over
+    a choice made from the data)."""
+    return isinstance(augmentation, AugmentConfig) or (isinstance(augmentation, dict) and option in augmentation)
 
 
 _NORM_WORDS = {"batch": "BatchNorm", "instance": "instance norm", "group": "GroupNorm"}

@@ -177,3 +177,17 @@ def test_the_recipe_picks_norm_and_intensity_rule_from_the_data(shared_data, tmp
     ck = _start(shared_data, tmp_path / "named", shared_data / "lgg_kaggle3m",
                 model_config={"width": 4, "norm": "group"})
     assert ck["config"]["norm"] == "group"
+
+
+def _lesion_contrast(ck) -> float:
+    return ck["extra"]["resolved"]["augmentation"]["lesion_contrast_p"]
+
+
+def test_lesion_contrast_is_chosen_from_the_data_unless_named(shared_data, tmp_path):
+    # slices of volumes: on (what it was measured to help); single images: off (measured worse)
+    assert _lesion_contrast(_start(shared_data, tmp_path / "lgg", shared_data / "lgg_kaggle3m")) == 0.5
+    assert _lesion_contrast(_start(shared_data, tmp_path / "coco", shared_data / "coco_ravirawal")) == 0.0
+    # an augmentation setting that names it wins
+    ck = _start(shared_data, tmp_path / "named", shared_data / "coco_ravirawal",
+                augmentation={"lesion_contrast_p": 0.2})
+    assert _lesion_contrast(ck) == 0.2
