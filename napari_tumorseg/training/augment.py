@@ -232,8 +232,8 @@ def lesion_contrast_for_data(image) -> float:
 
 
 def _lesion_weight(lesion: torch.Tensor) -> torch.Tensor:
-    """The lesion mask (*sp) softened over ~2 pixels in-plane, so a contrast change has no
-    step at the lesion's edge for the model to learn as a boundary."""
+    """The lesion mask (*sp), 1 inside and fading to 0 within ~4 pixels outside its edge
+    (in-plane), so a contrast change has no step at the edge for the model to learn as one."""
     w = lesion.float().reshape(-1, 1, *lesion.shape[-2:])
     for _ in range(2):
         w = F.avg_pool2d(w, 5, stride=1, padding=2, count_include_pad=False)
