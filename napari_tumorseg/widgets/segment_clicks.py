@@ -143,6 +143,7 @@ class SegmentClicksWidget(QWidget):
         self.answered_by: str | None = None  # which model of the automatic chain answered
         self.jobs_started = 0
         self._scan = None  # the scan the prompts belong to
+        self._answers_key, self._answers = None, None  # _answers_this_scan's last answer
         self.prompt_layers: PromptLayers | None = None
         self._preview = None
         self._preview_refines = False
@@ -779,11 +780,17 @@ class SegmentClicksWidget(QWidget):
 
         if not hasattr(engine, "for_case") or self._scan is None or self._scan not in self.viewer.layers:
             return None
-        try:
-            image, _, names = self._engine_input(engine, self._scan)
-        except TumorSegError:
-            return None
-        return engine_label(engine.for_case(names, int(image.shape[0])), default="classic engine")
+        # Assembling the case's input copies every scan: once per engine, scan and set of open
+        # scans, not at each layer event (a click's preview and prompt layers come and go).
+        key = (id(engine), id(self._scan), tuple(id(l) for l in self.session.image_layers()))
+        if self._answers_key != key:
+            try:
+                image, _, names = self._engine_input(engine, self._scan)
+                by = engine_label(engine.for_case(names, int(image.shape[0])), default="classic engine")
+            except TumorSegError:
+                by = None
+            self._answers_key, self._answers = key, by
+        return self._answers
 
     def _show_mode(self) -> None:
         eng = self.engine()
