@@ -41,8 +41,8 @@ from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.intensity import BACKGROUND
 
 _FACTOR_RANGES = ("scale_range", "gamma_range", "bias_range", "lesion_contrast_range")
-_RANGES = _FACTOR_RANGES + ("shift_range",)
-_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p", "lesion_contrast_p")
+_RANGES = _FACTOR_RANGES + ("shift_range", "periphery_range", "periphery_width")
+_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p", "lesion_contrast_p", "gin_p", "periphery_p")
 
 
 @dataclass
@@ -72,6 +72,22 @@ class AugmentConfig:
     # training run on single images takes 0 unless its config names it (lesion_contrast_for_data).
     lesion_contrast_p: float = 0.5
     lesion_contrast_range: tuple[float, float] = (0.35, 1.1)
+    # A random shallow network as the intensity map (GIN, Ouyang et al. 2022, "Causality-
+    # inspired single-source domain generalization for medical image segmentation"): per
+    # channel, ``gin_layers`` convolutions (kernel 1 or 3, random normal weights, leaky ReLU)
+    # blended with the channel by a random weight and brought back to its foreground mean
+    # and spread. Tissue contrasts change non-linearly, even invert, so a model trained on one
+    # source must lean on shape and context more than on one scanner's grey levels.
+    gin_p: float = 0.0
+    gin_layers: int = 4
+    # A receive coil array's shading: the brain's rim brighter than its centre (a field
+    # 1 + a * w, w 1 at the brain's edge fading to 0 within ``periphery_width`` pixels
+    # in-plane, a from ``periphery_range``). Cortex sits 0.5-0.8 normalised units above deep
+    # white matter on FLAIR in the other years' raw scans and level with it in the 2013 set;
+    # a 2013-only model trained long took that bright rim for oedema.
+    periphery_p: float = 0.0
+    periphery_range: tuple[float, float] = (0.1, 0.6)
+    periphery_width: tuple[float, float] = (4.0, 14.0)
     # Each present channel is blanked (zero, as a sequence the case lacks) with this
     # probability, one always kept: a model trained with missing_channels "zeros" learns
     # to segment from any subset of its sequences. A list gives one probability per channel
@@ -94,6 +110,8 @@ class AugmentConfig:
         if not values or not all(0.0 <= v <= 1.0 for v in values):
             raise TumorSegError(f"augmentation channel_drop_p must be within 0-1, got {drop!r}")
         self.channel_drop_p = tuple(values) if isinstance(drop, (list, tuple)) else values[0]
+        if not isinstance(self.gin_layers, int) or isinstance(self.gin_layers, bool) or not 1 <= self.gin_layers <= 8:
+            raise TumorSegError(f"augmentation gin_layers must be a whole number 1-8, got {self.gin_layers!r}")
         for name in _RANGES:
             value = getattr(self, name)
             try:
@@ -194,7 +212,7 @@ def _intensity(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, s:
     fg = (image != BACKGROUND).any(dim=0)
     c = image.shape[0]
     draws = {name: _u(gen) < min(1.0, getattr(cfg, f"{name}_p") * s)
-             for name in ("gamma", "bias", "scale", "shift")}
+             for name in ("gamma", "bias", "periphery", "scale", "shift")}
     if not fg.any() or not any(draws.values()):
         return image
     x = image.float().clone()
@@ -214,11 +232,62 @@ def _intensity(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, s:
         blo, bhi = _widened(*cfg.bias_range, s, 1.0)
         field = torch.stack([bias_field(image.shape[1:], gen, blo, bhi) for _ in range(c)])
         x = lo + (x - lo) * field
+    if draws["periphery"]:
+        lo, _ = fg_min_max(x)
+        a = _draw(gen, c, *cfg.periphery_range).view(per_ch) * min(s, 2.0)
+        x = lo + (x - lo) * (1.0 + a * _rim_weight(fg, _u(gen, *cfg.periphery_width)))
     if draws["scale"]:
         x = x * _draw(gen, c, *_widened(*cfg.scale_range, s, 1.0)).view(per_ch)
     if draws["shift"]:
         x = x + _draw(gen, c, *_widened(*cfg.shift_range, s, 0.0)).view(per_ch)
     return torch.where(fg, x, image.float()).to(image.dtype)
+
+
+def _gin(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, s: float) -> torch.Tensor:
+    """A random shallow network's output blended into each channel (see AugmentConfig)."""
+    if _u(gen) >= min(1.0, cfg.gin_p * s):
+        return image
+    fg = (image != BACKGROUND).any(dim=0)
+    if int(fg.sum()) < 2:
+        return image
+    x = image.float()
+    out = x.clone()
+    hidden = 2
+    for c in range(x.shape[0]):
+        ch = x[c]
+        vals = ch[fg]
+        mean, std = vals.mean(), vals.std().clamp_min(1e-6)
+        h = ((ch - mean) / std).reshape(-1, 1, *ch.shape[-2:])  # slices as a batch
+        c_in = 1
+        for layer in range(cfg.gin_layers):
+            last = layer == cfg.gin_layers - 1
+            c_out = 1 if last else hidden
+            k = 1 if _u(gen) < 0.5 else 3
+            w = torch.randn(c_out, c_in, k, k, generator=gen)
+            b = torch.randn(c_out, generator=gen)
+            h = F.conv2d(h, w, b, padding=k // 2)
+            if not last:
+                h = F.leaky_relu(h, 0.01)
+            c_in = c_out
+        h = h.reshape(ch.shape)
+        g = h[fg]
+        h = (h - g.mean()) / g.std().clamp_min(1e-6)  # the original's foreground level and spread
+        a = _u(gen)
+        mixed = a * h + (1.0 - a) * (ch - mean) / std
+        m = mixed[fg]
+        mixed = (mixed - m.mean()) / m.std().clamp_min(1e-6) * std + mean
+        out[c] = torch.where(fg, mixed, ch)
+    return out.to(image.dtype)
+
+
+def _rim_weight(fg: torch.Tensor, width: float) -> torch.Tensor:
+    """(*sp) weight, 1 at the foreground's in-plane edge, fading to 0 about ``width`` pixels
+    inside it (a blurred mask: cheap, and smooth where a distance map has ridges)."""
+    sigma = max(float(width) / 2.0, 0.5)
+    k = 2 * math.ceil(2 * sigma) + 1
+    flat = fg.float().reshape(-1, 1, *fg.shape[-2:])
+    blurred = TF.gaussian_blur(flat, [k, k], [sigma, sigma]).reshape(fg.shape)
+    return ((1.0 - blurred) * 2.0).clamp(0.0, 1.0) * fg
 
 
 def lesion_contrast_for_data(image) -> float:
@@ -288,6 +357,8 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
     if cfg.intensity:
         if cfg.lesion_contrast_p > 0:  # before the scanner-wide changes: a tissue property
             image = _lesion_contrast(image, target, gen, cfg, s, t_off)
+        if cfg.gin_p > 0:
+            image = _gin(image, gen, cfg, s)
         image = _intensity(image, gen, cfg, s)
     if cfg.blur and _u(gen) < 0.2 * s:
         sigma = _u(gen, 0.5, 0.5 + 0.5 * s)

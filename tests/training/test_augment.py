@@ -168,3 +168,44 @@ def test_lesion_contrast_scales_the_lesion_about_normal_tissue(brats_slices):
     assert torch.equal(x0, x)
     with pytest.raises(TumorSegError, match="lesion_contrast_range"):
         AugmentConfig(lesion_contrast_range=(0.0, 1.0))
+
+
+def test_gin_remaps_each_channel_inside_the_foreground_keeping_its_level(brats_slices):
+    x, y = _sample(brats_slices)
+    fg = (x != 0).any(dim=0)
+    cfg = AugmentConfig(**{**ONLY, "gin_p": 1.0})
+    xa, ya = augment(x, y, torch.Generator().manual_seed(3), cfg)
+    assert torch.equal(ya, y)
+    assert torch.equal(xa[:, ~fg], x[:, ~fg])  # background stays background
+    for c in range(2):
+        before, after = x[c][fg], xa[c][fg]
+        # the channel's foreground level and spread are kept, its grey levels are not
+        assert torch.isclose(after.mean(), before.mean(), atol=1e-3)
+        assert torch.isclose(after.std(), before.std(), rtol=1e-3)
+        assert not torch.allclose(after, before, atol=0.05)
+    # another draw gives another map; the same draw the same one
+    xb, _ = augment(x, y, torch.Generator().manual_seed(4), cfg)
+    assert not torch.equal(xb, xa)
+    assert torch.equal(augment(x, y, torch.Generator().manual_seed(3), cfg)[0], xa)
+    with pytest.raises(TumorSegError, match="gin_layers"):
+        AugmentConfig(gin_layers=0)
+    with pytest.raises(TumorSegError, match="gin_p"):
+        AugmentConfig(gin_p=1.5)
+
+
+def test_periphery_brightens_the_brains_rim_not_its_centre(brats_slices):
+    x, y = _sample(brats_slices)
+    fg = (x != 0).any(dim=0)
+    cfg = AugmentConfig(**{**ONLY, "periphery_p": 1.0, "periphery_range": (0.4, 0.4),
+                           "periphery_width": (6.0, 6.0)})
+    xa, ya = augment(x, y, torch.Generator().manual_seed(0), cfg)
+    assert torch.equal(ya, y)
+    assert torch.equal(xa[:, ~fg], x[:, ~fg])
+    depth = torch.from_numpy(ndimage.distance_transform_edt(fg.numpy()))
+    rim, deep = fg & (depth <= 2), fg & (depth > 20)
+    gain = xa - x
+    assert bool((gain[:, fg] >= -1e-5).all())  # a brightening field: nothing darker
+    assert float(gain[:, rim].mean()) > 0.2
+    assert torch.allclose(xa[:, deep], x[:, deep], atol=1e-4)
+    with pytest.raises(TumorSegError, match="periphery_range"):
+        AugmentConfig(periphery_range=(0.5, 0.1))
