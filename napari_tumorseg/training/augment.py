@@ -20,7 +20,8 @@ deviations), a gamma (on the channel's foreground min-max range, which it keeps)
 multiplicative bias field — ``exp`` of a random polynomial of degree 3 in the sample's
 coordinates, scaled so its minimum and maximum lie within ``bias_range``, applied to the
 intensity above the channel's foreground minimum, as a receive coil's shading would be
-(in this order: gamma, bias field, scale, shift). Before them, the lesion's own contrast
+(in this order: gamma, bias field, the opt-in bright-rim field, scale, shift; the opt-in
+GIN map before them). Before them, the lesion's own contrast
 (``lesion_contrast_*``): the distance of the labelled lesion from the normal tissue's median
 scaled per channel, tapered at its edge. They run after the geometric transforms and before
 blur and contrast. Scanners and sources
