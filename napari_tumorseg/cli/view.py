@@ -16,6 +16,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _quiet_binding_notice() -> None:
+    """napari 0.9 raises a warning notification over the canvas at every start that its PyQt5
+    support is deprecated. The binding is the design's choice, not the radiologist's, and the
+    banner covered the scan and its right-hand orientation letter: the window `tumorseg view`
+    opens does without it (napari's own test support switches it off the same way); the
+    notice goes to the log once instead. A napari without the switch is left as it is."""
+    import logging
+
+    try:
+        from napari._qt import qt_main_window
+    except ImportError:  # pragma: no cover - napari without Qt
+        return
+    if getattr(qt_main_window, "SHOW_QT_WARNING", False):
+        qt_main_window.SHOW_QT_WARNING = False
+        logging.getLogger("napari_tumorseg").info(
+            "napari's PyQt5 support is deprecated; the PyQt5 binding is this install's choice (README)")
+
+
 def open_viewer(path: str | None = None, show: bool = True, viewer=None):
     """The window `tumorseg view` opens: every dock of the plugin (through napari's plugin
     manager, as the Plugins menu adds them) and the case. ``viewer``: build into this one
@@ -23,6 +41,7 @@ def open_viewer(path: str | None = None, show: bool = True, viewer=None):
     import napari
 
     if viewer is None:
+        _quiet_binding_notice()
         viewer = napari.Viewer(title="napari-tumorseg", show=show)
     from npe2 import PluginManager
 

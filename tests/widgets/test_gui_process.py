@@ -47,9 +47,15 @@ def test_tumorseg_view_opens_docks_and_sample():
         "manifest = {w.display_name for w in PluginManager.instance().get_manifest('napari-tumorseg').contributions.widgets}\n"
         "docked = {n.split(' (')[0] for n in v.window.dock_widgets}\n"
         "assert manifest <= docked, (manifest - docked)  # Segment by clicks included\n"
+        "from qtpy.QtWidgets import QApplication\n"
+        "for _ in range(5): QApplication.processEvents()\n"
+        "from napari.utils.notifications import notification_manager\n"
+        "said = [str(n.message) for n in notification_manager.records]\n"
+        "assert not any('PyQt5' in m for m in said), said  # no banner over the scan at start\n"
         "v.close(); print('OK')\n"
     )
-    _run_fresh(script)
+    res = _run_fresh(script)
+    assert "PyQt5 backend is deprecated" not in res.stderr
 
 
 def test_window_closed_while_a_dock_still_loads_its_model_exits_cleanly():
