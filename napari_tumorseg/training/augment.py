@@ -212,8 +212,11 @@ def _intensity(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, s:
     """Scale, shift, gamma and bias field inside the foreground (see the module doc)."""
     fg = (image != BACKGROUND).any(dim=0)
     c = image.shape[0]
-    draws = {name: _u(gen) < min(1.0, getattr(cfg, f"{name}_p") * s)
-             for name in ("gamma", "bias", "periphery", "scale", "shift")}
+    # The opt-in rim field draws only when asked for, so a run without it keeps the random
+    # stream (and the augmentation) runs had before it existed.
+    names = ("gamma", "bias", "periphery", "scale", "shift") if cfg.periphery_p > 0 else ("gamma", "bias", "scale", "shift")
+    draws = {name: _u(gen) < min(1.0, getattr(cfg, f"{name}_p") * s) for name in names}
+    draws.setdefault("periphery", False)
     if not fg.any() or not any(draws.values()):
         return image
     x = image.float().clone()
@@ -235,7 +238,7 @@ def _intensity(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, s:
         x = lo + (x - lo) * field
     if draws["periphery"]:
         lo, _ = fg_min_max(x)
-        a = _draw(gen, c, *cfg.periphery_range).view(per_ch) * min(s, 2.0)
+        a = _draw(gen, c, *_widened(*cfg.periphery_range, s, 0.0)).view(per_ch)
         x = lo + (x - lo) * (1.0 + a * _rim_weight(fg, _u(gen, *cfg.periphery_width)))
     if draws["scale"]:
         x = x * _draw(gen, c, *_widened(*cfg.scale_range, s, 1.0)).view(per_ch)
@@ -258,7 +261,8 @@ def _gin(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, s: float
         ch = x[c]
         vals = ch[fg]
         mean, std = vals.mean(), vals.std().clamp_min(1e-6)
-        h = ((ch - mean) / std).reshape(-1, 1, *ch.shape[-2:])  # slices as a batch
+        z = (ch - mean) / std
+        h = z.reshape(-1, 1, *ch.shape[-2:])  # slices as a batch
         c_in = 1
         for layer in range(cfg.gin_layers):
             last = layer == cfg.gin_layers - 1
@@ -274,20 +278,24 @@ def _gin(image: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, s: float
         g = h[fg]
         h = (h - g.mean()) / g.std().clamp_min(1e-6)  # the original's foreground level and spread
         a = _u(gen)
-        mixed = a * h + (1.0 - a) * (ch - mean) / std
+        mixed = a * h + (1.0 - a) * z
         m = mixed[fg]
         mixed = (mixed - m.mean()) / m.std().clamp_min(1e-6) * std + mean
         out[c] = torch.where(fg, mixed, ch)
     return out.to(image.dtype)
 
 
+def _blur_in_plane(t: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(*, y, x) float tensor, every 2D plane Gaussian-blurred (kernel out to 2 sigma)."""
+    k = 2 * math.ceil(2 * sigma) + 1
+    flat = t.reshape(-1, 1, *t.shape[-2:]).float()
+    return TF.gaussian_blur(flat, [k, k], [sigma, sigma]).reshape(t.shape)
+
+
 def _rim_weight(fg: torch.Tensor, width: float) -> torch.Tensor:
     """(*sp) weight, 1 at the foreground's in-plane edge, fading to 0 about ``width`` pixels
     inside it (a blurred mask: cheap, and smooth where a distance map has ridges)."""
-    sigma = max(float(width) / 2.0, 0.5)
-    k = 2 * math.ceil(2 * sigma) + 1
-    flat = fg.float().reshape(-1, 1, *fg.shape[-2:])
-    blurred = TF.gaussian_blur(flat, [k, k], [sigma, sigma]).reshape(fg.shape)
+    blurred = _blur_in_plane(fg.float(), max(float(width) / 2.0, 0.5))
     return ((1.0 - blurred) * 2.0).clamp(0.0, 1.0) * fg
 
 
@@ -363,9 +371,7 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
         image = _intensity(image, gen, cfg, s)
     if cfg.blur and _u(gen) < 0.2 * s:
         sigma = _u(gen, 0.5, 0.5 + 0.5 * s)
-        k = 2 * math.ceil(2 * sigma) + 1
-        flat = image.reshape(-1, *image.shape[-2:])[:, None].float()
-        image = TF.gaussian_blur(flat, [k, k], [sigma, sigma])[:, 0].reshape(image.shape).to(image.dtype)
+        image = _blur_in_plane(image, sigma).to(image.dtype)
     if cfg.contrast and _u(gen) < p:
         factor = _u(gen, 1.0 - 0.25 * s, 1.0 + 0.25 * s)
         dims = tuple(range(1, image.ndim))
