@@ -52,6 +52,7 @@ class Recipe:
     augmentation: float = 1.0  # strength, 0 = off
     max_minutes: float | None = None  # stop after the epoch that passes this
     note: str = ""  # where the numbers come from
+    weight_average: float = 0.0  # decay of the weights' moving average validated (0: off)
 
 
 @dataclass

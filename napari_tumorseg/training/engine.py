@@ -85,6 +85,7 @@ from napari_tumorseg.training.events import (
 )
 from napari_tumorseg.training.losses import DeepSupervisionLoss, build_loss
 from napari_tumorseg.training.preprocessing import Preprocessing, adapt_channels
+from napari_tumorseg.training.weight_average import WeightAverage
 
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.csv"
 SLOW_STEP_S = 10.0  # a step estimated slower than this is announced before it starts
@@ -128,6 +129,9 @@ class TrainConfig:
     amp: bool | None = None  # older switch: False = fp32 when precision is auto
     amp_dtype: str = "fp16"  # CUDA autocast under precision auto: fp16 (with GradScaler) | bf16
     grad_clip: float | None = None  # max grad norm; 0 switches the preset's clipping off
+    # Decay of the moving average of the weights that is validated and kept in best.pt
+    # (training.weight_average); 0 switches it off, None: the recipe's.
+    weight_average: float | None = None
     augmentation: Any = None  # bool, strength (0-2) or dict of AugmentConfig fields (None: recipe's)
     seed: int = 0
     val_fraction: float = 0.2
@@ -228,6 +232,7 @@ _RANGES = {
     "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "empty_slice_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "fg_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "weight_average": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 
 
@@ -469,6 +474,7 @@ class _Run:
         self.scheduler_params.update(cfg.scheduler_params or {})
         clip = cfg.grad_clip if cfg.grad_clip is not None else preset.grad_clip
         self.grad_clip = float(clip) if clip else None
+        self.weight_average = self._weight_average()
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise TumorSegError("epochs and batch size must be at least 1 and lr positive")
 
@@ -477,6 +483,15 @@ class _Run:
             self.device = self.ctx.device
         self.precision = self._precision(preset)
         self.amp = self.precision.enabled
+
+    def _weight_average(self) -> float:
+        """The config's decay, else a resumed run's own, else the recipe's (0: off)."""
+        if self.cfg.weight_average is not None:
+            return float(self.cfg.weight_average)
+        if self.resume_ckpt is not None:
+            resolved = self.resume_ckpt.get("extra", {}).get("resolved", {})
+            return float(resolved.get("weight_average") or 0.0)
+        return float(self.recipe.weight_average)
 
     def _precision(self, preset):
         """The run's precision (napari_tumorseg.precision.resolve): the config's choice; a
@@ -645,6 +660,8 @@ class _Run:
         if self.resume_ckpt is not None:
             model.load_state_dict(self.resume_ckpt["state_dict"], strict=True)
         self.model = model.to(self.device)
+        # After the resumed weights: a resumed run without a saved average starts it there.
+        self.averaged = WeightAverage(self.model, self.weight_average) if self.weight_average > 0 else None
         self.channels_last = prefer_channels_last(self.model, self.device, self.dims)
         self.net = self.model
         if self.ctx.world_size > 1:
@@ -793,7 +810,7 @@ class _Run:
                 "augmentation": _plain(dataclasses.asdict(self.augment_cfg)),
                 "device": str(self.device), "world_size": self.ctx.world_size,
                 "recipe": self.recipe.name, "max_minutes": self.max_minutes,
-                "threads": torch.get_num_threads(),
+                "threads": torch.get_num_threads(), "weight_average": self.weight_average,
                 **({"norm": self.model_config["norm"]} if "norm" in self.model_config else {}),
                 **({"warm_start": self.warm_start_note} if getattr(self, "warm_start_note", None) else {}),
         }
@@ -814,29 +831,41 @@ class _Run:
             self.scaler.load_state_dict(extra["scaler"])
         if extra.get("rng"):
             _set_rng_state(extra["rng"])
+        if self.averaged is not None and extra.get("weight_average"):
+            self.averaged.load_state_dict(extra["weight_average"])
         saved = extra.get("split", {})
         if saved and (saved.get("train") != self.train_ids or saved.get("val") != self.val_ids):
             self.warnings.append("the train/validation split differs from the checkpoint's")
 
-    def save(self, path: Path, epoch: int, batch: int) -> None:
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validated and kept in best.pt: the moving average when the run keeps one."""
+        return self.averaged.module if self.averaged is not None else self.model
+
+    def save(self, path: Path, epoch: int, batch: int, best: bool = False) -> None:
+        """last.pt: the trained weights, with the average in ``extra`` to resume it; best.pt:
+        the validated weights (the average when kept), what a user predicts with."""
         if self.ctx.rank != 0:
             return
         from napari_tumorseg.models.checkpoint import save_checkpoint
 
+        extra = self._extra(epoch, batch)
+        if self.averaged is not None and not best:
+            extra["weight_average"] = self.averaged.state_dict()
         save_checkpoint(
-            path, self.model, model_name=self.model_name, config=self.model_config,
-            in_channels=self.in_channels, out_channels=self.out_channels,
+            path, self.eval_model if best else self.model, model_name=self.model_name,
+            config=self.model_config, in_channels=self.in_channels, out_channels=self.out_channels,
             preprocessing=self.prep.to_dict(), class_names=self.class_names,
-            history=_plain(self.history), extra=self._extra(epoch, batch), overwrite=True)
+            history=_plain(self.history), extra=extra, overwrite=True)
         self.saved_any = True
 
     # -- steps ------------------------------------------------------------------------
-    def click_inputs(self, x, y, ds, keys, train: bool):
+    def click_inputs(self, x, y, ds, keys, train: bool, model: nn.Module | None = None):
         """The batch with its prompt channels (simulated clicks; see interactive.simulate)
         and the targets to train on (restyled samples' region replaced)."""
         seeds = [k[1] if train else None for k in keys]
         spacings = [ds.spacing(k[0]) for k in keys]
-        xin, y_out, _ = self.clicks.prepare(self.model, x, y, seeds, spacings, train)
+        xin, y_out, _ = self.clicks.prepare(model or self.model, x, y, seeds, spacings, train)
         return xin, y_out
 
     def _forward_loss(self, x, y, net: nn.Module | None = None):
@@ -944,7 +973,8 @@ class _Run:
             return None, {}, False
         from napari_tumorseg.metrics import MetricAverager, multi_region_metrics, segmentation_metrics
 
-        self.model.eval()
+        net = self.eval_model
+        net.eval()
         plan = EpochPlan(len(self.val_ds), self.batch_size, self.cfg.seed, 0, shuffle=False)
         loss_sum, n = 0.0, 0
         correct, count = 0, 0
@@ -958,9 +988,9 @@ class _Run:
                     return None, {}, True
                 x, y = batch[0].to(self.device), batch[1].to(self.device)
                 if self.clicks is not None:  # one click at the object's deepest point
-                    x, y = self.click_inputs(x, y, self.val_ds, plan.batch(bi), train=False)
+                    x, y = self.click_inputs(x, y, self.val_ds, plan.batch(bi), train=False, model=net)
                 # The bare module: DDP's forward would wait for ranks that do not validate.
-                out, loss = self._forward_loss(x, y, self.model)
+                out, loss = self._forward_loss(x, y, net)
                 loss_sum += float(loss) * x.shape[0]
                 n += x.shape[0]
                 pred, tgt = self._pred_target(out, y)
@@ -1172,6 +1202,8 @@ def _train(run: _Run) -> Iterator[Event]:
                 torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.grad_clip)
             run.scaler.step(run.optimizer)
             run.scaler.update()
+            if run.averaged is not None:
+                run.averaged.update(run.model)
             run.global_step += 1
             acc["loss_sum"] = acc.get("loss_sum", 0.0) + float(loss.detach()) * x.shape[0]
             acc["n"] = acc.get("n", 0.0) + float(x.shape[0])
@@ -1226,7 +1258,7 @@ def _train(run: _Run) -> Iterator[Event]:
         if main:
             run.save(run.last_path, epoch + 1, 0)
             if is_best:
-                run.save(run.best_path, epoch + 1, 0)
+                run.save(run.best_path, epoch + 1, 0, best=True)
             write_history_csv(run.history_path, run.history)
         stop = bool(cfg.early_stopping_patience) and run.bad_epochs >= int(cfg.early_stopping_patience)
         if run.ctx.world_size > 1:
