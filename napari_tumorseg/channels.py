@@ -171,7 +171,7 @@ def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> 
     channels than the model needs; then they are matched to the checkpoint's channel names
     and must share ``primary``'s grid.
     """
-    from napari_tumorseg.io.readers import combine_channels
+    from napari_tumorseg.io.readers import common_words, combine_channels
 
     have = primary.data.shape[0] if primary.has_channels else 1
     if primary.has_channels and plan.names and have >= plan.channels:
@@ -199,7 +199,9 @@ def assemble_input(primary: Volume, others: list[Volume], plan: ChannelPlan) -> 
     if len(same_grid) != len(chosen):
         off = next(v for v in chosen if not any(v is s for s in same_grid))
         raise TumorSegError(f"scan '{off.name}' is not on the grid of '{primary.name}'; nothing is resampled")
-    return combine_channels(chosen, name=primary.name)
+    # Named for the case the scans share ("BraTS2021_00006" of its _flair, _t1ce files), not
+    # for the one scan the user had selected: the result is the case's, not that sequence's.
+    return combine_channels(chosen, name=common_words([v.name for v in chosen]) or primary.name)
 
 
 def _reordered(case: Volume, plan: ChannelPlan) -> Volume:

@@ -371,7 +371,7 @@ def _grid_text(v: Volume) -> str:
 _SEPARATORS = " _-./"
 
 
-def _common_words(names: list[str]) -> str:
+def common_words(names: list[str]) -> str:
     """The whole words the names start with ("AX" of "AX FLAIR", "AX T2"; not "BRATS_T" of
     "BRATS_T1", "BRATS_T2"), without trailing separators."""
     prefix = os.path.commonprefix(names)
@@ -416,7 +416,7 @@ def combine_channels(volumes: list[Volume], name: str | None = None) -> Volume:
             )
 
     if name is None:
-        name = _common_words([v.name for v in volumes]) or ref.name
+        name = common_words([v.name for v in volumes]) or ref.name
     arrays, channel_names, per_channel = [], [], []
     for v in volumes:
         # The case's name is said once by the layer ("AX FLAIR", not "AX AX FLAIR").

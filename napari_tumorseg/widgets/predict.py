@@ -98,6 +98,7 @@ def prob_layer_name(image_name: str) -> str:
 class PredictWidget(QWidget):
     #: emitted on the GUI thread when a prediction run ends (done or cancelled)
     prediction_finished = Signal()
+    _output_name: str | None = None  # what the outputs are named for (see _source)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
@@ -332,6 +333,9 @@ class PredictWidget(QWidget):
         layer = self.viewer.layers[name]
         vol = self.session.model_input(layer, self.predictor)
         data = np.asarray(vol.data)
+        # The outputs are named for what the model read: the case when it read several of its
+        # scans ("BraTS2021_00006 tumour", not "..._t2 tumour" after the scan last selected).
+        self._output_name = vol.name if vol.has_channels and data.shape[0] > 1 else layer.name
         return layer, (data if vol.has_channels else data[None])
 
     def _slices(self, n_z: int):
@@ -388,7 +392,7 @@ class PredictWidget(QWidget):
             self.session.set_prediction(Prediction(
                 source=layer, predictor=predictor, probabilities=np.zeros(shape, np.float32),
                 prob_layer=keep.prob_layer if keep else None, labels_layer=keep.labels_layer if keep else None))
-        self._ensure_output_layers(layer, keep_labels=same)
+        self._ensure_output_layers(layer, keep_labels=same, name=self._output_name)
         pbar = progress(total=0, desc=f"Predicting {layer.name}")
 
         @thread_worker
@@ -441,7 +445,8 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.prediction_finished.emit()
 
-    def _ensure_output_layers(self, layer, keep_labels: bool = False) -> None:
+    def _ensure_output_layers(self, layer, keep_labels: bool = False, name: str | None = None) -> None:
+        name = name or layer.name
         pred = self.session.prediction
         spatial = pred.probabilities.shape[-3:]
         scale = tuple(layer.scale[-3:]) if layer.ndim >= 3 else (1.0, *layer.scale[-2:])
@@ -462,7 +467,7 @@ class PredictWidget(QWidget):
             pred.prob_layer.data = prob_view
         else:
             pred.prob_layer = self.viewer.add_image(
-                prob_view, name=prob_layer_name(layer.name), colormap=probability_colormap(), opacity=0.5,
+                prob_view, name=prob_layer_name(name), colormap=probability_colormap(), opacity=0.5,
                 blending="translucent", contrast_limits=(0.0, 1.0), scale=scale, translate=translate,
                 affine=affine, metadata={**meta, "tumorseg_output": "probability"},
             )
@@ -490,7 +495,7 @@ class PredictWidget(QWidget):
                 kwargs["colormap"] = DirectLabelColormap(
                     color_dict={None: PREDICTION_COLOR, 0: (0.0, 0.0, 0.0, 0.0)})
             pred.labels_layer = self.viewer.add_labels(
-                labels, name=label_layer_name(layer.name), opacity=0.6, scale=scale, translate=translate,
+                labels, name=label_layer_name(name), opacity=0.6, scale=scale, translate=translate,
                 affine=affine, metadata={**meta, "label_names": self.label_names()}, **kwargs)
         self._references_on_top()
         self.session.events.prediction()

@@ -12,6 +12,8 @@ from tests.widgets.conftest import add_dock, open_as_channels
 
 pytestmark = pytest.mark.gui
 
+CASE = "BraTS2021_00006"  # the starter reads its FLAIR and T1c: the outputs are the case's
+
 
 def _unseen_case_in_predict(viewer, qtbot, shared_data):
     """BraTS2021_00006 (never in the starter's training) opened with every scan as a channel
@@ -38,14 +40,14 @@ def test_predict_runs_the_starter_without_a_checkpoint(make_napari_viewer, qtbot
     with qtbot.waitSignal(dock.prediction_finished, timeout=300000):
         assert dock.predict() is not None  # no checkpoint chosen: the starter loads itself
     assert dock.predictor.output_kind == "regions" and "research starter" in dock.model_label.text()
-    labels = np.asarray(viewer.layers[label_layer_name(flair.name)].data)[z - 3:z + 4]
+    labels = np.asarray(viewer.layers[label_layer_name(CASE)].data)[z - 3:z + 4]
     assert set(np.unique(labels)) <= {0, 1, 2, 3} and {1, 2, 3} & set(np.unique(labels))
     gt = np.asarray(truth.data)[z - 3:z + 4] > 0
     wt = labels > 0
     dice = 2 * (wt & gt).sum() / (wt.sum() + gt.sum())
     assert dice > 0.6, dice
     # The result line gives each region's volume, as counted on the labels layer.
-    full = np.asarray(viewer.layers[label_layer_name(flair.name)].data)
+    full = np.asarray(viewer.layers[label_layer_name(CASE)].data)
     voxel_ml = float(np.prod(flair.scale[-3:])) / 1000.0
     text = dock.volume_label.text()
     for region, values in (("WT", (1, 2, 3)), ("TC", (2, 3)), ("ET", (3,))):
@@ -66,7 +68,7 @@ def test_a_whole_volume_drops_oedema_without_a_core_and_keeps_what_the_user_pain
     with qtbot.waitSignal(dock.prediction_finished, timeout=300000):
         assert dock.predict() is not None
     assert dock.clean_box.isVisibleTo(dock) and dock.clean_box.isChecked()
-    layer = viewer.layers[label_layer_name(flair.name)]
+    layer = viewer.layers[label_layer_name(CASE)]
 
     def islands(labels):
         comp, n = ndi.label(labels > 0, np.ones((3, 3, 3), bool))
@@ -101,3 +103,24 @@ def test_a_whole_volume_drops_oedema_without_a_core_and_keeps_what_the_user_pain
     dock.clean_box.setChecked(True)
     assert layer.data[z, y, x] == 1
     assert islands(np.asarray(layer.data)) >= 1
+
+
+def test_outputs_are_named_for_the_case_not_the_scan_last_selected(make_napari_viewer, qtbot, shared_data):
+    """The case's files opened one by one (File > Open), the T2 selected: the starter reads
+    the FLAIR and T1c, so its outputs carry the case's name, not "..._t2 tumour"."""
+    viewer = make_napari_viewer()
+    folder = shared_data / "brats_multi_year" / CASE
+    for path in sorted(folder.glob("*.nii.gz")):
+        viewer.open(str(path), plugin="napari-tumorseg")
+    t2 = viewer.layers[f"{CASE}_t2"]
+    dock = add_dock(viewer, "Predict")
+    dock.device.setCurrentText("cpu")
+    dock.image_layer.setCurrentText(t2.name)
+    dock.range_current.setChecked(True)
+    viewer.dims.set_current_step(0, 80)
+    with qtbot.waitSignal(dock.prediction_finished, timeout=300000):
+        assert dock.predict() is not None
+    names = [layer.name for layer in viewer.layers]
+    assert label_layer_name(CASE) in names and f"{CASE} probability" in names, names
+    assert not any(n.startswith(f"{CASE}_t2 ") for n in names), names
+    assert np.asarray(viewer.layers[label_layer_name(CASE)].data)[80].any()
