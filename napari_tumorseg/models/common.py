@@ -51,6 +51,10 @@ class AnySizeSegmenter(nn.Module):
         return crop_to(out, spatial)
 
 
+# Planes up to this many pixels are normalised in NCHW (see InstanceNorm2d.forward).
+SMALL_PLANE = 16 * 16
+
+
 class InstanceNorm2d(nn.GroupNorm):
     """Affine instance norm, computed as a GroupNorm with one channel per group.
 
@@ -72,4 +76,10 @@ class InstanceNorm2d(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
             return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        if x.shape[-1] * x.shape[-2] <= SMALL_PLANE and not x.is_contiguous():
+            # The deep levels (many channels, small planes): CPU group_norm on channels-last
+            # is slow there and an NCHW copy is cheap (8 x 128 x 16 x 16, 2 threads: 0.94 ->
+            # 0.16 ms in fp32, 3.65 -> 0.16 ms in bf16; at 32 x 32 and above channels-last
+            # stays faster). The next convolution takes either layout.
+            x = x.contiguous()
         return super().forward(x)

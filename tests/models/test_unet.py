@@ -99,6 +99,28 @@ def test_instance_norm_is_torchs_instance_norm_and_keeps_channels_last():
     assert torch.allclose(ours(x)[1:2], ours(x[1:2]), atol=1e-5)
 
 
+def test_instance_norm_of_small_channels_last_planes_runs_in_nchw_with_the_same_values():
+    """The deep levels (planes up to 16 x 16) are normalised on an NCHW copy (channels-last
+    group_norm is slow there on a CPU, benchmarks/RESULTS_precision.md); larger planes keep
+    channels-last. The values are torch's instance norm either way, in fp32 and bf16."""
+    torch.manual_seed(1)
+    ours = InstanceNorm2d(32).eval()
+    stock = torch.nn.InstanceNorm2d(32, affine=True).eval()
+    with torch.no_grad():
+        ours.weight.copy_(torch.randn(32))
+        ours.bias.copy_(torch.randn(32))
+    stock.load_state_dict(ours.state_dict())
+    for side, keeps_layout in ((8, False), (16, False), (32, True)):
+        x = (torch.randn(2, 32, side, side) * 3 + 1).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            y = ours(x)
+            assert torch.allclose(y, stock(x.contiguous()), atol=1e-4), side
+            assert y.is_contiguous(memory_format=torch.channels_last) == keeps_layout, side
+            with torch.autocast("cpu", torch.bfloat16):
+                yb = ours(x.bfloat16())
+            assert torch.allclose(yb.float(), stock(x.contiguous()), atol=0.1), side
+
+
 def test_unknown_config_is_one_line_error():
     with pytest.raises(TumorSegError, match="unknown config"):
         create_model("unet", widht=4)
