@@ -316,7 +316,11 @@ class ViewerSession:
         # study (which registers it): per-case panels refresh.
         if (isinstance(layer, napari.layers.Image) and isinstance(layer.metadata, dict)
                 and not layer.metadata.get("tumorseg_output") and self._entry(layer) is None):
-            self._newest_scan = weakref.ref(layer)
+            # A case folder opens as one shown scan and the rest hidden (io.readers.layer_data):
+            # the docks take the scan on screen, not the last file listed (the case's T2).
+            current = self.newest_scan
+            if layer.visible or current is None or not current.visible:
+                self._newest_scan = weakref.ref(layer)
             self.events.case()
 
     @property

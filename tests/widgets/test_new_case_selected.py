@@ -32,6 +32,18 @@ def test_the_case_opened_last_is_the_docks_scan(make_napari_viewer, qtbot, share
     assert predict.image_layer.currentText() == newest == clicks.scan_combo.currentText()
 
 
+def test_a_case_folder_opened_by_file_open_gives_the_docks_its_shown_scan(make_napari_viewer, shared_data):
+    """File -> Open of a case folder (or `tumorseg view CASE`): its first scan shows, the
+    others open hidden; the docks take the one on screen, not the last file (the T2)."""
+    viewer = open_viewer(viewer=make_napari_viewer())
+    predict, clicks = _dock(viewer, "Predict"), _dock(viewer, "Segment by clicks")
+    viewer.open(str(shared_data / "brats_multi_year" / "BraTS2021_00006"), plugin="napari-tumorseg")
+    shown = [l.name for l in viewer.layers if type(l).__name__ == "Image" and l.visible and "00006" in l.name]
+    hidden = [l.name for l in viewer.layers if type(l).__name__ == "Image" and not l.visible and "00006" in l.name]
+    assert shown == ["BraTS2021_00006_flair"] and "BraTS2021_00006_t2" in hidden, (shown, hidden)
+    assert predict.image_layer.currentText() == "BraTS2021_00006_flair" == clicks.scan_combo.currentText()
+
+
 def test_train_open_layers_take_the_new_case_and_its_segmentation(make_napari_viewer, qtbot, shared_data):
     viewer = open_viewer(viewer=make_napari_viewer())
     train = _dock(viewer, "Train")
