@@ -795,14 +795,20 @@ class SegmentClicksWidget(QWidget):
     def _show_mode(self) -> None:
         eng = self.engine()
         text = eng[1] if eng is not None else self.engine_status.text() or "automatic: loading…"
+        tip = []
         by = self._answers_this_scan(eng[0]) if eng is not None else None
         if by is not None:
-            text += f"\nthis scan: {by}"
+            # One line for who answers this scan; the whole chain and why it was chosen stay
+            # one hover away (four lines of it pushed the tools down the dock).
+            tip.append(text)
+            text = f"{text.split(' → ')[0]} · this scan: {by}" if " → " in text else f"this scan: {by}"
         if self._refining() is not None:
             text += f"\nrefining the prediction '{self.target().name}'"
         self.engine_status.setText(text)
         prec = getattr(eng[0], "precision", None) if eng is not None else None  # learned engines
-        self.engine_status.setToolTip(f"precision: {prec.describe()}" if prec is not None else "")
+        if prec is not None:
+            tip.append(f"precision: {prec.describe()}")
+        self.engine_status.setToolTip("\n".join(tip))
 
     # ================================================================== segmentation
     def _schedule(self) -> None:

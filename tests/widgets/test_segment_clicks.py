@@ -487,8 +487,10 @@ def test_automatic_engine_is_the_default_choice_and_says_which(make_napari_viewe
     dock = _dock(viewer, qtbot, flair, engine=None)
     assert dock.engine_combo.currentText() == AUTO
     expected = default_engine(volume=True)  # BRAINIX is a volume
-    status = dock.engine_status.text()
-    assert status.startswith(f"automatic → {describe_engine(expected.engine)}") and expected.reason in status
+    status, tip = dock.engine_status.text(), dock.engine_status.toolTip()
+    # One line says who answers this scan; the chain and why it was chosen are in the tooltip.
+    assert status.startswith("automatic · this scan: ") and "\n" not in status, status
+    assert tip.startswith(f"automatic → {describe_engine(expected.engine)}") and expected.reason in tip
     assert type(dock.engine()[0]) is type(expected.engine)
     _, point = _lesion_point(np.asarray(roi.data) > 0)
     dock.add_click(point)
