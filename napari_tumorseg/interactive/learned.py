@@ -178,6 +178,14 @@ class LearnedEngine:
             self._norm_key = key
         return self._norm
 
+    def prepare(self, image: np.ndarray) -> None:
+        """Normalise ``image`` (c, z, y, x) and bring it to the network's grid now, so the
+        first click finds both cached (see engines.prepare_for_prompts)."""
+        image = np.asarray(image)
+        norm = self._normalized(image[None] if image.ndim == 3 else image)
+        if self.dims != 3:
+            self._grid_volume(norm)
+
     def _extends_last(self, key, prompts: Prompts) -> bool:
         return self._last is not None and self._last[0] == key and _extends(prompts, self._last[1])
 

@@ -170,3 +170,29 @@ def test_a_case_with_flair_or_t1c_alone_gets_the_any_subset_model(tmp_path):
     assert mask[2, 16, 16] and chain.fallback.target == "core" and chain.learned.target is None
     chain.precision = resolve("fp32", "cpu")
     assert chain.learned.precision.name == chain.fallback.precision.name == "fp32"
+
+
+def test_prepare_for_prompts_readies_the_case_the_first_click_reads(tmp_path):
+    """The dock prepares a scan before its first click: the chain's model for the case
+    normalises it then, and the click reuses that (no second normalisation); a case the
+    classic engine answers has nothing to prepare."""
+    import numpy as np
+
+    from napari_tumorseg.interactive.prompts import Prompts
+
+    _volume_starter(tmp_path)
+    chain = engines.default_engine(tmp_path, volume=True).engine
+    image = np.random.default_rng(1).normal(size=(3, 4, 32, 32)).astype(np.float32)
+    names = ["T2", "T1c", "FLAIR"]  # more than the model reads, in another order
+    assert chain.learned._norm is None
+    assert engines.prepare_for_prompts(chain, image, names) is True
+    prepared = chain.learned._norm
+    # The model's channels, in its order (FLAIR, T1c), normalised.
+    assert prepared.shape == (2, 4, 32, 32)
+    assert chain.learned._grid_key == chain.learned._norm_key
+    mask = engines.segment_with_prompts(chain, image, (1.0, 1.0, 1.0), Prompts(positive=[[2, 16, 16]]),
+                                        target="whole", channel_names=names)
+    assert mask[2, 16, 16]
+    assert chain.learned._norm is prepared  # the click found the case prepared
+    # A lone T2: the classic engine answers, and prepares nothing ahead.
+    assert engines.prepare_for_prompts(chain, image[:1], ["T2"]) is False

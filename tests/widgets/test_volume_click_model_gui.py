@@ -55,8 +55,15 @@ def test_one_click_gives_the_tumour_core_from_the_case_sequences(make_napari_vie
     viewer.open(str(folder / f"{CASE}_t1ce.nii.gz"), plugin="napari-tumorseg")
     assert "this scan: starter_click_brats.pt" in dock.engine_status.text()
     truth = target_truth(np.asarray(viewer.layers[f"{CASE}_seg"].data), "core", names=[CASE])
+    # The scan is prepared before the first click (a worker, as one of the dock's jobs): the
+    # click reuses the case's normalisation instead of paying for it.
+    qtbot.waitUntil(lambda: not dock.busy, timeout=60000)
+    assert dock.warm_ups >= 1
+    prepared = dock.engine()[0].learned._norm
+    assert prepared is not None
     _one_click(dock, qtbot, t2, truth, "tumour core")
     engine = dock.session.click_engine
+    assert engine.learned._norm is prepared
     assert engine.learned.target == "core"  # the model answered, told the target
     score = dice(dock.preview_mask, truth)
     print(f"\nvolume click model in the dock, {CASE} core, one click: Dice {score:.3f} "
