@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from napari_tumorseg import output_kinds
+from napari_tumorseg.content_key import content_key
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.io.volume import Volume
 from napari_tumorseg.precision import prefer_channels_last
@@ -137,6 +138,7 @@ class Predictor:
         # NHWC on a CPU (precision.prefer_channels_last); a model that cannot take it falls
         # back to NCHW on its first forward.
         self.channels_last = prefer_channels_last(self.model, self.device, self.dims)
+        self._norm_cache: tuple | None = None  # (key, normalised volume): see normalized()
         #: The rule chosen on the model's validation cases (inference.postprocess), or None.
         self.postprocessing: dict | None = None
 
@@ -265,6 +267,17 @@ class Predictor:
         self.amp = self.precision.enabled
 
     # -- forward
+
+    def normalized(self, czyx: np.ndarray) -> np.ndarray:
+        """(c, z, y, x) with the model's channels and intensities normalised over the whole
+        volume (training's rule), kept for the next call on the same volume (recognised by
+        content): predicting the current slice paid for normalising every slice, 0.45 s of a
+        0.47 s call on a 155-slice BraTS case. Read-only for the caller."""
+        key = (content_key(czyx), self.prep)
+        if self._norm_cache is None or self._norm_cache[0] != key:
+            self._norm_cache = None  # the old volume's memory goes before the new one is made
+            self._norm_cache = (key, _normalized(czyx, self.prep))
+        return self._norm_cache[1]
 
     def _forward(self, x: torch.Tensor):
         if self.channels_last and x.ndim == 4:
@@ -414,7 +427,7 @@ def _iter_2d(
     prep = predictor.prep
     t0 = time.perf_counter()
     n_z, h, w = czyx.shape[1:]
-    norm = _normalized(czyx, prep)
+    norm = predictor.normalized(czyx)
     # Normalised already: only the in-plane resize / pad of each batch remains to do.
     batch_prep = prep.replace(normalize="none", channel_mode="as_is")
     empty = _empty_slices(czyx) if skip_empty and not classify else np.zeros(n_z, bool)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_tumorseg.content_key import content_key
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.intensity import normalize_input
 from napari_tumorseg.interactive.encoding import ClickGuided
@@ -152,16 +153,11 @@ class LearnedEngine:
         return TARGET_CHANNEL[told]
 
     # -- input ---------------------------------------------------------------------------
-    @staticmethod
-    def _key(image: np.ndarray):
-        """The image's identity by content, not by ``id``: the dock stacks the case's
-        sequences into a new array on every click, and an id-keyed cache made every click a
-        fresh answer there (no incremental update, no threshold move, the volume normalised
-        again: 2 s a click in the window where the robot took 0.4)."""
-        flat = image.reshape(-1)
-        step = max(1, flat.size // 4096)
-        probes = (flat[::step], flat[step // 2::step], flat[-4096:])
-        return (image.shape, str(image.dtype)) + tuple(float(np.asarray(p, np.float64).sum()) for p in probes)
+    # The image's identity by content (content_key), not by ``id``: the dock stacks the case's
+    # sequences into a new array on every click, and an id-keyed cache made every click a
+    # fresh answer there (no incremental update, no threshold move, the volume normalised
+    # again: 2 s a click in the window where the robot took 0.4).
+    _key = staticmethod(content_key)
 
     def _normalized(self, image: np.ndarray) -> np.ndarray:
         key = self._key(image)

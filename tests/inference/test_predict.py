@@ -156,6 +156,24 @@ def test_slice_subset_uses_whole_volume_statistics(predictor, brainix, brainix_e
         list(predict_volume(predictor, brainix[0], slices=[22]))
 
 
+def test_the_normalised_volume_is_kept_for_the_next_call_on_the_same_scan(unet_ckpt, brainix):
+    """Predicting one slice normalises the whole volume (training's statistics); the next
+    call on the same scan (a new array with the same content, as the dock builds it) reuses
+    that, a different scan does not, and the answers equal a fresh predictor's."""
+    predictor = Predictor.from_checkpoint(unet_ckpt, device="cpu")
+    vol = np.asarray(brainix[0].data)
+    first = list(predict_volume(predictor, vol.copy(), slices=[10]))[-1].probabilities[10]
+    kept = predictor._norm_cache[1]
+    second = list(predict_volume(predictor, vol.copy(), slices=[11]))[-1].probabilities[11]
+    assert predictor._norm_cache[1] is kept
+    fresh = Predictor.from_checkpoint(unet_ckpt, device="cpu")
+    np.testing.assert_allclose(first, list(predict_volume(fresh, vol, slices=[10]))[-1].probabilities[10], atol=1e-6)
+    np.testing.assert_allclose(second, list(predict_volume(fresh, vol, slices=[11]))[-1].probabilities[11], atol=1e-6)
+    other = np.ascontiguousarray(vol[::-1])  # another scan (its slices in the other order): normalised anew
+    list(predict_volume(predictor, other, slices=[10]))
+    assert predictor._norm_cache[1] is not kept
+
+
 def test_cancel_stops_at_the_next_batch(predictor, brainix):
     seen: list[str] = []
     events = []
