@@ -41,9 +41,9 @@ from torchvision.transforms.v2 import functional as TF
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.intensity import BACKGROUND
 
-_FACTOR_RANGES = ("scale_range", "gamma_range", "bias_range", "lesion_contrast_range")
+_FACTOR_RANGES = ("scale_range", "gamma_range", "bias_range", "lesion_contrast_range", "zoom_range")
 _RANGES = _FACTOR_RANGES + ("shift_range", "periphery_range", "periphery_width")
-_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p", "lesion_contrast_p", "gin_p", "periphery_p")
+_PROBS = ("scale_p", "shift_p", "gamma_p", "bias_p", "lesion_contrast_p", "gin_p", "periphery_p", "zoom_p")
 
 
 @dataclass
@@ -89,6 +89,10 @@ class AugmentConfig:
     periphery_p: float = 0.0
     periphery_range: tuple[float, float] = (0.1, 0.6)
     periphery_width: tuple[float, float] = (4.0, 14.0)
+    # In-plane zoom about the centre (2D): a factor from zoom_range, > 1 enlarges (nnU-Net
+    # and MONAI's RandZoom do the same); heads and fields of view differ between sources.
+    zoom_p: float = 0.0
+    zoom_range: tuple[float, float] = (0.85, 1.2)
     # Each present channel is blanked (zero, as a sequence the case lacks) with this
     # probability, one always kept: a model trained with missing_channels "zeros" learns
     # to segment from any subset of its sequences. A list gives one probability per channel
@@ -146,11 +150,12 @@ def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen))
 
 
-def _rotate_small(image: torch.Tensor, target: torch.Tensor, angle_deg: float):
-    """Rotate (c, y, x) image (bilinear) and target (nearest) about the centre."""
+def _rotate_small(image: torch.Tensor, target: torch.Tensor, angle_deg: float, zoom: float = 1.0):
+    """Rotate (c, y, x) image (bilinear) and target (nearest) about the centre, and zoom by
+    ``zoom`` (> 1 enlarges; the grid samples the input at output / zoom)."""
     a = math.radians(angle_deg)
-    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]],
-                         dtype=torch.float32)[None]
+    c, s = math.cos(a) / zoom, math.sin(a) / zoom
+    theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=torch.float32)[None]
     grid = F.affine_grid(theta, (1, 1, *image.shape[-2:]), align_corners=False)
     img = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="zeros",
                         align_corners=False)[0]
@@ -363,6 +368,8 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
             target = torch.rot90(target, k, dims=(-2, -1))
         if n_sp == 2 and _u(gen) < p:
             image, target = _rotate_small(image, target, _u(gen, -15.0, 15.0) * min(s, 2.0))
+    if cfg.zoom_p > 0 and n_sp == 2 and _u(gen) < cfg.zoom_p:  # drawn only when asked for
+        image, target = _rotate_small(image, target, 0.0, _u(gen, *_widened(*cfg.zoom_range, s, 1.0)))
     if cfg.intensity:
         if cfg.lesion_contrast_p > 0:  # before the scanner-wide changes: a tissue property
             image = _lesion_contrast(image, target, gen, cfg, s, t_off)

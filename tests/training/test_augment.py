@@ -209,3 +209,27 @@ def test_periphery_brightens_the_brains_rim_not_its_centre(brats_slices):
     assert torch.allclose(xa[:, deep], x[:, deep], atol=1e-4)
     with pytest.raises(TumorSegError, match="periphery_range"):
         AugmentConfig(periphery_range=(0.5, 0.1))
+
+
+def test_zoom_scales_image_and_mask_together_and_is_drawn_only_when_asked_for(brats_slices):
+    x, y = _sample(brats_slices)
+    area = int((y > 0).sum())
+    cfg = AugmentConfig(**{**ONLY, "intensity": False, "zoom_p": 1.0, "zoom_range": (1.25, 1.25)})
+    xa, ya = augment(x, y, torch.Generator().manual_seed(0), cfg)
+    # 1.25 x in each direction: the lesion's area x 1.56 (nearest-neighbour edges aside)
+    assert 1.4 < int((ya > 0).sum()) / area < 1.75
+    assert set(torch.unique(ya).tolist()) <= set(torch.unique(y).tolist())  # labels, not blends
+    # the image moved with the mask: the enlarged lesion is bright on FLAIR where it lies now
+    assert float(xa[0][ya > 0].mean()) > float(xa[0][(ya == 0) & (xa[0] != 0)].mean()) + 0.5
+    shrink = AugmentConfig(**{**ONLY, "intensity": False, "zoom_p": 1.0, "zoom_range": (0.8, 0.8)})
+    xs, ys = augment(x, y, torch.Generator().manual_seed(0), shrink)
+    assert 0.5 < int((ys > 0).sum()) / area < 0.75
+    assert bool((xs[:, :2] == 0).all())  # zoomed out: the border is background (0), not smeared
+    # Off by default, and then it draws nothing: the default augmentation stream is unchanged.
+    assert AugmentConfig().zoom_p == 0.0
+    full = AugmentConfig()
+    a = augment(x, y, torch.Generator().manual_seed(5), full)
+    b = augment(x, y, torch.Generator().manual_seed(5), AugmentConfig(zoom_range=(0.5, 2.0)))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(TumorSegError, match="zoom_range"):
+        AugmentConfig(zoom_range=(0.0, 1.2))
