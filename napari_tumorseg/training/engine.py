@@ -660,9 +660,10 @@ class _Run:
         if self.resume_ckpt is not None:
             model.load_state_dict(self.resume_ckpt["state_dict"], strict=True)
         self.model = model.to(self.device)
-        # After the resumed weights: a resumed run without a saved average starts it there.
-        self.averaged = WeightAverage(self.model, self.weight_average) if self.weight_average > 0 else None
         self.channels_last = prefer_channels_last(self.model, self.device, self.dims)
+        # After the resumed weights (a resumed run without a saved average starts it there)
+        # and the layout (the average validates in the model's own).
+        self.averaged = WeightAverage(self.model, self.weight_average) if self.weight_average > 0 else None
         self.net = self.model
         if self.ctx.world_size > 1:
             self.net = dist_utils.wrap_ddp(self.model, self.device)
