@@ -54,6 +54,8 @@ def per_slice_loop(model: torch.nn.Module, volume: np.ndarray, prep: dict, zs: l
 
 
 def ours(predictor: Predictor, volume: np.ndarray, zs: list[int], batch: int, skip_empty: bool):
+    # Each call as a first call on the scan: the peer normalises every time too.
+    predictor.forget_volume()
     events = 0
     for ev in predict_volume(predictor, volume, slices=zs, batch_size=batch, skip_empty=skip_empty,
                              threads=torch.get_num_threads()):
