@@ -150,7 +150,7 @@ def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen))
 
 
-def _rotate_small(image: torch.Tensor, target: torch.Tensor, angle_deg: float, zoom: float = 1.0):
+def _turn_and_zoom(image: torch.Tensor, target: torch.Tensor, angle_deg: float, zoom: float = 1.0):
     """Rotate (c, y, x) image (bilinear) and target (nearest) about the centre, and zoom by
     ``zoom`` (> 1 enlarges; the grid samples the input at output / zoom)."""
     a = math.radians(angle_deg)
@@ -367,9 +367,9 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
             image = torch.rot90(image, k, dims=(-2, -1))
             target = torch.rot90(target, k, dims=(-2, -1))
         if n_sp == 2 and _u(gen) < p:
-            image, target = _rotate_small(image, target, _u(gen, -15.0, 15.0) * min(s, 2.0))
+            image, target = _turn_and_zoom(image, target, _u(gen, -15.0, 15.0) * min(s, 2.0))
     if cfg.zoom_p > 0 and n_sp == 2 and _u(gen) < cfg.zoom_p:  # drawn only when asked for
-        image, target = _rotate_small(image, target, 0.0, _u(gen, *_widened(*cfg.zoom_range, s, 1.0)))
+        image, target = _turn_and_zoom(image, target, 0.0, _u(gen, *_widened(*cfg.zoom_range, s, 1.0)))
     if cfg.intensity:
         if cfg.lesion_contrast_p > 0:  # before the scanner-wide changes: a tissue property
             image = _lesion_contrast(image, target, gen, cfg, s, t_off)

@@ -98,7 +98,6 @@ def prob_layer_name(image_name: str) -> str:
 class PredictWidget(QWidget):
     #: emitted on the GUI thread when a prediction run ends (done or cancelled)
     prediction_finished = Signal()
-    _output_name: str | None = None  # what the outputs are named for (see _source)
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
@@ -326,7 +325,8 @@ class PredictWidget(QWidget):
         set_choices(self.image_layer, [l.name for l in self.session.image_layers()])
 
     def _source(self):
-        """The chosen layer and the model's input for it: (c, z, y, x), the case's channels."""
+        """The chosen layer, the model's input for it ((c, z, y, x), the case's channels) and
+        the name its outputs take."""
         name = self.image_layer.currentText()
         if not name or name not in self.viewer.layers:
             raise TumorSegError("open an image to predict on")
@@ -335,8 +335,8 @@ class PredictWidget(QWidget):
         data = np.asarray(vol.data)
         # The outputs are named for what the model read: the case when it read several of its
         # scans ("BraTS2021_00006 tumour", not "..._t2 tumour" after the scan last selected).
-        self._output_name = vol.name if vol.has_channels and data.shape[0] > 1 else layer.name
-        return layer, (data if vol.has_channels else data[None])
+        out_name = vol.name if vol.has_channels and data.shape[0] > 1 else layer.name
+        return layer, (data if vol.has_channels else data[None]), out_name
 
     def _slices(self, n_z: int):
         if self.range_current.isChecked():
@@ -357,7 +357,7 @@ class PredictWidget(QWidget):
         if self.predictor is None and self.load_model() is None:
             return None
         try:
-            layer, data = self._source()
+            layer, data, out_name = self._source()
             spatial = data.shape[-3:]
             slices = self._slices(spatial[0])
             # Refused here, before any layer is made: a blank map beside the message would
@@ -392,7 +392,7 @@ class PredictWidget(QWidget):
             self.session.set_prediction(Prediction(
                 source=layer, predictor=predictor, probabilities=np.zeros(shape, np.float32),
                 prob_layer=keep.prob_layer if keep else None, labels_layer=keep.labels_layer if keep else None))
-        self._ensure_output_layers(layer, keep_labels=same, name=self._output_name)
+        self._ensure_output_layers(layer, keep_labels=same, name=out_name)
         pbar = progress(total=0, desc=f"Predicting {layer.name}")
 
         @thread_worker

@@ -776,7 +776,9 @@ class SegmentClicksWidget(QWidget):
 
     def _answers_this_scan(self, engine) -> str | None:
         """Which model of a chain will answer clicks on the chosen scan (None: one engine, or
-        no scan yet): said before the first click, not only in the result line."""
+        no scan yet): said before the first click, not only in the result line. The case's
+        input is assembled here once per engine, scan and set of open scans, so this is also
+        where a learned engine is handed it to prepare ahead of the first click (_warm_up)."""
         from napari_tumorseg.interactive.engines import engine_label
 
         chain = hasattr(engine, "for_case")
@@ -824,7 +826,7 @@ class SegmentClicksWidget(QWidget):
             # One line for who answers this scan; the whole chain and why it was chosen stay
             # one hover away (four lines of it pushed the tools down the dock).
             tip.append(text)
-            text = f"{text.split(' → ')[0]} · this scan: {by}" if " → " in text else f"this scan: {by}"
+            text = ("automatic · " if self.engine_combo.currentText() == AUTO else "") + f"this scan: {by}"
         if self._refining() is not None:
             text += f"\nrefining the prediction '{self.target().name}'"
         self.engine_status.setText(text)

@@ -73,7 +73,7 @@ def test_channels_of_a_case_reach_the_model_together(make_napari_viewer, qtbot, 
     widget.device.setCurrentText("cpu")
     assert widget.load_model() is not None
     widget.image_layer.setCurrentText(images[0].name)
-    layer, data = widget._source()
+    layer, data, _ = widget._source()
     assert data.shape[0] == 2
     # Checkpoint order (T1c, FLAIR), whatever the layer order.
     t1c = next(l for l in images if "t1c" in l.name.lower())
