@@ -28,17 +28,45 @@ from qtpy.QtWidgets import (
 from napari_tumorseg.errors import first_line
 
 
+_POOL: QThreadPool | None = None
+_RUNNING: set = set()  # started workers, kept alive until they finish
+
+
+def _plugin_pool() -> QThreadPool:
+    """The plugin's own thread pool. Not Qt's global one: Qt converts and scales images on
+    the global pool's threads while the GUI thread waits for them holding Python's lock
+    (napari's activity spinner does this when a progress bar appears). A plugin worker
+    occupying one of those threads and waiting for that lock deadlocked the window — with
+    two cores the global pool has two threads, and a model loading beside a scan being
+    prepared took both."""
+    global _POOL
+    if _POOL is None:
+        _POOL = QThreadPool()
+        _POOL.setMaxThreadCount(max(4, QThreadPool.globalInstance().maxThreadCount()))
+    return _POOL
+
+
+def start_worker(worker) -> None:
+    """Start a napari/superqt worker (made with ``_start_thread=False``) on the plugin's pool;
+    use instead of ``worker.start()``, after its signals are connected."""
+    _RUNNING.add(worker)
+    worker.finished.connect(lambda w=worker: _RUNNING.discard(w))
+    _plugin_pool().start(worker)
+
+
 def _wait_for_workers() -> None:
     # A worker still running when the process ends (a window closed right after a dock
     # started loading a model) would emit into Qt objects already torn down and abort the
-    # process; at exit, before Python dismantles anything, let the pool's workers finish.
+    # process; at exit, before Python dismantles anything, let the pools' workers finish.
+    if _POOL is not None:
+        _POOL.waitForDone(30000)
     QThreadPool.globalInstance().waitForDone(30000)
 
 
 atexit.register(_wait_for_workers)
 
 __all__ = ["PathPicker", "notify_error", "dismiss_notifications_before", "worker_error_handler", "set_choices", "show_info", "show_warning",
-           "thread_worker", "scroll_body", "hint_label", "sanitise", "show_slice", "guarded"]
+           "thread_worker", "start_worker", "scroll_body", "hint_label", "sanitise", "show_slice", "guarded"]
 
 log = logging.getLogger("napari_tumorseg")
 

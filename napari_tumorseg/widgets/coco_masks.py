@@ -34,6 +34,7 @@ from napari_tumorseg.widgets._common import (
     set_choices,
     show_info,
     show_warning,
+    start_worker,
     thread_worker,
     worker_error_handler,
 )
@@ -202,7 +203,7 @@ class CocoMasksWidget(QWidget):
         self.convert_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._worker = worker
-        worker.start()
+        start_worker(worker)
         return worker
 
     def cancel(self) -> None:

@@ -32,6 +32,7 @@ from napari_tumorseg.widgets._common import (
     scroll_body,
     show_info,
     show_warning,
+    start_worker,
     thread_worker,
     worker_error_handler,
 )
@@ -165,7 +166,7 @@ class LoadStudyWidget(QWidget):
         worker.finished.connect(lambda: self.open_button.setEnabled(True))
         self.open_button.setEnabled(False)
         self._worker = worker
-        worker.start()
+        start_worker(worker)
         return worker
 
     @guarded("opening failed")

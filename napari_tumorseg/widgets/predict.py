@@ -36,14 +36,15 @@ from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.user_edits import merge_derived, result_problem
 from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
-    dismiss_notifications_before,
     PathPicker,
+    dismiss_notifications_before,
     guarded,
     hint_label,
     notify_error,
     scroll_body,
     set_choices,
     show_warning,
+    start_worker,
     thread_worker,
     worker_error_handler,
 )
@@ -433,7 +434,7 @@ class PredictWidget(QWidget):
         self.predict_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self._worker = worker
-        worker.start()
+        start_worker(worker)
         return worker
 
     def cancel(self) -> None:

@@ -54,6 +54,7 @@ from napari_tumorseg.widgets._common import (
     scroll_body,
     set_choices,
     show_info,
+    start_worker,
     worker_error_handler,
 )
 from napari_tumorseg.widgets._session import session_for
@@ -683,7 +684,7 @@ class SegmentClicksWidget(QWidget):
         worker.errored.connect(failed)
         worker.finished.connect(finished)
         self._auto_worker = worker
-        worker.start()
+        start_worker(worker)
 
     def engine(self):
         """(engine, description) for the combo's choice; None while the automatic one loads."""
@@ -735,7 +736,7 @@ class SegmentClicksWidget(QWidget):
 
         worker.returned.connect(loaded)
         worker.errored.connect(failed)
-        worker.start()
+        start_worker(worker)
         return worker
 
     def _pick_checkpoint(self) -> None:
@@ -815,7 +816,7 @@ class SegmentClicksWidget(QWidget):
         worker.finished.connect(self._job_finished)
         self._worker = worker
         self.warm_ups += 1
-        worker.start()
+        start_worker(worker)
 
     def _show_mode(self) -> None:
         eng = self.engine()
@@ -881,7 +882,7 @@ class SegmentClicksWidget(QWidget):
         worker.finished.connect(self._job_finished)
         self._worker = worker
         self.result_label.setText("segmenting…")
-        worker.start()
+        start_worker(worker)
 
     def _landed(self, gen: int, result, refining: bool, prompts=None) -> None:
         if not self.jobs.is_current(gen):

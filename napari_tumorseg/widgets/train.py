@@ -57,10 +57,11 @@ from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     PathPicker,
     notify_error,
+    scroll_body,
     set_choices,
     show_info,
-    scroll_body,
     show_warning,
+    start_worker,
     thread_worker,
     worker_error_handler,
 )
@@ -508,7 +509,7 @@ class TrainWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.status.setText("preparing data and model…")
         self._worker = worker
-        worker.start()
+        start_worker(worker)
         return worker
 
     def _resolve_earlier_run(self) -> bool:
