@@ -58,6 +58,9 @@ def read_layers(path: str | list[str]) -> list[tuple]:
         for v in volumes:
             for message in _warnings_of(v):
                 warnings.warn(f"{v.name}: {message}", stacklevel=2)
+        # Label maps after the scans: on top of each, so showing another sequence of the
+        # case (a hidden T2 listed after the truth) does not cover the outlines.
+        volumes = sorted(volumes, key=lambda v: v.kind == "labels")
         layers.extend(layer_data(volumes))
     return layers
 

@@ -6,8 +6,10 @@ import argparse
 
 from napari_tumorseg.errors import TumorSegError
 
-# Tabified in this order; the last one added is the tab in front, so Load study is last.
+# Tabified in this order; the last one added is the tab in front, so Load study is last
+# (with no study given, loading one is the next step).
 DOCKS = ["COCO to masks", "Train", "Predict", "Correct and export", "Segment by clicks", "Load study"]
+CASE_DOCK = "Segment by clicks"  # in front when `tumorseg view` is given a study
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,9 +48,10 @@ def open_viewer(path: str | None = None, show: bool = True, viewer=None):
     from npe2 import PluginManager
 
     names = {w.display_name for w in PluginManager.instance().get_manifest("napari-tumorseg").contributions.widgets}
+    docks = {}
     for name in DOCKS:
         if name in names:
-            viewer.window.add_plugin_dock_widget("napari-tumorseg", name, tabify=True)
+            docks[name], _ = viewer.window.add_plugin_dock_widget("napari-tumorseg", name, tabify=True)
     try:
         if path:
             viewer.open(path, plugin="napari-tumorseg")
@@ -58,6 +61,11 @@ def open_viewer(path: str | None = None, show: bool = True, viewer=None):
         from napari.utils.notifications import show_error
 
         show_error(f"could not open {path or 'the sample'}: {err}")
+    else:
+        if path and CASE_DOCK in docks:
+            # A study is open: its next step is a click on it, and the click tool already
+            # holds the canvas — the dock that says so comes to the front, not Load study.
+            docks[CASE_DOCK].raise_()
     return viewer
 
 

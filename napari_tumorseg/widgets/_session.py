@@ -88,6 +88,7 @@ class ViewerSession:
         self._tool: tuple[str, Any] | None = None
         # The first scan of the case opened last: docks make it their scan when a case opens.
         self._newest_scan: weakref.ref | None = None
+        self._open_batch: list[weakref.ref] | None = None  # see _start_open_batch
         self.events = EmitterGroup(source=self, case=None, predictor=None, prediction=None, edited=None,
                                    tool=None)
         viewer.layers.events.removed.connect(self._layer_removed)
@@ -321,7 +322,31 @@ class ViewerSession:
             current = self.newest_scan
             if layer.visible or current is None or not current.visible:
                 self._newest_scan = weakref.ref(layer)
+                if layer.visible:
+                    self._start_open_batch(layer)
             self.events.case()
+        if self._open_batch is not None:
+            self._open_batch.append(weakref.ref(layer))
+
+    def _start_open_batch(self, shown) -> None:
+        """Layers inserted with ``shown`` before control returns to the event loop came from
+        the same File -> Open (a case folder: one shown scan, the others hidden, its label
+        maps). napari makes the last of them the active layer — a hidden T2 or the truth — so
+        the layer controls adjusted a scan nobody sees: the shown one is made active instead."""
+        from qtpy.QtCore import QTimer
+
+        if self._open_batch is None:
+            QTimer.singleShot(0, self._end_open_batch)
+        self._open_batch = [weakref.ref(shown)]
+
+    def _end_open_batch(self) -> None:
+        batch, self._open_batch = self._open_batch or [], None
+        viewer, shown = self.viewer, self.newest_scan
+        if viewer is None or shown is None or not shown.visible:
+            return
+        active = viewer.layers.selection.active
+        if active is not None and active is not shown and any(r() is active for r in batch):
+            viewer.layers.selection.active = shown
 
     @property
     def newest_scan(self):

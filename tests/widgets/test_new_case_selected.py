@@ -32,7 +32,7 @@ def test_the_case_opened_last_is_the_docks_scan(make_napari_viewer, qtbot, share
     assert predict.image_layer.currentText() == newest == clicks.scan_combo.currentText()
 
 
-def test_a_case_folder_opened_by_file_open_gives_the_docks_its_shown_scan(make_napari_viewer, shared_data):
+def test_a_case_folder_opened_by_file_open_gives_the_docks_its_shown_scan(make_napari_viewer, qtbot, shared_data):
     """File -> Open of a case folder (or `tumorseg view CASE`): its first scan shows, the
     others open hidden; the docks take the one on screen, not the last file (the T2)."""
     viewer = open_viewer(viewer=make_napari_viewer())
@@ -42,6 +42,18 @@ def test_a_case_folder_opened_by_file_open_gives_the_docks_its_shown_scan(make_n
     hidden = [l.name for l in viewer.layers if type(l).__name__ == "Image" and not l.visible and "00006" in l.name]
     assert shown == ["BraTS2021_00006_flair"] and "BraTS2021_00006_t2" in hidden, (shown, hidden)
     assert predict.image_layer.currentText() == "BraTS2021_00006_flair" == clicks.scan_combo.currentText()
+    # The layer controls adjust the scan on screen (napari made the last file active: a hidden
+    # scan, or the truth); the truth's outlines lie above every scan of the case.
+    qtbot.wait(50)
+    assert viewer.layers.selection.active.name == "BraTS2021_00006_flair"
+    case = [l.name for l in viewer.layers if "00006" in l.name]
+    assert case[-1] == "BraTS2021_00006_seg", case
+    # A label map opened on its own later is left active: it is what the user just asked for.
+    viewer.open(str(shared_data / "brats_multi_year" / "BraTS2021_00006" / "BraTS2021_00006_seg.nii.gz"),
+                plugin="napari-tumorseg")
+    qtbot.wait(50)
+    assert viewer.layers.selection.active is viewer.layers[-1]
+    assert type(viewer.layers[-1]).__name__ == "Labels"
 
 
 def test_train_open_layers_take_the_new_case_and_its_segmentation(make_napari_viewer, qtbot, shared_data):
@@ -52,3 +64,23 @@ def test_train_open_layers_take_the_new_case_and_its_segmentation(make_napari_vi
     assert train.image_layer.currentText() == "FLAIR · BraTS2021_00002" != sample_scan
     seg = train.labels_layer.currentText()
     assert "BraTS2021_00002" in seg and "seg" in seg.lower(), seg
+
+
+def _front_tab(viewer) -> str:
+    from qtpy.QtWidgets import QTabBar
+
+    bar = next(b for b in viewer.window._qt_window.findChildren(QTabBar)
+               if "Load study" in [b.tabText(i) for i in range(b.count())])
+    return bar.tabText(bar.currentIndex())
+
+
+def test_tumorseg_view_of_a_study_puts_the_click_dock_in_front(make_napari_viewer, qtbot, shared_data):
+    """With a study given, its next step is a click (the click tool holds the canvas): the
+    Segment by clicks tab is the one shown; with none given, Load study is."""
+    viewer = open_viewer(str(shared_data / "brats_multi_year" / "BraTS2021_00006"), show=True,
+                         viewer=make_napari_viewer(show=True))
+    qtbot.waitUntil(lambda: _front_tab(viewer) == "Segment by clicks", timeout=5000)
+
+    bare = open_viewer(show=True, viewer=make_napari_viewer(show=True))
+    qtbot.wait(100)
+    assert _front_tab(bare) == "Load study"
