@@ -210,6 +210,10 @@ class PredictWidget(QWidget):
         span.addWidget(QLabel("to"))
         span.addWidget(self.z_to)
         inf.addRow(span)
+        # The slice numbers mean something only for "Slices"; they span the chosen scan.
+        self.range_span.toggled.connect(self._span_toggled)
+        self._span_toggled(self.range_span.isChecked())
+        self.image_layer.currentTextChanged.connect(self._fit_span)
         inf.addRow("Batch (slices)", self.batch)
         inf.addRow("3D overlap", self.overlap)
         out_box = QGroupBox("Result")
@@ -321,9 +325,11 @@ class PredictWidget(QWidget):
 
     def _new_case(self, *_):
         self.session.select_newest_scan(self.image_layer, self._refresh_layers)
+        self._fit_span(self.image_layer.currentText())
 
     def _refresh_layers(self, *_):
-        set_choices(self.image_layer, [l.name for l in self.session.image_layers()])
+        set_choices(self.image_layer, [l.name for l in self.session.image_layers()])  # signals blocked
+        self._fit_span(self.image_layer.currentText())
 
     def _source(self):
         """The chosen layer, the model's input for it ((c, z, y, x), the case's channels) and
@@ -338,6 +344,25 @@ class PredictWidget(QWidget):
         # scans ("BraTS2021_00006 tumour", not "..._t2 tumour" after the scan last selected).
         out_name = vol.name if vol.has_channels and data.shape[0] > 1 else layer.name
         return layer, (data if vol.has_channels else data[None]), out_name
+
+    def _span_toggled(self, on: bool) -> None:
+        for s in (self.z_from, self.z_to):
+            s.setEnabled(on)
+        if on and self.z_from.value() == self.z_to.value() == 0:
+            # From a blank 0-0 to the slice on screen: what "Slices" is usually chosen for.
+            z = int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim >= 3 else 0
+            self.z_from.setValue(z)
+            self.z_to.setValue(z)
+
+    def _fit_span(self, name: str) -> None:
+        """Slice numbers within the chosen scan (0 to its last axial slice)."""
+        layer = next((l for l in self.session.image_layers() if l.name == name), None)
+        if layer is None:
+            return
+        shape = np.shape(layer.data)[:-1] if layer.rgb else np.shape(layer.data)
+        n_z = int(shape[0]) if len(shape) == 3 else 1
+        for s in (self.z_from, self.z_to):
+            s.setMaximum(max(n_z - 1, 0))
 
     def _slices(self, n_z: int):
         if self.range_current.isChecked():

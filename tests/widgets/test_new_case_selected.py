@@ -84,3 +84,19 @@ def test_tumorseg_view_of_a_study_puts_the_click_dock_in_front(make_napari_viewe
     bare = open_viewer(show=True, viewer=make_napari_viewer(show=True))
     qtbot.wait(100)
     assert _front_tab(bare) == "Load study"
+
+
+def test_predict_slice_numbers_span_the_scan_and_start_at_the_slice_on_screen(make_napari_viewer, qtbot,
+                                                                               shared_data):
+    """Predict's "from / to" apply to "Slices" only (greyed otherwise), reach the chosen scan's
+    last slice and no further, and start at the slice on screen instead of a blank 0-0."""
+    viewer = open_viewer(str(shared_data / "brats_multi_year" / "BraTS2021_00006"), viewer=make_napari_viewer())
+    predict = _dock(viewer, "Predict")
+    assert predict.range_all.isChecked()
+    assert not predict.z_from.isEnabled() and not predict.z_to.isEnabled()
+    assert predict.z_to.maximum() == 154  # 155 axial slices
+    viewer.dims.set_current_step(0, 80)
+    predict.range_span.setChecked(True)
+    assert predict.z_from.isEnabled() and (predict.z_from.value(), predict.z_to.value()) == (80, 80)
+    predict.z_to.setValue(500)
+    assert predict.z_to.value() == 154
