@@ -77,6 +77,10 @@ class Volume:
             **meta.get("tumorseg", {}),
         }
         kwargs: dict[str, Any] = {"name": self.name, **self.layer_geometry(), "metadata": meta}
+        if np.ndim(self.data) - (1 if self.has_channels else 0) == 3:
+            # napari's world axes are (I, P, L) for every volume (io.orientation): the slider
+            # of each says which slices it steps through, not napari's "-3".
+            kwargs["axis_labels"] = SLIDER_LABELS
         if self.kind == "labels":
             # An opened mask is a reference (ground truth, an earlier export): drawn as an
             # outline in its own colour, so a filled prediction under it stays readable.
@@ -103,6 +107,11 @@ class Volume:
             kwargs["colormap"] = "gray"
             kwargs["visible"] = [i == 0 for i in range(len(self.channel_names))]
         return self.data, kwargs, "image"
+
+
+#: What napari's slider of each world axis steps through (world axes I, P, L): axial slices
+#: along the first, coronal along the second, sagittal along the third.
+SLIDER_LABELS = ("axial", "coronal", "sagittal")
 
 
 def apply_display_hints(layer) -> None:

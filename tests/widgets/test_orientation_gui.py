@@ -68,6 +68,12 @@ def _lesion_world(layer) -> np.ndarray:
     return np.asarray(layer.data_to_world(idx))
 
 
+def _slider_label(viewer) -> str:
+    """The label napari puts beside the slider of the 2D view (the axis not on screen)."""
+    (axis,) = viewer.dims.not_displayed
+    return viewer.dims.axis_labels[axis]
+
+
 def test_five_storage_orders_show_identically(make_napari_viewer, qtbot, stored, screenshot_dir):
     from napari_tumorseg.orientation_letters import install_orientation_letters
 
@@ -88,6 +94,7 @@ def test_five_storage_orders_show_identically(make_napari_viewer, qtbot, stored,
         shot = viewer.screenshot(canvas_only=True, flash=False)
         shots[name] = shot
         letters[name] = overlay.text()
+        assert _slider_label(viewer) == "axial", name  # whatever the file's storage order
         from skimage.io import imsave
 
         imsave(screenshot_dir / f"axial_{name}.png", shot, check_contrast=False)
@@ -96,10 +103,12 @@ def test_five_storage_orders_show_identically(make_napari_viewer, qtbot, stored,
             viewer.dims.order = (1, 0, 2)  # coronal: z down the screen, x across
             qtbot.wait(50)
             assert overlay.text() == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+            assert _slider_label(viewer) == "coronal"
             viewer.window.screenshot(str(screenshot_dir / "coronal_DICOM_window.png"), flash=False)
             viewer.dims.order = (2, 0, 1)  # sagittal
             qtbot.wait(50)
             assert overlay.text() == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+            assert _slider_label(viewer) == "sagittal"
             viewer.window.screenshot(str(screenshot_dir / "sagittal_DICOM_window.png"), flash=False)
             viewer.dims.ndisplay = 3
             assert set(overlay.text().values()) == {""}  # no single direction per edge in 3D
