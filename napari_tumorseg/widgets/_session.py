@@ -323,21 +323,21 @@ class ViewerSession:
             if layer.visible or current is None or not current.visible:
                 self._newest_scan = weakref.ref(layer)
                 if layer.visible:
-                    self._start_open_batch(layer)
+                    self._start_open_batch()
             self.events.case()
         if self._open_batch is not None:
             self._open_batch.append(weakref.ref(layer))
 
-    def _start_open_batch(self, shown) -> None:
-        """Layers inserted with ``shown`` before control returns to the event loop came from
-        the same File -> Open (a case folder: one shown scan, the others hidden, its label
-        maps). napari makes the last of them the active layer — a hidden T2 or the truth — so
+    def _start_open_batch(self) -> None:
+        """Layers inserted with a newly shown scan before control returns to the event loop
+        came from the same File -> Open (a case folder: one shown scan, the others hidden, its
+        label maps). napari makes the last of them the active layer — a hidden T2 or the truth — so
         the layer controls adjusted a scan nobody sees: the shown one is made active instead."""
         from qtpy.QtCore import QTimer
 
         if self._open_batch is None:
             QTimer.singleShot(0, self._end_open_batch)
-        self._open_batch = [weakref.ref(shown)]
+        self._open_batch = []  # the shown scan joins it as every layer does, just after
 
     def _end_open_batch(self) -> None:
         batch, self._open_batch = self._open_batch or [], None

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.user_edits import merge_derived, result_problem
 from napari_tumorseg.per_viewer import real_viewer
+from napari_tumorseg.widgets._click_prompts import spatial_shape
 from napari_tumorseg.widgets._common import (
     PathPicker,
     dismiss_notifications_before,
@@ -325,7 +326,6 @@ class PredictWidget(QWidget):
 
     def _new_case(self, *_):
         self.session.select_newest_scan(self.image_layer, self._refresh_layers)
-        self._fit_span(self.image_layer.currentText())
 
     def _refresh_layers(self, *_):
         set_choices(self.image_layer, [l.name for l in self.session.image_layers()])  # signals blocked
@@ -359,7 +359,7 @@ class PredictWidget(QWidget):
         layer = next((l for l in self.session.image_layers() if l.name == name), None)
         if layer is None:
             return
-        shape = np.shape(layer.data)[:-1] if layer.rgb else np.shape(layer.data)
+        shape = spatial_shape(layer)
         n_z = int(shape[0]) if len(shape) == 3 else 1
         for s in (self.z_from, self.z_to):
             s.setMaximum(max(n_z - 1, 0))

@@ -66,6 +66,13 @@ def test_train_open_layers_take_the_new_case_and_its_segmentation(make_napari_vi
     assert "BraTS2021_00002" in seg and "seg" in seg.lower(), seg
 
 
+def _idle(viewer, qtbot) -> None:
+    """The click dock's model load and scan warm-up, started by the case, ended: a worker still
+    holding the dock when the test's viewer closes would count as a leaked viewer."""
+    clicks = _dock(viewer, "Segment by clicks")
+    qtbot.waitUntil(lambda: clicks._auto_worker is None and not clicks.busy, timeout=60000)
+
+
 def _front_tab(viewer) -> str:
     from qtpy.QtWidgets import QTabBar
 
@@ -80,6 +87,7 @@ def test_tumorseg_view_of_a_study_puts_the_click_dock_in_front(make_napari_viewe
     viewer = open_viewer(str(shared_data / "brats_multi_year" / "BraTS2021_00006"), show=True,
                          viewer=make_napari_viewer(show=True))
     qtbot.waitUntil(lambda: _front_tab(viewer) == "Segment by clicks", timeout=5000)
+    _idle(viewer, qtbot)
 
     bare = open_viewer(show=True, viewer=make_napari_viewer(show=True))
     qtbot.wait(100)
@@ -100,3 +108,4 @@ def test_predict_slice_numbers_span_the_scan_and_start_at_the_slice_on_screen(ma
     assert predict.z_from.isEnabled() and (predict.z_from.value(), predict.z_to.value()) == (80, 80)
     predict.z_to.setValue(500)
     assert predict.z_to.value() == 154
+    _idle(viewer, qtbot)
