@@ -86,6 +86,8 @@ class LearnedWhereItFits:
             self.name += f"; {engine_label(fallback)} on {' or '.join(self.fallback_needs)} alone"
         self.name += "; else classic"
         self.dims = learned.dims
+        # Grows the positive clicks a learned engine does not follow (ClickGrower).
+        self.grower = ClickGrower(classic)
 
     @property
     def precision(self):
@@ -220,14 +222,14 @@ def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=Non
     from napari_tumorseg.interactive.targets import check_target, select_channels
 
     check_target(target)
-    image = np.asarray(image)
+    case_image = image = np.asarray(image)
+    chain = engine
     for_case = getattr(engine, "for_case", None)
     if for_case is not None:  # a learned engine where the case has its sequences, else classic
         engine = for_case(channel_names, int(image.shape[0]) if image.ndim == 4 else 1)
     set_target = getattr(engine, "set_target", None)
     if set_target is not None:
         set_target(target)
-    image = np.asarray(image)
     image = select_channels(engine, image, target, channel_names)
     if prior is not None:
         from napari_tumorseg.interactive.refine import refine_with_prompts
@@ -241,11 +243,144 @@ def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=Non
         shape = mask.shape
         base = np.zeros(shape, bool) if prior is None else np.asarray(prior, bool).reshape(shape)
         previous = (Prompts(), base)
+    if prior is None and getattr(engine, "probability_at", None) is not None:
+        grower = getattr(chain, "grower", None) or _grower_of(engine)
+        mask = grower(engine, case_image, spacing, prompts, mask, target, channel_names, cancel)
+        if cancel is not None and cancel():
+            return mask
     held = hold_to_clicks(mask, prompts, spacing, previous)
     remember = getattr(engine, "remember", None)
     if prior is None and remember is not None:
         remember(image, spacing, prompts, held)  # the next click folds into what is on screen
     return held
+
+
+_HELPERS: "weakref.WeakKeyDictionary" = None  # learned engine -> its ClickGrower
+
+
+def _grower_of(learned) -> "ClickGrower":
+    """The :class:`ClickGrower` of a learned engine that no chain gave a classic engine (one
+    per learned engine, so its state and per-image work carry from click to click)."""
+    global _HELPERS
+    import weakref
+
+    from napari_tumorseg.interactive.classic import ClassicEngine
+
+    if _HELPERS is None:
+        _HELPERS = weakref.WeakKeyDictionary()
+    grower = _HELPERS.get(learned)
+    if grower is None:
+        grower = _HELPERS[learned] = ClickGrower(ClassicEngine())
+    return grower
+
+
+class ClickGrower:
+    """Grows, with the classic engine, the positive clicks a learned engine does not follow.
+
+    A click counts as not followed when the network's probability of the target under it
+    is below the threshold its answer was cut at: the network answered it with the click's
+    disk and nothing more. Why: a network that has not learned a case's look does exactly
+    that. Measured with the robot on an unseen BraTS 2021 case with faint oedema (a model
+    trained without it; benchmarks/RESULTS_clicks.md): whole tumour 0.69 after the first
+    click and 0.69 after the tenth, each click adding ~80 voxels of the 90 mL missed, where
+    the classic engine, growing from the same clicks, reached 0.85.
+
+    The object the classic engine grows from every such click (the case's negative clicks
+    as its background; the channels it reads for the target) is added to the network's
+    answer within the reach refine gives a click on a missed part (a ball as large as the
+    answer, at least 10 mm and a tenth of the field of view). It is kept from click to click
+    (the network re-answers the slices it propagates through and would drop it) and grown
+    again when a new negative click lands in it, which is also cut round that click. A change
+    of image, target or prompts other than added clicks starts afresh. The never-worse rule
+    then holds the answer like any other.
+    """
+
+    #: A network probability below this rules a voxel out of what a click grows.
+    RULED_OUT = 1e-3
+
+    def __init__(self, classic) -> None:
+        self.classic = classic
+        self._key = None  # (image content, target, spacing) of the clicks below
+        self._prompts = None  # the prompts of the last call
+        self._clicks: list = []  # the positive clicks grown so far
+        self._region = None  # what they grew (bool, the image grid)
+
+    def __call__(self, learned, image, spacing, prompts, mask, target: str = "lesion",
+                 channel_names=None, cancel=None):
+        import numpy as np
+
+        from napari_tumorseg.content_key import content_key
+        from napari_tumorseg.interactive.guard import new_clicks
+        from napari_tumorseg.interactive.prompts import Cancelled, Prompts
+        from napari_tumorseg.interactive.refine import _clear_near, _hits, _reach
+        from napari_tumorseg.interactive.targets import select_channels
+
+        spacing = tuple(float(s) for s in spacing)
+        key = (content_key(image), target, spacing)
+        added = None if self._prompts is None or key != self._key else new_clicks(prompts, self._prompts)
+        if added is None:  # another image, target or prompt history: nothing grown yet
+            self._key, self._clicks, self._region = key, [], None
+            added = (np.asarray(prompts.positive, float).reshape(-1, 3),
+                     np.asarray(prompts.negative, float).reshape(-1, 3))
+        self._prompts = prompts
+        fresh = []
+        for point in np.asarray(added[0], float).reshape(-1, 3):
+            said = learned.probability_at(point)
+            if said is not None and said[0] < said[1]:
+                fresh.append(point)
+        self._clicks += fresh
+        if not self._clicks:
+            return mask
+        negatives = np.asarray(prompts.negative, float).reshape(-1, 3)
+        old = self._region
+        cuts = [] if old is None else _hits(old, added[1])  # new negative clicks in the grown part
+        if not (fresh or cuts):
+            return mask | self._region
+        region = np.zeros(mask.shape, bool) if old is None else old.copy()
+        if fresh:
+            # Each click grows its own object (one classic call a click, the case's negative
+            # clicks as background): two faint clicks solved together leaked into 60 mL of
+            # normal tissue on a BraTS case where each alone did not.
+            cls_image = select_channels(self.classic, np.asarray(image), target, channel_names)
+            for point in fresh:
+                ask = Prompts(positive=np.asarray([point]), negative=negatives)
+                try:
+                    grown = np.asarray(self.classic.segment_prompts(cls_image, spacing, ask, cancel=cancel), bool)
+                except Cancelled:
+                    self._prompts = None  # superseded: the caller drops this answer
+                    return mask
+                grown = grown.reshape(mask.shape) & _reach(mask, [point], spacing)
+                region |= self._plausible(learned, grown)
+        # A negative click in the grown part cuts it round the click, as refine cuts a
+        # prediction: within twice the click's depth in what was grown (a leak's width),
+        # never past half the way to a grown click.
+        clicks = np.asarray(self._clicks)
+        for q in cuts:
+            cap = 0.5 * float(np.sqrt((((clicks - q) * spacing) ** 2).sum(axis=1)).min())
+            _clear_near(region, old, region.copy(), q, spacing, cap)
+        # What the grown part no longer holds goes from the answer too: the network's
+        # answer starts from the answer on screen and would carry it along.
+        if old is not None:
+            mask = mask & ~(old & ~region)
+        self._region = region
+        return mask | self._region
+
+
+    @staticmethod
+    def _plausible(learned, grown):
+        """``grown`` without the voxels the network rules out (probability below
+        ``RULED_OUT``; 0 on the slices it did not run). The classic engine follows intensity
+        alone and can leak into normal tissue of the same brightness; measured on the
+        case above, what it grew from a faint click in missed oedema had a median network
+        probability of 0.004-0.007 inside the truth and 0.0001 outside."""
+        import numpy as np
+
+        p = learned.probability_over(grown)
+        if p is None:
+            return grown
+        out = np.zeros_like(grown)
+        out[grown] = p >= ClickGrower.RULED_OUT
+        return out
 
 
 def prepare_for_prompts(engine, image, channel_names=None) -> bool:

@@ -17,7 +17,9 @@ answering prompts.
   positive click outside it within 8 mm of its edge lowers it to just below. The object is
   then propagated afresh at the new threshold. The threshold stays within [0.25, 0.85] and
   never crosses the probability under an earlier click (each click keeps the side its user
-  put it on). A click far from the edge (a false blob, a missed part) is a local fix only.
+  put it on). A click far from the edge (a false blob, a missed part) is a local fix only
+  here; a positive one the network does not follow is grown by the classic engine
+  (``engines.ClickGrower``).
   Why: propagation fits each slice to the image, not to the clicked slice's edge, so
   without this a boundary that sits a few voxels out all round (another centre's oedema
   line) changes only on the clicked slice, click after click.
@@ -239,7 +241,6 @@ class LearnedEngine:
         if pv is None or tuple(pv["shape"]) != tuple(shape):
             return self.threshold
         raw, t_old = pv["raw"], float(pv["threshold"])
-        nz, gh, gw = raw.shape
         h, w = shape[1:]
         answer = self._last[2]
 
@@ -256,10 +257,7 @@ class LearnedEngine:
             return float(d) <= min(_EDGE_MM, float(depth.max()) / 3.0)
 
         def p_at(point) -> float:
-            z, y, x = (float(v) for v in point)
-            gy = int(np.clip(round((y + 0.5) * gh / h - 0.5), 0, gh - 1))
-            gx = int(np.clip(round((x + 0.5) * gw / w - 0.5), 0, gw - 1))
-            return float(raw[int(np.clip(round(z), 0, nz - 1)), gy, gx])
+            return _p_at(raw, point, (h, w))
 
         old = self._last[1]
         lo, hi = _THRESHOLD_RANGE
@@ -281,6 +279,31 @@ class LearnedEngine:
         if t < t_old and below:
             t = min(t_old, max(t, max(below) + 1e-3))
         return float(t)
+
+    def probability_at(self, point) -> float | None:
+        """The network's probability of the target at ``point`` (z, y, x, image voxels) in the
+        last answer, with the threshold that answer was cut at: (p, threshold); None for a
+        3D model or before any answer. A positive click the network puts below the threshold
+        is one it does not follow (see engines.ClickGrower)."""
+        pv = self._pvol
+        if pv is None:
+            return None
+        return _p_at(pv["raw"], point, tuple(pv["shape"])[1:]), float(pv["threshold"])
+
+    def probability_over(self, mask: np.ndarray) -> np.ndarray | None:
+        """The network's probability of the target on every voxel of the image grid where
+        ``mask`` is set (nearest grid cell; 0 on slices the last answer did not run), or
+        None for a 3D model or before any answer."""
+        pv = self._pvol
+        if pv is None or tuple(pv["shape"]) != tuple(mask.shape):
+            return None
+        raw = pv["raw"].numpy()
+        nz, gh, gw = raw.shape
+        h, w = mask.shape[1:]
+        gy = np.clip(np.round((np.arange(h) + 0.5) * gh / h - 0.5).astype(int), 0, gh - 1)
+        gx = np.clip(np.round((np.arange(w) + 0.5) * gw / w - 0.5).astype(int), 0, gw - 1)
+        z, y, x = np.nonzero(mask)
+        return raw[z, gy[y], gx[x]]
 
     def remember(self, image, spacing, prompts: Prompts, mask) -> None:
         """``mask`` is what the screen shows for ``prompts`` (after the never-worse rule): the
@@ -490,6 +513,17 @@ class LearnedEngine:
         result[sl] = self._honour(self._to_prob(out.float())[0].numpy() > self.threshold, spacing,
                                   pos - start, neg - start)
         return result
+
+
+def _p_at(raw: torch.Tensor, point, size_yx) -> float:
+    """The grid probability ``raw`` (z, gh, gw) at image voxel ``point`` (z, y, x) of an image
+    of in-plane size ``size_yx`` (voxel centres: (i + 0.5) * scale - 0.5 under resizing)."""
+    nz, gh, gw = raw.shape
+    h, w = size_yx
+    z, y, x = (float(v) for v in point)
+    gy = int(np.clip(round((y + 0.5) * gh / h - 0.5), 0, gh - 1))
+    gx = int(np.clip(round((x + 0.5) * gw / w - 0.5), 0, gw - 1))
+    return float(raw[int(np.clip(round(z), 0, nz - 1)), gy, gx])
 
 
 def _rethreshold(raw: torch.Tensor, thr: float, shown: np.ndarray) -> dict[int, torch.Tensor]:

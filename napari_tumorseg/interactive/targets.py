@@ -113,11 +113,15 @@ def select_channels(engine, image: np.ndarray, target: str, channel_names) -> np
     flat = image.reshape(-1)
     probe = float(np.asarray(flat[:: max(1, flat.size // 4096)], np.float64).sum())
     key = (image.__array_interface__["data"][0], image.shape, image.strides, tuple(idx), probe)
-    hit = _CACHE.get("last")
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
     from napari_tumorseg.channels import take_channels
 
     out = np.ascontiguousarray(take_channels(image, idx))  # None: a sequence the case lacks (zeros)
-    _CACHE["last"] = (key, out)
+    # Two entries: a learned engine and the classic engine that grows the clicks it does not
+    # follow (engines.ClickGrower) read different channels of the same case.
+    while len(_CACHE) >= 2:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = out
     return out
