@@ -457,19 +457,21 @@ def layer_data(volumes: list[Volume]) -> list[tuple]:
     """napari LayerDataTuples for ``volumes``, in order.
 
     Several scans opened together would hide one another (each opaque, grey, on one
-    grid): only the first image is shown, the others are listed hidden, one eye-click
-    away. Label maps always show, as outlines over whichever scan is visible.
+    grid): one image is shown, the others are listed hidden, one eye-click away. The one
+    shown is the FLAIR when the scans name one (the sequence that shows a tumour's whole
+    extent, and the click dock's default target), else the first. Label maps always show,
+    as outlines over whichever scan is visible.
     """
-    out, shown = [], False
-    for v in volumes:
-        data, kwargs, layer_type = v.layer_data()
-        if layer_type == "image":
-            if shown:
-                kwargs["visible"] = False
-            elif isinstance(kwargs.get("visible"), list):
-                shown = True
-            else:
-                kwargs["visible"] = True
-                shown = True
+    from napari_tumorseg.channels import sequence_of
+
+    tuples = [v.layer_data() for v in volumes]
+    images = [i for i, (_, kwargs, kind) in enumerate(tuples) if kind == "image"]
+    single = [i for i in images if not isinstance(tuples[i][1].get("visible"), list)]
+    flair = [i for i in single if sequence_of(volumes[i].name) == "FLAIR"]
+    show = flair[0] if flair and len(images) > 1 else (images[0] if images else None)
+    out = []
+    for i, (data, kwargs, layer_type) in enumerate(tuples):
+        if layer_type == "image" and not (i == show and isinstance(kwargs.get("visible"), list)):
+            kwargs["visible"] = i == show
         out.append((data, kwargs, layer_type))
     return out

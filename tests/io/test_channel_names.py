@@ -35,3 +35,20 @@ def test_several_series_one_visible_labels_always():
     vols = [_vol("FLAIR"), _vol("T2"), Volume(np.ones((2, 4, 4), np.uint8), name="ROI", kind="labels")]
     shown = [kw.get("visible", True) for _, kw, _ in layer_data(vols)]
     assert shown == [True, False, True]
+
+
+def test_a_case_folder_shows_its_flair_whatever_the_file_order(shared_data):
+    """BraTS 2023 names its files t1c, t1n, t2f, t2w: the first file is the T1c, but the
+    scan shown is the FLAIR (t2f), as for a 2021 case whose flair file sorts first."""
+    from napari_tumorseg.io.readers import read_path
+
+    vols = read_path(shared_data / "brats2023_gli_00001")
+    assert [v.name.rsplit("-", 1)[1] for v in vols] == ["t1c", "t1n", "t2f", "t2w"]
+    shown = [kw.get("visible", True) for _, kw, _ in layer_data(vols)]
+    assert shown == [False, False, True, False]
+
+
+def test_without_a_flair_the_first_scan_shows():
+    vols = [_vol("T1"), _vol("T2"), Volume(np.ones((2, 4, 4), np.uint8), name="ROI", kind="labels")]
+    shown = [kw.get("visible", True) for _, kw, _ in layer_data(vols)]
+    assert shown == [True, False, True]

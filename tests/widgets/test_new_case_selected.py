@@ -109,3 +109,16 @@ def test_predict_slice_numbers_span_the_scan_and_start_at_the_slice_on_screen(ma
     predict.z_to.setValue(500)
     assert predict.z_to.value() == 154
     _idle(viewer, qtbot)
+
+
+def test_a_2023_case_opens_on_its_flair_not_its_first_file(make_napari_viewer, qtbot, shared_data):
+    """BraTS 2023 names its files t1c, t1n, t2f, t2w and holds no segmentation: `tumorseg view`
+    shows the FLAIR (t2f), makes it the active layer and the docks' scan."""
+    viewer = open_viewer(str(shared_data / "brats2023_gli_00001"), viewer=make_napari_viewer())
+    predict, clicks = _dock(viewer, "Predict"), _dock(viewer, "Segment by clicks")
+    qtbot.wait(50)
+    shown = [l.name for l in viewer.layers if type(l).__name__ == "Image" and l.visible and "00001" in l.name]
+    assert shown == ["BraTS-GLI-00001-000-t2f"], shown
+    assert viewer.layers.selection.active.name == "BraTS-GLI-00001-000-t2f"
+    assert predict.image_layer.currentText() == "BraTS-GLI-00001-000-t2f" == clicks.scan_combo.currentText()
+    _idle(viewer, qtbot)
