@@ -60,7 +60,8 @@ def test_brainix_as_channels_opens_each_series_with_one_notice(make_napari_viewe
     assert "separately" in about_channels[0] and "FLAIR" in about_channels[0]
     # Several scans opened together do not hide each other: one shows, the others are listed.
     images = [l for l in viewer.layers if type(l).__name__ == "Image"]
-    assert [l.visible for l in images] == [True, False]
+    # The FLAIR is the one shown (its series is listed after the T2's).
+    assert sorted((l.name.split()[0], l.visible) for l in images) == [("FLAIR", True), ("T2", False)]
     roi = next(l for l in viewer.layers if type(l).__name__ == "Labels")
     assert roi.visible and roi.contour == 2
     viewer.dims.set_current_step(0, int(np.argmax(roi.data.sum(axis=(1, 2)))))
