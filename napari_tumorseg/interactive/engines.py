@@ -243,7 +243,7 @@ def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=Non
         shape = mask.shape
         base = np.zeros(shape, bool) if prior is None else np.asarray(prior, bool).reshape(shape)
         previous = (Prompts(), base)
-    if prior is None and getattr(engine, "probability_at", None) is not None:
+    if getattr(engine, "probability_at", None) is not None:
         grower = getattr(chain, "grower", None) or _grower_of(engine)
         mask = grower(engine, case_image, spacing, prompts, mask, target, channel_names, cancel)
         if cancel is not None and cancel():
@@ -292,7 +292,8 @@ class ClickGrower:
     (the network re-answers the slices it propagates through and would drop it) and grown
     again when a new negative click lands in it, which is also cut round that click. A change
     of image, target or prompts other than added clicks starts afresh. The never-worse rule
-    then holds the answer like any other.
+    then holds the answer like any other. Clicks correcting a prior (a prediction) get the
+    same: there the network answers refine's call for the clicks outside the prior.
     """
 
     #: A network probability below this rules a voxel out of what a click grows.

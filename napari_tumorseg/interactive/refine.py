@@ -9,10 +9,11 @@
   the prior add nothing.
 * **Negative clicks on the mask**: the engine segments the object *under the negative click*
   (the click as its seed, the positive clicks as background), restricted to the connected
-  component of the mask that the click hits. When that component holds no positive click
-  and the engine's region covers at least ``whole_fraction`` of it, the component is a false
-  positive and goes whole; otherwise (it also holds positives, or it is much larger than
-  the thing clicked) only the engine's region near the click goes - "the part around the
+  component of the mask that the click hits. When that component holds no positive click,
+  the engine's region covers at least ``whole_fraction`` of it and the click lies in its
+  middle (at least half as deep in it as its deepest point), the component is a false
+  positive and goes whole; otherwise (it also holds positives, it is much larger than the
+  thing clicked, or the click is on its edge) only the engine's region near the click goes - "the part around the
   click": within twice the click's depth inside the mask (plus a voxel) of it, so a click
   on a rim or a leak takes that rim or leak and not the tumour it hangs on.
   Negative clicks off the mask change nothing. "Not tumour" scribbles are cleared.
@@ -51,6 +52,21 @@ def _depth(comp, q, spacing) -> float:
     sub = comp[box].reshape([comp[box].shape[k] for k in keep])
     d = ndimage.distance_transform_edt(np.pad(sub, 1), sampling=[spacing[k] for k in keep])
     return float(d[tuple(q[k] - box[k].start + 1 for k in keep)])
+
+
+def _central(comp, qs, spacing, share: float = 0.5) -> bool:
+    """Whether one of the clicks ``qs`` lies in the middle of ``comp``: at least ``share`` of
+    its deepest point's depth inside it. A "not tumour" click in the middle of a blob says
+    the blob is wrong; one near its edge says the edge is (a prediction's rim drawn too
+    wide). Why: a learned engine asked for the object under a click on a prediction's rim
+    answers with the whole tumour the rim hangs on, and the component went whole - one
+    click on BraTS-GLI-00000's over-drawn oedema took the whole tumour from Dice 0.86 to 0."""
+    box = ndimage.find_objects(comp.astype(np.uint8))[0]
+    keep = [k for k in range(3) if comp.shape[k] > 1]
+    sub = comp[box].reshape([comp[box].shape[k] for k in keep])
+    d = ndimage.distance_transform_edt(np.pad(sub, 1), sampling=[spacing[k] for k in keep])
+    deepest = float(d.max())
+    return any(float(d[tuple(q[k] - box[k].start + 1 for k in keep)]) >= share * deepest for q in qs)
 
 
 def _clear_near(result, comp, part, q, spacing, cap: float = np.inf) -> None:
@@ -151,7 +167,9 @@ def _edit(result, image, spacing, prompts, engine, cancel, whole_fraction) -> No
             for q in hits:
                 if labels[q] == lab:
                     part[q] = True
-            if lab not in positives and part.sum() >= whole_fraction * comp.sum():
+            qs = [q for q in hits if labels[q] == lab]
+            if (lab not in positives and part.sum() >= whole_fraction * comp.sum()
+                    and _central(comp, qs, spacing)):
                 result[comp] = False
                 continue
             # The component also holds tumour the user marked: the engine's region there is

@@ -94,3 +94,45 @@ def test_a_negative_click_in_the_grown_part_cuts_round_it(case):
     d = np.sqrt((((np.argwhere(cut) - np.asarray(q)) * np.asarray(spacing)) ** 2).sum(axis=1))
     assert d.max() <= 25.0, d.max()  # near the click
     assert a3[tuple(int(v) for v in point)]  # the grown click itself stays (the user's word)
+
+
+def test_clicks_correcting_a_prediction_grow_what_the_network_ignores_too(case):
+    """With a prior (a prediction the clicks correct), the same rule: the robot's click in
+    what the prediction missed, which the network does not follow, grows an object."""
+    image, spacing, names, gt = case
+    chain = _chain()
+    prior = _click(chain, case, Prompts(positive=[deepest_point(gt, spacing)]), None)
+    chain = _chain()  # a fresh engine: the prediction is all it knows
+    point, positive = next_click(prior, gt, spacing)
+    assert positive
+    prompts = Prompts(positive=[point])
+    out = engines.segment_with_prompts(chain, image, spacing, prompts, prior=prior, target="whole",
+                                       channel_names=names)
+    p, thr = chain.learned.probability_at(point)
+    assert p < thr and len(chain.grower._clicks) == 1
+    gained = out & ~prior
+    assert gained.sum() > 200 and (gained & gt).sum() > 0.5 * gained.sum(), gained.sum()
+    assert out[prior].all()  # the prediction is kept
+    assert dice(out, gt) > dice(prior, gt)
+
+
+def test_a_not_tumour_click_on_a_predictions_rim_does_not_delete_the_lesion(shared_data):
+    """BraTS-GLI-00000 (2023 labels: oedema drawn tighter than the model draws it): the
+    robot's first correction of the model's answer is a "not tumour" click on the over-drawn
+    rim. The component it hits is the whole tumour; it went whole (Dice 0.86 -> 0)."""
+    from napari_tumorseg.cli.evaluate_clicks import load_image
+    from napari_tumorseg.io.readers import read_path
+
+    folder = shared_data / "brats_multi_year" / "BraTS-GLI-00000-000"
+    ref, image, names = load_image(str(folder), None)
+    spacing = tuple(ref.spacing)
+    gt = target_truth(read_path(next(folder.glob("*seg.nii.gz")))[0].data, "whole", names=[folder.name])
+    chain = _chain()
+    prior = engines.segment_with_prompts(chain, image, spacing, Prompts(positive=[deepest_point(gt, spacing)]),
+                                         target="whole", channel_names=names)
+    point, positive = next_click(prior, gt, spacing)
+    assert not positive
+    out = engines.segment_with_prompts(_chain(), image, spacing, Prompts(negative=[point]), prior=prior,
+                                       target="whole", channel_names=names)
+    assert not out[point]
+    assert dice(out, gt) >= dice(prior, gt) - 0.01, (dice(prior, gt), dice(out, gt))
