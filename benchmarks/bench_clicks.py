@@ -2,7 +2,7 @@
 
     nice -n 10 python benchmarks/bench_clicks.py [--engines classic,starter,auto0]
         [--target lesion|whole|core|enhancing] [--max-clicks 10] [--coco-images 30]
-        [--sequences FLAIR,T1c] [--out benchmarks/RESULTS_clicks.md] [--smoke]
+        [--sequences FLAIR,T1c] [--from-prediction] [--out benchmarks/RESULTS_clicks.md] [--smoke]
 
 ``--target`` (default ``lesion``, every label > 0): ``whole`` / ``core`` / ``enhancing`` run
 the BraTS cases only (brats_multi_year with its four sequences, brats2013_deepmedic FLAIR +
@@ -150,13 +150,25 @@ def engines(names):
     return out, notes
 
 
-def run_case(engine_name, engine, image, spacing, gt, max_clicks, target="lesion", names=None):
+def run_case(engine_name, engine, image, spacing, gt, max_clicks, target="lesion", names=None,
+             from_prediction=False):
     if engine_name == "auto0":
         t0 = time.perf_counter()
         mask = engine.segment(image, spacing, Prompts())
         return {"dice0": dice(mask, gt), "seconds": [time.perf_counter() - t0]}
+    prior = None
+    if from_prediction:
+        # A prediction for the clicks to correct (the dock's refine path): this engine's answer
+        # to one click at the truth's deepest point, made by a second copy of the engine so the
+        # robot's engine starts with no memory of it.
+        from napari_tumorseg.interactive.engines import segment_with_prompts
+        from napari_tumorseg.interactive.robot import deepest_point
+
+        other = engines([engine_name])[0][engine_name]
+        prior = segment_with_prompts(other, image, spacing, Prompts(positive=[deepest_point(gt, spacing)]),
+                                     target=target, channel_names=names)
     r = simulate_clicks(engine, image, spacing, gt, max_clicks=max_clicks, target=target,
-                        channel_names=names)
+                        channel_names=names, prior=prior)
     d = r.as_dict()
     d["dice_at"] = {k: r.dice_at(k) for k in (1, 3, 5, 10) if k <= max_clicks}
     return d
@@ -218,6 +230,9 @@ def main(argv=None):
     ap.add_argument("--sequences", default=None, metavar="SEQ,SEQ",
                     help="BraTS targets: give the engines only these sequences of each case (e.g. "
                          "FLAIR: a case that lacks the others), matched by name")
+    ap.add_argument("--from-prediction", action="store_true",
+                    help="the robot corrects a prediction (the dock's refine path): each engine's answer "
+                         "to one click at the truth's deepest point, as a prior")
     ap.add_argument("--smoke", action="store_true",
                     help="first case of each group, 2 clicks, 2 COCO images: does it run (no timing)")
     args = ap.parse_args(argv)
@@ -251,12 +266,14 @@ def main(argv=None):
             image, names = image[keep], [names[i] for i in keep]
             group = f"{group} ({'+'.join(wanted)} only)"
         for eng_name, engine in engs.items():
-            r = run_case(eng_name, engine, image, spacing, gt, args.max_clicks, args.target, names)
+            r = run_case(eng_name, engine, image, spacing, gt, args.max_clicks, args.target, names,
+                         from_prediction=args.from_prediction)
             r.update(engine=eng_name, group=group, case=name, dims="2D" if gt.shape[0] == 1 else "3D",
                      shape=list(gt.shape))
             rows.append(r)
             brief = (f"Dice@0 {r['dice0']:.3f}" if eng_name == "auto0" else
-                     " ".join(f"{d:.2f}" for d in r["dice_per_click"]))
+                     (f"[prior {r['dice_prior']:.2f}] " if r.get("dice_prior") is not None else "")
+                     + " ".join(f"{d:.2f}" for d in r["dice_per_click"]))
             print(f"{eng_name:8s} {group:28s} {name:10s} {brief}", flush=True)
         # Tables after every case, so a long run cut short still leaves its numbers.
         _write(rows, args, notes, load0, started)
@@ -267,7 +284,10 @@ def _write(rows, args, notes, load0, started):
     secs = {dims: [s for r in rows if r["dims"] == dims and r["engine"] == "classic"
                    for s in r.get("seconds_per_click", [])] for dims in ("2D", "3D")}
     text = [
-        f"Target: {args.target}" + (" (SMOKE RUN: not a measurement)" if args.smoke else ""), "",
+        f"Target: {args.target}" + (" (SMOKE RUN: not a measurement)" if args.smoke else "")
+        + (" - correcting a prediction (each engine's one-click answer as the prior; mean prior Dice "
+           f"{np.mean([r['dice_prior'] for r in rows if r.get('dice_prior') is not None]):.3f})"
+           if any(r.get("dice_prior") is not None for r in rows) else ""), "",
         summarise(rows, args.max_clicks), "",
         "Median seconds per click, classic engine: "
         + ", ".join(f"{dims} {np.median(v):.2f} s (95th percentile {np.percentile(v, 95):.2f} s, n = {len(v)})"
