@@ -17,16 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_tumorseg.errors import TumorSegError
-from napari_tumorseg.io.nifti import guess_sequence
+from napari_tumorseg.io.nifti import guess_sequence, sequence_of  # noqa: F401 (sequence_of: this module's API)
 from napari_tumorseg.io.volume import Volume
-
-
-def sequence_of(volume_or_name) -> str:
-    """The MR sequence ("FLAIR", "T1", "T1c", "T2") of a volume or name, or ""."""
-    if isinstance(volume_or_name, Volume):
-        seq = volume_or_name.metadata.get("sequence") if isinstance(volume_or_name.metadata, dict) else None
-        return str(seq or guess_sequence(volume_or_name.name))
-    return guess_sequence(str(volume_or_name))
 
 
 def _key(name: str) -> str:

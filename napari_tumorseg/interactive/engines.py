@@ -6,6 +6,7 @@ which engine it made (``EngineChoice.reason``).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,22 +256,17 @@ def segment_with_prompts(engine, image, spacing, prompts, prior=None, cancel=Non
     return held
 
 
-_HELPERS: "weakref.WeakKeyDictionary" = None  # learned engine -> its ClickGrower
+_GROWERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # learned engine -> its ClickGrower
 
 
 def _grower_of(learned) -> "ClickGrower":
     """The :class:`ClickGrower` of a learned engine that no chain gave a classic engine (one
     per learned engine, so its state and per-image work carry from click to click)."""
-    global _HELPERS
-    import weakref
-
     from napari_tumorseg.interactive.classic import ClassicEngine
 
-    if _HELPERS is None:
-        _HELPERS = weakref.WeakKeyDictionary()
-    grower = _HELPERS.get(learned)
+    grower = _GROWERS.get(learned)
     if grower is None:
-        grower = _HELPERS[learned] = ClickGrower(ClassicEngine())
+        grower = _GROWERS[learned] = ClickGrower(ClassicEngine())
     return grower
 
 
@@ -365,7 +361,6 @@ class ClickGrower:
             mask = mask & ~(old & ~region)
         self._region = region
         return mask | self._region
-
 
     @staticmethod
     def _plausible(learned, grown):

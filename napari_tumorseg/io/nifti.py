@@ -67,6 +67,15 @@ def guess_sequence(name: str) -> str:
     return ""
 
 
+def sequence_of(volume_or_name) -> str:
+    """The MR sequence ("FLAIR", "T1", "T1c", "T2") of a volume (its metadata's, else its
+    name's) or of a name, or ""."""
+    if isinstance(volume_or_name, Volume):
+        seq = volume_or_name.metadata.get("sequence") if isinstance(volume_or_name.metadata, dict) else None
+        return str(seq or guess_sequence(volume_or_name.name))
+    return guess_sequence(str(volume_or_name))
+
+
 def is_label_name(name: str) -> bool:
     """True when a file, folder or series name says it holds a label map (a mask)."""
     # Words split at separators, and again at lower-to-upper case changes ("tumourSeg").

@@ -462,16 +462,12 @@ def layer_data(volumes: list[Volume]) -> list[tuple]:
     extent, and the click dock's default target), else the first. Label maps always show,
     as outlines over whichever scan is visible.
     """
-    from napari_tumorseg.io.nifti import guess_sequence
-
-    def sequence(v: Volume) -> str:  # channels.sequence_of's rule (channels imports this module)
-        said = v.metadata.get("sequence") if isinstance(v.metadata, dict) else None
-        return str(said or guess_sequence(v.name))
+    from napari_tumorseg.io.nifti import sequence_of
 
     tuples = [v.layer_data() for v in volumes]
     images = [i for i, (_, kwargs, kind) in enumerate(tuples) if kind == "image"]
     single = [i for i in images if not isinstance(tuples[i][1].get("visible"), list)]
-    flair = [i for i in single if sequence(volumes[i]) == "FLAIR"]
+    flair = [i for i in single if sequence_of(volumes[i]) == "FLAIR"]
     show = flair[0] if flair and len(images) > 1 else (images[0] if images else None)
     out = []
     for i, (data, kwargs, layer_type) in enumerate(tuples):
