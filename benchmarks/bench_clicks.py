@@ -2,7 +2,7 @@
 
     nice -n 10 python benchmarks/bench_clicks.py [--engines classic,starter,auto0]
         [--target lesion|whole|core|enhancing] [--max-clicks 10] [--coco-images 30]
-        [--sequences FLAIR,T1c] [--from-prediction] [--out benchmarks/RESULTS_clicks.md] [--smoke]
+        [--sequences FLAIR,T1c] [--from-prediction | --prior-from starter] [--out benchmarks/RESULTS_clicks.md] [--smoke]
 
 ``--target`` (default ``lesion``, every label > 0): ``whole`` / ``core`` / ``enhancing`` run
 the BraTS cases only (brats_multi_year with its four sequences, brats2013_deepmedic FLAIR +
@@ -150,14 +150,49 @@ def engines(names):
     return out, notes
 
 
+_PREDICTED: dict = {}
+
+
+def predicted_prior(ckpt: str, case: str, target: str, shape) -> np.ndarray | None:
+    """The target's region in ``tumorseg predict CKPT CASE`` (the Predict dock's automatic
+    prediction, cleanup included), as the click dock refines it: a region map's WT / TC / ET
+    (``lesion``: its WT), a one-object map's labels > 0. None when CASE is not a folder of
+    brats_multi_year (the prediction needs the case's files)."""
+    import subprocess
+    import tempfile
+
+    from napari_tumorseg.interactive.targets import REGION_OF, region_mask
+
+    folder = SHARED / "brats_multi_year" / case
+    if not folder.is_dir():
+        return None
+    if (ckpt, case) not in _PREDICTED:
+        out = Path(tempfile.mkdtemp()) / f"{case}.nii.gz"
+        cmd = [sys.executable, "-m", "napari_tumorseg.cli", "predict", ckpt, str(folder), "-o", str(out),
+               "--quiet", "--overwrite"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"tumorseg predict {ckpt} {case}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        # read as the case and its truth are (read_path: the display's slice order)
+        _PREDICTED[(ckpt, case)] = np.asarray(read_path(out)[0].data).astype(np.uint8)
+    labels = _PREDICTED[(ckpt, case)].reshape(shape)
+    if labels.max() > 1:  # a region map (the starter): the target's own region
+        return region_mask(labels, REGION_OF.get(target, "WT"))
+    return labels > 0
+
+
 def run_case(engine_name, engine, image, spacing, gt, max_clicks, target="lesion", names=None,
-             from_prediction=False):
+             from_prediction=False, prior_from=None, case=None):
     if engine_name == "auto0":
         t0 = time.perf_counter()
         mask = engine.segment(image, spacing, Prompts())
         return {"dice0": dice(mask, gt), "seconds": [time.perf_counter() - t0]}
     prior = None
-    if from_prediction:
+    if prior_from:
+        prior = predicted_prior(prior_from, case, target, gt.shape)
+        if prior is None:
+            return None
+    elif from_prediction:
         # A prediction for the clicks to correct (the dock's refine path): this engine's answer
         # to one click at the truth's deepest point, made by a second copy of the engine so the
         # robot's engine starts with no memory of it.
@@ -233,6 +268,9 @@ def main(argv=None):
     ap.add_argument("--from-prediction", action="store_true",
                     help="the robot corrects a prediction (the dock's refine path): each engine's answer "
                          "to one click at the truth's deepest point, as a prior")
+    ap.add_argument("--prior-from", default=None, metavar="CKPT",
+                    help="the robot corrects `tumorseg predict CKPT CASE` (e.g. starter: the Predict dock's "
+                         "automatic map), the target's region of it; brats_multi_year cases only")
     ap.add_argument("--smoke", action="store_true",
                     help="first case of each group, 2 clicks, 2 COCO images: does it run (no timing)")
     args = ap.parse_args(argv)
@@ -267,7 +305,11 @@ def main(argv=None):
             group = f"{group} ({'+'.join(wanted)} only)"
         for eng_name, engine in engs.items():
             r = run_case(eng_name, engine, image, spacing, gt, args.max_clicks, args.target, names,
-                         from_prediction=args.from_prediction)
+                         from_prediction=args.from_prediction, prior_from=args.prior_from, case=name)
+            if r is None:
+                print(f"{group} {name}: no prediction to start from (not a brats_multi_year folder); skipped",
+                      flush=True)
+                continue
             r.update(engine=eng_name, group=group, case=name, dims="2D" if gt.shape[0] == 1 else "3D",
                      shape=list(gt.shape))
             rows.append(r)
@@ -285,7 +327,10 @@ def _write(rows, args, notes, load0, started):
                    for s in r.get("seconds_per_click", [])] for dims in ("2D", "3D")}
     text = [
         f"Target: {args.target}" + (" (SMOKE RUN: not a measurement)" if args.smoke else "")
-        + (" - correcting a prediction (each engine's one-click answer as the prior; mean prior Dice "
+        + (f" - correcting `tumorseg predict {args.prior_from}` (the target's region of it; mean prior Dice "
+           f"{np.mean([r['dice_prior'] for r in rows if r.get('dice_prior') is not None]):.3f})"
+           if args.prior_from and any(r.get("dice_prior") is not None for r in rows) else
+           " - correcting a prediction (each engine's one-click answer as the prior; mean prior Dice "
            f"{np.mean([r['dice_prior'] for r in rows if r.get('dice_prior') is not None]):.3f})"
            if any(r.get("dice_prior") is not None for r in rows) else ""), "",
         summarise(rows, args.max_clicks), "",

@@ -123,6 +123,37 @@ def drop_coreless_components(labels) -> tuple[np.ndarray, int]:
     return out, int(n + 1 - np.count_nonzero(has_core))
 
 
+def with_region(labels, region: str, mask) -> tuple[np.ndarray, int]:
+    """A ``regionmap`` label map whose ``region`` (WT / TC / ET) is exactly ``mask``, the
+    nesting WT ⊇ TC ⊇ ET kept: what a corrected region means for the other two.
+
+    * WT: voxels outside ``mask`` go to 0; new ones become oedema (1); the rest keep their class.
+    * TC: core voxels outside ``mask`` become oedema (still tumour: the correction said "not
+      core"); new ones become necrotic / non-enhancing core (2), enhancing stays enhancing.
+    * ET: enhancing voxels outside ``mask`` become core (2: still core); new ones become 3.
+
+    A voxel added to an inner region joins the outer ones (a new enhancing voxel is core and
+    tumour). Returns the new map (a copy, the input's dtype) and how many voxels changed.
+    """
+    if region not in REGION_NAMES:
+        raise TumorSegError(f"unknown region {region!r}; known: {', '.join(REGION_NAMES)}")
+    lab = np.asarray(labels)
+    mask = np.asarray(mask, bool)
+    if mask.shape != lab.shape:
+        raise TumorSegError(f"the mask {mask.shape} is not on the labels' grid {lab.shape}")
+    out = lab.copy()
+    inside = np.isin(lab, CONVENTIONS["regionmap"][region])
+    if region == "WT":
+        out[inside & ~mask] = 0
+        out[mask & ~inside] = EDEMA
+    elif region == "TC":
+        out[inside & ~mask] = EDEMA
+        out[mask & ~inside] = CORE
+    else:
+        out[inside & ~mask] = CORE
+        out[mask & ~inside] = ENHANCING
+    return out, int(np.count_nonzero(out != lab))
+
 def guess_convention(label_values) -> str:
     """``brats2012`` when the labels are a subset of {0, 1, 2}, else ``brats``."""
     vals = {int(v) for v in label_values}

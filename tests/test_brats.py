@@ -17,6 +17,7 @@ from napari_tumorseg.brats import (
     guess_convention,
     labels_to_regions,
     regions_to_labels,
+    with_region,
 )
 from napari_tumorseg.errors import TumorSegError
 
@@ -119,3 +120,35 @@ def test_oedema_without_a_core_is_dropped_and_a_small_cored_lesion_stays(shared_
     plane = spiked[z]
     plane_clean, n2 = drop_coreless_components(plane)
     assert plane_clean.ndim == 2 and (n2 == 0 or not plane_clean[y:y + 4, x:x + 4].any())
+
+
+@pytest.mark.parametrize("region", ["WT", "TC", "ET"])
+def test_a_corrected_region_keeps_the_nesting(brats2013_labels, region):
+    """A region set to a corrected extent (half of it removed, a ball added beside it) is
+    exactly that extent; the other regions follow only where nesting forces them."""
+    lab = regions_to_labels(labels_to_regions(brats2013_labels, "brats"))
+    wt, tc, et = labels_to_regions(lab, "regionmap")
+    old = {"WT": wt, "TC": tc, "ET": et}[region]
+    assert old.any()
+    zs = np.nonzero(old.any(axis=(1, 2)))[0]
+    mask = old.copy()
+    mask[: zs[len(zs) // 2]] = False  # the correction removes the upper half
+    zz, yy, xx = np.indices(lab.shape)
+    c = np.argwhere(old)[0]
+    ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 25
+    mask |= ball  # and adds a ball round its first voxel
+    new, changed = with_region(lab, region, mask)
+    assert new.dtype == lab.dtype and changed == int((new != lab).sum()) > 0
+    nwt, ntc, net = labels_to_regions(new, "regionmap")
+    assert np.array_equal({"WT": nwt, "TC": ntc, "ET": net}[region], mask)
+    assert (net <= ntc).all() and (ntc <= nwt).all(), "ET inside TC inside WT"
+    if region == "WT":  # the inner regions keep what stays tumour
+        assert np.array_equal(ntc, tc & mask) and np.array_equal(net, et & mask)
+    if region == "TC":  # the tumour keeps its extent, plus what the core grew into
+        assert np.array_equal(nwt, wt | mask) and np.array_equal(net, et & mask)
+    if region == "ET":  # removed enhancing voxels stay core
+        assert np.array_equal(nwt, wt | mask) and np.array_equal(ntc, tc | mask)
+    untouched = ~(old | mask)
+    np.testing.assert_array_equal(new[untouched], lab[untouched])
+    with pytest.raises(TumorSegError, match="grid"):
+        with_region(lab, region, mask[1:])

@@ -206,7 +206,9 @@ class LearnedEngine:
         shape = image.shape[1:]
         if prior is not None and tuple(np.shape(prior)) != tuple(shape):
             raise TumorSegError(f"the prior mask {np.shape(prior)} is not on the image grid {shape}")
-        key = (self._key(image), self.target)  # another target never extends the last answer
+        # Another target, or another prior (a prediction the user has since painted on),
+        # never extends the last answer.
+        key = (self._key(image), self.target, _digest(prior))
         norm = self._normalized(image)
         prev = self._prev_for(key, prompts, prior)
         extends = self._extends_last(key, prompts)
@@ -513,6 +515,16 @@ class LearnedEngine:
         result[sl] = self._honour(self._to_prob(out.float())[0].numpy() > self.threshold, spacing,
                                   pos - start, neg - start)
         return result
+
+
+def _digest(mask) -> bytes | None:
+    """An exact fingerprint of a bool mask (a painted voxel changes it); None for no mask."""
+    if mask is None:
+        return None
+    import hashlib
+
+    m = np.asarray(mask, bool)
+    return hashlib.blake2b(np.packbits(m).tobytes() + repr(m.shape).encode(), digest_size=16).digest()
 
 
 def _p_at(raw: torch.Tensor, point, size_yx) -> float:

@@ -1,5 +1,9 @@
 """Clicks on an existing mask (a model's prediction): add what it missed, remove what it got wrong.
 
+Used for engines that cannot read a previous mask (the classic engine); a click-guided
+network is given the prediction as its previous mask instead
+(:func:`napari_tumorseg.interactive.engines.segment_with_prompts`).
+
 ``refine_with_prompts`` keeps every voxel of the prior that no prompt speaks about:
 
 * **Positive clicks outside the prior** (and a box, and "tumour" scribbles): the engine

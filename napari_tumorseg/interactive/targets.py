@@ -81,6 +81,18 @@ def target_truth(labels, target: str, convention: str | None = None, names=()) -
     return regions[("WT", "TC", "ET").index(REGION_OF[target])]
 
 
+def region_mask(labels, region: str) -> np.ndarray:
+    """Region ``region`` (WT / TC / ET) of a label map this plugin predicted (``regionmap``:
+    1 oedema, 2 core, 3 enhancing): what clicks that correct that region start from."""
+    from napari_tumorseg.brats import CONVENTIONS
+
+    try:
+        values = CONVENTIONS["regionmap"][region]
+    except KeyError:
+        raise TumorSegError(f"unknown region {region!r}; choose WT, TC or ET") from None
+    return np.isin(np.asarray(labels), values)
+
+
 def target_channels(channel_names, target: str) -> list[int] | None:
     """Indices of the channels the classic engine reads for ``target``; None: all of them."""
     from napari_tumorseg.channels import sequence_of

@@ -46,6 +46,7 @@ from napari_tumorseg.widgets._click_prompts import (
 )
 from napari_tumorseg.jobs import LatestWins
 from napari_tumorseg.user_edits import accept_into
+from napari_tumorseg.interactive.targets import region_mask
 from napari_tumorseg.per_viewer import real_viewer
 from napari_tumorseg.widgets._common import (
     hint_label,
@@ -148,7 +149,7 @@ class SegmentClicksWidget(QWidget):
         self._answers_key, self._answers = None, None  # _answers_this_scan's last answer
         self.prompt_layers: PromptLayers | None = None
         self._preview = None
-        self._preview_refines = False
+        self._preview_refines, self._preview_region = False, None
         self.jobs = LatestWins()  # the rule of re-segmentation: the newest prompts win
         self._worker = None
         self._engines: dict[str, tuple[object, str]] = {}  # combo text -> (engine, description)
@@ -543,6 +544,11 @@ class SegmentClicksWidget(QWidget):
         return target_from_label(self.region_combo.currentText())
 
     def _region_changed(self, *_):
+        # The answer on screen was another region's: the never-worse rule must not hold the
+        # next answer to it.
+        self._shown = None
+        if self._refining() is not None:
+            self._show_mode()  # which region of the prediction the clicks now correct
         if self._has_prompts():
             self._schedule()
 
@@ -753,6 +759,16 @@ class SegmentClicksWidget(QWidget):
             return p
         return None
 
+    def _refined_region(self, refine) -> str | None:
+        """The BraTS region (WT / TC / ET) the clicks correct when ``refine`` is a prediction of
+        regions (the starter's oedema / core / enhancing map): the target's own extent is the
+        prior and Accept sets that region alone. None: a one-object prediction (its labels > 0)."""
+        from napari_tumorseg.interactive.targets import REGION_OF
+
+        if refine is None or getattr(refine.predictor, "output_kind", None) != "regions":
+            return None
+        return REGION_OF.get(self.region(), "WT")  # "lesion" on a region map: the whole tumour
+
     def _engine_input(self, engine, scan):
         """(image (c, z, y, x), spacing, channel names): what ``engine`` reads for ``scan``, the
         one rule for a click and for saying beforehand which model of a chain answers."""
@@ -828,8 +844,12 @@ class SegmentClicksWidget(QWidget):
             # one hover away (four lines of it pushed the tools down the dock).
             tip.append(text)
             text = ("automatic · " if self.engine_combo.currentText() == AUTO else "") + f"this scan: {by}"
-        if self._refining() is not None:
+        refine = self._refining()
+        if refine is not None:
             text += f"\nrefining the prediction '{self.target().name}'"
+            part = self._refined_region(refine)
+            if part is not None:
+                text += f" ({self.region_combo.currentText() if part != 'WT' else 'whole tumour'})"
         self.engine_status.setText(text)
         prec = getattr(eng[0], "precision", None) if eng is not None else None  # learned engines
         if prec is not None:
@@ -865,7 +885,10 @@ class SegmentClicksWidget(QWidget):
             region = self.region()
             prior = None
             if refine is not None:
-                prior = as_volume(np.asarray(refine.labels_layer.data) > 0, refine.labels_layer.ndim)
+                labels = np.asarray(refine.labels_layer.data)
+                part = self._refined_region(refine)
+                inside = labels > 0 if part is None else region_mask(labels, part)
+                prior = as_volume(inside, refine.labels_layer.ndim)
         except TumorSegError as err:
             notify_error(err)
             return
@@ -876,7 +899,8 @@ class SegmentClicksWidget(QWidget):
         worker = create_worker(_segment_job, engine, image, spacing, prompts, prior,
                                self.jobs.cancel_for(gen), previous, region, names,
                                _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda res, gen=gen, refining=refine is not None, prompts=prompts:
+        refining = (refine is not None, self._refined_region(refine))
+        worker.returned.connect(lambda res, gen=gen, refining=refining, prompts=prompts:
                                 self._landed(gen, res, refining, prompts))
         worker.errored.connect(lambda err, gen=gen: self._failed(gen, err))
         worker.finished.connect(self._job_finished)
@@ -884,7 +908,7 @@ class SegmentClicksWidget(QWidget):
         self.result_label.setText("segmenting…")
         start_worker(worker)
 
-    def _landed(self, gen: int, result, refining: bool, prompts=None) -> None:
+    def _landed(self, gen: int, result, refining: tuple, prompts=None) -> None:
         if not self.jobs.is_current(gen):
             return  # a newer prompt came in: this answer is for prompts no longer on screen
         mask, seconds, self.moved_threshold, self.answered_by = result
@@ -914,9 +938,10 @@ class SegmentClicksWidget(QWidget):
     def busy(self) -> bool:
         return self._worker is not None or self.jobs.pending or self._resegment_timer.isActive()
 
-    def _set_preview(self, mask: np.ndarray | None, refining: bool = False) -> None:
+    def _set_preview(self, mask: np.ndarray | None, refining: tuple = (False, None)) -> None:
         self.preview_mask = mask
-        self._preview_refines = refining
+        # (refines a prediction, the region of a region map it sets or None)
+        self._preview_refines, self._preview_region = refining
         if mask is None:
             self._shown = None
             if self._preview is not None and self._preview in self.viewer.layers:
@@ -955,6 +980,19 @@ class SegmentClicksWidget(QWidget):
         if mask.shape != data.shape:
             notify_error(TumorSegError(f"'{target.name}' {data.shape} is not on the scan's grid {mask.shape}"))
             return None
+        if self._preview_region is not None:
+            # One region of the predicted map corrected: it is set to the preview, the others
+            # follow only where WT ⊇ TC ⊇ ET makes them (brats.with_region).
+            from napari_tumorseg.brats import REGION_NAMES, with_region
+
+            new, _ = with_region(data, self._preview_region, mask)
+            changed = apply_edit(target, new)
+            self.viewer.layers.selection.active = target
+            full = ("whole tumour", "tumour core", "enhancing tumour")[REGION_NAMES.index(self._preview_region)]
+            show_info(f"accepted: the {full} of '{target.name}' is now {int(mask.sum()):,} voxels "
+                      f"({changed:,} changed; the other regions kept where they nest)")
+            self.clear()
+            return target
         try:
             result = accept_into(data, mask, value, replace=self._preview_refines,
                                  overwrite_other=self.overwrite_other.isChecked())

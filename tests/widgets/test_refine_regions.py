@@ -1,0 +1,94 @@
+"""Clicks that correct one region of the starter's automatic prediction (oedema / core /
+enhancing map): the target picked in the click dock is the region the clicks start from, and
+Accept sets that region alone, the others kept where WT ⊇ TC ⊇ ET lets them be.
+
+Before, the clicks started from the whole tumour whatever the target, so "tumour core" on a
+predicted map answered with the whole tumour and Accept could not change the core."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+CASE = "BraTS2021_00006"  # never seen by the starter nor by the shipped click model
+
+
+def _dock(viewer, prefix):
+    return next(w for name, w in viewer.window.dock_widgets.items() if name.startswith(prefix))
+
+
+def _predicted_case(make_napari_viewer, qtbot, shared_data):
+    """`tumorseg view CASE`, then Predict (the shipped starter, whole volume, CPU) on its FLAIR."""
+    from napari_tumorseg.cli.view import open_viewer
+    from napari_tumorseg.widgets.predict import label_layer_name
+
+    viewer = open_viewer(str(shared_data / "brats_multi_year" / CASE), show=True,
+                         viewer=make_napari_viewer(show=True))
+    predict = _dock(viewer, "Predict")
+    predict.device.setCurrentText("cpu")
+    predict.image_layer.setCurrentText(f"{CASE}_flair")
+    predict.range_all.setChecked(True)
+    with qtbot.waitSignal(predict.prediction_finished, timeout=300000):
+        assert predict.predict() is not None
+    assert predict.predictor.output_kind == "regions"
+    labels = viewer.layers[label_layer_name(CASE)]
+    clicks = _dock(viewer, "Segment by clicks")
+    clicks.scan_combo.setCurrentText(f"{CASE}_flair")
+    qtbot.waitUntil(lambda: clicks._auto is not None and clicks._auto_worker is None and not clicks.busy,
+                    timeout=120000)
+    assert clicks.target_combo.currentText() == labels.name
+    return viewer, labels, clicks
+
+
+def _robot_click(clicks, qtbot, shown, truth, spacing):
+    from napari_tumorseg.interactive.robot import next_click
+
+    point, positive = next_click(shown, truth, spacing)
+    clicks.add_click(tuple(point), positive)
+    qtbot.waitUntil(lambda: not clicks.busy and clicks.preview_mask is not None, timeout=120000)
+    return tuple(int(round(v)) for v in point), positive
+
+
+@pytest.mark.parametrize("target,region", [("tumour core", "TC"), ("enhancing", "ET")])
+def test_a_click_corrects_one_region_of_the_starter_prediction(make_napari_viewer, qtbot, shared_data,
+                                                                 target, region):
+    from napari_tumorseg.brats import labels_to_regions
+    from napari_tumorseg.interactive.robot import dice
+    from napari_tumorseg.interactive.targets import region_mask, target_truth
+
+    viewer, labels, clicks = _predicted_case(make_napari_viewer, qtbot, shared_data)
+    name = {"TC": "core", "ET": "enhancing"}[region]
+    truth = target_truth(np.asarray(viewer.layers[f"{CASE}_seg"].data), name, names=[CASE])
+    before = np.asarray(labels.data).copy()
+    wt0, tc0, et0 = labels_to_regions(before, "regionmap")
+    prior = region_mask(before, region)
+    assert prior.any() and (prior != wt0).any()
+
+    clicks.region_combo.setCurrentText(target)
+    assert f"refining the prediction '{labels.name}' ({target})" in clicks.engine_status.text()
+    spacing = viewer.layers[f"{CASE}_flair"].scale[-3:]
+    shown = prior
+    scores = [dice(prior, truth)]
+    for _ in range(3):
+        point, positive = _robot_click(clicks, qtbot, shown, truth, spacing)
+        shown = clicks.preview_mask.copy()
+        assert shown[point] == positive, "the click is honoured"
+        scores.append(dice(shown, truth))
+    print(f"\n{CASE} {name} from the starter's prediction: Dice {' -> '.join(f'{s:.3f}' for s in scores)}")
+    # The clicks start from the region, not from the whole tumour: far from every click the
+    # preview is the predicted region (the whole tumour's oedema is not in it).
+    assert not (shown & wt0 & ~tc0).sum() > 0.5 * (wt0 & ~tc0).sum()
+    assert min(np.diff(scores)) >= -0.05 and scores[-1] >= scores[0]
+
+    assert clicks.accept() is labels
+    after = np.asarray(labels.data)
+    wt, tc, et = labels_to_regions(after, "regionmap")
+    assert np.array_equal({"TC": tc, "ET": et}[region], shown), "Accept sets the region to the preview"
+    if region == "TC":
+        assert np.array_equal(wt, wt0 | shown) and np.array_equal(et, et0 & shown)
+    else:
+        assert np.array_equal(wt, wt0 | shown) and np.array_equal(tc, tc0 | shown)
+    labels.undo()  # one undo step takes the whole correction back
+    np.testing.assert_array_equal(np.asarray(labels.data), before)
