@@ -845,9 +845,13 @@ class SegmentClicksWidget(QWidget):
             tip.append(text)
             text = ("automatic · " if self.engine_combo.currentText() == AUTO else "") + f"this scan: {by}"
         refine = self._refining()
+        part = self._refined_region(refine)
+        # On a region map Accept sets the Target's region: no value to pick.
+        self.value_spin.setEnabled(part is None)
+        self.value_spin.setToolTip("the label value Accept writes (one value per lesion or region)" if part is None
+                                   else "refining a region map: Accept sets the region picked as Target")
         if refine is not None:
             text += f"\nrefining the prediction '{self.target().name}'"
-            part = self._refined_region(refine)
             if part is not None:
                 text += f" ({self.region_combo.currentText() if part != 'WT' else 'whole tumour'})"
         self.engine_status.setText(text)

@@ -68,6 +68,7 @@ def test_a_click_corrects_one_region_of_the_starter_prediction(make_napari_viewe
 
     clicks.region_combo.setCurrentText(target)
     assert f"refining the prediction '{labels.name}' ({target})" in clicks.engine_status.text()
+    assert not clicks.value_spin.isEnabled()  # Accept sets the region: no label value to pick
     spacing = viewer.layers[f"{CASE}_flair"].scale[-3:]
     shown = prior
     scores = [dice(prior, truth)]
