@@ -123,35 +123,49 @@ def drop_coreless_components(labels) -> tuple[np.ndarray, int]:
     return out, int(n + 1 - np.count_nonzero(has_core))
 
 
-def with_region(labels, region: str, mask) -> tuple[np.ndarray, int]:
-    """A ``regionmap`` label map whose ``region`` (WT / TC / ET) is exactly ``mask``, the
+#: (oedema, necrotic / non-enhancing core, enhancing) label values of each convention: what
+#: a corrected region writes (brats2012 has no enhancing class: its "active tumour" serves).
+WRITE_VALUES: dict[str, tuple[int, int, int]] = {
+    "regionmap": (EDEMA, CORE, ENHANCING),
+    "brats": (2, 1, 4),
+    "brats2023": (2, 1, 3),
+    "brats2012": (1, 2, 2),
+}
+
+
+def with_region(labels, region: str, mask, convention: str = "regionmap") -> tuple[np.ndarray, int]:
+    """A label map of ``convention`` whose ``region`` (WT / TC / ET) is exactly ``mask``, the
     nesting WT ⊇ TC ⊇ ET kept: what a corrected region means for the other two.
 
-    * WT: voxels outside ``mask`` go to 0; new ones become oedema (1); the rest keep their class.
+    * WT: voxels outside ``mask`` go to 0; new ones become oedema; the rest keep their class.
     * TC: core voxels outside ``mask`` become oedema (still tumour: the correction said "not
-      core"); new ones become necrotic / non-enhancing core (2), enhancing stays enhancing.
-    * ET: enhancing voxels outside ``mask`` become core (2: still core); new ones become 3.
+      core"); new ones become necrotic / non-enhancing core, enhancing stays enhancing.
+    * ET: enhancing voxels outside ``mask`` become necrotic / non-enhancing core (still core);
+      new ones become enhancing.
 
     A voxel added to an inner region joins the outer ones (a new enhancing voxel is core and
     tumour). Returns the new map (a copy, the input's dtype) and how many voxels changed.
     """
     if region not in REGION_NAMES:
         raise TumorSegError(f"unknown region {region!r}; known: {', '.join(REGION_NAMES)}")
+    if convention not in WRITE_VALUES:
+        raise TumorSegError(f"unknown region convention {convention!r}; known: {', '.join(WRITE_VALUES)}")
     lab = np.asarray(labels)
     mask = np.asarray(mask, bool)
     if mask.shape != lab.shape:
         raise TumorSegError(f"the mask {mask.shape} is not on the labels' grid {lab.shape}")
+    edema, core, enhancing = WRITE_VALUES[convention]
     out = lab.copy()
-    inside = np.isin(lab, CONVENTIONS["regionmap"][region])
+    inside = np.isin(lab, CONVENTIONS[convention][region])
     if region == "WT":
         out[inside & ~mask] = 0
-        out[mask & ~inside] = EDEMA
+        out[mask & ~inside] = edema
     elif region == "TC":
-        out[inside & ~mask] = EDEMA
-        out[mask & ~inside] = CORE
+        out[inside & ~mask] = edema
+        out[mask & ~inside] = core
     else:
-        out[inside & ~mask] = CORE
-        out[mask & ~inside] = ENHANCING
+        out[inside & ~mask] = core
+        out[mask & ~inside] = enhancing
     return out, int(np.count_nonzero(out != lab))
 
 def guess_convention(label_values) -> str:

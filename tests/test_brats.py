@@ -122,12 +122,15 @@ def test_oedema_without_a_core_is_dropped_and_a_small_cored_lesion_stays(shared_
     assert plane_clean.ndim == 2 and (n2 == 0 or not plane_clean[y:y + 4, x:x + 4].any())
 
 
+@pytest.mark.parametrize("convention", ["regionmap", "brats"])
 @pytest.mark.parametrize("region", ["WT", "TC", "ET"])
-def test_a_corrected_region_keeps_the_nesting(brats2013_labels, region):
+def test_a_corrected_region_keeps_the_nesting(brats2013_labels, region, convention):
     """A region set to a corrected extent (half of it removed, a ball added beside it) is
-    exactly that extent; the other regions follow only where nesting forces them."""
-    lab = regions_to_labels(labels_to_regions(brats2013_labels, "brats"))
-    wt, tc, et = labels_to_regions(lab, "regionmap")
+    exactly that extent; the other regions follow only where nesting forces them. The map
+    keeps its own label values (the plugin's region map, or BraTS 2013's 1-4 as loaded)."""
+    lab = (regions_to_labels(labels_to_regions(brats2013_labels, "brats")) if convention == "regionmap"
+           else brats2013_labels.copy())
+    wt, tc, et = labels_to_regions(lab, convention)
     old = {"WT": wt, "TC": tc, "ET": et}[region]
     assert old.any()
     zs = np.nonzero(old.any(axis=(1, 2)))[0]
@@ -137,9 +140,10 @@ def test_a_corrected_region_keeps_the_nesting(brats2013_labels, region):
     c = np.argwhere(old)[0]
     ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 25
     mask |= ball  # and adds a ball round its first voxel
-    new, changed = with_region(lab, region, mask)
+    new, changed = with_region(lab, region, mask, convention)
     assert new.dtype == lab.dtype and changed == int((new != lab).sum()) > 0
-    nwt, ntc, net = labels_to_regions(new, "regionmap")
+    assert set(np.unique(new)) <= set(np.unique(lab)) | {0}, "no value foreign to the convention"
+    nwt, ntc, net = labels_to_regions(new, convention)
     assert np.array_equal({"WT": nwt, "TC": ntc, "ET": net}[region], mask)
     assert (net <= ntc).all() and (ntc <= nwt).all(), "ET inside TC inside WT"
     if region == "WT":  # the inner regions keep what stays tumour
@@ -151,4 +155,4 @@ def test_a_corrected_region_keeps_the_nesting(brats2013_labels, region):
     untouched = ~(old | mask)
     np.testing.assert_array_equal(new[untouched], lab[untouched])
     with pytest.raises(TumorSegError, match="grid"):
-        with_region(lab, region, mask[1:])
+        with_region(lab, region, mask[1:], convention)

@@ -81,15 +81,15 @@ def target_truth(labels, target: str, convention: str | None = None, names=()) -
     return regions[("WT", "TC", "ET").index(REGION_OF[target])]
 
 
-def region_mask(labels, region: str) -> np.ndarray:
-    """Region ``region`` (WT / TC / ET) of a label map this plugin predicted (``regionmap``:
-    1 oedema, 2 core, 3 enhancing): what clicks that correct that region start from."""
+def region_mask(labels, region: str, convention: str = "regionmap") -> np.ndarray:
+    """Region ``region`` (WT / TC / ET) of a label map of ``convention`` (default: the map this
+    plugin predicts, 1 oedema, 2 core, 3 enhancing): what clicks that correct it start from."""
     from napari_tumorseg.brats import CONVENTIONS
 
     try:
-        values = CONVENTIONS["regionmap"][region]
+        values = CONVENTIONS[convention][region]
     except KeyError:
-        raise TumorSegError(f"unknown region {region!r}; choose WT, TC or ET") from None
+        raise TumorSegError(f"unknown region {region!r} or convention {convention!r}") from None
     return np.isin(np.asarray(labels), values)
 
 

@@ -88,6 +88,22 @@ def _label_names(layer) -> dict[int, str]:
     return out
 
 
+class _LoadedLabels:
+    """A labels layer the user asked the clicks to correct (not the session's prediction)."""
+
+    predictor = None
+
+    def __init__(self, layer) -> None:
+        self.labels_layer = layer
+
+    def convention(self) -> str:
+        """The layer's BraTS label convention, from its name, else from its values."""
+        from napari_tumorseg.brats import convention_from_names, guess_convention
+
+        layer = self.labels_layer
+        return convention_from_names(layer.name) or guess_convention(np.unique(np.asarray(layer.data)))
+
+
 def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, target="lesion",
                  channel_names=None):
     """Worker-thread body: the engine's answer, the seconds it took, and the object's
@@ -166,6 +182,11 @@ class SegmentClicksWidget(QWidget):
         self.scan_combo.setToolTip("the scan to segment; a multi-channel case uses all its channels")
         self.target_combo = QComboBox()
         self.target_combo.setToolTip("the labels layer Accept writes into")
+        self.correct_box = QCheckBox("Correct it: the clicks start from its labels")
+        self.correct_box.setToolTip("the clicks correct this layer's labels (a loaded segmentation): a "
+                                    "click adds what it missed or removes what it got wrong, and Accept "
+                                    "replaces them; with a BraTS target, that region of it")
+        self.correct_box.setVisible(False)
         self.value_spin = QSpinBox()
         self.value_spin.setRange(1, 255)
         self.value_spin.setToolTip("the label value Accept writes (one value per lesion or region)")
@@ -236,6 +257,7 @@ class SegmentClicksWidget(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Scan", self.scan_combo)
         form.addRow("Into", self.target_combo)
+        form.addRow("", self.correct_box)
         row = QHBoxLayout()
         row.addWidget(self.value_spin)
         row.addWidget(self.value_name, 1)
@@ -280,6 +302,7 @@ class SegmentClicksWidget(QWidget):
 
         self.scan_combo.currentTextChanged.connect(self._scan_changed)
         self.target_combo.currentTextChanged.connect(self._target_changed)
+        self.correct_box.toggled.connect(self._correct_toggled)
         self.value_spin.valueChanged.connect(self._show_value_name)
         self.engine_combo.currentTextChanged.connect(self._engine_changed)
         self.region_combo.currentTextChanged.connect(self._region_changed)
@@ -365,6 +388,10 @@ class SegmentClicksWidget(QWidget):
             self.viewer.layers.remove(preview)
         self._set_preview(None)
         self._scan = None
+
+    def _correct_toggled(self, *_):
+        self._shown = None  # the answer on screen was not built on these labels
+        self._target_changed()
 
     def _target_changed(self, *_):
         self._show_value_name()
@@ -751,23 +778,32 @@ class SegmentClicksWidget(QWidget):
             self.load_checkpoint(path)
 
     def _refining(self):
-        """The prediction this scan's clicks refine (target = the predicted labels), or None."""
+        """What this scan's clicks refine: the session's prediction when it is the target, a
+        labels layer the user ticked "Correct it" for (a loaded segmentation), or None."""
         p = self.session.prediction
         target = self.target()
-        if (p is not None and target is not None and p.labels_layer is target and p.source is self._scan
-                and self._scan is not None):
+        if target is None or self._scan is None:
+            return None
+        if p is not None and p.labels_layer is target and p.source is self._scan:
             return p
+        if self.correct_box.isChecked() and tuple(target.data.shape) == tuple(spatial_shape(self._scan)):
+            return _LoadedLabels(target)
         return None
 
-    def _refined_region(self, refine) -> str | None:
-        """The BraTS region (WT / TC / ET) the clicks correct when ``refine`` is a prediction of
-        regions (the starter's oedema / core / enhancing map): the target's own extent is the
-        prior and Accept sets that region alone. None: a one-object prediction (its labels > 0)."""
+    def _refined_region(self, refine) -> tuple[str, str] | None:
+        """(region WT / TC / ET, label convention) the clicks correct when ``refine`` holds
+        regions - the starter's oedema / core / enhancing map, or a loaded BraTS segmentation
+        with a BraTS target: the Target's own region is the prior and Accept sets that region
+        alone. None: a one-object map (its labels > 0 are the prior)."""
         from napari_tumorseg.interactive.targets import REGION_OF
 
-        if refine is None or getattr(refine.predictor, "output_kind", None) != "regions":
+        if refine is None:
             return None
-        return REGION_OF.get(self.region(), "WT")  # "lesion" on a region map: the whole tumour
+        if getattr(refine.predictor, "output_kind", None) == "regions":
+            return REGION_OF.get(self.region(), "WT"), "regionmap"  # "lesion": its whole tumour
+        if isinstance(refine, _LoadedLabels) and self.region() in REGION_OF:
+            return REGION_OF[self.region()], refine.convention()
+        return None
 
     def _engine_input(self, engine, scan):
         """(image (c, z, y, x), spacing, channel names): what ``engine`` reads for ``scan``, the
@@ -844,6 +880,9 @@ class SegmentClicksWidget(QWidget):
             # one hover away (four lines of it pushed the tools down the dock).
             tip.append(text)
             text = ("automatic · " if self.engine_combo.currentText() == AUTO else "") + f"this scan: {by}"
+        target = self.target()
+        p = self.session.prediction
+        self.correct_box.setVisible(target is not None and not (p is not None and p.labels_layer is target))
         refine = self._refining()
         part = self._refined_region(refine)
         # On a region map Accept sets the Target's region: no value to pick.
@@ -851,9 +890,10 @@ class SegmentClicksWidget(QWidget):
         self.value_spin.setToolTip("the label value Accept writes (one value per lesion or region)" if part is None
                                    else "refining a region map: Accept sets the region picked as Target")
         if refine is not None:
-            text += f"\nrefining the prediction '{self.target().name}'"
+            what = "the labels" if isinstance(refine, _LoadedLabels) else "the prediction"
+            text += f"\nrefining {what} '{target.name}'"
             if part is not None:
-                text += f" ({self.region_combo.currentText() if part != 'WT' else 'whole tumour'})"
+                text += f" ({self.region_combo.currentText() if part[0] != 'WT' else 'whole tumour'})"
         self.engine_status.setText(text)
         prec = getattr(eng[0], "precision", None) if eng is not None else None  # learned engines
         if prec is not None:
@@ -891,7 +931,7 @@ class SegmentClicksWidget(QWidget):
             if refine is not None:
                 labels = np.asarray(refine.labels_layer.data)
                 part = self._refined_region(refine)
-                inside = labels > 0 if part is None else region_mask(labels, part)
+                inside = labels > 0 if part is None else region_mask(labels, *part)
                 prior = as_volume(inside, refine.labels_layer.ndim)
         except TumorSegError as err:
             notify_error(err)
@@ -985,14 +1025,15 @@ class SegmentClicksWidget(QWidget):
             notify_error(TumorSegError(f"'{target.name}' {data.shape} is not on the scan's grid {mask.shape}"))
             return None
         if self._preview_region is not None:
-            # One region of the predicted map corrected: it is set to the preview, the others
-            # follow only where WT ⊇ TC ⊇ ET makes them (brats.with_region).
+            # One region of the map corrected: it is set to the preview, the others follow
+            # only where WT ⊇ TC ⊇ ET makes them (brats.with_region).
             from napari_tumorseg.brats import REGION_NAMES, with_region
 
-            new, _ = with_region(data, self._preview_region, mask)
+            region, convention = self._preview_region
+            new, _ = with_region(data, region, mask, convention)
             changed = apply_edit(target, new)
             self.viewer.layers.selection.active = target
-            full = ("whole tumour", "tumour core", "enhancing tumour")[REGION_NAMES.index(self._preview_region)]
+            full = ("whole tumour", "tumour core", "enhancing tumour")[REGION_NAMES.index(region)]
             show_info(f"accepted: the {full} of '{target.name}' is now {int(mask.sum()):,} voxels "
                       f"({changed:,} changed; the other regions kept where they nest)")
             self.clear()

@@ -93,3 +93,49 @@ def test_a_click_corrects_one_region_of_the_starter_prediction(make_napari_viewe
         assert np.array_equal(wt, wt0 | shown) and np.array_equal(tc, tc0 | shown)
     labels.undo()  # one undo step takes the whole correction back
     np.testing.assert_array_equal(np.asarray(labels.data), before)
+
+
+def test_a_loaded_segmentation_is_corrected_when_asked(make_napari_viewer, qtbot, shared_data):
+    """A segmentation from elsewhere (BraTS 2021 labels: 1 necrosis, 2 oedema, 4 enhancing)
+    whose core lost its upper half to oedema: "Correct it" makes the clicks start from its
+    core, and Accept sets the core in the file's own label values."""
+    from napari_tumorseg.brats import labels_to_regions
+    from napari_tumorseg.cli.view import open_viewer
+    from napari_tumorseg.interactive.robot import dice, next_click
+
+    viewer = open_viewer(str(shared_data / "brats_multi_year" / CASE), show=True,
+                         viewer=make_napari_viewer(show=True))
+    clicks = _dock(viewer, "Segment by clicks")
+    flair = viewer.layers[f"{CASE}_flair"]
+    seg = viewer.layers[f"{CASE}_seg"]
+    truth = np.asarray(seg.data)
+    wt_t, tc_t, et_t = labels_to_regions(truth, "brats")
+    zs = np.nonzero(tc_t.any(axis=(1, 2)))[0]
+    edited = truth.copy()
+    upper = np.zeros(truth.shape, bool)
+    upper[zs[len(zs) // 2]:] = True
+    edited[tc_t & upper] = 2  # the core's upper half called oedema
+    layer = viewer.add_labels(edited, name=f"{CASE}_seg edited", scale=seg.scale, translate=seg.translate,
+                              affine=seg.affine.affine_matrix, metadata=dict(seg.metadata))
+    clicks.scan_combo.setCurrentText(flair.name)
+    qtbot.waitUntil(lambda: clicks._auto is not None and clicks._auto_worker is None and not clicks.busy,
+                    timeout=120000)
+    clicks.target_combo.setCurrentText(layer.name)
+    assert clicks.correct_box.isVisibleTo(clicks) and not clicks.correct_box.isChecked()
+    clicks.region_combo.setCurrentText("tumour core")
+    clicks.correct_box.setChecked(True)
+    assert f"refining the labels '{layer.name}' (tumour core)" in clicks.engine_status.text()
+    prior = labels_to_regions(edited, "brats")[1]
+    point, positive = next_click(prior, tc_t, flair.scale[-3:])
+    assert positive  # in the half the edit took away
+    clicks.add_click(tuple(point), True)
+    qtbot.waitUntil(lambda: not clicks.busy and clicks.preview_mask is not None, timeout=120000)
+    shown = clicks.preview_mask.copy()
+    print(f"\nloaded segmentation, core: Dice {dice(prior, tc_t):.3f} -> {dice(shown, tc_t):.3f}")
+    assert (shown & prior).sum() >= 0.95 * prior.sum(), "the clicks start from its core"
+    assert dice(shown, tc_t) >= dice(prior, tc_t) + 0.05
+    assert clicks.accept() is layer
+    after = np.asarray(layer.data)
+    wt, tc, et = labels_to_regions(after, "brats")
+    assert np.array_equal(tc, shown) and np.array_equal(wt, wt_t | shown)
+    assert set(np.unique(after)) <= {0, 1, 2, 4}, "its own label values"
