@@ -325,14 +325,12 @@ def _write(rows, args, notes, load0, started):
     load1 = os.getloadavg()
     secs = {dims: [s for r in rows if r["dims"] == dims and r["engine"] == "classic"
                    for s in r.get("seconds_per_click", [])] for dims in ("2D", "3D")}
+    priors = [r["dice_prior"] for r in rows if r.get("dice_prior") is not None]
+    source = (f"`tumorseg predict {args.prior_from}` (the target's region of it" if args.prior_from
+              else "a prediction (each engine's one-click answer as the prior")
     text = [
         f"Target: {args.target}" + (" (SMOKE RUN: not a measurement)" if args.smoke else "")
-        + (f" - correcting `tumorseg predict {args.prior_from}` (the target's region of it; mean prior Dice "
-           f"{np.mean([r['dice_prior'] for r in rows if r.get('dice_prior') is not None]):.3f})"
-           if args.prior_from and any(r.get("dice_prior") is not None for r in rows) else
-           " - correcting a prediction (each engine's one-click answer as the prior; mean prior Dice "
-           f"{np.mean([r['dice_prior'] for r in rows if r.get('dice_prior') is not None]):.3f})"
-           if any(r.get("dice_prior") is not None for r in rows) else ""), "",
+        + (f" - correcting {source}; mean prior Dice {np.mean(priors):.3f})" if priors else ""), "",
         summarise(rows, args.max_clicks), "",
         "Median seconds per click, classic engine: "
         + ", ".join(f"{dims} {np.median(v):.2f} s (95th percentile {np.percentile(v, 95):.2f} s, n = {len(v)})"

@@ -168,6 +168,7 @@ def with_region(labels, region: str, mask, convention: str = "regionmap") -> tup
         out[mask & ~inside] = enhancing
     return out, int(np.count_nonzero(out != lab))
 
+
 def guess_convention(label_values) -> str:
     """``brats2012`` when the labels are a subset of {0, 1, 2}, else ``brats``."""
     vals = {int(v) for v in label_values}

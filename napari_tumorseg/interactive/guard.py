@@ -98,45 +98,24 @@ def _touching(change: np.ndarray, clicked) -> np.ndarray:
     return out
 
 
-def _near_clicks(old, points, spacing, reach: float, floor_mm: float) -> np.ndarray:
-    """Balls around the positive ``points``, each ``reach`` x the point's distance (mm) to
-    ``old`` (at least ``floor_mm``)."""
+def _near(old, points, spacing, reach: float, floor_mm: float, inside: bool) -> np.ndarray:
+    """Balls around ``points``, each ``reach`` x the point's distance (mm) to the surface of
+    ``old`` (at least ``floor_mm``), that distance counted for points ``inside`` ``old`` (a
+    negative click's depth in the answer) or outside it (a positive click's distance to it);
+    0 for the others."""
     shape = old.shape
     out = np.zeros(shape, bool)
-    # The distance from a click to the answer is to its nearest surface voxel: those few
-    # are searched directly (a distance transform of the whole volume took ~1 s a click).
+    # The distance from a click to the surface is to its nearest surface voxel: those few are
+    # searched directly (a distance transform of the whole volume took ~1 s a click).
     where = None
     for q in _voxels(points, shape):
-        if old[q]:
-            dist_q = 0.0
-        else:
+        dist_q = 0.0
+        if bool(old[q]) == inside:
             if where is None:
                 surface = old & ~ndimage.binary_erosion(old, structure=_FULL, border_value=0)
                 where = np.argwhere(surface) * np.asarray(spacing, float)
             dist_q = float(np.sqrt(np.min(((where - np.asarray(q, float) * spacing) ** 2).sum(1))))
         r = max(floor_mm, reach * dist_q)
-        win = tuple(slice(max(0, c - int(np.ceil(r / sp))), min(n, c + int(np.ceil(r / sp)) + 1))
-                    for c, sp, n in zip(q, spacing, shape))
-        grids = np.ogrid[win]
-        out[win] |= sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, q, spacing)) <= r * r
-    return out
-
-
-def _near_removals(old, points, spacing, reach: float, floor_mm: float) -> np.ndarray:
-    """Balls around the negative ``points``, each ``reach`` x the point's depth (mm) inside
-    ``old`` (at least ``floor_mm``): a click deep in a false blob may take the blob, one on a
-    rim takes the rim near it."""
-    shape = old.shape
-    out = np.zeros(shape, bool)
-    where = None
-    for q in _voxels(points, shape):
-        depth = 0.0
-        if old[q]:
-            if where is None:
-                surface = old & ~ndimage.binary_erosion(old, structure=_FULL, border_value=0)
-                where = np.argwhere(surface) * np.asarray(spacing, float)
-            depth = float(np.sqrt(np.min(((where - np.asarray(q, float) * spacing) ** 2).sum(1))))
-        r = max(floor_mm, reach * depth)
         win = tuple(slice(max(0, c - int(np.ceil(r / sp))), min(n, c + int(np.ceil(r / sp)) + 1))
                     for c, sp, n in zip(q, spacing, shape))
         grids = np.ogrid[win]
@@ -164,18 +143,20 @@ def hold_to_clicks(mask, prompts: Prompts, spacing, previous: tuple[Prompts, np.
             # Voxels the engine added count only where they touch a new positive click,
             # voxels it removed where they touch any new click (a negative click never adds).
             gained = _touching(mask & ~old, _voxels(added[0], shape))
-            lost = _touching(old & ~mask, _voxels(np.vstack([added[0], added[1]]), shape))
             if old.any() and len(added[0]):
                 # What a new positive click adds stays within ``reach`` x its distance to the
                 # answer on screen (the robot and a user click the middle of what is
                 # missing, so that distance is about the missing part's radius) of it: a
                 # leak through the crop cannot come with it.
-                gained &= _near_clicks(old, added[0], spacing, reach, floor_mm)
-            if bound_removals and old.any():
+                gained &= _near(old, added[0], spacing, reach, floor_mm, inside=False)
+            if bound_removals:
                 # Correcting a prediction: only a negative click removes, and only near
                 # itself (see the module doc).
-                lost = (_touching(old & ~mask, _voxels(added[1], shape))
-                        & _near_removals(old, added[1], spacing, reach, floor_mm))
+                lost = _touching(old & ~mask, _voxels(added[1], shape))
+                if lost.any():
+                    lost &= _near(old, added[1], spacing, reach, floor_mm, inside=True)
+            else:
+                lost = _touching(old & ~mask, _voxels(np.vstack([added[0], added[1]]), shape))
             result = (old | gained) & ~lost
     negatives = _voxels(prompts.negative, shape)
     for q in negatives:

@@ -64,11 +64,7 @@ def target_truth(labels, target: str, convention: str | None = None, names=()) -
     label file) as :func:`napari_tumorseg.brats.convention_from_names` reads them, else from
     the label values (:func:`napari_tumorseg.brats.guess_convention`).
     """
-    from napari_tumorseg.brats import (
-        convention_from_names,
-        guess_convention,
-        labels_to_regions,
-    )
+    from napari_tumorseg.brats import convention_from_names, guess_convention
 
     check_target(target)
     labels = np.asarray(labels)
@@ -77,20 +73,19 @@ def target_truth(labels, target: str, convention: str | None = None, names=()) -
     if convention is None:
         convention = convention_from_names(*[Path(str(n)).name for n in names]) \
             or guess_convention(np.unique(labels))
-    regions = labels_to_regions(labels, convention)
-    return regions[("WT", "TC", "ET").index(REGION_OF[target])]
+    return region_mask(labels, REGION_OF[target], convention)
 
 
 def region_mask(labels, region: str, convention: str = "regionmap") -> np.ndarray:
     """Region ``region`` (WT / TC / ET) of a label map of ``convention`` (default: the map this
     plugin predicts, 1 oedema, 2 core, 3 enhancing): what clicks that correct it start from."""
-    from napari_tumorseg.brats import CONVENTIONS
+    from napari_tumorseg.brats import CONVENTIONS, REGION_NAMES
 
-    try:
-        values = CONVENTIONS[convention][region]
-    except KeyError:
-        raise TumorSegError(f"unknown region {region!r} or convention {convention!r}") from None
-    return np.isin(np.asarray(labels), values)
+    if convention not in CONVENTIONS:
+        raise TumorSegError(f"unknown region convention {convention!r}; known: {', '.join(CONVENTIONS)}")
+    if region not in REGION_NAMES:
+        raise TumorSegError(f"unknown region {region!r}; known: {', '.join(REGION_NAMES)}")
+    return np.isin(np.asarray(labels), CONVENTIONS[convention][region])
 
 
 def target_channels(channel_names, target: str) -> list[int] | None:

@@ -101,7 +101,13 @@ class _LoadedLabels:
         from napari_tumorseg.brats import convention_from_names, guess_convention
 
         layer = self.labels_layer
-        return convention_from_names(layer.name) or guess_convention(np.unique(np.asarray(layer.data)))
+        named = convention_from_names(layer.name)
+        if named:
+            return named
+        # guess_convention asks whether the values lie within 0-2: the extremes say it, at a
+        # fraction of np.unique's sort of the whole volume (this runs on the GUI thread).
+        data = np.asarray(layer.data)
+        return guess_convention((int(data.min()), int(data.max())))
 
 
 def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, target="lesion",
@@ -927,7 +933,7 @@ class SegmentClicksWidget(QWidget):
         try:
             image, spacing, names = self._engine_input(engine, self._scan)
             region = self.region()
-            prior = None
+            prior = part = None
             if refine is not None:
                 labels = np.asarray(refine.labels_layer.data)
                 part = self._refined_region(refine)
@@ -943,7 +949,7 @@ class SegmentClicksWidget(QWidget):
         worker = create_worker(_segment_job, engine, image, spacing, prompts, prior,
                                self.jobs.cancel_for(gen), previous, region, names,
                                _start_thread=False, _ignore_errors=True)
-        refining = (refine is not None, self._refined_region(refine))
+        refining = (refine is not None, part)
         worker.returned.connect(lambda res, gen=gen, refining=refining, prompts=prompts:
                                 self._landed(gen, res, refining, prompts))
         worker.errored.connect(lambda err, gen=gen: self._failed(gen, err))
