@@ -17,7 +17,8 @@ frame is (I, P, L) mm, see io.orientation). A layer read by the plugin is writte
 in its source file's voxel order, so it overlays that file voxel for voxel in any
 viewer. TIFF output carries the affine and the layer type, so it reopens in place. Labels
 saved as NRRD (``.seg.nrrd`` for 3D Slicer) carry their label names (``metadata
-["label_names"]``) as Slicer's segment names.
+["label_names"]``) as Slicer's segment names, and saved as NIfTI in a comment extension that
+the reader reads back (a region map's values alone do not say what they are).
 """
 
 from __future__ import annotations
@@ -108,7 +109,11 @@ def _in_source_order(arr: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarra
 
 def _write_nifti(path: str, data: Any, meta: dict, intent: str | None = None) -> list[str]:
     arr, affine = _in_source_order(_array(data, meta), meta)
-    return [str(write_nifti(arr, path, affine=affine, overwrite=True, intent=intent))]
+    layer_meta = (meta.get("metadata") or {}) if intent == "label" else {}
+    names, colors = layer_meta.get("label_names"), layer_meta.get("label_colors")
+    return [str(write_nifti(arr, path, affine=affine, overwrite=True, intent=intent,
+                            label_names={int(k): str(v) for k, v in (names or {}).items()} or None,
+                            label_colors=colors or None))]
 
 
 def _write_itk(path: str, data: Any, meta: dict, labels: bool = False) -> list[str]:

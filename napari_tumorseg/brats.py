@@ -175,6 +175,63 @@ def guess_convention(label_values) -> str:
     return "brats2012" if vals <= {0, 1, 2} else "brats"
 
 
+def regions_from_label_names(label_names) -> dict[str, tuple[int, ...]] | None:
+    """WT / TC / ET label sets read from a map's label names ({value: name}: an NRRD
+    segmentation's segment names, this plugin's exports), or None when they are not BraTS
+    names. Every named value must be oedema, necrotic / non-enhancing core or enhancing."""
+    if not label_names or not hasattr(label_names, "items"):
+        return None
+    roles: dict[str, list[int]] = {"edema": [], "core": [], "enhancing": []}
+    for key, name in label_names.items():
+        try:
+            value = int(key)
+        except (TypeError, ValueError):
+            return None
+        if value == 0:
+            continue
+        text = str(name).lower()
+        if "edema" in text or "oedema" in text:
+            roles["edema"].append(value)
+        elif "non-enhanc" in text or "necro" in text or "core" in text:
+            roles["core"].append(value)
+        elif "enhanc" in text:
+            roles["enhancing"].append(value)
+        else:
+            return None
+    if not roles["edema"] or not (roles["core"] or roles["enhancing"]):
+        return None
+    return {
+        "WT": tuple(sorted(roles["edema"] + roles["core"] + roles["enhancing"])),
+        "TC": tuple(sorted(roles["core"] + roles["enhancing"])),
+        "ET": tuple(sorted(roles["enhancing"])),
+    }
+
+
+def convention_from_label_names(label_names) -> str | None:
+    """The convention whose regions a map's label names spell out, or None."""
+    roles = regions_from_label_names(label_names)
+    if roles is None:
+        return None
+    named = set(roles["WT"])
+    for name, sets in CONVENTIONS.items():
+        # Each named value in the same regions as the convention puts it (a map's names may
+        # cover only the values it holds: 2017-2021 maps name 1, 2 and 4, not 3).
+        if named <= set(sets["WT"]) and all((v in roles[r]) == (v in sets[r]) for v in named for r in REGION_NAMES):
+            return name
+    return None
+
+
+def convention_of_map(extremes, label_names=None, names=()) -> str:
+    """The label convention of a label map: what its label names say (a region map this
+    plugin wrote: its 1 / 2 / 3 are oedema / core / enhancing, where BraTS 2023's 1 / 2 / 3 are
+    core / oedema / enhancing — the values alone cannot tell them apart), else what its file or
+    case names say, else a guess from its values (``extremes``: its values, or only its
+    minimum and maximum — the guess asks whether they lie within 0-2)."""
+    return (convention_from_label_names(label_names)
+            or convention_from_names(*[str(n) for n in names if n])
+            or guess_convention(extremes))
+
+
 def check_threshold(threshold: float) -> None:
     if not 0.0 <= float(threshold) <= 1.0:
         raise TumorSegError(f"threshold must be within 0-1, got {threshold}")

@@ -301,37 +301,6 @@ def largest_axial_diameter(labels, spacing, method: str = "centres") -> dict[str
     return best
 
 
-def _brats_roles(label_names: dict | None) -> dict[str, tuple[int, ...]] | None:
-    """WT / TC / ET label sets read from label names, or None when the names are not BraTS
-    names. Every named value must be oedema, necrotic / non-enhancing core or enhancing."""
-    if not label_names:
-        return None
-    roles: dict[str, list[int]] = {"edema": [], "core": [], "enhancing": []}
-    for key, name in label_names.items():
-        try:
-            value = int(key)
-        except (TypeError, ValueError):
-            return None
-        if value == 0:
-            continue
-        text = str(name).lower()
-        if "edema" in text or "oedema" in text:
-            roles["edema"].append(value)
-        elif "non-enhanc" in text or "necro" in text or "core" in text:
-            roles["core"].append(value)
-        elif "enhanc" in text:
-            roles["enhancing"].append(value)
-        else:
-            return None
-    if not roles["edema"] or not (roles["core"] or roles["enhancing"]):
-        return None
-    return {
-        "WT": tuple(sorted(roles["edema"] + roles["core"] + roles["enhancing"])),
-        "TC": tuple(sorted(roles["core"] + roles["enhancing"])),
-        "ET": tuple(sorted(roles["enhancing"])),
-    }
-
-
 def brats_regions_for(values, brats: bool | str | None = None,
                       label_names: dict | None = None) -> tuple[str, dict[str, tuple[int, ...]]] | None:
     """(convention, {"WT": labels, "TC": ..., "ET": ...}) for a label map holding ``values``,
@@ -345,7 +314,7 @@ def brats_regions_for(values, brats: bool | str | None = None,
     """
     present = sorted({int(v) for v in values} - {0})
     if brats is None or brats is False:
-        roles = _brats_roles(label_names)
+        roles = _brats.regions_from_label_names(label_names)
         if roles is None:
             return None
         if roles == _brats.CONVENTIONS["regionmap"]:

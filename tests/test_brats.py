@@ -156,3 +156,20 @@ def test_a_corrected_region_keeps_the_nesting(brats2013_labels, region, conventi
     np.testing.assert_array_equal(new[untouched], lab[untouched])
     with pytest.raises(TumorSegError, match="grid"):
         with_region(lab, region, mask[1:], convention)
+
+
+def test_a_maps_label_names_say_its_convention_before_its_values():
+    """A region map's 1 / 2 / 3 are oedema / core / enhancing; BraTS 2023's are core / oedema /
+    enhancing: the names decide, then the file's name, then the values."""
+    from napari_tumorseg.brats import REGION_LABEL_NAMES, convention_from_label_names, convention_of_map
+
+    assert convention_from_label_names(REGION_LABEL_NAMES) == "regionmap"
+    assert convention_from_label_names({1: "NCR necrotic core", 2: "ED edema", 3: "ET enhancing"}) == "brats2023"
+    # 2017-2021 maps name 1, 2 and 4 only
+    assert convention_from_label_names({1: "necrotic core", 2: "peritumoral edema", 4: "enhancing"}) == "brats"
+    assert convention_from_label_names({1: "tumour"}) is None
+    assert convention_from_label_names(None) is None
+    assert convention_of_map((0, 3), REGION_LABEL_NAMES, ["BraTS-GLI-00000-000-seg"]) == "regionmap"
+    assert convention_of_map((0, 3), None, ["BraTS-GLI-00000-000-seg"]) == "brats2023"
+    assert convention_of_map((0, 2), None, ["mask"]) == "brats2012"
+    assert convention_of_map((0, 4), {1: "tumour"}, ["mask"]) == "brats"

@@ -14,6 +14,12 @@ region from GT's labels in the case's own edition convention (read from the name
 ``--convention``), and the classic engine reads the channels that target shows best.
 IMAGE and GT must lie on the same grid; nothing is resampled. Clicks that lower the Dice by
 more than 0.05 are reported as drops.
+
+``--prior FILE`` measures correcting an existing segmentation, as the click dock corrects a
+prediction or a loaded label map ("Correct it"): the clicks start from FILE's ``--target``
+region (its labels > 0 for ``lesion``) — in FILE's own label convention, from the label names
+it carries (this plugin's NIfTI and NRRD exports, 3D Slicer's segments), else its names, else
+its values, or ``--prior-convention`` — and the report begins with the prior's own Dice.
 """
 
 from __future__ import annotations
@@ -43,8 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="GT's label convention for --target whole|core|enhancing; default: from the "
                         "case's names, else from its label values")
     p.add_argument("--engine", default=None, metavar="classic|CKPT",
-                   help="'classic', or a click-guided checkpoint; default: the automatic choice "
-                        "(the shipped starter model for a single image, the classic engine for a volume)")
+                   help="'classic', or a click-guided checkpoint; default: the automatic choice, as "
+                        "the dock's (the shipped volume click models for a volume holding the sequences "
+                        "they read, the classic engine for other volumes, the 2D starter for an image)")
+    p.add_argument("--prior", default=None, metavar="FILE",
+                   help="a segmentation to correct (a `tumorseg predict` output, an earlier export, "
+                        "any label map on IMAGE's grid): the clicks start from its --target region")
+    p.add_argument("--prior-convention", default=None, choices=("brats", "brats2023", "brats2012", "regionmap"),
+                   help="PRIOR's label convention; default: from its label names, else its file name, "
+                        "else its values")
     p.add_argument("--max-clicks", type=int, default=10, metavar="N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_precision(p)
@@ -83,7 +96,8 @@ def load_image(path: str, series: int | None):
 def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, max_clicks: int = 10,
                     image_series: int | None = None, gt_series: int | None = None,
                     progress=None, precision: str | None = None, target: str = "lesion",
-                    convention: str | None = None) -> dict:
+                    convention: str | None = None, prior_path: str | None = None,
+                    prior_convention: str | None = None) -> dict:
     from napari_tumorseg.cli.evaluate import _load_mask, _same_grid
     from napari_tumorseg.interactive.engines import engine_from_name, engine_label
     from napari_tumorseg.interactive.robot import RobotProgress, iter_clicks
@@ -99,6 +113,7 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
     if not gt.any():
         what = "" if target == "lesion" else f" of {TARGETS[target]}"
         raise TumorSegError(f"GT {gt_path} holds no voxel{what}: there is nothing to click on")
+    prior = None if prior_path is None else _load_prior(prior_path, ref, target, prior_convention)
     choice = engine_from_name(engine, volume=gt.ndim == 3 and gt.shape[0] > 1)
     if hasattr(choice.engine, "precision"):  # a learned engine: --precision (auto: its own)
         from napari_tumorseg.precision import resolve
@@ -107,7 +122,7 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
     spacing = tuple(float(s) for s in ref.spacing)
     result = None
     for event in iter_clicks(choice.engine, image, spacing, gt, max_clicks=max_clicks, target=target,
-                             channel_names=names):
+                             channel_names=names, prior=prior):
         if isinstance(event, RobotProgress):
             if progress is not None:
                 progress(event)
@@ -130,11 +145,26 @@ def evaluate_clicks(image_path: str, gt_path: str, engine: str | None = None, ma
         "channels_read": _channels_read(used, names, target),
         "shape": list(gt.shape),
         "spacing_mm": list(spacing),
+        "prior": None if prior_path is None else str(prior_path),
         "dice_at": {str(k): result.dice_at(k) for k in REPORT_AT if k <= max_clicks},
         "median_seconds_per_click": float(np.median(result.seconds_per_click))
         if result.seconds_per_click else None,
     })
     return out
+
+
+def _load_prior(path: str, ref, target: str, convention: str | None):
+    """PRIOR's ``target`` region on IMAGE's grid (bool), as the dock takes a loaded map's."""
+    from napari_tumorseg.cli.evaluate import _load_mask
+    from napari_tumorseg.interactive.targets import target_truth
+    from napari_tumorseg.io.grid import check_same_grid
+
+    vol, labels = _load_mask(path, None, "PRIOR")
+    reason = check_same_grid(ref, vol)
+    if reason:
+        raise TumorSegError(f"PRIOR and IMAGE are on different grids: {reason}")
+    meta = vol.metadata if isinstance(vol.metadata, dict) else {}
+    return target_truth(labels, target, convention, names=(path, vol.name), label_names=meta.get("label_names"))
 
 
 def _channels_read(engine, names, target) -> list[str]:
@@ -152,13 +182,16 @@ def run(args) -> int:
 
     result = evaluate_clicks(args.image, args.gt, args.engine, args.max_clicks, args.image_series,
                              args.gt_series, progress=None if args.json else show,
-                             precision=args.precision, target=args.target, convention=args.convention)
+                             precision=args.precision, target=args.target, convention=args.convention,
+                             prior_path=args.prior, prior_convention=args.prior_convention)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"Engine: {result['engine_reason']}; this case: {result['engine_used']}")
     print(f"Target: {result['target']}; channels read: {', '.join(result['channels_read'])}; "
           f"GT: {result['gt_rule']}")
+    if result.get("dice_prior") is not None:
+        print(f"Prior: {result['prior']}; its Dice before any click: {result['dice_prior']:.4f}")
     print("Dice after " + ", ".join(f"{k} click{'s' if k != '1' else ''}: {d:.4f}"
                                     for k, d in result["dice_at"].items()))
     noc = result["noc"]

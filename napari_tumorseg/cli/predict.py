@@ -78,12 +78,19 @@ def _pick_volume(path: str, series: int | None, prep: dict):
         raise TumorSegError(f"{Path(path).name} holds no image to segment (only label maps)")
     if len(images) == 1:
         return read_path(path, series=images[0])[0]
-    if plan.channels > 1:
+    if plan.channels > 1 or plan.names:
+        # A model that names its channels (one FLAIR included) takes them from a case folder
+        # by sequence, as the docks do.
         vols = [read_path(path, series=i)[0] for i in images]
         if plan.names:
             from napari_tumorseg.channels import order_by_names
 
-            vols = order_by_names(vols, list(plan.names))
+            try:
+                vols = order_by_names(vols, list(plan.names))
+            except TumorSegError:
+                if plan.channels > 1:
+                    raise
+                vols = []  # one channel no scan's sequence matches: the user picks the series
         elif len(vols) != plan.channels:
             vols = []
         if vols:

@@ -129,7 +129,8 @@ def export_labels(
             labels, source_affine = to_source_order(labels, source)
             affine = source_affine if source_affine is not None else affine
         return [write_nifti(labels, out, affine=affine, overwrite=overwrite, spacing=spacing,
-                            intent="label")]
+                            intent="label", label_names=dict(names) if names else None,
+                            label_colors=dict(colors) if colors else None)]
     if fmt in ("nrrd", "mha"):
         return [_write_itk(labels, fmt, out, source, overwrite, names, colors, labels=True)]
     affine = source.affine if source is not None else None

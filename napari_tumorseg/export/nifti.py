@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_tumorseg.errors import WriteError
 from napari_tumorseg.fileio import atomic_path
-from napari_tumorseg.io.nifti import is_nifti_path, nifti_affine_to_zyx
+from napari_tumorseg.io.nifti import EXTENSION_KEY, is_nifti_path, nifti_affine_to_zyx
 from napari_tumorseg.io.volume import Volume, affine_from_spacing
 
 
@@ -41,12 +41,18 @@ def write_nifti(
     overwrite: bool = False,
     spacing: tuple[float, float, float] | None = None,
     intent: str | None = None,
+    label_names: dict | None = None,
+    label_colors: dict | None = None,
 ) -> Path:
     """Write a Volume or a (z, y, x) / (c, z, y, x) array to ``path`` (.nii or .nii.gz).
 
     ``affine`` maps (z, y, x, 1) to RAS+ mm (the Volume convention); it defaults to the
     Volume's affine, else to one built from ``spacing`` (else 1 mm). ``intent="label"``
     marks a label map (NIFTI_INTENT_LABEL), which the reader opens as labels.
+    ``label_names`` ({value: name}) and ``label_colors`` ({value: RGB(A) in 0-1 or 0-255}) go
+    into a comment extension the reader reads back: a region map's 1 / 2 / 3 (oedema / core /
+    enhancing) are BraTS 2023's core / oedema / enhancing by value, so without its names a
+    reopened prediction would be misread.
     """
     import nibabel as nib
 
@@ -80,9 +86,30 @@ def write_nifti(
     img.header.set_xyzt_units("mm", "sec")
     if intent == "label":
         img.header.set_intent("label")
+    if label_names:
+        img.header.extensions.append(label_names_extension(label_names, label_colors))
     try:
         with atomic_path(path, overwrite=overwrite) as tmp:
             nib.save(img, str(tmp))
     except OSError as err:
         raise WriteError(f"cannot write {path}: {err.strerror or err}") from None
     return path
+
+
+def label_names_extension(label_names, label_colors=None):
+    """A NIfTI comment extension holding ``{value: name}`` (and the colours) as JSON."""
+    import json
+
+    import nibabel as nib
+
+    body = {"label_names": {str(int(k)): str(v) for k, v in label_names.items()}}
+    colors = {}
+    for k, v in (label_colors or {}).items():
+        if k is None or int(k) == 0:  # the background stays see-through
+            continue
+        rgb = [float(c) for c in list(v)[:3]]
+        scale = 255.0 if max(rgb) > 1 else 1.0
+        colors[str(int(k))] = [round(c / scale, 4) for c in rgb]
+    if colors:
+        body["label_colors"] = colors
+    return nib.nifti1.Nifti1Extension("comment", json.dumps({EXTENSION_KEY: body}).encode("utf-8"))

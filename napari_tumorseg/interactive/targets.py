@@ -57,22 +57,22 @@ def target_from_label(text: str) -> str:
     raise TumorSegError(f"unknown target {text!r}")
 
 
-def target_truth(labels, target: str, convention: str | None = None, names=()) -> np.ndarray:
+def target_truth(labels, target: str, convention: str | None = None, names=(), label_names=None) -> np.ndarray:
     """The ground truth of ``target`` from a label map (bool, the map's shape).
 
-    ``convention`` is the BraTS label convention; None: from ``names`` (the case folder, the
-    label file) as :func:`napari_tumorseg.brats.convention_from_names` reads them, else from
-    the label values (:func:`napari_tumorseg.brats.guess_convention`).
+    ``convention`` is the BraTS label convention; None: what the map's ``label_names`` say,
+    else its ``names`` (the case folder, the label file), else its values
+    (:func:`napari_tumorseg.brats.convention_of_map`).
     """
-    from napari_tumorseg.brats import convention_from_names, guess_convention
+    from napari_tumorseg.brats import convention_of_map
 
     check_target(target)
     labels = np.asarray(labels)
     if target == "lesion":
         return labels > 0
     if convention is None:
-        convention = convention_from_names(*[Path(str(n)).name for n in names]) \
-            or guess_convention(np.unique(labels))
+        extremes = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+        convention = convention_of_map(extremes, label_names, [Path(str(n)).name for n in names])
     return region_mask(labels, REGION_OF[target], convention)
 
 

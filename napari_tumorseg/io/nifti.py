@@ -114,6 +114,8 @@ def as_labels(data: np.ndarray) -> np.ndarray | None:
 
 
 _NIFTI_INTENT_LABEL = 1002
+#: Key of this plugin's JSON in a NIfTI comment extension (code 6): a label map's names.
+EXTENSION_KEY = "napari_tumorseg"
 # Content alone (no name, no intent): at most this many distinct values.
 MAX_CONTENT_LABEL_VALUES = 32
 
@@ -245,6 +247,15 @@ def read_nifti(path: str | Path) -> Volume:
     sequence = guess_sequence(name)
     if sequence:
         metadata["sequence"] = sequence
+    ours = _extension(header)
+    names, colors = ours.get("label_names"), ours.get("label_colors")
+    try:
+        if isinstance(names, dict) and names:
+            metadata["label_names"] = {int(k): str(v) for k, v in names.items()}
+        if isinstance(colors, dict) and colors:
+            metadata["label_colors"] = {int(k): tuple(float(c) for c in v[:3]) for k, v in colors.items()}
+    except (TypeError, ValueError):
+        pass  # not what this plugin writes: the map opens without names
 
     kind = "image"
     channel_names = None
@@ -266,3 +277,20 @@ def read_nifti(path: str | Path) -> Volume:
         channel_names=channel_names,
         metadata=metadata,
     )
+
+
+def _extension(header) -> dict:
+    """What this plugin wrote into a comment extension (export.nifti: a label map's names and
+    colours), or {}."""
+    import json
+
+    for ext in getattr(header, "extensions", ()):
+        if ext.get_code() != 6:
+            continue
+        try:
+            body = json.loads(ext.get_content().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue  # another tool's comment
+        if isinstance(body, dict) and isinstance(body.get(EXTENSION_KEY), dict):
+            return body[EXTENSION_KEY]
+    return {}

@@ -91,7 +91,7 @@ class Volume:
             colors = self.metadata.get("label_colors")
             if colors:  # a segmentation's own segment colours (3D Slicer's .seg.nrrd)
                 kwargs["colormap"] = {None: GROUND_TRUTH_COLOR, 0: (0.0, 0.0, 0.0, 0.0),
-                                      **{int(k): (*(float(c) for c in v[:3]), 1.0) for k, v in colors.items()}}
+                                      **{int(k): (*(float(c) for c in v[:3]), 1.0) for k, v in colors.items() if int(k)}}
             elif _is_binary(self.data):
                 kwargs["colormap"] = {None: GROUND_TRUTH_COLOR, 0: (0.0, 0.0, 0.0, 0.0)}
             return self.data, kwargs, "labels"

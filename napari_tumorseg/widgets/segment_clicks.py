@@ -97,17 +97,15 @@ class _LoadedLabels:
         self.labels_layer = layer
 
     def convention(self) -> str:
-        """The layer's BraTS label convention, from its name, else from its values."""
-        from napari_tumorseg.brats import convention_from_names, guess_convention
+        """The layer's BraTS label convention: from its label names (a region map this plugin
+        made, an NRRD segmentation's segments), else its name, else its values."""
+        from napari_tumorseg.brats import convention_of_map
 
         layer = self.labels_layer
-        named = convention_from_names(layer.name)
-        if named:
-            return named
-        # guess_convention asks whether the values lie within 0-2: the extremes say it, at a
+        # The values are asked only whether they lie within 0-2: the extremes say it, at a
         # fraction of np.unique's sort of the whole volume (this runs on the GUI thread).
         data = np.asarray(layer.data)
-        return guess_convention((int(data.min()), int(data.max())))
+        return convention_of_map((int(data.min()), int(data.max())), _label_names(layer), [layer.name])
 
 
 def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, target="lesion",
@@ -305,6 +303,13 @@ class SegmentClicksWidget(QWidget):
         self._resegment_timer = QTimer(self)
         self._resegment_timer.setSingleShot(True)
         self._resegment_timer.timeout.connect(self.resegment)
+        # A warm-up starts once the layer events of one turn of the event loop are over: a
+        # case opening (its scans one by one) or a viewer closing (every layer removed) would
+        # otherwise start one for each state on the way.
+        self._warm_timer = QTimer(self)
+        self._warm_timer.setSingleShot(True)
+        self._warm_timer.timeout.connect(self._start_warm_up)
+        self._warm_args = None
 
         self.scan_combo.currentTextChanged.connect(self._scan_changed)
         self.target_combo.currentTextChanged.connect(self._target_changed)
@@ -864,6 +869,16 @@ class SegmentClicksWidget(QWidget):
         the network's grid) in a worker, before the first click: that click paid 2.2 s where
         the next ones take 0.2-0.4 s (BraTS, four sequences). It runs as one of the dock's
         jobs, so a click made meanwhile starts when it ends, on the prepared case."""
+        self._warm_args = (engine, image, names, self._scan)
+        self._warm_timer.start(0)
+
+    def _start_warm_up(self) -> None:
+        args, self._warm_args = self._warm_args, None
+        if args is None:
+            return
+        engine, image, names, scan = args
+        if scan is not self._scan or scan is None or scan not in self.viewer.layers:
+            return  # the scan went (a closing viewer removes every layer) or another was chosen
         if self._worker is not None or self.jobs.running:
             return  # a click's job is preparing the case right now
         from napari_tumorseg.interactive.engines import prepare_for_prompts
@@ -986,7 +1001,8 @@ class SegmentClicksWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None or self.jobs.pending or self._resegment_timer.isActive()
+        return (self._worker is not None or self.jobs.pending or self._resegment_timer.isActive()
+                or self._warm_timer.isActive())
 
     def _set_preview(self, mask: np.ndarray | None, refining: tuple = (False, None)) -> None:
         self.preview_mask = mask
@@ -1068,6 +1084,8 @@ class SegmentClicksWidget(QWidget):
         self._set_preview(None)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt)
+        self._warm_timer.stop()
+        self._warm_args = None
         self.jobs.supersede()
         self._bind_keys(False)
         if self._on_mouse in self.viewer.mouse_drag_callbacks:

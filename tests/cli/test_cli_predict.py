@@ -156,3 +156,24 @@ def test_classifier_checkpoint_writes_json(shared_data, tmp_path, capsys):
     assert doc["case"]["label"] in names and len(doc["slices"]) == 1
     assert abs(sum(doc["case"]["probabilities"].values()) - 1) < 1e-5
     assert doc["case"]["label"] in capsys.readouterr().out
+
+
+def test_a_one_channel_model_takes_its_sequence_from_a_case_folder(ckpt, shared_data, tmp_path, capsys):
+    """A model trained on FLAIR alone (`channels: [FLAIR]`) given a case folder of four
+    sequences predicts on its FLAIR, as the docks pick it; one whose channel no scan matches
+    still asks for --series."""
+    from napari_tumorseg.io.nifti import read_nifti
+
+    ck = torch.load(ckpt, weights_only=True)
+    ck["preprocessing"] = {**ck["preprocessing"], "channel_names": ["FLAIR"]}
+    flair_model = tmp_path / "flair.pt"
+    torch.save(ck, flair_model)
+    case = shared_data / "brats_multi_year" / "BraTS2021_00006"
+    out = tmp_path / "pred.nii.gz"
+    assert main(["predict", str(flair_model), str(case), "-o", str(out), "--quiet"]) == 0
+    assert "BraTS2021_00006_flair" in capsys.readouterr().out
+    assert read_nifti(out).data.shape == read_nifti(case / "BraTS2021_00006_flair.nii.gz").data.shape
+    ck["preprocessing"]["channel_names"] = ["ADC"]
+    torch.save(ck, flair_model)
+    assert main(["predict", str(flair_model), str(case), "-o", str(tmp_path / "b.nii.gz"), "--quiet"]) == 2
+    assert "choose one with --series N" in _err_line(capsys)

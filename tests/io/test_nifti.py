@@ -172,3 +172,29 @@ def test_one_label_name_rule_for_files_folders_and_series(shared_data):
     assert all(is_label_name(n) for n in ("BraTS2021_00000_seg.nii.gz", "FLAIR_ROI", "tumourSeg.nii",
                                           "case_gt.nii", "Segmentation", "annotations_masks", "x_1_mask.tif"))
     assert not any(is_label_name(n) for n in ("t2_Regions.nii", "T2 TSE", "AX FLAIR", "imgs", "BRATS_HG0015_T1C"))
+
+
+def test_label_names_and_colours_travel_with_a_label_map(brats12, tmp_path):
+    """A region map written with its names reopens with them (and its colours, the background
+    left see-through); another tool's comment extension is ignored."""
+    from napari_tumorseg.brats import REGION_COLORS, REGION_LABEL_NAMES, convention_from_label_names
+
+    vol = read_nifti(brats12 / "BRATS_HG0015_truth.nii.gz")
+    truth = np.asarray(vol.data)  # 0 / 1 / 2 on the real 2012 grid
+    out = tmp_path / "regions.nii.gz"
+    write_nifti(truth, out, affine=vol.affine, intent="label",
+                label_names=REGION_LABEL_NAMES, label_colors=REGION_COLORS)
+    back = read_nifti(out)
+    assert back.kind == "labels" and np.array_equal(back.data, truth)
+    assert back.metadata["label_names"] == REGION_LABEL_NAMES
+    assert convention_from_label_names(back.metadata["label_names"]) == "regionmap"
+    assert back.metadata["label_colors"][2] == pytest.approx(REGION_COLORS[2][:3])
+    cmap = back.layer_data()[1]["colormap"]
+    assert cmap[0][3] == 0.0 and cmap[2][:3] == pytest.approx(REGION_COLORS[2][:3])
+
+    img = nib.load(str(out))
+    img.header.extensions.clear()
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"not json, another tool's note"))
+    other = tmp_path / "other.nii.gz"
+    nib.save(img, str(other))
+    assert "label_names" not in read_nifti(other).metadata

@@ -122,3 +122,17 @@ def test_a_2023_case_opens_on_its_flair_not_its_first_file(make_napari_viewer, q
     assert viewer.layers.selection.active.name == "BraTS-GLI-00001-000-t2f"
     assert predict.image_layer.currentText() == "BraTS-GLI-00001-000-t2f" == clicks.scan_combo.currentText()
     _idle(viewer, qtbot)
+
+
+def test_closing_the_viewer_starts_no_warm_up(make_napari_viewer, qtbot, shared_data):
+    """Closing the viewer removes its layers one by one; each removal used to prepare the scan
+    left open for a click nobody would make (a background job started by the close itself)."""
+    viewer = open_viewer(str(shared_data / "brats_multi_year" / "BraTS2021_00006"), show=True,
+                         viewer=make_napari_viewer(show=True))
+    clicks = _dock(viewer, "Segment by clicks")
+    _idle(viewer, qtbot)
+    assert clicks.warm_ups >= 1  # the case's scan was prepared for its first click
+    before = clicks.warm_ups
+    viewer.close()
+    qtbot.wait(300)
+    assert clicks.warm_ups == before

@@ -139,3 +139,41 @@ def test_a_loaded_segmentation_is_corrected_when_asked(make_napari_viewer, qtbot
     wt, tc, et = labels_to_regions(after, "brats")
     assert np.array_equal(tc, shown) and np.array_equal(wt, wt_t | shown)
     assert set(np.unique(after)) <= {0, 1, 2, 4}, "its own label values"
+
+
+def test_a_reopened_prediction_is_corrected_in_its_own_convention(make_napari_viewer, qtbot, shared_data,
+                                                                  tmp_path):
+    """`tumorseg predict starter CASE -o pred.nii.gz`, later opened beside the case: its 1 / 2 / 3
+    are oedema / core / enhancing (the names the file carries), so "Correct it" with tumour core
+    starts from the predicted core. Read by its values as a BraTS 2013-2021 map, its oedema
+    would have been the core."""
+    from napari_tumorseg.brats import labels_to_regions
+    from napari_tumorseg.cli import main
+    from napari_tumorseg.cli.view import open_viewer
+    from napari_tumorseg.interactive.robot import dice, next_click
+
+    folder = shared_data / "brats_multi_year" / CASE
+    out = tmp_path / "pred.nii.gz"
+    assert main(["predict", "starter", str(folder), "-o", str(out), "--threads", "2", "--quiet"]) == 0
+    viewer = open_viewer(str(folder), show=True, viewer=make_napari_viewer(show=True))
+    layer = viewer.open(str(out), plugin="napari-tumorseg")[0]
+    pred = np.asarray(layer.data)
+    flair = viewer.layers[f"{CASE}_flair"]
+    tc_t = labels_to_regions(np.asarray(viewer.layers[f"{CASE}_seg"].data), "brats")[1]
+    clicks = _dock(viewer, "Segment by clicks")
+    clicks.scan_combo.setCurrentText(flair.name)
+    qtbot.waitUntil(lambda: clicks._auto is not None and clicks._auto_worker is None and not clicks.busy,
+                    timeout=120000)
+    clicks.target_combo.setCurrentText(layer.name)
+    clicks.region_combo.setCurrentText("tumour core")
+    clicks.correct_box.setChecked(True)
+    assert f"refining the labels '{layer.name}' (tumour core)" in clicks.engine_status.text()
+    prior, oedema = np.isin(pred, (2, 3)), pred == 1
+    point, positive = next_click(prior, tc_t, flair.scale[-3:])
+    clicks.add_click(tuple(point), positive)
+    qtbot.waitUntil(lambda: not clicks.busy and clicks.preview_mask is not None, timeout=120000)
+    shown = clicks.preview_mask
+    print(f"\nreopened prediction, core: Dice {dice(prior, tc_t):.3f} -> {dice(shown, tc_t):.3f}")
+    assert (shown & prior).sum() >= 0.9 * prior.sum(), "the clicks start from its core"
+    assert (shown & oedema).sum() <= 0.1 * oedema.sum(), "not from its oedema"
+    assert dice(shown, tc_t) >= dice(prior, tc_t) - 0.05
