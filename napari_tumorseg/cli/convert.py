@@ -66,8 +66,11 @@ def run(args) -> int:
                   label_names=volume.metadata.get("label_names"), label_colors=volume.metadata.get("label_colors"))
     elif to_nifti:
         data, source_affine = to_source_order(volume.data, volume)
+        labels = volume.kind == "labels"  # a 3D Slicer segmentation keeps its segment names
         write_nifti(data, out, affine=source_affine if source_affine is not None else volume.affine,
-                    overwrite=args.overwrite, intent="label" if volume.kind == "labels" else None)
+                    overwrite=args.overwrite, intent="label" if labels else None,
+                    label_names=volume.metadata.get("label_names") if labels else None,
+                    label_colors=volume.metadata.get("label_colors") if labels else None)
     else:
         write_tiff_stack(volume.data, out, spacing=volume.spacing, overwrite=args.overwrite)
     shape = "x".join(str(s) for s in volume.data.shape)

@@ -368,7 +368,7 @@ def augment(image: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
             target = torch.rot90(target, k, dims=(-2, -1))
         if n_sp == 2 and _u(gen) < p:
             image, target = _turn_and_zoom(image, target, _u(gen, -15.0, 15.0) * min(s, 2.0))
-    if cfg.zoom_p > 0 and n_sp == 2 and _u(gen) < cfg.zoom_p:  # drawn only when asked for
+    if cfg.zoom_p > 0 and n_sp == 2 and _u(gen) < min(1.0, cfg.zoom_p * s):  # drawn only when asked for
         image, target = _turn_and_zoom(image, target, 0.0, _u(gen, *_widened(*cfg.zoom_range, s, 1.0)))
     if cfg.intensity:
         if cfg.lesion_contrast_p > 0:  # before the scanner-wide changes: a tissue property

@@ -61,6 +61,8 @@ def test_convert_a_truth_to_a_slicer_segmentation_and_back(shared_data, tmp_path
     (a,), (b,) = read_path(truth), read_path(back)
     np.testing.assert_array_equal(a.data, b.data)
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-5)
+    # The segments' names come back with the NIfTI (they say what each value is).
+    assert b.metadata["label_names"] == read_path(seg)[0].metadata["label_names"]
     # An image is no segmentation.
     flair = shared_data / HG0015 / "BRATS_HG0015_FLAIR.mha"
     assert main(["convert", str(flair), "-o", str(tmp_path / "x.seg.nrrd")]) == 2

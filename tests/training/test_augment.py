@@ -233,3 +233,19 @@ def test_zoom_scales_image_and_mask_together_and_is_drawn_only_when_asked_for(br
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(TumorSegError, match="zoom_range"):
         AugmentConfig(zoom_range=(0.0, 1.2))
+
+
+def test_strength_scales_how_often_a_zoom_is_drawn(brats_slices):
+    """The Train dock's strength scales every augmentation's probability, the zoom's too:
+    zoom_p 0.6 at strength 0.5 zooms about 3 samples in 10, at strength 2 every one."""
+    x, y = _sample(brats_slices)
+    area = int((y > 0).sum())
+
+    def zoomed(strength, n=40):
+        cfg = AugmentConfig(**{**ONLY, "intensity": False, "zoom_p": 0.6, "zoom_range": (1.25, 1.25),
+                               "strength": strength})
+        gen = torch.Generator().manual_seed(0)
+        return sum(int((augment(x, y, gen, cfg)[1] > 0).sum()) != area for _ in range(n)) / n
+
+    assert 0.15 <= zoomed(0.5) <= 0.45
+    assert zoomed(2.0) == 1.0
