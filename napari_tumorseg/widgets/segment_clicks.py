@@ -411,6 +411,9 @@ class SegmentClicksWidget(QWidget):
         self._show_mode()
 
     def _show_value_name(self, *_):
+        if not self.value_spin.isEnabledTo(self):  # a region map: Accept sets the Target's region
+            self.value_name.setText("Accept sets the Target's region")
+            return
         names = _label_names(self.target())
         self.value_name.setText(names.get(self.value_spin.value(), ""))
 
@@ -908,6 +911,7 @@ class SegmentClicksWidget(QWidget):
         part = self._refined_region(refine)
         # On a region map Accept sets the Target's region: no value to pick.
         self.value_spin.setEnabled(part is None)
+        self._show_value_name()
         self.value_spin.setToolTip("the label value Accept writes (one value per lesion or region)" if part is None
                                    else "refining a region map: Accept sets the region picked as Target")
         if refine is not None:

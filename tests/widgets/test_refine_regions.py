@@ -125,6 +125,9 @@ def test_a_loaded_segmentation_is_corrected_when_asked(make_napari_viewer, qtbot
     clicks.region_combo.setCurrentText("tumour core")
     clicks.correct_box.setChecked(True)
     assert f"refining the labels '{layer.name}' (tumour core)" in clicks.engine_status.text()
+    # No label value to pick: the value box is off and says what Accept does instead of
+    # naming the oedema label it still holds.
+    assert not clicks.value_spin.isEnabled() and "Target's region" in clicks.value_name.text()
     prior = labels_to_regions(edited, "brats")[1]
     point, positive = next_click(prior, tc_t, flair.scale[-3:])
     assert positive  # in the half the edit took away
