@@ -294,3 +294,15 @@ def _extension(header) -> dict:
         if isinstance(body, dict) and isinstance(body.get(EXTENSION_KEY), dict):
             return body[EXTENSION_KEY]
     return {}
+
+
+def label_names_of(path) -> dict[int, str] | None:
+    """The label names a NIfTI file carries (this plugin's comment extension), read from its
+    header alone; None when it has none or cannot be read."""
+    import nibabel as nib
+
+    try:
+        names = _extension(nib.load(str(path)).header).get("label_names")
+        return {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) and names else None
+    except (OSError, ValueError, TypeError, AttributeError, nib.filebasedimages.ImageFileError):
+        return None

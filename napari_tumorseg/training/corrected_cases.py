@@ -47,8 +47,12 @@ def next_case_folder(folder: Path, stem: str = "case") -> Path:
     return folder / f"{stem}_{n:03d}"
 
 
-def add_corrected_case(folder: str | Path, volume: Volume, labels: np.ndarray, stem: str = "case") -> list[Path]:
+def add_corrected_case(folder: str | Path, volume: Volume, labels: np.ndarray, stem: str = "case",
+                       label_names: dict | None = None) -> list[Path]:
     """Write ``volume`` (all channels) and ``labels`` (on its grid) as a new training case.
+
+    ``label_names`` ({value: name}) travel in the labels file: a corrected region map (1
+    oedema, 2 core, 3 enhancing) is then trained as one, not read as BraTS 2023's 1 / 2 / 3.
 
     Returns the files written: one per channel in the volume's order, then the labels. Refuses labels on another grid, empty labels and a labels map
     with negative values, each with one line.
@@ -79,6 +83,7 @@ def add_corrected_case(folder: str | Path, volume: Volume, labels: np.ndarray, s
                         out / f"{name}.nii.gz")
         seg = labels.astype(np.uint16 if labels.max() > 255 else np.uint8)
         write_nifti(Volume(seg, spacing=volume.spacing, affine=volume.affine, name="seg", kind="labels"),
-                    out / f"{case.name}_seg.nii.gz")
+                    out / f"{case.name}_seg.nii.gz", intent="label",
+                    label_names={int(k): str(v) for k, v in (label_names or {}).items()} or None)
     # The scans in channel order, then the labels.
     return [case / f"{name}.nii.gz" for name in names] + [case / f"{case.name}_seg.nii.gz"]

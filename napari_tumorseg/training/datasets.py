@@ -88,7 +88,7 @@ class CaseRef:
     load: Callable[[], CaseData]
     split: str | None = None  # "train" / "val" when the source fixes the split
     channel_names: tuple[str, ...] | None = None  # known before loading (NIfTI file names)
-    label_convention: str | None = None  # the BraTS convention its names say (brats.convention_from_names)
+    label_convention: str | None = None  # the BraTS convention its label names or file names say
     source: str = ""  # the data folder it came from
     # Its mask marks the lesion as one object (a TIFF / PNG / COCO / DICOM ROI mask), not
     # BraTS sub-regions: a regions run learns its whole tumour and nothing of core or
@@ -328,8 +328,13 @@ def _nifti_case(folder: Path, split: str | None) -> CaseRef | None:
         return CaseData(data, labels_arr, vols[0].spacing,
                         channel_names=[p.name.split(".")[0] for p in images])
 
+    from napari_tumorseg.brats import convention_from_label_names
+    from napari_tumorseg.io.nifti import label_names_of
+
     names = tuple(p.name.split(".")[0] for p in images)
-    convention = convention_from_names(folder.name, labels[0].name)
+    # The names a labels file carries (a corrected region map) say its convention first.
+    convention = (convention_from_label_names(label_names_of(labels[0]))
+                  or convention_from_names(folder.name, labels[0].name))
     return CaseRef(folder.name, folder.name, load, split, names, convention)
 
 
@@ -470,17 +475,20 @@ def arrays_source(items: Sequence) -> DataSource:
     """In-memory data: ``(image, mask, spacing, case_id)`` tuples or dicts with those keys.
 
     ``image`` is (y, x), (y, x, 3), (z, y, x) or (c, z, y, x); ``mask`` the labels on the
-    same (z, y, x) grid; ``spacing`` (z, y, x) mm or None.
+    same (z, y, x) grid; ``spacing`` (z, y, x) mm or None. A dict may give the mask's
+    ``label_names`` ({value: name}): they say its BraTS convention (a region map's).
     """
+    from napari_tumorseg.brats import convention_from_label_names
     from napari_tumorseg.training.preprocessing import as_czyx
 
     refs = []
     for i, item in enumerate(items):
-        channel_names = None
+        channel_names = convention = None
         if isinstance(item, dict):
             image, mask = item["image"], item["mask"]
             spacing, case_id = item.get("spacing"), item.get("case_id")
             channel_names = item.get("channel_names")
+            convention = convention_from_label_names(item.get("label_names"))
         else:
             image, mask, spacing, case_id = (list(item) + [None, None])[:4]
         case_id = str(case_id if case_id is not None else f"case{i}")
@@ -497,7 +505,7 @@ def arrays_source(items: Sequence) -> DataSource:
             return CaseData(img, np.round(lab).astype(np.int64), sp,
                             channel_names=list(names) if names else None)
 
-        refs.append(CaseRef(case_id, case_id, load))
+        refs.append(CaseRef(case_id, case_id, load, label_convention=convention))
     if not refs:
         raise TumorSegError("no images given to train on")
     return DataSource("arrays", refs, f"{len(refs)} in-memory image(s)")

@@ -545,7 +545,9 @@ class CorrectWidget(QWidget):
             if not name or name not in self.viewer.layers:
                 raise TumorSegError("choose the scan the labels belong to")
             volume = self.session.volume_of(self.viewer.layers[name])
-            paths = add_corrected_case(folder, volume, np.asarray(layer.data), stem="corrected")
+            paths = add_corrected_case(folder, volume, np.asarray(layer.data), stem="corrected",
+                                       label_names=layer.metadata.get("label_names")
+                                       if isinstance(layer.metadata, dict) else None)
         except TumorSegError as err:
             notify_error(err)
             return []

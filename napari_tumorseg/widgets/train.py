@@ -422,8 +422,10 @@ class TrainWidget(QWidget):
                 f"image {img_name!r} {vol.spatial_shape} and labels {lab_name!r} {mask.shape} are not on one grid"
             )
         data = vol.data if vol.has_channels else vol.data.reshape(vol.spatial_shape)
+        names = labels.metadata.get("label_names") if isinstance(labels.metadata, dict) else None
         return [{"image": data, "mask": mask3, "spacing": tuple(vol.spacing), "case_id": img_name,
-                 "channel_names": list(vol.channel_names) if vol.has_channels else None}]
+                 "channel_names": list(vol.channel_names) if vol.has_channels else None,
+                 "label_names": names}]
 
     def build_config(self) -> TrainConfig:
         out = self.out_picker.path()

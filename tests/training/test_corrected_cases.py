@@ -48,3 +48,22 @@ def test_bad_labels_are_refused_and_nothing_is_left(case, tmp_path):
     with pytest.raises(TumorSegError, match="empty"):
         add_corrected_case(tmp_path, vol, np.zeros_like(labels))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrected_region_map_is_trained_as_one(shared_data, tmp_path):
+    """A corrected prediction of the starter (1 oedema, 2 core, 3 enhancing) added to a training
+    set keeps its label names: the trainer reads its core as core. By its values alone it is
+    BraTS 2023's 1 / 2 / 3 (core / oedema / enhancing), its oedema taught as core."""
+    from napari_tumorseg.brats import REGION_LABEL_NAMES, labels_to_regions, regions_to_labels
+
+    folder = shared_data / "brats2013_deepmedic" / "validation" / "brats_2013_pat0003_1"
+    flair = to_display(read_path(folder / "Flair_subtrMeanDivStd.nii.gz")[0])
+    truth = np.asarray(to_display(read_path(folder / "OTMultiClass.nii.gz")[0]).data)
+    regions = labels_to_regions(truth, "brats")
+    regionmap = regions_to_labels(regions)
+    add_corrected_case(tmp_path, flair, regionmap, stem="corrected", label_names=REGION_LABEL_NAMES)
+    ref = open_source(tmp_path).refs[0]
+    assert ref.label_convention == "regionmap"
+    got = labels_to_regions(ref.load().labels, ref.label_convention)
+    for mine, true in zip(got, regions):
+        np.testing.assert_array_equal(mine, true)

@@ -187,3 +187,18 @@ def test_added_pairs_are_whole_cases_of_their_scan(shared_data, tmp_path):
     # LGG slice pairs still join into one volume per patient.
     lgg = open_source(shared_data / "lgg_kaggle3m")
     assert all(r.load().image.shape[1] > 1 for r in lgg.refs[:1])
+
+
+def test_open_layers_say_their_convention_by_their_label_names():
+    """The Train dock's "open layers" source hands the labels layer's names on: a region map
+    (the Predict dock's, corrected) is read as one, not by its values as BraTS 2023's."""
+    from napari_tumorseg.brats import REGION_LABEL_NAMES
+    from napari_tumorseg.training.datasets import arrays_source
+
+    image = np.zeros((2, 8, 8), np.float32)
+    mask = np.zeros((2, 8, 8), np.uint8)
+    mask[1, 2:6, 2:6] = 1
+    mask[1, 3:5, 3:5] = 3
+    named = arrays_source([{"image": image, "mask": mask, "label_names": REGION_LABEL_NAMES}])
+    assert named.refs[0].label_convention == "regionmap"
+    assert arrays_source([{"image": image, "mask": mask}]).refs[0].label_convention is None

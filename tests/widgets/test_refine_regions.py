@@ -180,3 +180,13 @@ def test_a_reopened_prediction_is_corrected_in_its_own_convention(make_napari_vi
     assert (shown & prior).sum() >= 0.9 * prior.sum(), "the clicks start from its core"
     assert (shown & oedema).sum() <= 0.1 * oedema.sum(), "not from its oedema"
     assert dice(shown, tc_t) >= dice(prior, tc_t) - 0.05
+    # Accepted and added to a training set, it is trained as a region map (its names travel).
+    assert clicks.accept() is layer
+    from napari_tumorseg.training.datasets import open_source
+
+    correct = _dock(viewer, "Correct and export")
+    correct.labels_combo.setCurrentText(layer.name)
+    correct.image_combo.setCurrentText(flair.name)
+    correct.dataset_picker.set_path(tmp_path / "corrections")
+    assert correct.add_to_training_set()
+    assert open_source(tmp_path / "corrections").refs[0].label_convention == "regionmap"
