@@ -104,6 +104,7 @@ def read_dicom_seg_volume(path: str | os.PathLike) -> Volume:
     path = Path(path)
     seg = _segread(path)
     name = str(getattr(seg, "SeriesDescription", "") or path.stem)
+    label_names = _label_names(seg)
     source = _find_source_series(path, _referenced_series(seg))
     if source is not None:
         with warnings.catch_warnings():
@@ -119,7 +120,7 @@ def read_dicom_seg_volume(path: str | os.PathLike) -> Volume:
             kind="labels",
             modality="SEG",
             source=[str(path)],
-            metadata={"dicom": ref.metadata["dicom"], "dicom_seg": {"source_found": True}},
+            metadata={"dicom": ref.metadata["dicom"], "dicom_seg": {"source_found": True}, **label_names},
         )
 
     try:
@@ -148,5 +149,21 @@ def read_dicom_seg_volume(path: str | os.PathLike) -> Volume:
         kind="labels",
         modality="SEG",
         source=[str(path)],
-        metadata={"dicom_seg": {"source_found": False}, "warnings": notes},
+        metadata={"dicom_seg": {"source_found": False}, "warnings": notes, **label_names},
     )
+
+
+def _label_names(seg) -> dict:
+    """{"label_names": {value: segment label}} of a SEG's segments, or {}: what each value is
+    (a region map's oedema / core / enhancing), as an NRRD segmentation's names say it."""
+    from napari_tumorseg.export.dicom_seg import _segment_values
+
+    names = {}
+    try:
+        for number, value in _segment_values(seg).items():
+            label = str(seg.get_segment_description(number).segment_label or "").strip()
+            if label:
+                names[int(value)] = label
+    except (AttributeError, KeyError, ValueError, TypeError):
+        return {}
+    return {"label_names": names} if names else {}

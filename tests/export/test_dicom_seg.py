@@ -102,6 +102,11 @@ def test_multi_label_names_colours_values(brainix, tmp_path):
     types = {s.SegmentLabel: s.SegmentedPropertyTypeCodeSequence[0].CodeMeaning for s in ds.SegmentSequence}
     assert types["edema (WT - TC)"] == "Edema"
     assert "RecommendedDisplayCIELabValue" in ds.SegmentSequence[1]
+    # Reopened, its segments' labels say what each value is (as a .seg.nrrd's names do).
+    from napari_tumorseg.io.dicom_seg import read_dicom_seg_volume
+
+    back = read_dicom_seg_volume(out)
+    assert back.metadata["label_names"] == {1: "edema (WT - TC)", 3: "enhancing tumour (ET)"}
 
 
 def test_refuses_to_overwrite(brainix, tmp_path):
