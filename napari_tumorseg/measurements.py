@@ -301,13 +301,14 @@ def largest_axial_diameter(labels, spacing, method: str = "centres") -> dict[str
     return best
 
 
-def brats_regions_for(values, brats: bool | str | None = None,
-                      label_names: dict | None = None) -> tuple[str, dict[str, tuple[int, ...]]] | None:
+def brats_regions_for(values, brats: bool | str | None = None, label_names: dict | None = None,
+                      names=()) -> tuple[str, dict[str, tuple[int, ...]]] | None:
     """(convention, {"WT": labels, "TC": ..., "ET": ...}) for a label map holding ``values``,
     or None when it has no BraTS regions.
 
     ``brats``: a convention of :data:`napari_tumorseg.brats.CONVENTIONS`, True / ``"auto"``
-    to recognise it from the values (:func:`napari_tumorseg.brats.guess_convention`), or
+    to recognise it from the label names, else the file's ``names`` (a BraTS edition's naming),
+    else the values (:func:`napari_tumorseg.brats.guess_convention`), or
     None / False to rely on ``label_names`` alone. Labels 1, 2, 3 without 4 are BraTS 2023
     (3 enhancing) or BraTS 2013 (3 non-enhancing): auto refuses to guess. A value outside
     the convention is refused too (it would silently fall out of every region).
@@ -320,6 +321,12 @@ def brats_regions_for(values, brats: bool | str | None = None,
         if roles == _brats.CONVENTIONS["regionmap"]:
             return "regionmap", roles
         return "from label names", roles
+    if brats is True or brats == "auto":
+        # What the map's label names say (this plugin's region map, a named BraTS map), else
+        # its file's edition naming (BraTS-GLI-…-seg is 2023's): a convention said, not guessed.
+        said = _brats.convention_from_label_names(label_names) or _brats.convention_from_names(
+            *[str(n) for n in names if n])
+        brats = said or brats
     if brats is True or brats == "auto":
         if 3 in present and 4 not in present:
             raise TumorSegError(
@@ -443,11 +450,12 @@ def measure_lesions(labels, spacing, regions: dict[str, tuple[int, ...]] | None 
 
 
 def measure(labels, spacing, label_names: dict[int, str] | None = None, *,
-            brats: bool | str | None = None, lesion_labels=None) -> dict[str, Any]:
+            brats: bool | str | None = None, lesion_labels=None, names=()) -> dict[str, Any]:
     """Volume (mL), lesions, largest axial diameter (mm), per-label and BraTS region volumes.
 
-    ``brats``: the labels are BraTS labels (True / "auto": recognise the convention, or a
-    convention name); None: only when ``label_names`` say so. ``lesion_labels``: the label
+    ``brats``: the labels are BraTS labels (True / "auto": recognise the convention — from
+    ``label_names``, the file's ``names``, else the values —, or a convention name); None:
+    only when ``label_names`` say so. ``lesion_labels``: the label
     values that make the lesions (and the case volume and diameter), default every value
     > 0; per-label and region volumes always count the whole map.
     """
@@ -455,7 +463,7 @@ def measure(labels, spacing, label_names: dict[int, str] | None = None, *,
     sp = _spacing3(spacing)
     vv = voxel_volume_mm3(sp)
     values, counts = np.unique(vol[vol > 0], return_counts=True)
-    found = brats_regions_for(values, brats, label_names)
+    found = brats_regions_for(values, brats, label_names, names)
     regions = found[1] if found else None
     lesions = measure_lesions(vol, sp, regions, lesion_labels)
     count = sum(les["voxel_count"] for les in lesions)

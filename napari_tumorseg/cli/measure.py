@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -65,7 +66,8 @@ def _read_one(path: str, series: int | None, what: str, prefer_labels: bool):
 
 
 def load_mask(path: str, series: int | None = None, image: str | None = None):
-    """(mask array (z, y, x), spacing (z, y, x) mm) through the readers, checked as a label mask."""
+    """(mask array (z, y, x), spacing (z, y, x) mm, label names or None) through the readers,
+    checked as a label mask."""
     from napari_tumorseg.cli.evaluate import MAX_LABELS
     from napari_tumorseg.io.grid import adopt_grid, check_same_grid, has_geometry
 
@@ -97,13 +99,14 @@ def load_mask(path: str, series: int | None = None, image: str | None = None):
                     "MASK and IMAGE differ in size: " + "x".join(map(str, vol.spatial_shape)) + " vs "
                     + "x".join(map(str, scan.spatial_shape)) + " voxels (z, y, x)")
             vol = adopt_grid(vol, scan)
-    return data, tuple(float(s) for s in vol.spacing)
+    names = vol.metadata.get("label_names") if isinstance(vol.metadata, dict) else None
+    return data, tuple(float(s) for s in vol.spacing), names or None
 
 
 def measure_mask(path: str, series: int | None = None, image: str | None = None,
                  brats: str | None = None, labels: list[int] | None = None) -> dict:
     """What ``--json`` prints."""
-    data, spacing = load_mask(path, series, image)
+    data, spacing, label_names = load_mask(path, series, image)
     if labels:
         present = {int(v) for v in np.unique(data)} - {0}
         missing = [v for v in labels if v not in present]
@@ -111,7 +114,8 @@ def measure_mask(path: str, series: int | None = None, image: str | None = None,
             have = ", ".join(map(str, sorted(present))) or "none (the mask is empty)"
             raise TumorSegError(f"--label {missing[0]}: no such label in MASK (its labels: {have})")
     try:
-        result = measure(data, spacing, brats=brats, lesion_labels=labels)
+        result = measure(data, spacing, label_names, brats=brats, lesion_labels=labels,
+                         names=(Path(path).name, Path(path).parent.name))
     except TumorSegError as err:
         if brats == "auto":
             raise TumorSegError(f"--brats: {err} (--convention NAME)") from None

@@ -77,14 +77,38 @@ def test_measure_brats2013_truth_regions(shared_data, capsys):
     assert all(les["labels"] == [4] for les in et["lesions"])
 
 
-def test_measure_brats2023_needs_its_convention(shared_data, capsys):
+def test_measure_brats2023_needs_its_convention(shared_data, capsys, tmp_path):
+    """Labels 1-3 without 4 are BraTS 2023's or 2013's: the 2023 file's own name says which;
+    renamed, --brats asks for --convention."""
     path = shared_data.joinpath(*BRATS2023)
-    err = _fails(capsys, path, "--brats")
-    assert "--convention" in err and "brats2023" in err
     labels = np.asarray(nib.load(path).dataobj)
-    out = _json(capsys, path, "--convention", "brats2023")
+    named = _json(capsys, path, "--brats")
+    assert named["regions"]["convention"] == "brats2023"
+    renamed = tmp_path / "mask.nii.gz"
+    renamed.write_bytes(path.read_bytes())
+    err = _fails(capsys, renamed, "--brats")
+    assert "--convention" in err and "brats2023" in err
+    out = _json(capsys, renamed, "--convention", "brats2023")
+    assert out["regions"] == named["regions"]
     assert out["regions"]["ET"]["voxel_count"] == int((labels == 3).sum())
     assert out["regions"]["TC"]["voxel_count"] == int(np.isin(labels, (1, 3)).sum())
+
+
+def test_measure_reads_a_saved_prediction_by_its_label_names(shared_data, capsys, tmp_path):
+    """A region map saved by this plugin (1 oedema, 2 core, 3 enhancing) is measured as one
+    with no option: the names it carries say so (its values alone would be refused)."""
+    from napari_tumorseg.brats import REGION_COLORS, REGION_LABEL_NAMES, labels_to_regions, regions_to_labels
+    from napari_tumorseg.export import export_labels
+    from napari_tumorseg.io.readers import read_path
+
+    truth = read_path(shared_data.joinpath(*BRATS2023))[0]
+    regions = labels_to_regions(np.asarray(truth.data), "brats2023")
+    out = tmp_path / "pred.nii.gz"
+    export_labels(regions_to_labels(regions), "nifti", out, truth, names=REGION_LABEL_NAMES, colors=REGION_COLORS)
+    for args in ((), ("--brats",)):
+        r = _json(capsys, out, *args)["regions"]
+        assert r["convention"] == "regionmap"
+        assert [r[k]["voxel_count"] for k in ("WT", "TC", "ET")] == [int(m.sum()) for m in regions]
 
 
 def test_measure_tiff_mask_takes_the_scan_spacing(shared_data, tmp_path, capsys):
