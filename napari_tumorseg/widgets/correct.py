@@ -358,7 +358,8 @@ class CorrectWidget(QWidget):
     @guarded("measuring failed")
     def measure(self) -> str:
         """Measure the labels layer: case figures, then lesion by lesion (and BraTS regions
-        when its label names are BraTS names); fills the table and draws the diameters."""
+        when its label names or its name say its BraTS convention); fills the table and
+        draws the diameters."""
         from napari_tumorseg.measurements import compare, format_report, measure
 
         try:
@@ -369,7 +370,15 @@ class CorrectWidget(QWidget):
         spacing = self._spacing(layer)
         labels = np.asarray(layer.data)
         names = layer.metadata.get("label_names") if isinstance(layer.metadata, dict) else None
-        m = measure(labels, spacing, names)
+        # A BraTS map named by its edition (BraTS2021_00006_seg) gets its regions too; a map
+        # that nothing names stays a label map (its values alone do not say their convention).
+        from napari_tumorseg.brats import convention_from_names
+
+        named = convention_from_names(layer.name)
+        try:
+            m = measure(labels, spacing, names, brats=named, names=[layer.name])
+        except TumorSegError:  # values outside its edition's labels: measured as a label map
+            m = measure(labels, spacing, names)
         parts = [format_report(m, title=f"{layer.name}")]
         c = None
         gt_name = self.gt_combo.currentText()

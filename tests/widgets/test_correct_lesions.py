@@ -141,3 +141,22 @@ def test_two_lesions_on_a_single_image(make_napari_viewer):
     for k, les in enumerate(widget.last_measure["lesions"]):
         np.testing.assert_allclose(np.asarray(shapes.data[2 * k]), np.asarray(les["diameter_endpoints"])[:, 1:],
                                    atol=1e-4)
+
+
+def test_a_brats_segmentation_named_by_its_edition_gets_its_regions(make_napari_viewer, shared_data):
+    """`tumorseg view` of a BraTS 2021 case: Measure on its segmentation gives the whole
+    tumour, core and enhancing volumes (the file's name says its convention: 4 = enhancing)."""
+    from napari_tumorseg.brats import labels_to_regions
+    from napari_tumorseg.cli.view import open_viewer
+
+    viewer = open_viewer(str(shared_data / "brats_multi_year" / "BraTS2021_00006"),
+                         viewer=make_napari_viewer())
+    widget = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("Correct and export"))
+    seg = viewer.layers["BraTS2021_00006_seg"]
+    widget.labels_combo.setCurrentText(seg.name)
+    widget.measure()
+    regions = widget.last_measure["regions"]
+    assert regions["convention"] == "brats"
+    truth = labels_to_regions(np.asarray(seg.data), "brats")
+    assert [regions[k]["voxel_count"] for k in ("WT", "TC", "ET")] == [int(m.sum()) for m in truth]
+    assert "Enhancing tumour (ET)\t26.45 mL" in widget.table_text()
