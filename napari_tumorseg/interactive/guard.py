@@ -28,7 +28,12 @@ robot get the same guarantee, whatever the engine:
   enhancing rim and a "not tumour" click on it, the click model's propagation found the rim
   "ended" and cleared every slice (Dice 0.85 -> 0.00); the removal touched the click, so the
   rule above let it through. Letting a removal reach further when it takes less than half the
-  component it is in (tried) lost 0.17 Dice on a fold-2 case's core in one click.
+  component it is in (tried) lost 0.17 Dice on a fold-2 case's core in one click. And what it
+  removes lies no deeper in the answer than ``SHALLOW_REACH`` (2) x the click's own depth in it
+  (at least 3 mm): a "not tumour" click in a thin over-drawn band peels the band, where the
+  distance bound alone let the network take a 15 mm bite of the core under it (a core drawn
+  2 mm too wide: 0.90 -> 0.84 -> 0.80 over two clicks; with the depth bound 0.90 -> 0.91; a
+  click deep in a false-positive blob still takes the blob: benchmarks/RESULTS_clicks.md).
 """
 
 from __future__ import annotations
@@ -123,6 +128,41 @@ def _near(old, points, spacing, reach: float, floor_mm: float, inside: bool) -> 
     return out
 
 
+#: A removal correcting a prior takes voxels no deeper in the answer than this many times the
+#: click's own depth in it (at least SHALLOW_FLOOR_MM); None: no depth bound (module doc).
+SHALLOW_REACH: float | None = 2.0
+SHALLOW_FLOOR_MM = 3.0
+
+
+def _shallow(old, lost, points, spacing, reach: float, floor_mm: float, margin_mm: float) -> np.ndarray:
+    """``lost`` without the voxels deeper in ``old`` than ``reach`` x the deepest negative
+    click's depth in it (at least ``floor_mm``). Depths are exact up to ``margin_mm``."""
+    if not lost.any():
+        return lost
+    shape = old.shape
+    clicks = [q for q in _voxels(points, shape) if old[q]]
+    box = bounding_box(lost | _point_mask(shape, clicks))
+    # The answer's depth round the removal needs the answer that far beyond it; a distance
+    # transform of the whole volume would cost ~1 s a click.
+    margin = [int(np.ceil(margin_mm / sp)) for sp in spacing]
+    box = tuple(slice(max(0, b.start - m), min(n, b.stop + m)) for b, m, n in zip(box, margin, shape))
+    sub = np.pad(old[box], 1, constant_values=False)
+    depth = ndimage.distance_transform_edt(sub, sampling=spacing)[1:-1, 1:-1, 1:-1]
+    start = np.array([b.start for b in box])
+    deepest = max((float(depth[tuple(np.asarray(q) - start)]) for q in clicks), default=0.0)
+    limit = max(floor_mm, reach * deepest)
+    out = lost.copy()
+    out[box] &= depth <= limit
+    return out
+
+
+def _point_mask(shape, points) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    for q in points:
+        m[q] = True
+    return m
+
+
 def hold_to_clicks(mask, prompts: Prompts, spacing, previous: tuple[Prompts, np.ndarray] | None = None,
                    seed_mm: float = 2.0, reach: float = 4.0, floor_mm: float = 15.0,
                    bound_removals: bool = False) -> np.ndarray:
@@ -155,6 +195,9 @@ def hold_to_clicks(mask, prompts: Prompts, spacing, previous: tuple[Prompts, np.
                 lost = _touching(old & ~mask, _voxels(added[1], shape))
                 if lost.any():
                     lost &= _near(old, added[1], spacing, reach, floor_mm, inside=True)
+                    if SHALLOW_REACH is not None:
+                        lost = _shallow(old, lost, added[1], spacing, SHALLOW_REACH, SHALLOW_FLOOR_MM,
+                                        2 * floor_mm)
             else:
                 lost = _touching(old & ~mask, _voxels(np.vstack([added[0], added[1]]), shape))
             result = (old | gained) & ~lost
