@@ -302,12 +302,12 @@ def largest_axial_diameter(labels, spacing, method: str = "centres") -> dict[str
 
 
 def brats_regions_for(values, brats: bool | str | None = None, label_names: dict | None = None,
-                      names=()) -> tuple[str, dict[str, tuple[int, ...]]] | None:
+                      file_names=()) -> tuple[str, dict[str, tuple[int, ...]]] | None:
     """(convention, {"WT": labels, "TC": ..., "ET": ...}) for a label map holding ``values``,
     or None when it has no BraTS regions.
 
     ``brats``: a convention of :data:`napari_tumorseg.brats.CONVENTIONS`, True / ``"auto"``
-    to recognise it from the label names, else the file's ``names`` (a BraTS edition's naming),
+    to recognise it from the label names, else the ``file_names`` (a BraTS edition's naming),
     else the values (:func:`napari_tumorseg.brats.guess_convention`), or
     None / False to rely on ``label_names`` alone. Labels 1, 2, 3 without 4 are BraTS 2023
     (3 enhancing) or BraTS 2013 (3 non-enhancing): auto refuses to guess. A value outside
@@ -325,7 +325,7 @@ def brats_regions_for(values, brats: bool | str | None = None, label_names: dict
         # What the map's label names say (this plugin's region map, a named BraTS map), else
         # its file's edition naming (BraTS-GLI-…-seg is 2023's): a convention said, not guessed.
         said = _brats.convention_from_label_names(label_names) or _brats.convention_from_names(
-            *[str(n) for n in names if n])
+            *[str(n) for n in file_names if n])
         brats = said or brats
     if brats is True or brats == "auto":
         if 3 in present and 4 not in present:
@@ -450,11 +450,11 @@ def measure_lesions(labels, spacing, regions: dict[str, tuple[int, ...]] | None 
 
 
 def measure(labels, spacing, label_names: dict[int, str] | None = None, *,
-            brats: bool | str | None = None, lesion_labels=None, names=()) -> dict[str, Any]:
+            brats: bool | str | None = None, lesion_labels=None, file_names=()) -> dict[str, Any]:
     """Volume (mL), lesions, largest axial diameter (mm), per-label and BraTS region volumes.
 
     ``brats``: the labels are BraTS labels (True / "auto": recognise the convention — from
-    ``label_names``, the file's ``names``, else the values —, or a convention name); None:
+    ``label_names``, the ``file_names``, else the values —, or a convention name); None:
     only when ``label_names`` say so. ``lesion_labels``: the label
     values that make the lesions (and the case volume and diameter), default every value
     > 0; per-label and region volumes always count the whole map.
@@ -463,7 +463,7 @@ def measure(labels, spacing, label_names: dict[int, str] | None = None, *,
     sp = _spacing3(spacing)
     vv = voxel_volume_mm3(sp)
     values, counts = np.unique(vol[vol > 0], return_counts=True)
-    found = brats_regions_for(values, brats, label_names, names)
+    found = brats_regions_for(values, brats, label_names, file_names)
     regions = found[1] if found else None
     lesions = measure_lesions(vol, sp, regions, lesion_labels)
     count = sum(les["voxel_count"] for les in lesions)

@@ -115,7 +115,7 @@ def measure_mask(path: str, series: int | None = None, image: str | None = None,
             raise TumorSegError(f"--label {missing[0]}: no such label in MASK (its labels: {have})")
     try:
         result = measure(data, spacing, label_names, brats=brats, lesion_labels=labels,
-                         names=(Path(path).name, Path(path).parent.name))
+                         file_names=(Path(path).name, Path(path).parent.name))
     except TumorSegError as err:
         if brats == "auto":
             raise TumorSegError(f"--brats: {err} (--convention NAME)") from None

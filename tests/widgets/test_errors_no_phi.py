@@ -117,7 +117,7 @@ def test_unexpected_error_in_a_button_is_one_sanitised_line(make_napari_viewer, 
     uid = _identifiers(shared_data / "dicom_brainix" / "ROI")[-2]  # its SeriesInstanceUID
     caplog.set_level(logging.DEBUG)
 
-    def broken(labels, spacing, names=None):
+    def broken(labels, spacing, names=None, **_):
         secret = {"SeriesInstanceUID": uid, "PatientName": "BRAINIX^Test"}  # a local a traceback shows
         raise KeyError(f"{secret['SeriesInstanceUID']} / {secret['PatientName']}")
 
