@@ -112,8 +112,7 @@ def _write_nifti(path: str, data: Any, meta: dict, intent: str | None = None) ->
     layer_meta = (meta.get("metadata") or {}) if intent == "label" else {}
     names, colors = layer_meta.get("label_names"), layer_meta.get("label_colors")
     return [str(write_nifti(arr, path, affine=affine, overwrite=True, intent=intent,
-                            label_names={int(k): str(v) for k, v in (names or {}).items()} or None,
-                            label_colors=colors or None))]
+                            label_names=names or None, label_colors=colors or None))]
 
 
 def _write_itk(path: str, data: Any, meta: dict, labels: bool = False) -> list[str]:

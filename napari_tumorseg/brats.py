@@ -226,10 +226,10 @@ def convention_of_map(extremes, label_names=None, names=()) -> str:
     plugin wrote: its 1 / 2 / 3 are oedema / core / enhancing, where BraTS 2023's 1 / 2 / 3 are
     core / oedema / enhancing — the values alone cannot tell them apart), else what its file or
     case names say, else a guess from its values (``extremes``: its values, or only its
-    minimum and maximum — the guess asks whether they lie within 0-2)."""
-    return (convention_from_label_names(label_names)
-            or convention_from_names(*[str(n) for n in names if n])
-            or guess_convention(extremes))
+    minimum and maximum — the guess asks whether they lie within 0-2 —, or a function giving
+    them, called only when the names say nothing)."""
+    said = convention_from_label_names(label_names) or convention_from_names(*[str(n) for n in names if n])
+    return said or guess_convention(extremes() if callable(extremes) else extremes)
 
 
 def check_threshold(threshold: float) -> None:

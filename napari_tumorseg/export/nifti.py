@@ -102,14 +102,10 @@ def label_names_extension(label_names, label_colors=None):
 
     import nibabel as nib
 
+    from napari_tumorseg.export import unit_colors
+
     body = {"label_names": {str(int(k)): str(v) for k, v in label_names.items()}}
-    colors = {}
-    for k, v in (label_colors or {}).items():
-        if k is None or int(k) == 0:  # the background stays see-through
-            continue
-        rgb = [float(c) for c in list(v)[:3]]
-        scale = 255.0 if max(rgb) > 1 else 1.0
-        colors[str(int(k))] = [round(c / scale, 4) for c in rgb]
+    colors = {str(k): [round(c, 4) for c in rgb] for k, rgb in unit_colors(label_colors).items()}
     if colors:
         body["label_colors"] = colors
     return nib.nifti1.Nifti1Extension("comment", json.dumps({EXTENSION_KEY: body}).encode("utf-8"))

@@ -141,11 +141,14 @@ def _shallow(old, lost, points, spacing, reach: float, floor_mm: float, margin_m
         return lost
     shape = old.shape
     clicks = [q for q in _voxels(points, shape) if old[q]]
-    box = bounding_box(lost | _point_mask(shape, clicks))
-    # The answer's depth round the removal needs the answer that far beyond it; a distance
-    # transform of the whole volume would cost ~1 s a click.
+    # The removal and the clicks, and round them the answer as far as a depth is wanted (a
+    # distance transform of the whole volume would cost ~1 s a click).
+    around = bounding_box(lost)
+    lo, hi = np.array([b.start for b in around]), np.array([b.stop for b in around])
+    if clicks:
+        lo, hi = np.minimum(lo, np.min(clicks, axis=0)), np.maximum(hi, np.max(clicks, axis=0) + 1)
     margin = [int(np.ceil(margin_mm / sp)) for sp in spacing]
-    box = tuple(slice(max(0, b.start - m), min(n, b.stop + m)) for b, m, n in zip(box, margin, shape))
+    box = tuple(slice(max(0, int(a) - m), min(n, int(b) + m)) for a, b, m, n in zip(lo, hi, margin, shape))
     sub = np.pad(old[box], 1, constant_values=False)
     depth = ndimage.distance_transform_edt(sub, sampling=spacing)[1:-1, 1:-1, 1:-1]
     start = np.array([b.start for b in box])
@@ -154,13 +157,6 @@ def _shallow(old, lost, points, spacing, reach: float, floor_mm: float, margin_m
     out = lost.copy()
     out[box] &= depth <= limit
     return out
-
-
-def _point_mask(shape, points) -> np.ndarray:
-    m = np.zeros(shape, bool)
-    for q in points:
-        m[q] = True
-    return m
 
 
 def hold_to_clicks(mask, prompts: Prompts, spacing, previous: tuple[Prompts, np.ndarray] | None = None,

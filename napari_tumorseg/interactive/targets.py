@@ -71,7 +71,9 @@ def target_truth(labels, target: str, convention: str | None = None, names=(), l
     if target == "lesion":
         return labels > 0
     if convention is None:
-        extremes = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+        def extremes():
+            return (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+
         convention = convention_of_map(extremes, label_names, [Path(str(n)).name for n in names])
     return region_mask(labels, REGION_OF[target], convention)
 

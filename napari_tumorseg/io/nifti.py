@@ -247,15 +247,7 @@ def read_nifti(path: str | Path) -> Volume:
     sequence = guess_sequence(name)
     if sequence:
         metadata["sequence"] = sequence
-    ours = _extension(header)
-    names, colors = ours.get("label_names"), ours.get("label_colors")
-    try:
-        if isinstance(names, dict) and names:
-            metadata["label_names"] = {int(k): str(v) for k, v in names.items()}
-        if isinstance(colors, dict) and colors:
-            metadata["label_colors"] = {int(k): tuple(float(c) for c in v[:3]) for k, v in colors.items()}
-    except (TypeError, ValueError):
-        pass  # not what this plugin writes: the map opens without names
+    metadata.update(_label_metadata(header))
 
     kind = "image"
     channel_names = None
@@ -279,9 +271,9 @@ def read_nifti(path: str | Path) -> Volume:
     )
 
 
-def _extension(header) -> dict:
-    """What this plugin wrote into a comment extension (export.nifti: a label map's names and
-    colours), or {}."""
+def _label_metadata(header) -> dict:
+    """{"label_names": {value: name}, "label_colors": {value: RGB 0-1}} that this plugin wrote
+    into a comment extension (export.nifti), as far as present and readable; else {}."""
     import json
 
     for ext in getattr(header, "extensions", ()):
@@ -291,8 +283,19 @@ def _extension(header) -> dict:
             body = json.loads(ext.get_content().decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             continue  # another tool's comment
-        if isinstance(body, dict) and isinstance(body.get(EXTENSION_KEY), dict):
-            return body[EXTENSION_KEY]
+        ours = body.get(EXTENSION_KEY) if isinstance(body, dict) else None
+        if not isinstance(ours, dict):
+            continue
+        out = {}
+        names, colors = ours.get("label_names"), ours.get("label_colors")
+        try:
+            if isinstance(names, dict) and names:
+                out["label_names"] = {int(k): str(v) for k, v in names.items()}
+            if isinstance(colors, dict) and colors:
+                out["label_colors"] = {int(k): tuple(float(c) for c in v[:3]) for k, v in colors.items()}
+        except (TypeError, ValueError):
+            return {}  # not what this plugin writes: the map opens without names
+        return out
     return {}
 
 
@@ -302,7 +305,6 @@ def label_names_of(path) -> dict[int, str] | None:
     import nibabel as nib
 
     try:
-        names = _extension(nib.load(str(path)).header).get("label_names")
-        return {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) and names else None
-    except (OSError, ValueError, TypeError, AttributeError, nib.filebasedimages.ImageFileError):
+        return _label_metadata(nib.load(str(path)).header).get("label_names")
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError):
         return None

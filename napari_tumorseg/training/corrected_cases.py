@@ -84,6 +84,6 @@ def add_corrected_case(folder: str | Path, volume: Volume, labels: np.ndarray, s
         seg = labels.astype(np.uint16 if labels.max() > 255 else np.uint8)
         write_nifti(Volume(seg, spacing=volume.spacing, affine=volume.affine, name="seg", kind="labels"),
                     out / f"{case.name}_seg.nii.gz", intent="label",
-                    label_names={int(k): str(v) for k, v in (label_names or {}).items()} or None)
+                    label_names=label_names or None)
     # The scans in channel order, then the labels.
     return [case / f"{name}.nii.gz" for name in names] + [case / f"{case.name}_seg.nii.gz"]

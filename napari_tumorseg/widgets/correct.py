@@ -376,7 +376,7 @@ class CorrectWidget(QWidget):
 
         named = convention_from_names(layer.name)
         try:
-            m = measure(labels, spacing, names, brats=named, file_names=[layer.name])
+            m = measure(labels, spacing, names, brats=named)
         except TumorSegError:  # values outside its edition's labels: measured as a label map
             m = measure(labels, spacing, names)
         parts = [format_report(m, title=f"{layer.name}")]

@@ -102,10 +102,12 @@ class _LoadedLabels:
         from napari_tumorseg.brats import convention_of_map
 
         layer = self.labels_layer
-        # The values are asked only whether they lie within 0-2: the extremes say it, at a
-        # fraction of np.unique's sort of the whole volume (this runs on the GUI thread).
-        data = np.asarray(layer.data)
-        return convention_of_map((int(data.min()), int(data.max())), _label_names(layer), [layer.name])
+
+        def extremes():  # read only when no name says it (this runs on the GUI thread)
+            data = np.asarray(layer.data)
+            return int(data.min()), int(data.max())
+
+        return convention_of_map(extremes, _label_names(layer), [layer.name])
 
 
 def _segment_job(engine, image, spacing, prompts, prior, cancel, previous=None, target="lesion",
@@ -405,7 +407,6 @@ class SegmentClicksWidget(QWidget):
         self._target_changed()
 
     def _target_changed(self, *_):
-        self._show_value_name()
         if self._has_prompts():
             self._schedule()  # refining a prediction or not may have changed
         self._show_mode()
