@@ -83,11 +83,15 @@ def _write_tiff(path: str, data: Any, meta: dict, kind: str = "image") -> list[s
     arr = _array(data, meta)
     spacing = _spacing(meta)
     affine = _affine(meta, spacing)
+    layer_meta = (meta.get("metadata") or {}) if kind == "labels" else {}
+    named = {"label_names": layer_meta.get("label_names") or None,
+             "label_colors": layer_meta.get("label_colors") or None}
     if _is_folder_target(target):
         stem = str(meta.get("name") or target.name).replace("/", "_").replace(" ", "_")
         return [str(p) for p in write_tiff_slices(arr, target, stem, overwrite=False, spacing=spacing,
-                                                  affine=affine, kind=kind)]
-    return [str(write_tiff_stack(arr, target, spacing=spacing, overwrite=True, affine=affine, kind=kind))]
+                                                  affine=affine, kind=kind, **named)]
+    return [str(write_tiff_stack(arr, target, spacing=spacing, overwrite=True, affine=affine, kind=kind,
+                                 **named))]
 
 
 def _in_source_order(arr: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:

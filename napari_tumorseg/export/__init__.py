@@ -138,12 +138,12 @@ def export_labels(
         from napari_tumorseg.export.tiff import write_tiff_stack
 
         return [write_tiff_stack(labels, out, spacing=spacing, overwrite=overwrite, affine=affine,
-                                 kind="labels")]
+                                 kind="labels", label_names=names, label_colors=colors)]
     if fmt == "tiff-slices":
         from napari_tumorseg.export.tiff import write_tiff_slices
 
         return write_tiff_slices(labels, out, stem or _stem(source, out), overwrite=overwrite, spacing=spacing,
-                                 affine=affine, kind="labels")
+                                 affine=affine, kind="labels", label_names=names, label_colors=colors)
     if fmt == "dicom-seg":
         if not is_dicom_source(source):
             what = f"{source.name} was not read from DICOM" if source is not None else "no source series given"

@@ -102,10 +102,7 @@ def label_names_extension(label_names, label_colors=None):
 
     import nibabel as nib
 
-    from napari_tumorseg.export import unit_colors
+    from napari_tumorseg.label_records import label_record
 
-    body = {"label_names": {str(int(k)): str(v) for k, v in label_names.items()}}
-    colors = {str(k): [round(c, 4) for c in rgb] for k, rgb in unit_colors(label_colors).items()}
-    if colors:
-        body["label_colors"] = colors
+    body = label_record(label_names, label_colors)
     return nib.nifti1.Nifti1Extension("comment", json.dumps({EXTENSION_KEY: body}).encode("utf-8"))

@@ -6,7 +6,7 @@ otherwise as tifffile's JSON description. io.images reads both back.
 
 The full geometry travels too, so a TIFF reopens where its source was in the scanner:
 ``{"affine": voxel (z, y, x) -> RAS mm, "kind": "labels" | "image"}`` as JSON under the
-key "tumorseg", in the ImageJ "Info" property (Fiji shows it under Image > Show Info) or
+key "tumorseg" (a label map adds what its values mean, see label_records), in the ImageJ "Info" property (Fiji shows it under Image > Show Info) or
 in the JSON description. Each per-slice file carries its own slice's affine.
 """
 
@@ -54,7 +54,9 @@ def _resolution(spacing) -> tuple[float, float]:
 GEOMETRY_KEY = "tumorseg"
 
 
-def _geometry(affine, kind: str | None) -> dict:
+def _geometry(affine, kind: str | None, label_names=None, label_colors=None) -> dict:
+    from napari_tumorseg.label_records import label_record
+
     out: dict = {}
     if affine is not None:
         a = np.asarray(affine, dtype=float)
@@ -62,6 +64,8 @@ def _geometry(affine, kind: str | None) -> dict:
             out["affine"] = [[float(v) for v in row] for row in a]
     if kind:
         out["kind"] = kind
+    if kind == "labels":
+        out.update(label_record(label_names, label_colors))
     return out
 
 
@@ -72,9 +76,12 @@ def write_tiff_stack(
     overwrite: bool = False,
     affine: np.ndarray | None = None,
     kind: str | None = None,
+    label_names=None,
+    label_colors=None,
 ) -> Path:
     """Write a (z, y, x) or (c, z, y, x) array as one multi-page TIFF with its spacing (mm),
-    and, when given, its voxel -> RAS ``affine`` and ``kind`` ("labels" / "image")."""
+    and, when given, its voxel -> RAS ``affine``, ``kind`` ("labels" / "image") and, for
+    labels, what each value means (``label_names`` {value: name}, ``label_colors``)."""
     import tifffile
 
     path = Path(path)
@@ -84,7 +91,7 @@ def write_tiff_stack(
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
         raise WriteError(f"invalid spacing {spacing}")
-    geometry = _geometry(affine, kind)
+    geometry = _geometry(affine, kind, label_names, label_colors)
     info = {"Info": json.dumps({GEOMETRY_KEY: geometry})} if geometry else {}
     extra = {GEOMETRY_KEY: geometry} if geometry else {}
     try:
@@ -127,6 +134,8 @@ def write_tiff_slices(
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     affine: np.ndarray | None = None,
     kind: str | None = None,
+    label_names=None,
+    label_colors=None,
 ) -> list[Path]:
     """Write each z slice of a (z, y, x) array as its own 2D TIFF in ``folder``.
 
@@ -155,7 +164,7 @@ def write_tiff_slices(
             if affine is not None:
                 slice_affine = np.array(affine, dtype=float)
                 slice_affine[:3, 3] = slice_affine[:3, :3] @ [k, 0.0, 0.0] + slice_affine[:3, 3]
-            geometry = _geometry(slice_affine, kind)
+            geometry = _geometry(slice_affine, kind, label_names, label_colors)
             extra = {GEOMETRY_KEY: geometry} if geometry else {}
             tifffile.imwrite(
                 staged / path.name,

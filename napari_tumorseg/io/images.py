@@ -108,9 +108,12 @@ def _tiff_spacing(tif) -> tuple[float, float, float] | None:
 
 
 def tiff_geometry(path: str | Path) -> dict:
-    """``{"affine": 4x4 array, "kind": str}`` stored by export.tiff (either key may be
-    missing); {} for any other file. A malformed record is ignored, never trusted."""
+    """``{"affine": 4x4 array, "kind": str, "label_names": {...}, "label_colors": {...}}``
+    stored by export.tiff (any key may be missing); {} for any other file. A malformed
+    record is ignored, never trusted."""
     import json
+
+    from napari_tumorseg.label_records import read_label_record
 
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES:
@@ -140,6 +143,8 @@ def tiff_geometry(path: str | Path) -> dict:
             out["affine"] = affine
         if geo.get("kind") in ("labels", "image"):
             out["kind"] = geo["kind"]
+        if out.get("kind") == "labels":
+            out.update(read_label_record(geo))
         return out
     return {}
 
@@ -154,6 +159,8 @@ def _with_geometry(vol: Volume, geometry: dict) -> Volume:
         labels = as_labels(vol.data)
         if labels is not None:
             vol.data, vol.kind = labels, "labels"
+    if vol.kind == "labels":
+        vol.metadata.update({k: geometry[k] for k in ("label_names", "label_colors") if k in geometry})
     return vol
 
 

@@ -276,6 +276,8 @@ def _label_metadata(header) -> dict:
     into a comment extension (export.nifti), as far as present and readable; else {}."""
     import json
 
+    from napari_tumorseg.label_records import read_label_record
+
     for ext in getattr(header, "extensions", ()):
         if ext.get_code() != 6:
             continue
@@ -286,16 +288,7 @@ def _label_metadata(header) -> dict:
         ours = body.get(EXTENSION_KEY) if isinstance(body, dict) else None
         if not isinstance(ours, dict):
             continue
-        out = {}
-        names, colors = ours.get("label_names"), ours.get("label_colors")
-        try:
-            if isinstance(names, dict) and names:
-                out["label_names"] = {int(k): str(v) for k, v in names.items()}
-            if isinstance(colors, dict) and colors:
-                out["label_colors"] = {int(k): tuple(float(c) for c in v[:3]) for k, v in colors.items()}
-        except (TypeError, ValueError):
-            return {}  # not what this plugin writes: the map opens without names
-        return out
+        return read_label_record(ours)
     return {}
 
 

@@ -83,6 +83,34 @@ def test_tiff_reopens_on_the_source_grid(brainix, tmp_path, fmt, name):
     assert check_same_grid(back, flair) == ""
 
 
+@pytest.mark.parametrize("fmt, name", [("tiff", "regions.tif"), ("tiff-slices", "regions")])
+def test_tiff_region_map_reopens_with_what_its_values_mean(flair_ras, tmp_path, fmt, name):
+    """A region map (1 whole tumour, 2 core, 3 enhancing) saved as TIFF reopens as one: read
+    by its values alone, 1-3 would be BraTS 2023's core / oedema / enhancing (the bug a
+    reopened NIfTI prediction had)."""
+    from napari_tumorseg.brats import REGION_COLORS, REGION_LABEL_NAMES, convention_from_label_names
+    from napari_tumorseg.interactive.targets import target_truth
+
+    _, flair, truth = flair_ras  # 2012 truth: 1 oedema, 2 active tumour
+    regions = np.where(truth == 2, 2, np.where(truth > 0, 1, 0)).astype(np.uint8)
+    regions[tuple(s // 2 for s in regions.shape)] = 3  # one enhancing voxel keeps all three
+    export_labels(regions, fmt, tmp_path / name, source=flair, names=REGION_LABEL_NAMES, colors=REGION_COLORS)
+    back = _one(tmp_path / name)
+    assert back.kind == "labels" and np.array_equal(back.data, regions)
+    assert back.metadata["label_names"] == REGION_LABEL_NAMES
+    assert convention_from_label_names(back.metadata["label_names"]) == "regionmap"
+    assert back.metadata["label_colors"][3] == pytest.approx(REGION_COLORS[3][:3], abs=1e-3)
+    core = target_truth(back.data, "core", label_names=back.metadata["label_names"])
+    assert core.sum() == (regions >= 2).sum()  # read as 2023 labels it would be the 1s
+    assert target_truth(back.data, "core").sum() == (regions == 1).sum() + (regions == 3).sum()
+
+
+def test_tiff_without_names_opens_without_them(brainix, tmp_path):
+    _, flair, roi = brainix
+    export_labels(roi, "tiff", tmp_path / "roi.tif", source=flair)
+    assert "label_names" not in _one(tmp_path / "roi.tif").metadata
+
+
 def test_dicom_seg_opens_through_the_reader_on_the_source_grid(brainix):
     root, flair, roi = brainix
     (out,) = export_labels(roi, "dicom-seg", root / "seg" / "roi_seg.dcm", source=flair)

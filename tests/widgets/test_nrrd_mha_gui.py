@@ -35,6 +35,12 @@ def test_file_open_places_metaimage_and_a_slicer_segmentation(make_napari_viewer
     (back,) = read_path(out)
     assert back.metadata["label_names"] == NAMES
     np.testing.assert_allclose(back.affine, truth.affine, atol=1e-6)
+    # ... and into a TIFF (its JSON record), which reopens named in the window.
+    tif = tmp_path / "saved.tif"
+    assert viewer.layers.save(str(tif), selected=True, plugin="napari-tumorseg") == [str(tif)]
+    (reopened,) = viewer.open(str(tif), plugin="napari-tumorseg")
+    assert type(reopened).__name__ == "Labels" and reopened.metadata["label_names"] == NAMES
+    np.testing.assert_array_equal(np.asarray(reopened.data), truth.data)
 
 
 def test_file_open_refuses_a_cut_metaimage_in_one_line(make_napari_viewer, shared_data, tmp_path):
@@ -81,14 +87,16 @@ def test_correct_dock_exports_a_slicer_segmentation_with_the_label_names(make_na
     correct = add_dock(viewer, "Correct and export")
     correct.labels_combo.setCurrentText(labels.name)
     for text, out in (("NRRD / 3D Slicer (.seg.nrrd, .nrrd)", tmp_path / "edited.seg.nrrd"),
-                      ("MetaImage (.mha, .mhd)", tmp_path / "edited.mha")):
+                      ("MetaImage (.mha, .mhd)", tmp_path / "edited.mha"),
+                      ("TIFF stack (.tif)", tmp_path / "edited.tif")):
         correct.format_combo.setCurrentText(text)
         correct.export_picker.set_path(out)
         assert correct.export() == [out]
         (back,) = read_path(out)
         np.testing.assert_array_equal(back.data, truth.data)
         np.testing.assert_allclose(back.affine, truth.affine, atol=1e-6)
-    (back,) = read_path(tmp_path / "edited.seg.nrrd")
-    assert back.metadata["label_names"] == NAMES
+    for named in ("edited.seg.nrrd", "edited.tif"):
+        (back,) = read_path(tmp_path / named)
+        assert back.metadata["label_names"] == NAMES, named
     before = (tmp_path / "edited.mha").read_bytes()
     assert correct.export() == [] and (tmp_path / "edited.mha").read_bytes() == before  # no overwrite unasked
