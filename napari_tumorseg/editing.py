@@ -181,3 +181,65 @@ def remove_islands(labels, min_volume_mm3: float, spacing, slice_only: bool = Fa
     unit = "mm² per slice" if slice_only else "mm³"
     msg = f"removed {k} island(s) smaller than {min_volume_mm3:g} {unit}"
     return _result(out, was_2d, msg, k > 0)
+
+
+def margin(labels, mm: float, spacing, slice_only: bool = False, z: int | None = None) -> EditResult:
+    """Move the segmentation's outer border by ``mm`` millimetres: out (> 0) or in (< 0).
+
+    3D Slicer's Margin effect, for a border a model drew too tight or too wide all round
+    (clicks correct near themselves; they do not move a whole border). Distances are
+    Euclidean in mm on the voxel grid's own spacing, so 2 mm means 2 mm across 6 mm slices
+    too. Growing fills background alone, each voxel with the value of the nearest labelled
+    voxel (an oedema border grows as oedema; no label overwrites another); shrinking clears
+    the labelled voxels within ``mm`` of the background. ``slice_only`` moves the border in
+    each axial slice (or slice ``z`` alone) in 2D, nothing across slices.
+    """
+    vol, was_2d = _as_volume(labels)
+    sp = tuple(float(s) for s in np.atleast_1d(spacing))
+    if len(sp) == 2:
+        sp = (1.0, *sp)
+    if len(sp) != 3 or min(sp) <= 0:
+        raise TumorSegError(f"spacing must be 3 positive numbers (z, y, x) in mm, got {spacing}")
+    mm = float(mm)
+    if not np.isfinite(mm) or mm == 0:
+        raise TumorSegError("the margin must be a non-zero number of mm (positive grows, negative shrinks)")
+    if z is not None and not 0 <= z < vol.shape[0]:
+        raise TumorSegError(f"slice {z} is outside 0-{vol.shape[0] - 1}")
+    if not vol.any():
+        return _result(vol.copy(), was_2d, "nothing to move: the labels are empty", False)
+    out = vol.copy()
+    if slice_only or z is not None or was_2d:
+        zs = [z] if z is not None else [k for k in range(vol.shape[0]) if vol[k].any()]
+        for k in zs:
+            out[k] = _margin_block(vol[k], mm, sp[1:])
+        where = f"slice {z}" if z is not None else ("every slice (2D)" if slice_only else "the slice")
+    else:
+        # The bounding box of what can change, grown by the margin: the distance transform
+        # of a whole 240 x 240 x 155 volume takes seconds, the tumour's box a fraction.
+        pad = [int(np.ceil(max(mm, 0.0) / s)) + 1 for s in sp]
+        box = tuple(slice(max(b.start - p, 0), min(b.stop + p, n))
+                    for b, p, n in zip(bounding_box(vol > 0), pad, vol.shape))
+        out[box] = _margin_block(vol[box], mm, sp)
+        where = "3D"
+    changed = int(np.count_nonzero(out != vol))
+    verb = "grew" if mm > 0 else "shrank"
+    return _result(out, was_2d, f"{verb} the border by {abs(mm):g} mm ({where}): {changed} voxels", changed > 0)
+
+
+def _margin_block(block: np.ndarray, mm: float, spacing) -> np.ndarray:
+    """``margin`` on one block (a 2D slice or the segmentation's 3D box)."""
+    labelled = block > 0
+    if mm > 0:
+        # Distance of every voxel to the nearest labelled one, and which one that is.
+        dist, idx = ndimage.distance_transform_edt(~labelled, sampling=spacing, return_indices=True)
+        grow = (~labelled) & (dist <= mm)
+        out = block.copy()
+        out[grow] = block[tuple(i[grow] for i in idx)]
+        return out
+    # Shrink: distance of every labelled voxel to the background. The box keeps one voxel
+    # of background round the segmentation; where the segmentation meets the volume's edge
+    # the edge is not a border (the scan ends there), and the transform does not treat it as one.
+    dist = ndimage.distance_transform_edt(labelled, sampling=spacing)
+    out = block.copy()
+    out[labelled & (dist <= -mm)] = 0
+    return out

@@ -1,4 +1,4 @@
-"""Correction tools on real masks: click-to-keep, fill holes, remove islands."""
+"""Correction tools on real masks: click-to-keep, fill holes, remove islands, move the border."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from napari_tumorseg.editing import fill_holes, keep_component_at, remove_islands
+from napari_tumorseg.editing import fill_holes, keep_component_at, margin, remove_islands
 from napari_tumorseg.errors import TumorSegError
 from napari_tumorseg.measurements import component_volumes_ml, label_components
 
@@ -126,3 +126,68 @@ def test_bad_points_and_shapes():
         keep_component_at(lab, (5, 0, 0))
     with pytest.raises(TumorSegError, match="spacing"):
         remove_islands(lab, 10, (1.0, 0.0, 1.0))
+
+
+def _distance_mm(mask: np.ndarray, spacing) -> np.ndarray:
+    """Every voxel's distance (mm) to ``mask``, on the full volume (the reference the
+    cropped implementation must equal)."""
+    return ndimage.distance_transform_edt(~mask, sampling=spacing)
+
+
+@pytest.mark.parametrize("mm", [1.0, 2.5])
+def test_margin_grows_the_border_by_mm_with_the_nearest_label(brats2013_labels, mm):
+    lab = np.pad(brats2013_labels, 6)  # real 2013 labels 1-4, room round them
+    spacing = (1.0, 1.0, 1.0)
+    res = margin(lab, mm, spacing)
+    assert res.changed and res.message.startswith(f"grew the border by {mm:g} mm")
+    inside = lab > 0
+    np.testing.assert_array_equal(res.labels[inside], lab[inside])  # no label overwrites another
+    new = (res.labels > 0) & ~inside
+    np.testing.assert_array_equal(new, (_distance_mm(inside, spacing) <= mm) & ~inside)
+    # Each new voxel took the value of a labelled voxel at its distance: the oedema round the
+    # tumour grows as oedema.
+    dist, idx = ndimage.distance_transform_edt(~inside, sampling=spacing, return_indices=True)
+    z, y, x = np.nonzero(new)
+    nearest = lab[idx[0][z, y, x], idx[1][z, y, x], idx[2][z, y, x]]
+    np.testing.assert_array_equal(res.labels[z, y, x], nearest)
+    assert lab.max() > 1 and (res.labels[new] == 2).mean() > 0.5  # 2013: 2 is oedema, outermost
+
+
+def test_margin_shrinks_by_mm_and_back(brats2013_labels):
+    lab = np.pad(brats2013_labels, 6)
+    spacing = (1.0, 1.0, 1.0)
+    res = margin(lab, -2.0, spacing)
+    inside = lab > 0
+    depth = ndimage.distance_transform_edt(inside, sampling=spacing)
+    np.testing.assert_array_equal(res.labels > 0, inside & (depth > 2.0))
+    kept = res.labels > 0
+    np.testing.assert_array_equal(res.labels[kept], lab[kept])
+    assert lab[0, 0, 0] == 0 and margin(lab, -2.0, spacing).labels is not lab  # a new array
+    # Out again by the same margin: the opening of the mask, close to the original.
+    back = margin(res.labels, 2.0, spacing).labels > 0
+    dice = 2 * (back & inside).sum() / (back.sum() + inside.sum())
+    assert dice > 0.95 and not (back & ~inside).any()
+
+
+def test_margin_keeps_to_millimetres_across_thick_slices(roi):
+    """BRAINIX's ROI has 6 mm slices: 3 mm out grows in-plane, never onto another slice."""
+    lab, spacing = roi
+    assert spacing[0] == 6.0
+    grown = margin(lab, 3.0, spacing).labels
+    slices = lambda m: set(np.nonzero(m.any(axis=(1, 2)))[0])  # noqa: E731
+    assert slices(grown) == slices(lab)
+    assert (grown > 0).sum() > (lab > 0).sum()
+    grown7 = margin(lab, 7.0, spacing).labels  # past one slice's distance: the next slices
+    assert slices(grown7) > slices(lab)
+
+
+def test_margin_this_slice_only(roi):
+    lab, spacing = roi
+    z = int(np.argmax((lab > 0).sum(axis=(1, 2))))
+    res = margin(lab, -1.5, spacing, z=z)
+    assert res.message.startswith("shrank the border by 1.5 mm (slice")
+    changed = np.nonzero((res.labels != lab).any(axis=(1, 2)))[0]
+    assert list(changed) == [z]
+    with pytest.raises(TumorSegError, match="non-zero"):
+        margin(lab, 0.0, spacing)
+    assert not margin(np.zeros_like(lab), 2.0, spacing).changed

@@ -98,6 +98,18 @@ class CorrectWidget(QWidget):
         self.island_mm3.setSuffix(" mm³")
         self.islands_button = QPushButton("Remove islands smaller than")
         self.islands_button.clicked.connect(self.remove_islands)
+        self.margin_mm = QDoubleSpinBox()
+        self.margin_mm.setRange(-30.0, 30.0)
+        self.margin_mm.setSingleStep(0.5)
+        self.margin_mm.setValue(1.0)
+        self.margin_mm.setSuffix(" mm")
+        self.margin_button = QPushButton("Move border by")
+        tip = ("the whole segmentation's outer border, out (positive) or in (negative), in mm of the "
+               "scan's own spacing, as 3D Slicer's Margin: for a border drawn too tight or too wide all "
+               "round (one undo step). Growing fills background alone, with the nearest label")
+        self.margin_button.setToolTip(tip)
+        self.margin_mm.setToolTip(tip)
+        self.margin_button.clicked.connect(self.move_border)
         self.undo_button = QPushButton("Undo")
         self.undo_button.clicked.connect(self.undo)
 
@@ -152,6 +164,10 @@ class CorrectWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.islands_button)
         row.addWidget(self.island_mm3)
+        ef.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(self.margin_button)
+        row.addWidget(self.margin_mm)
         ef.addLayout(row)
         m_box = QGroupBox("Measure")
         mf = QVBoxLayout(m_box)
@@ -346,6 +362,16 @@ class CorrectWidget(QWidget):
 
         return self._edit(lambda layer, labels: remove_islands(
             labels, self.island_mm3.value(), self._spacing(layer), slice_only=self.slice_only.isChecked()))
+
+    @guarded("moving the border failed")
+    def move_border(self) -> int:
+        """Grow (positive mm) or shrink (negative) the segmentation's outer border: one undo step."""
+        from napari_tumorseg.editing import margin
+
+        slice_only = self.slice_only.isChecked()
+        return self._edit(lambda layer, labels: margin(
+            labels, self.margin_mm.value(), self._spacing(layer), slice_only=slice_only,
+            z=self._z(layer) if slice_only else None))
 
     @guarded("undo failed")
     def undo(self) -> None:

@@ -45,6 +45,31 @@ def test_fill_holes_in_3d_unless_this_slice_only(make_napari_viewer, shared_data
     assert not roi.data[z - 1][cube[1:]].any() and not roi.data[z + 1][cube[1:]].any()
 
 
+def test_move_border_grows_and_shrinks_in_mm_as_one_step(make_napari_viewer, shared_data):
+    """A border drawn too tight all round: "Move border by" 3 mm grows it (BRAINIX's 6 mm
+    slices: in-plane only), one undo step; -3 mm in the viewed slice alone."""
+    viewer = make_napari_viewer()
+    _, roi = _open_brainix(viewer, shared_data)
+    widget = add_dock(viewer, "Correct and export")
+    widget.labels_combo.setCurrentText(roi.name)
+    original = roi.data.copy()
+    widget.slice_only.setChecked(False)
+    widget.margin_mm.setValue(3.0)
+    grown = widget.move_border()
+    assert grown > 0 and (roi.data > 0).sum() == (original > 0).sum() + grown
+    np.testing.assert_array_equal(roi.data[original > 0], original[original > 0])
+    assert set(np.nonzero(roi.data.any(axis=(1, 2)))[0]) == set(np.nonzero(original.any(axis=(1, 2)))[0])
+    roi.undo()
+    np.testing.assert_array_equal(roi.data, original)
+    z = int(np.argmax((original > 0).sum(axis=(1, 2))))
+    viewer.dims.set_current_step(0, z)
+    widget.slice_only.setChecked(True)
+    widget.margin_mm.setValue(-3.0)
+    assert widget.move_border() > 0
+    assert list(np.nonzero((roi.data != original).any(axis=(1, 2)))[0]) == [z]
+    assert (roi.data[z] > 0).sum() < (original[z] > 0).sum()
+
+
 def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, qtbot, shared_data, screenshot_dir):
     viewer = make_napari_viewer(show=True)
     flair, roi = _open_brainix(viewer, shared_data)
