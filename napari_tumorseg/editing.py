@@ -183,16 +183,23 @@ def remove_islands(labels, min_volume_mm3: float, spacing, slice_only: bool = Fa
     return _result(out, was_2d, msg, k > 0)
 
 
-def margin(labels, mm: float, spacing, slice_only: bool = False, z: int | None = None) -> EditResult:
-    """Move the segmentation's outer border by ``mm`` millimetres: out (> 0) or in (< 0).
+def margin(labels, mm: float, spacing, slice_only: bool = False, z: int | None = None,
+           value: int | None = None, overwrite: bool = False) -> EditResult:
+    """Move a border by ``mm`` millimetres: out (> 0) or in (< 0).
 
     3D Slicer's Margin effect, for a border a model drew too tight or too wide all round
     (clicks correct near themselves; they do not move a whole border). Distances are
     Euclidean in mm on the voxel grid's own spacing, so 2 mm means 2 mm across 6 mm slices
-    too. Growing fills background alone, each voxel with the value of the nearest labelled
-    voxel (an oedema border grows as oedema; no label overwrites another); shrinking clears
-    the labelled voxels within ``mm`` of the background. ``slice_only`` moves the border in
-    each axial slice (or slice ``z`` alone) in 2D, nothing across slices.
+    too. ``slice_only`` moves the border in each axial slice (or slice ``z`` alone) in 2D,
+    nothing across slices.
+
+    ``value`` None moves the whole segmentation's outer border: growing fills background,
+    each voxel with the value of the nearest labelled voxel (an oedema border grows as
+    oedema); shrinking clears the labelled voxels within ``mm`` of the background. With a
+    ``value``, that label's border moves: growing takes background, and the other labels'
+    voxels too when ``overwrite`` (an enhancing rim drawn too thin grows into the core and
+    oedema round it); shrinking gives its border voxels to the nearest other label (or the
+    background), so a rim thinned from outside becomes oedema there and core inside.
     """
     vol, was_2d = _as_volume(labels)
     sp = tuple(float(s) for s in np.atleast_1d(spacing))
@@ -205,41 +212,56 @@ def margin(labels, mm: float, spacing, slice_only: bool = False, z: int | None =
         raise TumorSegError("the margin must be a non-zero number of mm (positive grows, negative shrinks)")
     if z is not None and not 0 <= z < vol.shape[0]:
         raise TumorSegError(f"slice {z} is outside 0-{vol.shape[0] - 1}")
-    if not vol.any():
-        return _result(vol.copy(), was_2d, "nothing to move: the labels are empty", False)
+    if value is not None and int(value) <= 0:
+        raise TumorSegError("the label to move must be a positive value (none: the whole segmentation)")
+    obj = (vol > 0) if value is None else (vol == int(value))
+    what = "the border" if value is None else f"label {int(value)}"
+    if not obj.any():
+        empty = "the labels are empty" if value is None else f"no voxel holds label {int(value)}"
+        return _result(vol.copy(), was_2d, f"nothing to move: {empty}", False)
     out = vol.copy()
+    blocked = 0
     if slice_only or z is not None or was_2d:
-        zs = [z] if z is not None else [k for k in range(vol.shape[0]) if vol[k].any()]
+        zs = [z] if z is not None else [k for k in range(vol.shape[0]) if obj[k].any()]
         for k in zs:
-            out[k] = _margin_block(vol[k], mm, sp[1:])
+            out[k], b = _margin_block(vol[k], obj[k], mm, sp[1:], value, overwrite)
+            blocked += b
         where = f"slice {z}" if z is not None else ("every slice (2D)" if slice_only else "the slice")
     else:
         # The bounding box of what can change, grown by the margin: the distance transform
         # of a whole 240 x 240 x 155 volume takes seconds, the tumour's box a fraction.
         pad = [int(np.ceil(max(mm, 0.0) / s)) + 1 for s in sp]
         box = tuple(slice(max(b.start - p, 0), min(b.stop + p, n))
-                    for b, p, n in zip(bounding_box(vol > 0), pad, vol.shape))
-        out[box] = _margin_block(vol[box], mm, sp)
+                    for b, p, n in zip(bounding_box(obj), pad, vol.shape))
+        out[box], blocked = _margin_block(vol[box], obj[box], mm, sp, value, overwrite)
         where = "3D"
     changed = int(np.count_nonzero(out != vol))
     verb = "grew" if mm > 0 else "shrank"
-    return _result(out, was_2d, f"{verb} the border by {abs(mm):g} mm ({where}): {changed} voxels", changed > 0)
+    msg = f"{verb} {what} by {abs(mm):g} mm ({where}): {changed} voxels"
+    if blocked:
+        msg += f"; {blocked} voxels of other labels kept (tick 'over other labels' to take them)"
+    return _result(out, was_2d, msg, changed > 0)
 
 
-def _margin_block(block: np.ndarray, mm: float, spacing) -> np.ndarray:
-    """``margin`` on one block (a 2D slice or the segmentation's 3D box)."""
-    labelled = block > 0
-    if mm > 0:
-        # Distance of every voxel to the nearest labelled one, and which one that is.
-        dist, idx = ndimage.distance_transform_edt(~labelled, sampling=spacing, return_indices=True)
-        grow = (~labelled) & (dist <= mm)
-        out = block.copy()
-        out[grow] = block[tuple(i[grow] for i in idx)]
-        return out
-    # Shrink: distance of every labelled voxel to the background. The box keeps one voxel
-    # of background round the segmentation; where the segmentation meets the volume's edge
-    # the edge is not a border (the scan ends there), and the transform does not treat it as one.
-    dist = ndimage.distance_transform_edt(labelled, sampling=spacing)
+def _margin_block(block: np.ndarray, obj: np.ndarray, mm: float, spacing, value, overwrite: bool):
+    """``margin`` on one block (a 2D slice or the object's 3D box): (new block, voxels of
+    other labels a growth left alone)."""
     out = block.copy()
-    out[labelled & (dist <= -mm)] = 0
-    return out
+    if mm > 0:
+        # Distance of every voxel to the object, and which object voxel is nearest.
+        dist, idx = ndimage.distance_transform_edt(~obj, sampling=spacing, return_indices=True)
+        near = ~obj & (dist <= mm)
+        if value is None:
+            out[near] = block[tuple(i[near] for i in idx)]
+            return out, 0
+        free = block == 0
+        taken = near & (free | overwrite)
+        out[taken] = int(value)
+        return out, int(np.count_nonzero(near & ~taken))
+    # Shrink: every object voxel's distance to the rest, and the nearest voxel of the rest.
+    # The box keeps one voxel of the rest round the object; where the object meets the
+    # volume's edge the edge is not a border (the scan ends there), nor is it to the transform.
+    dist, idx = ndimage.distance_transform_edt(obj, sampling=spacing, return_indices=True)
+    gone = obj & (dist <= -mm)
+    out[gone] = 0 if value is None else block[tuple(i[gone] for i in idx)]
+    return out, 0

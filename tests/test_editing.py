@@ -191,3 +191,42 @@ def test_margin_this_slice_only(roi):
     with pytest.raises(TumorSegError, match="non-zero"):
         margin(lab, 0.0, spacing)
     assert not margin(np.zeros_like(lab), 2.0, spacing).changed
+
+
+def test_margin_of_one_label_thickens_a_thin_enhancing_rim(brats2013_labels):
+    """An enhancing rim drawn 1 mm too thin (the fold-2 click model's fault): its label moved
+    out by 1 mm over the other labels comes back; without 'over other labels' it cannot grow
+    into the oedema round it, and says so."""
+    lab = np.pad(brats2013_labels, 6)  # 2013: 1 necrosis, 2 oedema, 3 non-enhancing, 4 enhancing
+    spacing = (1.0, 1.0, 1.0)
+    et = lab == 4
+    assert et.sum() > 1000
+    thin = margin(lab, -1.0, spacing, value=4)
+    assert thin.message.startswith("shrank label 4 by 1 mm (3D)")
+    lost = et & (thin.labels != 4)
+    assert lost.any() and (thin.labels[~et] == lab[~et]).all()
+    # What the rim lost went to the label beside it (oedema outside, core inside; the
+    # background only where the 2013 rater's rim touches it).
+    _, idx = ndimage.distance_transform_edt(et, sampling=spacing, return_indices=True)
+    z, y, x = np.nonzero(lost)
+    np.testing.assert_array_equal(thin.labels[lost], lab[idx[0][z, y, x], idx[1][z, y, x], idx[2][z, y, x]])
+    assert (thin.labels[lost] > 0).mean() > 0.8
+
+    kept = margin(thin.labels, 1.0, spacing, value=4)
+    assert not kept.changed or (kept.labels[thin.labels > 0] == thin.labels[thin.labels > 0]).all()
+    assert "voxels of other labels kept" in kept.message
+
+    back = margin(thin.labels, 1.0, spacing, value=4, overwrite=True)
+    new_et = back.labels == 4
+
+    def dice(a):
+        return 2 * (a & et).sum() / (a.sum() + et.sum())
+
+    assert dice(new_et) > dice(thin.labels == 4) + 0.1 and dice(new_et) > 0.9
+    # Only voxels within 1 mm of the thin rim changed, and only to enhancing.
+    near = ndimage.distance_transform_edt(thin.labels != 4, sampling=spacing) <= 1.0
+    changed = back.labels != thin.labels
+    assert (changed <= near).all() and (back.labels[changed] == 4).all()
+    with pytest.raises(TumorSegError, match="positive value"):
+        margin(lab, 1.0, spacing, value=0)
+    assert not margin(lab, 1.0, spacing, value=7).changed

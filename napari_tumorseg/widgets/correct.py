@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -110,6 +111,14 @@ class CorrectWidget(QWidget):
         self.margin_button.setToolTip(tip)
         self.margin_mm.setToolTip(tip)
         self.margin_button.clicked.connect(self.move_border)
+        self.margin_label = QSpinBox()
+        self.margin_label.setRange(0, 65535)
+        self.margin_label.setPrefix("label ")
+        self.margin_label.setSpecialValueText("all labels")  # 0: the whole segmentation's border
+        self.margin_label.setToolTip("whose border moves: all labels (the segmentation's outer border) or one "
+                                     "label value, e.g. an enhancing rim drawn too thin (3 in a predicted region map)")
+        self.margin_over = QCheckBox("over other labels")
+        self.margin_over.setToolTip("a label growing takes the other labels' voxels too (else background alone)")
         self.undo_button = QPushButton("Undo")
         self.undo_button.clicked.connect(self.undo)
 
@@ -168,6 +177,11 @@ class CorrectWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.margin_button)
         row.addWidget(self.margin_mm)
+        ef.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("of"))
+        row.addWidget(self.margin_label)
+        row.addWidget(self.margin_over)
         ef.addLayout(row)
         m_box = QGroupBox("Measure")
         mf = QVBoxLayout(m_box)
@@ -369,9 +383,10 @@ class CorrectWidget(QWidget):
         from napari_tumorseg.editing import margin
 
         slice_only = self.slice_only.isChecked()
+        value = self.margin_label.value() or None
         return self._edit(lambda layer, labels: margin(
             labels, self.margin_mm.value(), self._spacing(layer), slice_only=slice_only,
-            z=self._z(layer) if slice_only else None))
+            z=self._z(layer) if slice_only else None, value=value, overwrite=self.margin_over.isChecked()))
 
     @guarded("undo failed")
     def undo(self) -> None:

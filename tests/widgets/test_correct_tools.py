@@ -68,6 +68,40 @@ def test_move_border_grows_and_shrinks_in_mm_as_one_step(make_napari_viewer, sha
     assert widget.move_border() > 0
     assert list(np.nonzero((roi.data != original).any(axis=(1, 2)))[0]) == [z]
     assert (roi.data[z] > 0).sum() < (original[z] > 0).sum()
+    roi.undo()
+    np.testing.assert_array_equal(roi.data, original)
+
+
+def test_move_border_of_one_label_over_the_others(make_napari_viewer, shared_data):
+    """A predicted region map whose enhancing rim (3) is too thin: label 3 moved out by 1 mm
+    grows into the core and oedema only with 'over other labels' ticked."""
+    from napari_tumorseg.brats import REGION_LABEL_NAMES
+    from napari_tumorseg.io.readers import read_path
+
+    (seg,) = read_path(shared_data / "brats_multi_year" / "BraTS2021_00006" / "BraTS2021_00006_seg.nii.gz")
+    truth = np.asarray(seg.data)  # 2021: 1 necrosis, 2 oedema, 4 enhancing
+    regions = np.select([truth == 4, truth == 1, truth == 2], [3, 2, 1], 0).astype(np.uint8)
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(regions.copy(), name="prediction", metadata={"label_names": REGION_LABEL_NAMES})
+    widget = add_dock(viewer, "Correct and export")
+    widget.labels_combo.setCurrentText(layer.name)
+    assert widget.margin_label.text() == "all labels"
+    widget.slice_only.setChecked(False)
+    widget.margin_label.setValue(3)
+    widget.margin_mm.setValue(1.0)
+    widget.margin_over.setChecked(False)
+    # The rim lies inside the core and oedema: alone it takes the few background voxels it touches.
+    alone = widget.move_border()
+    assert alone < 1000 and (regions[np.asarray(layer.data) != regions] == 0).all()
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, regions)
+    widget.margin_over.setChecked(True)
+    grown = widget.move_border()
+    assert grown > 10 * alone
+    changed = np.asarray(layer.data) != regions
+    assert (np.asarray(layer.data)[changed] == 3).all() and (regions[changed] > 0).mean() > 0.9
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, regions)
 
 
 def test_click_removes_a_false_positive_in_one_step(make_napari_viewer, qtbot, shared_data, screenshot_dir):
