@@ -191,6 +191,8 @@ def test_margin_this_slice_only(roi):
     with pytest.raises(TumorSegError, match="non-zero"):
         margin(lab, 0.0, spacing)
     assert not margin(np.zeros_like(lab), 2.0, spacing).changed
+    small = margin(lab, 0.3, spacing, z=z)
+    assert not small.changed and small.message.endswith(f"under the voxel size, {min(spacing[1:]):g} mm)")
 
 
 def test_margin_of_one_label_thickens_a_thin_enhancing_rim(brats2013_labels):
