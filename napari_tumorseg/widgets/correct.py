@@ -180,7 +180,7 @@ class CorrectWidget(QWidget):
         ef.addLayout(row)
         row = QHBoxLayout()
         row.addWidget(QLabel("of"))
-        row.addWidget(self.margin_label)
+        row.addWidget(self.margin_label, 1)
         row.addWidget(self.margin_over)
         ef.addLayout(row)
         m_box = QGroupBox("Measure")
