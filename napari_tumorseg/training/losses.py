@@ -58,8 +58,13 @@ def soft_dice_loss(
     include_background: bool = True,
     smooth_nr: float | None = None,
     smooth_dr: float | None = None,
+    fn_weight: float | None = None,
 ) -> torch.Tensor:
     """Soft Dice loss on logits (module doc's equation), computed by MONAI's ``DiceLoss``.
+
+    ``fn_weight`` (beta in (0, 1)) makes it the Tversky loss, ``1 - (TP + s) / (TP + (1 -
+    beta) FP + beta FN + s)`` (Salehi et al. 2017, MONAI's ``TverskyLoss``): above 0.5 a missed
+    voxel costs more than a false one (Dice is beta = 0.5), for structures a network draws thin.
 
     ``mode`` is the model output kind: sigmoid kinds take a (N, C, ...) float target,
     softmax kinds a (N, ...) class-index target (one-hot encoded by MONAI).
@@ -79,13 +84,24 @@ def soft_dice_loss(
         if tuple(target.shape) != (logits.shape[0], *logits.shape[2:]):
             raise TumorSegError(f"target {tuple(target.shape)} does not match output {tuple(logits.shape)}")
         target = target.long()[:, None]
-    dice = DiceLoss(
-        include_background=include_background or sigmoid, to_onehot_y=not sigmoid,
-        sigmoid=sigmoid, softmax=not sigmoid, squared_pred=squared, batch=batch,
-        smooth_nr=smooth if smooth_nr is None else float(smooth_nr),
-        smooth_dr=smooth if smooth_dr is None else float(smooth_dr),
-    )
-    return dice(logits, target)
+    common = dict(include_background=include_background or sigmoid, to_onehot_y=not sigmoid,
+                  sigmoid=sigmoid, softmax=not sigmoid, batch=batch,
+                  smooth_nr=smooth if smooth_nr is None else float(smooth_nr),
+                  smooth_dr=smooth if smooth_dr is None else float(smooth_dr))
+    if fn_weight is not None:
+        return _tversky(fn_weight, squared, **common)(logits, target)
+    return DiceLoss(squared_pred=squared, **common)(logits, target)
+
+
+def _tversky(fn_weight: float, squared: bool, **kwargs):
+    from monai.losses import TverskyLoss
+
+    beta = float(fn_weight)
+    if not 0.0 < beta < 1.0:
+        raise TumorSegError(f"fn_weight (Tversky beta) must lie in (0, 1), got {beta}")
+    if squared:
+        raise TumorSegError("the Tversky form (fn_weight) has no squared variant")
+    return TverskyLoss(alpha=1.0 - beta, beta=beta, **kwargs)
 
 
 def _ce(logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
@@ -137,16 +153,22 @@ class SegLoss(nn.Module):
             smooth = float(kw.pop("smooth", 1e-5))
             nr, dr = kw.pop("smooth_nr", None), kw.pop("smooth_dr", None)
             batch = bool(kw.pop("batch", False))
-            common = dict(sigmoid=True, squared_pred=bool(kw.pop("squared", False)),
-                          smooth_nr=smooth if nr is None else float(nr),
+            squared, beta = bool(kw.pop("squared", False)), kw.pop("fn_weight", None)
+            common = dict(sigmoid=True, smooth_nr=smooth if nr is None else float(nr),
                           smooth_dr=smooth if dr is None else float(dr))
+
+            def term(**more):
+                if beta is not None:
+                    return _tversky(beta, squared, **common, **more)
+                return DiceLoss(squared_pred=squared, **common, **more)
+
             if batch:  # one Dice per channel over the samples that label it
-                dice = DiceLoss(batch=True, **common)
+                dice = term(batch=True)
                 terms = [dice(logits[known[:, c], c:c + 1], t[known[:, c], c:c + 1])
                          for c in range(logits.shape[1]) if bool(known[:, c].any())]
                 loss = loss + self.w_dice * torch.stack(terms).mean()
             else:
-                per_map = DiceLoss(reduction="none", **common)(logits, t).reshape(known.shape)
+                per_map = term(reduction="none")(logits, t).reshape(known.shape)
                 loss = loss + self.w_dice * per_map[known].mean()
         return loss
 
@@ -198,7 +220,8 @@ def build_loss(spec, mode: str = "binary", deep_supervision_weights=None, **para
 
     ``mode`` is the model's output kind. ``params`` override the preset's ``loss_params``:
     ``alpha`` (combo), ``lam``/``lambda`` (bce_dice), ``smooth``, ``squared``, ``batch``,
-    ``include_background`` (Dice terms), ``pos_weight`` (bce).
+    ``include_background``, ``fn_weight`` (Dice terms; ``fn_weight`` makes them Tversky's),
+    ``pos_weight`` (bce).
     """
     if isinstance(spec, str):
         name, base_params = spec, {}
@@ -214,7 +237,7 @@ def build_loss(spec, mode: str = "binary", deep_supervision_weights=None, **para
     for flag, wants_sigmoid in (("sigmoid", True), ("softmax", False)):
         if flag in p and bool(p.pop(flag)) and _sigmoid_mode(mode) != wants_sigmoid:
             raise TumorSegError(f"loss asks for {flag} but the model's output kind is {mode!r}")
-    dice_keys = {"smooth", "squared", "batch", "include_background", "smooth_nr", "smooth_dr"}
+    dice_keys = {"smooth", "squared", "batch", "include_background", "smooth_nr", "smooth_dr", "fn_weight"}
     dice_kwargs = {k: p.pop(k) for k in list(p) if k in dice_keys}
     if name == "bce":
         if not _sigmoid_mode(mode):

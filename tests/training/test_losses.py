@@ -216,3 +216,48 @@ def test_unknown_region_maps_are_left_out_of_the_loss():
     out = build_loss("bce_dice", mode="regions")(lg, everything_unknown)
     out.backward()
     assert float(out) == 0.0 and float(lg.grad.abs().max()) == 0.0
+
+
+def hand_tversky(logits, target, beta, smooth=1e-5) -> float:
+    p = [sig(z) for z in logits]
+    tp = sum(a * b for a, b in zip(p, target))
+    fp = sum(a * (1 - b) for a, b in zip(p, target))
+    fn = sum((1 - a) * b for a, b in zip(p, target))
+    return 1.0 - (tp + smooth) / (tp + (1 - beta) * fp + beta * fn + smooth)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.7, 0.9])
+def test_fn_weight_makes_the_dice_term_tversky(beta):
+    """``fn_weight`` beta: 1 - TP / (TP + (1 - beta) FP + beta FN), by hand; beta 0.5 is Dice.
+    The same on the path that leaves unknown region maps out."""
+    x, y = as_tensors()
+    got = float(build_loss("dice", fn_weight=beta)(x, y))
+    assert got == pytest.approx(hand_tversky(LOGITS, TARGET, beta), rel=1e-6)
+    if beta == 0.5:  # the same but for where the smoothing term sits
+        assert got == pytest.approx(hand_dice(LOGITS, TARGET), rel=1e-5)
+    both = float(build_loss("bce_dice", fn_weight=beta)(x, y))
+    assert both == pytest.approx(hand_bce(LOGITS, TARGET) + hand_tversky(LOGITS, TARGET, beta), rel=1e-6)
+    torch.manual_seed(1)
+    logits = torch.randn(3, 3, 8, 8)
+    target = (torch.rand(3, 3, 8, 8) > 0.6).float()
+    loss_fn = build_loss("bce_dice", mode="regions", fn_weight=beta)
+    unknown = torch.zeros_like(target, dtype=torch.bool)
+    assert torch.allclose(loss_fn._partial(logits, target, unknown), loss_fn(logits, target))
+
+
+def test_tversky_costs_a_miss_more_than_a_false_voxel():
+    """A rim drawn one voxel too thin on each side against one drawn one voxel too wide:
+    Dice already prefers the wide one a little (0.20 / 0.14), Tversky beta 0.7 much more."""
+    truth = torch.zeros(1, 1, 1, 12)
+    truth[..., 3:9] = 1
+    thin = torch.full_like(truth, -12.0)
+    thin[..., 4:8] = 12.0  # TP 4, FN 2
+    wide = torch.full_like(truth, -12.0)
+    wide[..., 2:10] = 12.0  # TP 6, FP 2
+    dice, tversky = build_loss("dice"), build_loss("dice", fn_weight=0.7)
+    assert float(dice(thin, truth)) == pytest.approx(2 / 10, rel=1e-3)
+    assert float(dice(wide, truth)) == pytest.approx(2 / 14, rel=1e-3)
+    assert float(tversky(thin, truth)) == pytest.approx(1 - 4 / 5.4, rel=1e-3)
+    assert float(tversky(wide, truth)) == pytest.approx(1 - 6 / 6.6, rel=1e-3)
+    with pytest.raises(TumorSegError, match=r"\(0, 1\)"):
+        build_loss("dice", fn_weight=1.0)(thin, truth)
