@@ -6,8 +6,8 @@ otherwise as tifffile's JSON description. io.images reads both back.
 
 The full geometry travels too, so a TIFF reopens where its source was in the scanner:
 ``{"affine": voxel (z, y, x) -> RAS mm, "kind": "labels" | "image"}`` as JSON under the
-key "tumorseg" (a label map adds what its values mean, see label_records), in the ImageJ "Info" property (Fiji shows it under Image > Show Info) or
-in the JSON description. Each per-slice file carries its own slice's affine.
+key "tumorseg" (a label map adds what its values mean, see label_records), in the ImageJ
+"Info" property (Fiji shows it under Image > Show Info) or in the JSON description. Each per-slice file carries its own slice's affine.
 """
 
 from __future__ import annotations
