@@ -58,13 +58,14 @@ def soft_dice_loss(
     include_background: bool = True,
     smooth_nr: float | None = None,
     smooth_dr: float | None = None,
-    fn_weight: float | None = None,
+    fn_weight=None,
 ) -> torch.Tensor:
     """Soft Dice loss on logits (module doc's equation), computed by MONAI's ``DiceLoss``.
 
     ``fn_weight`` (beta in (0, 1)) makes it the Tversky loss, ``1 - (TP + s) / (TP + (1 -
     beta) FP + beta FN + s)`` (Salehi et al. 2017, MONAI's ``TverskyLoss``): above 0.5 a missed
     voxel costs more than a false one (Dice is beta = 0.5), for structures a network draws thin.
+    One beta per output channel (a list; sigmoid outputs) weighs each region its own way.
 
     ``mode`` is the model output kind: sigmoid kinds take a (N, C, ...) float target,
     softmax kinds a (N, ...) class-index target (one-hot encoded by MONAI).
@@ -93,15 +94,35 @@ def soft_dice_loss(
     return DiceLoss(squared_pred=squared, **common)(logits, target)
 
 
-def _tversky(fn_weight: float, squared: bool, **kwargs):
-    from monai.losses import TverskyLoss
-
-    beta = float(fn_weight)
-    if not 0.0 < beta < 1.0:
-        raise TumorSegError(f"fn_weight (Tversky beta) must lie in (0, 1), got {beta}")
+def _tversky(fn_weight, squared: bool, reduction: str = "mean", **kwargs) -> nn.Module:
+    """MONAI's ``TverskyLoss`` with beta ``fn_weight`` (alpha = 1 - beta), or one per channel."""
+    betas = [float(b) for b in (fn_weight if isinstance(fn_weight, (list, tuple)) else [fn_weight])]
+    if not betas or not all(0.0 < b < 1.0 for b in betas):
+        raise TumorSegError(f"fn_weight (Tversky beta) must lie in (0, 1), got {fn_weight}")
     if squared:
         raise TumorSegError("the Tversky form (fn_weight) has no squared variant")
-    return TverskyLoss(alpha=1.0 - beta, beta=beta, **kwargs)
+    return _Tversky(betas, reduction, kwargs)
+
+
+class _Tversky(nn.Module):
+    def __init__(self, betas: list[float], reduction: str, kwargs: dict):
+        from monai.losses import TverskyLoss
+
+        super().__init__()
+        self.reduction = reduction
+        self.terms = [TverskyLoss(alpha=1.0 - b, beta=b, reduction="none", **kwargs) for b in betas]
+        if len(betas) > 1 and not kwargs.get("sigmoid"):
+            raise TumorSegError("one fn_weight per channel needs a sigmoid output (regions, binary)")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if len(self.terms) == 1:
+            out = self.terms[0](logits, target)
+        elif logits.shape[1] != len(self.terms):
+            raise TumorSegError(f"{len(self.terms)} fn_weight values for {logits.shape[1]} output channels")
+        else:
+            out = torch.cat([term(logits[:, c:c + 1], target[:, c:c + 1]) for c, term in enumerate(self.terms)],
+                            dim=0 if self.terms[0].batch else 1)  # (C,) over the batch, else (N, C)
+        return out.mean() if self.reduction == "mean" else out
 
 
 def _ce(logits: torch.Tensor, target: torch.Tensor, mode: str) -> torch.Tensor:
@@ -157,14 +178,14 @@ class SegLoss(nn.Module):
             common = dict(sigmoid=True, smooth_nr=smooth if nr is None else float(nr),
                           smooth_dr=smooth if dr is None else float(dr))
 
-            def term(**more):
+            def term(channel=None, **more):
                 if beta is not None:
-                    return _tversky(beta, squared, **common, **more)
+                    one = beta[channel] if channel is not None and isinstance(beta, (list, tuple)) else beta
+                    return _tversky(one, squared, **common, **more)
                 return DiceLoss(squared_pred=squared, **common, **more)
 
             if batch:  # one Dice per channel over the samples that label it
-                dice = term(batch=True)
-                terms = [dice(logits[known[:, c], c:c + 1], t[known[:, c], c:c + 1])
+                terms = [term(c, batch=True)(logits[known[:, c], c:c + 1], t[known[:, c], c:c + 1])
                          for c in range(logits.shape[1]) if bool(known[:, c].any())]
                 loss = loss + self.w_dice * torch.stack(terms).mean()
             else:

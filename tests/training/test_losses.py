@@ -261,3 +261,23 @@ def test_tversky_costs_a_miss_more_than_a_false_voxel():
     assert float(tversky(wide, truth)) == pytest.approx(1 - 6 / 6.6, rel=1e-3)
     with pytest.raises(TumorSegError, match=r"\(0, 1\)"):
         build_loss("dice", fn_weight=1.0)(thin, truth)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_one_fn_weight_per_region(batch):
+    """[0.5, 0.5, 0.9]: Dice for the whole tumour and core, Tversky 0.9 for the enhancing
+    output, channel by channel, on both loss paths (all maps known; some unknown)."""
+    torch.manual_seed(2)
+    logits = torch.randn(4, 3, 8, 8)
+    target = (torch.rand(4, 3, 8, 8) > 0.6).float()
+    mixed = build_loss("dice", mode="regions", fn_weight=[0.5, 0.5, 0.9], batch=batch)
+    per = [build_loss("dice", mode="regions", fn_weight=b, batch=batch)(logits[:, c:c + 1], target[:, c:c + 1])
+           for c, b in enumerate([0.5, 0.5, 0.9])]
+    assert float(mixed(logits, target)) == pytest.approx(float(torch.stack(per).mean()), rel=1e-6)
+    unknown = torch.zeros_like(target, dtype=torch.bool)
+    assert float(mixed._partial(logits, target, unknown)) == pytest.approx(float(mixed(logits, target)), rel=1e-6)
+    partial = target.clone()
+    partial[1:3, 1:] = float("nan")
+    assert torch.isfinite(mixed(logits, partial))
+    with pytest.raises(TumorSegError, match="2 fn_weight values for 3"):
+        build_loss("dice", mode="regions", fn_weight=[0.5, 0.9])(logits, target)
