@@ -57,6 +57,11 @@ def test_move_border_grows_and_shrinks_in_mm_as_one_step(make_napari_viewer, sha
     widget.margin_mm.setValue(3.0)
     grown = widget.move_border()
     assert grown > 0 and (roi.data > 0).sum() == (original > 0).sum() + grown
+    # The user's own edit: the session's ledger holds its voxels, so nothing derived rewrites them.
+    from napari_tumorseg.widgets._session import session_for
+
+    edited = session_for(viewer).edited_mask(roi)
+    assert edited is not None and edited[roi.data != original].all()
     np.testing.assert_array_equal(roi.data[original > 0], original[original > 0])
     assert set(np.nonzero(roi.data.any(axis=(1, 2)))[0]) == set(np.nonzero(original.any(axis=(1, 2)))[0])
     roi.undo()
