@@ -50,6 +50,21 @@ def _result(vol: np.ndarray, was_2d: bool, message: str, changed: bool) -> EditR
     return EditResult(vol[0] if was_2d else vol, message, changed)
 
 
+def _spacing_zyx(spacing) -> tuple[float, float, float]:
+    """(z, y, x) mm from 3 numbers, or from 2 for a single slice."""
+    sp = tuple(float(s) for s in np.atleast_1d(spacing))
+    if len(sp) == 2:
+        sp = (1.0, *sp)
+    if len(sp) != 3 or min(sp) <= 0:
+        raise TumorSegError(f"spacing must be 3 positive numbers (z, y, x) in mm, got {spacing}")
+    return sp
+
+
+def _check_slice(z: int | None, vol: np.ndarray) -> None:
+    if z is not None and not 0 <= z < vol.shape[0]:
+        raise TumorSegError(f"slice {z} is outside 0-{vol.shape[0] - 1}")
+
+
 def _structure(slice_only: bool) -> np.ndarray:
     if slice_only:
         s = np.zeros((3, 3, 3), bool)
@@ -131,8 +146,7 @@ def fill_holes(labels, slice_only: bool = False, z: int | None = None) -> EditRe
     by two different labels together is left alone (its value would be a guess).
     """
     vol, was_2d = _as_volume(labels)
-    if z is not None and not 0 <= z < vol.shape[0]:
-        raise TumorSegError(f"slice {z} is outside 0-{vol.shape[0] - 1}")
+    _check_slice(z, vol)
     out = vol.copy()
     zs = [z] if z is not None else range(vol.shape[0])
     filled = 0
@@ -161,11 +175,7 @@ def remove_islands(labels, min_volume_mm3: float, spacing, slice_only: bool = Fa
     large tumour is never an island.
     """
     vol, was_2d = _as_volume(labels)
-    sp = tuple(float(s) for s in np.atleast_1d(spacing))
-    if len(sp) == 2:
-        sp = (1.0, *sp)
-    if len(sp) != 3 or min(sp) <= 0:
-        raise TumorSegError(f"spacing must be 3 positive numbers (z, y, x) in mm, got {spacing}")
+    sp = _spacing_zyx(spacing)
     if min_volume_mm3 < 0:
         raise TumorSegError("the minimum island volume must be >= 0 mm³")
     voxel = sp[0] * sp[1] * sp[2]
@@ -202,16 +212,11 @@ def margin(labels, mm: float, spacing, slice_only: bool = False, z: int | None =
     background), so a rim thinned from outside becomes oedema there and core inside.
     """
     vol, was_2d = _as_volume(labels)
-    sp = tuple(float(s) for s in np.atleast_1d(spacing))
-    if len(sp) == 2:
-        sp = (1.0, *sp)
-    if len(sp) != 3 or min(sp) <= 0:
-        raise TumorSegError(f"spacing must be 3 positive numbers (z, y, x) in mm, got {spacing}")
+    sp = _spacing_zyx(spacing)
     mm = float(mm)
     if not np.isfinite(mm) or mm == 0:
         raise TumorSegError("the margin must be a non-zero number of mm (positive grows, negative shrinks)")
-    if z is not None and not 0 <= z < vol.shape[0]:
-        raise TumorSegError(f"slice {z} is outside 0-{vol.shape[0] - 1}")
+    _check_slice(z, vol)
     if value is not None and int(value) <= 0:
         raise TumorSegError("the label to move must be a positive value (none: the whole segmentation)")
     obj = (vol > 0) if value is None else (vol == int(value))

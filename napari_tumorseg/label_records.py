@@ -16,8 +16,6 @@ from collections.abc import Mapping
 def label_record(label_names: Mapping | None, label_colors: Mapping | None = None) -> dict:
     """``{"label_names": {"1": name}, "label_colors": {"1": [r, g, b] in 0-1}}`` (JSON keys
     are strings); {} without names. Colours come in 0-1 or 0-255 (napari gives 0-1 RGBA)."""
-    from napari_tumorseg.export import unit_colors
-
     names = {str(int(k)): str(v) for k, v in (label_names or {}).items() if k is not None}
     if not names:
         return {}
@@ -43,4 +41,17 @@ def read_label_record(record) -> dict:
             out["label_colors"] = {int(k): tuple(float(c) for c in v[:3]) for k, v in colors.items()}
     except (TypeError, ValueError):
         return {}
+    return out
+
+
+def unit_colors(colors) -> dict[int, tuple[float, float, float]]:
+    """{label value: RGB in 0-1} from RGB(A) given in 0-1 or 0-255; the background (0) and
+    napari's colour for any other value (the key None) are left out."""
+    out = {}
+    for k, v in (colors or {}).items():
+        if k is None or int(k) == 0:
+            continue
+        rgb = [float(c) for c in list(v)[:3]]
+        scale = 255.0 if max(rgb) > 1 else 1.0
+        out[int(k)] = tuple(c / scale for c in rgb)
     return out

@@ -28,6 +28,7 @@ import numpy as np
 
 from napari_tumorseg.errors import TumorSegError, WriteError
 from napari_tumorseg.io.volume import Volume
+from napari_tumorseg.label_records import unit_colors
 
 FORMATS = ("nifti", "nrrd", "mha", "tiff", "tiff-slices", "dicom-seg", "coco")
 
@@ -195,19 +196,6 @@ def _write_itk(data: np.ndarray, fmt: str, out: Path, source: Volume | None, ove
     return write_itk(data, out, affine=affine, overwrite=overwrite,
                      spacing=source.spacing if source is not None else None,
                      label_names=names, label_colors=colors, labels=labels)
-
-
-def unit_colors(colors) -> dict[int, tuple[float, float, float]]:
-    """{label value: RGB in 0-1} from RGB(A) given in 0-1 or 0-255; the background (0) and
-    napari's colour for any other value (the key None) are left out."""
-    out = {}
-    for k, v in (colors or {}).items():
-        if k is None or int(k) == 0:
-            continue
-        rgb = [float(c) for c in list(v)[:3]]
-        scale = 255.0 if max(rgb) > 1 else 1.0
-        out[int(k)] = tuple(c / scale for c in rgb)
-    return out
 
 
 def probability_path(out: str | os.PathLike, fmt: str | None = None) -> Path:
