@@ -142,6 +142,22 @@ def _mask_from_raster(path: Path) -> np.ndarray:
     return m.astype(np.int64)
 
 
+def _mask_convention(path: Path) -> str | None:
+    """The BraTS convention a mask's stored label names spell out (a region map this plugin
+    exported as TIFF: 1 oedema, 2 core, 3 enhancing), or None for a plain mask."""
+    from napari_tumorseg.brats import convention_from_label_names
+    from napari_tumorseg.io.images import tiff_geometry
+
+    return convention_from_label_names(tiff_geometry(path).get("label_names"))
+
+
+def _mask_ref(case_id: str, name: str, load, split: str | None, first_mask: Path) -> CaseRef:
+    """A ref of an image + mask pair: its mask is one object, unless the mask's own label
+    names say a BraTS convention (then a regions run learns core and enhancing from it)."""
+    convention = _mask_convention(first_mask)
+    return CaseRef(case_id, name, load, split, label_convention=convention, lesion_only=convention is None)
+
+
 def _check_same_grid(image: np.ndarray, labels: np.ndarray, name: str) -> None:
     if tuple(image.shape[-3:]) != tuple(labels.shape[-3:]):
         raise TumorSegError(
@@ -248,7 +264,7 @@ def _pair_refs(folder: Path, split: str | None) -> list[CaseRef]:
                 raise TumorSegError(f"{pairs[0][0].parent.name}: slices differ in size or channels")
             return CaseData(np.concatenate(imgs, axis=1), np.concatenate(masks, axis=0))
 
-        refs.append(CaseRef(case_id, case, load, split, lesion_only=True))
+        refs.append(_mask_ref(case_id, case, load, split, pairs[0][1]))
     return refs
 
 
@@ -273,7 +289,7 @@ def _image_mask_refs(folder: Path, split: str | None) -> list[CaseRef]:
             _check_same_grid(img, lab, ip.name)
             return CaseData(img, lab)
 
-        refs.append(CaseRef(case_id_from_name(ip.stem), ip.name, load, split, lesion_only=True))
+        refs.append(_mask_ref(case_id_from_name(ip.stem), ip.name, load, split, mp))
     unmatched += [f"{mask_dir.name}/{mp.name}" for mp in sorted(masks.values()) if mp not in used]
     _UNMATCHED.setdefault(folder, []).extend(unmatched)
     return refs

@@ -202,3 +202,39 @@ def test_open_layers_say_their_convention_by_their_label_names():
     named = arrays_source([{"image": image, "mask": mask, "label_names": REGION_LABEL_NAMES}])
     assert named.refs[0].label_convention == "regionmap"
     assert arrays_source([{"image": image, "mask": mask}]).refs[0].label_convention is None
+
+
+def test_a_region_map_exported_as_tiff_trains_as_regions(shared_data, tmp_path):
+    """A corrected region map exported as TIFF (1 oedema, 2 core, 3 enhancing, its label names
+    in the file) and paired with its scan is read by its names in a regions run: core and
+    enhancing are learned from it, not left unknown, and not read as BraTS 2023's 1 = core.
+    The same mask without names stays one object (the whole tumour only)."""
+    import nibabel as nib
+
+    from napari_tumorseg.brats import REGION_LABEL_NAMES, labels_to_regions, regions_to_labels
+    from napari_tumorseg.export.tiff import write_tiff_stack
+
+    case = shared_data / "brats2013_deepmedic/train/brats_2013_pat0005_1"
+    flair = np.asarray(nib.load(case / "Flair_subtrMeanDivStd.nii.gz").dataobj).T.astype(np.float32)
+    truth = np.asarray(nib.load(case / "OTMultiClass.nii.gz").dataobj).T.astype(np.uint8)
+    z = int(np.argmax((truth == 4).sum(axis=(1, 2))))
+    regions = labels_to_regions(truth[z - 2:z + 2], "brats")
+    regionmap = regions_to_labels(regions)
+    assert set(np.unique(regionmap)) == {0, 1, 2, 3}
+    # the scan's own grid; the run's convention is another source's (BraTS 2017-2021)
+    prep = {**default_preprocessing(2, None, 1, target="regions", spatial="none"), "region_convention": "brats"}
+    targets = {}
+    for named in (True, False):
+        folder = tmp_path / ("named" if named else "plain")
+        (folder / "images").mkdir(parents=True)
+        (folder / "masks").mkdir()
+        write_tiff_stack(flair[z - 2:z + 2], folder / "images" / "pat5.tif")
+        write_tiff_stack(regionmap, folder / "masks" / "pat5.tif", kind="labels",
+                         label_names=REGION_LABEL_NAMES if named else None)
+        (ref,) = open_source(folder).refs
+        targets[named] = prepare_case(ref, prep, per_case_convention=True).target
+    named, plain = targets[True], targets[False]
+    assert named.shape[0] == 3 and not np.isnan(named).any()
+    np.testing.assert_array_equal(named, regions.astype(np.float32))  # WT, TC, ET as the truth says
+    assert np.isnan(plain[1:]).all() and not np.isnan(plain[0]).any()
+    np.testing.assert_array_equal(plain[0], named[0])
