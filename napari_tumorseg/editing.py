@@ -244,7 +244,7 @@ def margin(labels, mm: float, spacing, slice_only: bool = False, z: int | None =
     verb = "grew" if mm > 0 else "shrank"
     msg = f"{verb} {what} by {abs(mm):g} mm ({where}): {changed} voxels"
     if blocked:
-        msg += f"; {blocked} voxels of other labels kept (tick 'over other labels' to take them)"
+        msg += f"; {blocked} voxels of other labels kept ('over other labels' takes them)"
     step = min(sp[1:]) if (slice_only or z is not None or was_2d) else min(sp)
     if not changed and abs(mm) < step:
         msg += f" (the margin is under the voxel size, {step:g} mm)"

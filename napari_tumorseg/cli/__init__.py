@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = [
     "evaluate",
     "evaluate_clicks",
     "measure",
+    "edit",
     "view",
 ]
 

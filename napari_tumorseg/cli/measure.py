@@ -68,6 +68,14 @@ def _read_one(path: str, series: int | None, what: str, prefer_labels: bool):
 def load_mask(path: str, series: int | None = None, image: str | None = None):
     """(mask array (z, y, x), spacing (z, y, x) mm, label names or None) through the readers,
     checked as a label mask."""
+    vol, data = load_mask_volume(path, series, image)
+    names = vol.metadata.get("label_names") if isinstance(vol.metadata, dict) else None
+    return data, tuple(float(s) for s in vol.spacing), names or None
+
+
+def load_mask_volume(path: str, series: int | None = None, image: str | None = None):
+    """(the mask's Volume, its array (z, y, x)) through the readers, checked as a label mask;
+    a mask without geometry takes ``image``'s grid. Messages name neither file nor patient."""
     from napari_tumorseg.cli.evaluate import MAX_LABELS
     from napari_tumorseg.io.grid import adopt_grid, check_same_grid, has_geometry
 
@@ -99,8 +107,7 @@ def load_mask(path: str, series: int | None = None, image: str | None = None):
                     "MASK and IMAGE differ in size: " + "x".join(map(str, vol.spatial_shape)) + " vs "
                     + "x".join(map(str, scan.spatial_shape)) + " voxels (z, y, x)")
             vol = adopt_grid(vol, scan)
-    names = vol.metadata.get("label_names") if isinstance(vol.metadata, dict) else None
-    return data, tuple(float(s) for s in vol.spacing), names or None
+    return vol, data
 
 
 def measure_mask(path: str, series: int | None = None, image: str | None = None,
