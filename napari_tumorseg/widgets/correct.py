@@ -104,6 +104,7 @@ class CorrectWidget(QWidget):
         self.margin_mm.setSingleStep(0.5)
         self.margin_mm.setValue(1.0)
         self.margin_mm.setSuffix(" mm")
+        self.labels_combo.currentTextChanged.connect(self._margin_step)
         self.margin_button = QPushButton("Move border by")
         tip = ("the whole segmentation's outer border, out (positive) or in (negative), in mm of the "
                "scan's own spacing, as 3D Slicer's Margin: for a border drawn too tight or too wide all "
@@ -253,6 +254,17 @@ class CorrectWidget(QWidget):
                 combo.setCurrentText(preferred if preferred in names and combo is self.labels_combo else names[0])
             combo.blockSignals(False)
         self._offer_reference()
+        self._margin_step()
+
+    def _margin_step(self, *_):
+        """The border spin box steps by the labels' in-plane voxel size: on a 1 mm grid a
+        0.5 mm step moves nothing (a value can still be typed)."""
+        name = self.labels_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is None:
+            return
+        step = max(0.1, round(min(self._spacing(layer)[1:]), 1))
+        self.margin_mm.setSingleStep(step)
 
     def _gt_picked(self, *_):
         self._gt_chosen = True

@@ -52,6 +52,8 @@ def test_move_border_grows_and_shrinks_in_mm_as_one_step(make_napari_viewer, sha
     _, roi = _open_brainix(viewer, shared_data)
     widget = add_dock(viewer, "Correct and export")
     widget.labels_combo.setCurrentText(roi.name)
+    # The spin box steps by the in-plane voxel size (BRAINIX's FLAIR grid), not a fixed 0.5 mm.
+    assert widget.margin_mm.singleStep() == pytest.approx(round(min(roi.scale[1:]), 1)) != 0.5
     original = roi.data.copy()
     widget.slice_only.setChecked(False)
     widget.margin_mm.setValue(3.0)
