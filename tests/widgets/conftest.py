@@ -46,6 +46,17 @@ def open_as_channels(viewer, qtbot, folder: Path, keep):
         item.setCheckState(Qt.Checked if keep(item.text().lower()) else Qt.Unchecked)
     widget.as_channels.setChecked(True)
     worker = widget.open_selected()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    wait_for_worker(qtbot, worker, timeout=120000)
     return widget
+
+
+def wait_for_worker(qtbot, worker, timeout: int = 120000) -> None:
+    """Wait until a worker a dock started (``start_worker``) has finished and its signals'
+    slots have run. Not ``qtbot.waitSignal(worker.finished)`` entered after the dock started
+    it: on a loaded machine the worker can finish before the wait connects and the signal is
+    missed (seen in CI with a training run beside it: the layers opened, the wait timed out).
+    ``start_worker`` connects its bookkeeping before the start, so this cannot miss."""
+    from napari_tumorseg.widgets._common import _RUNNING
+
+    assert worker is not None
+    qtbot.waitUntil(lambda: worker not in _RUNNING, timeout=timeout)

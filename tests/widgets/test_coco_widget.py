@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from napari_tumorseg.widgets.coco_masks import PREVIEW_PREFIX
-from tests.widgets.conftest import add_dock, save_screenshot
+from tests.widgets.conftest import add_dock, save_screenshot, wait_for_worker
 
 pytestmark = pytest.mark.gui
 
@@ -39,8 +39,7 @@ def test_preview_then_convert_folder(make_napari_viewer, qtbot, shared_data, tmp
     out = tmp_path / "masks"
     widget.out_picker.set_path(out)
     worker = widget.convert()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_for_worker(qtbot, worker, timeout=60000)
     masks = sorted((out / "valid").glob("*.tif"))
     assert len(masks) == len(d["images"])
     annotated = {a["image_id"] for a in d["annotations"]}

@@ -3,7 +3,7 @@ user's unsaved edits) inside pycocotools; now the preview shows the valid part a
 conversion names the bad record once."""
 
 import pytest
-from tests.widgets.conftest import add_dock
+from tests.widgets.conftest import add_dock, wait_for_worker
 
 from napari_tumorseg.widgets.coco_masks import PREVIEW_PREFIX
 from tests.hostile.test_hostile_coco import SQUARE, make_export, polygon_ann
@@ -31,8 +31,7 @@ def test_huge_coordinates_in_the_coco_dock(make_napari_viewer, qtbot, tmp_path, 
     assert abs(shapes[0].data[0]).max() < 64
     widget.out_picker.set_path(tmp_path / "masks")
     worker = widget.convert()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_for_worker(qtbot, worker, timeout=60000)
     # All or nothing (coco2mask's rule): an invalid record means no mask is written, and one
     # notice names it.
     qtbot.waitUntil(lambda: any("invalid record" in m for m in notifications()), timeout=10000)
@@ -51,8 +50,7 @@ def test_skip_invalid_in_the_coco_dock_writes_the_valid_masks(make_napari_viewer
     widget.out_picker.set_path(tmp_path / "masks")
     widget.skip_invalid.setChecked(True)
     worker = widget.convert()
-    with qtbot.waitSignal(worker.finished, timeout=60000):
-        pass
+    wait_for_worker(qtbot, worker, timeout=60000)
     qtbot.waitUntil(lambda: widget.last_report is not None, timeout=10000)
     # the one image here carries the invalid record too, so it gets no mask: a mask missing
     # one of its annotations would be a wrong outline; the record is named once

@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from napari_tumorseg.widgets._common import thread_worker, worker_error_handler
-from tests.widgets.conftest import add_dock, save_screenshot
+from tests.widgets.conftest import add_dock, save_screenshot, wait_for_worker
 
 pytestmark = pytest.mark.gui
 
@@ -47,8 +47,7 @@ def test_brainix_as_channels_opens_each_series_with_one_notice(make_napari_viewe
     widget.as_channels.setChecked(True)
     before = len(notifications())
     worker = widget.open_selected()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    wait_for_worker(qtbot, worker, timeout=120000)
     qtbot.wait(50)
 
     # FLAIR (288²) and T2 (512²) cannot be one case: both open, with the ROI, and ONE notice says why.

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from tests.widgets.conftest import add_dock, open_as_channels, save_screenshot
+from tests.widgets.conftest import add_dock, open_as_channels, save_screenshot, wait_for_worker
 
 pytestmark = pytest.mark.gui
 
@@ -27,8 +27,7 @@ def _ticked(widget) -> set[str]:
 
 def _open(widget, qtbot):
     worker = widget.open_selected()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    wait_for_worker(qtbot, worker, timeout=120000)
 
 
 def test_scan_lists_series_and_opens_selected(make_napari_viewer, qtbot, shared_data, screenshot_dir):

@@ -10,7 +10,7 @@ from qtpy.QtCore import Qt
 
 from napari_tumorseg.io.readers import read_path
 from tests.io.test_study_nrrd_mha import NAMES, make_case
-from tests.widgets.conftest import add_dock
+from tests.widgets.conftest import add_dock, wait_for_worker
 
 pytestmark = pytest.mark.gui
 
@@ -69,8 +69,7 @@ def test_load_study_lists_and_opens_nrrd_with_names(make_napari_viewer, qtbot, s
     assert widget.table.item(rows["BraTS2021_00002_seg"], 0).checkState() == Qt.Unchecked
     widget.table.item(rows["BraTS2021_00002_seg"], 0).setCheckState(Qt.Checked)
     worker = widget.open_selected()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    wait_for_worker(qtbot, worker, timeout=120000)
     assert [(type(l).__name__, l.name) for l in viewer.layers] == [
         ("Image", "FLAIR · BraTS2021_00002"), ("Labels", "seg · BraTS2021_00002")]
     labels = viewer.layers["seg · BraTS2021_00002"]

@@ -1,7 +1,7 @@
 """One session per viewer: the docks share the case, the model and the prediction by reference."""
 
 import numpy as np
-from tests.widgets.conftest import add_dock
+from tests.widgets.conftest import add_dock, wait_for_worker
 import pytest
 import torch
 from qtpy.QtCore import Qt
@@ -33,8 +33,7 @@ def _load_case(viewer, qtbot, folder, keep, as_channels):
         widget.table.item(r, 0).setCheckState(Qt.Checked if any(k in name for k in keep) else Qt.Unchecked)
     widget.as_channels.setChecked(as_channels)
     worker = widget.open_selected()
-    with qtbot.waitSignal(worker.finished, timeout=120000):
-        pass
+    wait_for_worker(qtbot, worker, timeout=120000)
     return widget
 
 
