@@ -18,7 +18,7 @@ import numpy as np
 
 from napari_tumorseg.errors import TumorSegError
 
-_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd", ".tif", ".tiff")
+_SUFFIXES = ".nii.gz, .nii, .nrrd, .seg.nrrd, .mha, .mhd, .tif or .tiff"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("mask", help="label map: NIfTI, NRRD / .seg.nrrd, MetaImage, DICOM (ROI series or SEG), TIFF")
     p.add_argument("-o", "--output", required=True,
-                   help="the edited map: .nii.gz, .nii, .nrrd, .seg.nrrd, .mha, .mhd, .tif or .tiff")
+                   help=f"the edited map: {_SUFFIXES}")
     p.add_argument("--fill-holes", action="store_true", help="fill background enclosed by one label")
     p.add_argument("--remove-islands", type=float, default=None, metavar="MM3",
                    help="remove tumour components smaller than MM3 cubic millimetres (with --2d: square mm per slice)")
@@ -79,12 +79,12 @@ def edit_labels(labels: np.ndarray, spacing, fill: bool = False, islands_mm3: fl
 
 def run(args) -> int:
     from napari_tumorseg.cli.measure import load_mask_volume
-    from napari_tumorseg.export import export_labels
+    from napari_tumorseg.export import export_labels, format_from_path
     from napari_tumorseg.fileio import check_writable
 
     out = Path(args.output)
-    if not out.name.lower().endswith(_SUFFIXES):
-        raise TumorSegError(f"{out.name}: output must end in {', '.join(_SUFFIXES)}")
+    if format_from_path(out) not in ("nifti", "nrrd", "mha", "tiff"):  # the formats that need no source series
+        raise TumorSegError(f"{out.name}: output must end in {_SUFFIXES}")
     check_writable(out, args.overwrite)  # refuse before any work
     vol, data = load_mask_volume(args.mask, args.series, args.image)
     labels = data.astype(np.int64) if data.dtype.kind == "f" else data

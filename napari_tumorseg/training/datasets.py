@@ -142,19 +142,14 @@ def _mask_from_raster(path: Path) -> np.ndarray:
     return m.astype(np.int64)
 
 
-def _mask_convention(path: Path) -> str | None:
-    """The BraTS convention a mask's stored label names spell out (a region map this plugin
-    exported as TIFF: 1 oedema, 2 core, 3 enhancing), or None for a plain mask."""
+def _mask_ref(case_id: str, name: str, load, split: str | None, first_mask: Path) -> CaseRef:
+    """A ref of an image + mask pair: its mask is one object, unless the mask's own label
+    names (a region map this plugin exported as TIFF: 1 oedema, 2 core, 3 enhancing) say a
+    BraTS convention; then a regions run learns core and enhancing from it."""
     from napari_tumorseg.brats import convention_from_label_names
     from napari_tumorseg.io.images import tiff_geometry
 
-    return convention_from_label_names(tiff_geometry(path).get("label_names"))
-
-
-def _mask_ref(case_id: str, name: str, load, split: str | None, first_mask: Path) -> CaseRef:
-    """A ref of an image + mask pair: its mask is one object, unless the mask's own label
-    names say a BraTS convention (then a regions run learns core and enhancing from it)."""
-    convention = _mask_convention(first_mask)
+    convention = convention_from_label_names(tiff_geometry(first_mask).get("label_names"))
     return CaseRef(case_id, name, load, split, label_convention=convention, lesion_only=convention is None)
 
 
