@@ -93,10 +93,7 @@ def run(args) -> int:
     for line in messages:
         print(line)
     meta = vol.metadata if isinstance(vol.metadata, dict) else {}
-    if edited.max() > np.iinfo(np.uint16).max:
-        raise TumorSegError("label values above 65535 cannot be written")
-    dtype = np.uint8 if edited.max() <= 255 else np.uint16
-    written = export_labels(edited.astype(dtype), None, out, source=vol, overwrite=args.overwrite,
+    written = export_labels(edited, None, out, source=vol, overwrite=args.overwrite,
                             names=meta.get("label_names"), colors=meta.get("label_colors"))
     changed = int(np.count_nonzero(edited != labels))
     print(f"wrote {len(written)} file(s): {changed} voxels changed")

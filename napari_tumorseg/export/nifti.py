@@ -13,25 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from napari_tumorseg.errors import WriteError
+from napari_tumorseg.export.dtypes import file_dtype
 from napari_tumorseg.fileio import atomic_path
 from napari_tumorseg.io.nifti import EXTENSION_KEY, is_nifti_path, nifti_affine_to_zyx
 from napari_tumorseg.io.volume import Volume, affine_from_spacing
 
 
 def _nifti_dtype(data: np.ndarray) -> np.ndarray:
-    if data.dtype == bool:
-        return data.astype(np.uint8)
-    if data.dtype in (np.int64, np.uint64):
-        # nibabel refuses 64-bit integers without an explicit dtype; few viewers read them.
-        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
-        for dtype in (np.uint8, np.int16, np.uint16, np.int32, np.uint32):
-            info = np.iinfo(dtype)
-            if info.min <= lo and hi <= info.max:
-                return data.astype(dtype)
-        return data.astype(np.float64)
-    if data.dtype == np.float16:
-        return data.astype(np.float32)
-    return data
+    # nibabel refuses 64-bit integers without an explicit dtype; few viewers read them.
+    return file_dtype(data, (np.uint8, np.int16, np.uint16, np.int32, np.uint32), too_wide=np.float64)
 
 
 def write_nifti(

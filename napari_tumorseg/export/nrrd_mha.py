@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_tumorseg.errors import WriteError
+from napari_tumorseg.export.dtypes import file_dtype
 from napari_tumorseg.fileio import check_writable, staged_outputs
 from napari_tumorseg.io.nrrd_mha import (
     METAIMAGE_SUFFIXES,
@@ -47,10 +48,9 @@ _PALETTE = [
 
 
 def _itk_dtype(data: np.ndarray) -> np.ndarray:
-    if data.dtype == bool:
-        return data.astype(np.uint8)
-    if data.dtype == np.float16:
-        return data.astype(np.float32)
+    # Slicer's segment editor keeps a segmentation's stored type: an int64 label map would stay
+    # eight bytes a voxel through every edit.
+    data = file_dtype(data, (np.uint8, np.uint16, np.int16, np.int32, np.uint32))
     if not data.dtype.isnative:
         return data.astype(data.dtype.newbyteorder("="))
     return data

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_tumorseg.errors import WriteError
+from napari_tumorseg.export.dtypes import file_dtype
 from napari_tumorseg.fileio import atomic_path, check_writable, staged_outputs
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -25,17 +26,7 @@ _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
 
 
 def _tiff_dtype(data: np.ndarray) -> np.ndarray:
-    if data.dtype == bool:
-        return data.astype(np.uint8)
-    if data.dtype in (np.int64, np.uint64) and data.size:
-        lo, hi = int(data.min()), int(data.max())
-        for dtype in (np.uint8, np.uint16, np.int16, np.int32, np.uint32):
-            info = np.iinfo(dtype)
-            if info.min <= lo and hi <= info.max:
-                return data.astype(dtype)
-    if data.dtype == np.float16:
-        return data.astype(np.float32)
-    return data
+    return file_dtype(data, (np.uint8, np.uint16, np.int16, np.int32, np.uint32))
 
 
 def _as_zyx(array: np.ndarray) -> np.ndarray:

@@ -189,3 +189,20 @@ def test_bad_names_and_arrays_are_refused_in_one_line(tmp_path):
         write_itk(np.zeros((2, 3, 4), np.float32), tmp_path / "x.seg.nrrd")
     with pytest.raises(ReadError, match="no such file"):
         read_itk(tmp_path / "missing.mha")
+
+
+@pytest.mark.parametrize("name, header_type", [("case.seg.nrrd", b"type: unsigned char"),
+                                               ("case.mha", b"ElementType = MET_UCHAR")])
+def test_an_int64_label_map_is_stored_in_the_narrowest_type(shared_data, tmp_path, name, header_type):
+    """napari's Labels hold int64: written as such, Slicer keeps eight bytes a voxel."""
+    truth = _one(shared_data.joinpath(*BRATS21))
+    wide = truth.data.astype(np.int64)
+    (out,) = export_labels(wide, None, tmp_path / name, source=truth, names=NAMES)
+    assert header_type in out.read_bytes()[:2000]
+    back = _one(out)
+    assert back.data.dtype == np.uint8
+    np.testing.assert_array_equal(back.data, truth.data)
+    # A value beyond uint8 takes the next type that holds it, never wraps.
+    wide[wide == 4] = 300
+    (out16,) = export_labels(wide, None, tmp_path / f"wide_{name}", source=truth)
+    np.testing.assert_array_equal(_one(out16).data, wide)
