@@ -17,8 +17,14 @@ def save_screenshot(viewer, path: Path) -> np.ndarray:
     from qtpy.QtWidgets import QApplication
     from skimage.io import imsave
 
+    import time
+
     viewer.window._qt_window.resize(1500, 950)
-    QApplication.processEvents()
+    # The docks lay themselves out over several event-loop turns after a resize; one turn
+    # grabbed them half-laid (clipped at the window's edge).
+    for _ in range(10):
+        QApplication.processEvents()
+        time.sleep(0.02)
     img = viewer.screenshot(canvas_only=False, flash=False)
     imsave(path, img, check_contrast=False)
     # A real render has many distinct colours; a blank or black window has a handful.
