@@ -16,7 +16,7 @@ def file_dtype(data: np.ndarray, preference: Sequence[type], too_wide: type | No
     given, else unchanged), anything else unchanged."""
     if data.dtype == bool:
         return data.astype(np.uint8)
-    if data.dtype in (np.int64, np.uint64):
+    if data.dtype.kind in "iu" and data.dtype.itemsize == 8:  # either byte order
         lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
         for dtype in preference:
             info = np.iinfo(dtype)

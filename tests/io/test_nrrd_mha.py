@@ -202,6 +202,9 @@ def test_an_int64_label_map_is_stored_in_the_narrowest_type(shared_data, tmp_pat
     back = _one(out)
     assert back.data.dtype == np.uint8
     np.testing.assert_array_equal(back.data, truth.data)
+    # Big-endian int64 (a NumPy array read from some formats) is narrowed the same.
+    (big,) = export_labels(wide.astype(">i8"), None, tmp_path / f"big_{name}", source=truth)
+    assert _one(big).data.dtype == np.uint8
     # A value beyond uint8 takes the next type that holds it, never wraps.
     wide[wide == 4] = 300
     (out16,) = export_labels(wide, None, tmp_path / f"wide_{name}", source=truth)
