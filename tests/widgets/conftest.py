@@ -1,4 +1,5 @@
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,6 @@ def screenshot_dir(tmp_path) -> Path:
 def save_screenshot(viewer, path: Path) -> np.ndarray:
     from qtpy.QtWidgets import QApplication
     from skimage.io import imsave
-
-    import time
 
     viewer.window._qt_window.resize(1500, 950)
     # The docks lay themselves out over several event-loop turns after a resize; one turn
